@@ -1,0 +1,103 @@
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError, createClient, createRouterTransport } from "@connectrpc/connect";
+import { Health, HealthCheckResponse_ServingStatus as Status, HealthCheckResponseSchema } from "@luna/contracts/grpc/health/v1/health_pb.js";
+import { describe, expect, it } from "vitest";
+import {
+  aborted, alreadyExists, codeOf, errorInterceptor, failedPrecondition, invalidArgument, notFound, permissionDenied,
+  resourceExhausted, toConnectError, unauthenticated, unavailable,
+} from "./errors.js";
+import { createLogger } from "./log.js";
+
+function capture() {
+  const lines: Array<Record<string, unknown>> = [];
+  const log = createLogger({ service: "test", level: "debug", destination: { write: (s: string) => void lines.push(JSON.parse(s)) } });
+  return { log, lines };
+}
+
+function failure(p: Promise<unknown>): Promise<ConnectError> {
+  return p.then(() => { throw new Error("expected the call to fail"); }, (e: unknown) => ConnectError.from(e));
+}
+
+describe("error helpers", () => {
+  it("carry the right codes and messages", () => {
+    expect(invalidArgument("prompt", "must not be empty")).toMatchObject({ code: Code.InvalidArgument, rawMessage: "prompt: must not be empty" });
+    expect(notFound("conversation c1")).toMatchObject({ code: Code.NotFound, rawMessage: "conversation c1 not found" });
+    expect(alreadyExists("x").code).toBe(Code.AlreadyExists);
+    expect(permissionDenied("x").code).toBe(Code.PermissionDenied);
+    expect(unauthenticated("x").code).toBe(Code.Unauthenticated);
+    expect(resourceExhausted("x").code).toBe(Code.ResourceExhausted);
+    expect(failedPrecondition("x").code).toBe(Code.FailedPrecondition);
+    expect(unavailable("x").code).toBe(Code.Unavailable);
+    expect(aborted("x").code).toBe(Code.Aborted);
+  });
+});
+
+describe("toConnectError", () => {
+  it("passes ConnectErrors through unchanged", () => {
+    const err = notFound("image i1");
+    expect(toConnectError(err)).toBe(err);
+  });
+
+  it("maps an AbortError to Canceled", () => {
+    const err = new Error("aborted");
+    err.name = "AbortError";
+    expect(toConnectError(err).code).toBe(Code.Canceled);
+    expect(codeOf(err)).toBe(Code.Canceled);
+  });
+
+  it("hides unknown errors behind a generic Internal error and logs the real one", () => {
+    const { log, lines } = capture();
+    const err = toConnectError(new Error("relation \"ledger\" does not exist"), log);
+    expect(err.code).toBe(Code.Internal);
+    expect(err.rawMessage).toBe("internal error");
+    expect(lines).toHaveLength(1);
+    expect(lines[0]!.level).toBe("error");
+    expect(JSON.stringify(lines[0]!.err)).toContain("relation \\\"ledger\\\" does not exist");
+    expect((lines[0]!.err as { stack: string }).stack).toContain("errors.test.ts");
+    expect(codeOf("a string")).toBe(Code.Internal);
+  });
+});
+
+describe("errorInterceptor", () => {
+  const routes = (router: Parameters<Parameters<typeof createRouterTransport>[0]>[0]) => router.service(Health, {
+    check() {
+      throw new Error("secret connection string postgres://admin:hunter2@db");
+    },
+    list() {
+      throw notFound("thing");
+    },
+    async *watch() {
+      yield create(HealthCheckResponseSchema, { status: Status.SERVING });
+      throw new TypeError("cannot read properties of undefined (reading 'hunter2')");
+    },
+  });
+
+  it("turns a unary handler's unknown error into Internal without leaking its message", async () => {
+    const { log, lines } = capture();
+    const client = createClient(Health, createRouterTransport(routes, { router: { interceptors: [errorInterceptor(log)] } }));
+    const err = await failure(client.check({}));
+    expect(err.code).toBe(Code.Internal);
+    expect(err.rawMessage).toBe("internal error");
+    expect(lines.some((l) => JSON.stringify(l).includes("hunter2"))).toBe(true);
+  });
+
+  it("keeps deliberate ConnectErrors as they are", async () => {
+    const { log } = capture();
+    const client = createClient(Health, createRouterTransport(routes, { router: { interceptors: [errorInterceptor(log)] } }));
+    const err = await failure(client.list({}));
+    expect(err.code).toBe(Code.NotFound);
+    expect(err.rawMessage).toBe("thing not found");
+  });
+
+  it("maps an error thrown mid-stream after messages were sent", async () => {
+    const { log } = capture();
+    const client = createClient(Health, createRouterTransport(routes, { router: { interceptors: [errorInterceptor(log)] } }));
+    const received: Status[] = [];
+    const err = await (async () => {
+      for await (const res of client.watch({})) received.push(res.status);
+    })().then(() => undefined, (e: unknown) => ConnectError.from(e));
+    expect(received).toEqual([Status.SERVING]);
+    expect(err?.code).toBe(Code.Internal);
+    expect(err?.rawMessage).not.toContain("hunter2");
+  });
+});
