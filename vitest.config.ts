@@ -2,7 +2,7 @@ import { defineConfig } from "vitest/config";
 
 // One vitest run for the whole monorepo. Workspace packages resolve to their TypeScript sources through the
 // "luna-source" export condition, so tests never need a prior build.
-const conditions = ["luna-source", "node", "import", "default"];
+const conditions = ["luna-source", "node", "default"];
 
 export default defineConfig({
   resolve: { conditions },

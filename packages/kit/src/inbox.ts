@@ -1,0 +1,36 @@
+// Consumer-side deduplication: a consumer records the event id in the same transaction as its effect, so a
+// redelivered (or re-published) event never applies its effect twice. Table: packages/kit/sql/outbox_inbox.sql.
+import type { SqlTx } from "./outbox.js";
+
+/**
+ * Records that `consumer` processed `eventId`; call it inside the transaction that applies the effect.
+ * Returns true the first time (apply the effect, commit) and false when the event was already processed (skip the
+ * effect; ack the message). Two concurrent deliveries of one event serialize on the primary key: the second waits
+ * for the first transaction and then gets false (or true if the first rolled back).
+ */
+export async function recordInbox(tx: SqlTx, consumer: string, eventId: string): Promise<boolean> {
+  if (typeof consumer !== "string" || consumer.length === 0) throw new Error("recordInbox: consumer must be a non-empty string");
+  if (typeof eventId !== "string" || eventId.length === 0) throw new Error("recordInbox: eventId must be a non-empty string");
+  const inserted = await tx.$executeRawUnsafe(
+    "INSERT INTO inbox_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+    consumer, eventId,
+  );
+  return inserted === 1;
+}
+
+/**
+ * Deletes inbox rows processed before `olderThan`; returns how many. Keep rows longer than any redelivery can
+ * happen: longer than the stream's max age (LUNA_EVENTS: 7 days) plus the outbox's retention of unpublished rows.
+ */
+export async function pruneInbox(tx: SqlTx, olderThan: Date, batchSize = 10_000): Promise<number> {
+  let total = 0;
+  for (;;) {
+    const n = await tx.$executeRawUnsafe(
+      `DELETE FROM inbox_events WHERE (consumer, event_id) IN (
+         SELECT consumer, event_id FROM inbox_events WHERE processed_at < $1 LIMIT $2)`,
+      olderThan, batchSize,
+    );
+    total += n;
+    if (n < batchSize) return total;
+  }
+}

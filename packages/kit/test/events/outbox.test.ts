@@ -1,0 +1,264 @@
+// Transactional outbox against real Postgres and NATS: order, rollback, wake-up, concurrent relays, crash between
+// publish and mark, trace context. The NATS-restart case is in restart.test.ts (it needs a dedicated server).
+import { randomUUID } from "node:crypto";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import type pg from "pg";
+import type { NatsConnection } from "@nats-io/nats-core";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
+import { ROOT_CONTEXT, context, trace, TraceFlags } from "@opentelemetry/api";
+import { createTestDatabase, testServers } from "../../src/testing/index.js";
+import { connectNats, ensureStreams, runConsumer } from "../../src/nats.js";
+import { MAX_OUTBOX_PAYLOAD_BYTES, enqueueEvent, pruneOutbox, sqlTxFromPg, startOutboxRelay } from "../../src/outbox.js";
+import type { OutboxRelay } from "../../src/outbox.js";
+import { ensureContextManager } from "../../src/tracing.js";
+import { OUTBOX_INBOX_SQL, captureLog, testPool, decode, encode, inTransaction, repeated, streamMessages, uniq, waitFor } from "./helpers.js";
+
+const id = uniq();
+const STREAM = `T_OUTBOX_${id}`;
+const SUBJ = `tob${id}`;
+
+let db: { url: string; drop(): Promise<void> };
+let pool: pg.Pool;
+let nc: NatsConnection;
+let js: JetStreamClient;
+let jsm: JetStreamManager;
+const relays: OutboxRelay[] = [];
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  pool = testPool(db.url, { max: 8 });
+  await pool.query(OUTBOX_INBOX_SQL);
+  nc = await connectNats({ servers: testServers().natsUrl, name: "kit-outbox-test", log: captureLog() });
+  js = jetstream(nc);
+  jsm = await jetstreamManager(nc);
+});
+
+beforeEach(async () => {
+  await Promise.all(relays.splice(0).map((r) => r.stop()));
+  await pool.query("TRUNCATE outbox_events");
+  // A fresh stream per test, so the stream's contents are exactly what this test's relays published.
+  await jsm.streams.delete(STREAM).catch(() => undefined);
+  await ensureStreams(nc, [{ name: STREAM, subjects: [`${SUBJ}.>`], retention: "limits", maxAgeMs: 0 }]);
+});
+
+afterAll(async () => {
+  await Promise.all(relays.splice(0).map((r) => r.stop()));
+  await jsm?.streams.delete(STREAM).catch(() => undefined);
+  await nc?.drain();
+  await pool?.end();
+  await db?.drop();
+});
+
+function relay(opts: Partial<Parameters<typeof startOutboxRelay>[0]> = {}): OutboxRelay {
+  const r = startOutboxRelay({ pool, js, log: captureLog(), pollIntervalMs: 50, maxBackoffMs: 200, ...opts });
+  relays.push(r);
+  return r;
+}
+
+async function enqueueInTx(n: number, subject = `${SUBJ}.thing.happened`): Promise<string[]> {
+  return inTransaction(pool, async (client) => {
+    const ids: string[] = [];
+    for (let i = 0; i < n; i++) {
+      const eid = randomUUID();
+      await enqueueEvent(sqlTxFromPg(client), { id: eid, subject, payload: encode(`payload-${eid}`) });
+      ids.push(eid);
+    }
+    return ids;
+  });
+}
+
+async function pendingRows(): Promise<number> {
+  const { rows } = await pool.query<{ n: string }>("SELECT count(*) AS n FROM outbox_events WHERE published_at IS NULL");
+  return Number(rows[0]?.n);
+}
+
+describe("outbox relay", () => {
+  it("publishes committed events in seq order with Nats-Msg-Id = event id, and marks them published", async () => {
+    const ids: string[] = [];
+    for (let t = 0; t < 10; t++) ids.push(...await enqueueInTx(3, `${SUBJ}.${t % 2 === 0 ? "a" : "b"}.x`));
+    await inTransaction(pool, (c) => enqueueEvent(sqlTxFromPg(c), {
+      id: randomUUID(), subject: `${SUBJ}.a.x`, payload: encode("with-header"), headers: { "Luna-Kind": "test" },
+    }));
+    const r = relay();
+    await waitFor("outbox drained", async () => (await r.pending()) === 0);
+    const msgs = await streamMessages(jsm, STREAM);
+    expect(msgs.slice(0, 30).map((m) => m.msgId)).toEqual(ids);
+    expect(msgs).toHaveLength(31);
+    expect(decode(msgs[0]!.data)).toBe(`payload-${ids[0]}`);
+    expect(msgs[30]!.headers["Luna-Kind"]).toBe("test");
+    const { rows } = await pool.query("SELECT count(*)::int AS n FROM outbox_events WHERE published_at IS NOT NULL");
+    expect(rows[0].n).toBe(31);
+  });
+
+  it("never publishes the event of a rolled-back transaction", async () => {
+    const rolledBack = randomUUID();
+    const client = await pool.connect();
+    try {
+      await client.query("BEGIN");
+      await enqueueEvent(sqlTxFromPg(client), { id: rolledBack, subject: `${SUBJ}.x`, payload: encode("no") });
+      await client.query("ROLLBACK");
+    } finally {
+      client.release();
+    }
+    const [committed] = await enqueueInTx(1);
+    const r = relay();
+    await waitFor("outbox drained", async () => (await r.pending()) === 0);
+    await r.stop();
+    const msgs = await streamMessages(jsm, STREAM);
+    expect(msgs.map((m) => m.msgId)).toEqual([committed]);
+  });
+
+  it("rejects bad events at enqueue time, before anything is written", async () => {
+    const tx = sqlTxFromPg(pool);
+    const ok = { id: randomUUID(), subject: `${SUBJ}.x`, payload: encode("x") };
+    await expect(enqueueEvent(tx, { ...ok, id: "not-a-uuid" })).rejects.toThrow(/UUID/);
+    await expect(enqueueEvent(tx, { ...ok, subject: `${SUBJ}.*` })).rejects.toThrow(/subject/);
+    await expect(enqueueEvent(tx, { ...ok, headers: { "X-A": "line\nbreak" } })).rejects.toThrow(/CR\/LF/);
+    await expect(enqueueEvent(tx, { ...ok, payload: "text" as unknown as Uint8Array })).rejects.toThrow(/Uint8Array/);
+    await expect(enqueueEvent(tx, { ...ok, payload: new Uint8Array(MAX_OUTBOX_PAYLOAD_BYTES + 1) })).rejects.toThrow(/limit/);
+    const { rows } = await pool.query("SELECT count(*)::int AS n FROM outbox_events");
+    expect(rows[0].n).toBe(0);
+  });
+
+  it("wakes on NOTIFY from another connection's commit instead of waiting for the poll", async () => {
+    const r = relay({ pollIntervalMs: 120_000 });
+    // The listener's start-up catch-up pass has nothing to publish; after it the relay idles for the long poll.
+    await waitFor("relay idle", async () => (await r.pending()) === 0);
+    await new Promise((res) => setTimeout(res, 300));
+    const other = testPool(db.url, { max: 1 });
+    try {
+      const client = await other.connect();
+      const eid = randomUUID();
+      await client.query("BEGIN");
+      await enqueueEvent(sqlTxFromPg(client), { id: eid, subject: `${SUBJ}.x`, payload: encode("notify") });
+      await client.query("COMMIT");
+      client.release();
+      // Far shorter than the 120 s poll: only the NOTIFY can have woken the relay.
+      await waitFor("event published", async () => (await streamMessages(jsm, STREAM)).some((m) => m.msgId === eid),
+        { timeoutMs: 10_000 });
+    } finally {
+      await other.end();
+    }
+  });
+
+  it("kick() publishes at once after a commit", async () => {
+    const r = relay({ pollIntervalMs: 120_000 });
+    await waitFor("relay idle", async () => (await r.pending()) === 0);
+    // Drop the NOTIFY route for this check: the trigger is disabled, so only kick() can wake the relay.
+    await pool.query("ALTER TABLE outbox_events DISABLE TRIGGER outbox_events_notify");
+    try {
+      const [eid] = await enqueueInTx(1);
+      r.kick();
+      await waitFor("event published", async () => (await streamMessages(jsm, STREAM)).some((m) => m.msgId === eid),
+        { timeoutMs: 10_000 });
+    } finally {
+      await pool.query("ALTER TABLE outbox_events ENABLE TRIGGER outbox_events_notify");
+    }
+  });
+
+  it("two relays running at once publish every event exactly once, each writer's events in order", async () => {
+    const poolA = testPool(db.url, { max: 3 });
+    const poolB = testPool(db.url, { max: 3 });
+    try {
+      const published = { a: 0, b: 0 };
+      const a = relay({ pool: poolA, batchSize: 7, onPublished: (i) => { published.a += i.count; } });
+      const b = relay({ pool: poolB, batchSize: 7, onPublished: (i) => { published.b += i.count; } });
+      // Each writer stands for one aggregate: its transactions are sequential, so its events have a causal order
+      // (concurrent writers' transactions commit in any order, and no order exists between them).
+      const written = await Promise.all(Array.from({ length: 8 }, async (_, w) => {
+        const ids: string[] = [];
+        for (let i = 0; i < 10; i++) {
+          ids.push(...await enqueueInTx(3, `${SUBJ}.writer${w}`));
+          a.kick();
+          b.kick();
+        }
+        return ids;
+      }));
+      await waitFor("outbox drained", async () => (await pendingRows()) === 0);
+      await Promise.all([a.stop(), b.stop()]);
+      const msgs = await streamMessages(jsm, STREAM);
+      console.log(`[outbox] two relays: 240 events, ${msgs.length} stored, ${repeated(msgs.map((m) => m.msgId)).length} ` +
+        `duplicated; relay A published ${published.a}, relay B ${published.b}`);
+      expect(repeated(msgs.map((m) => m.msgId))).toEqual([]);
+      expect(msgs).toHaveLength(240);
+      written.forEach((ids, w) => {
+        expect(msgs.filter((m) => m.subject === `${SUBJ}.writer${w}`).map((m) => m.msgId)).toEqual(ids);
+      });
+    } finally {
+      await poolA.end();
+      await poolB.end();
+    }
+  });
+
+  it("re-publishes after a crash between publish and mark, and the stream drops the repeats", async () => {
+    const appName = `relay-crash-${uniq()}`;
+    const relayPool = testPool(db.url, { max: 3, application_name: appName });
+    const killer = testPool(db.url, { max: 1 });
+    try {
+      const ids = [...await enqueueInTx(5), ...await enqueueInTx(5)];
+      let publishes = 0;
+      let crashed = false;
+      // After the 4th publish of the batch reached the stream, the relay's database session dies: its transaction
+      // (and so every mark of this batch) is lost, exactly as if the relay process had been killed at that point.
+      const crashingJs = {
+        publish: async (...args: Parameters<JetStreamClient["publish"]>) => {
+          const ack = await js.publish(...args);
+          if (++publishes === 4 && !crashed) {
+            crashed = true;
+            await killer.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1", [appName]);
+          }
+          return ack;
+        },
+      };
+      let duplicates = 0;
+      const r = relay({ pool: relayPool, js: crashingJs, onPublished: (i) => { duplicates += i.duplicates; } });
+      await waitFor("outbox drained", async () => (await pendingRows()) === 0);
+      await r.stop();
+      const msgs = await streamMessages(jsm, STREAM);
+      console.log(`[outbox] crash between publish and mark: ${publishes} publishes, ${duplicates} deduplicated, ${msgs.length} stored`);
+      expect(crashed).toBe(true);
+      expect(duplicates).toBeGreaterThanOrEqual(4); // the re-published ones were recognised as duplicates
+      expect(msgs.map((m) => m.msgId)).toEqual(ids);
+    } finally {
+      await relayPool.end();
+      await killer.end();
+    }
+  });
+
+  it("carries the writer's trace context to the consumer", async () => {
+    ensureContextManager();
+    const traceId = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const parent = trace.setSpanContext(ROOT_CONTEXT, { traceId, spanId: "00f067aa0ba902b7", traceFlags: TraceFlags.SAMPLED });
+    const eid = randomUUID();
+    await context.with(parent, () => inTransaction(pool, (c) =>
+      enqueueEvent(sqlTxFromPg(c), { id: eid, subject: `${SUBJ}.traced`, payload: encode("t") })));
+    relay();
+    let seenTraceId: string | undefined;
+    const consumer = runConsumer({
+      js, stream: STREAM, durable: `traced_${uniq()}`, filterSubject: `${SUBJ}.traced`, log: captureLog(),
+      handle: async () => {
+        seenTraceId = trace.getActiveSpan()?.spanContext().traceId;
+        return "ack";
+      },
+    });
+    try {
+      await waitFor("event consumed", () => seenTraceId);
+      expect(seenTraceId).toBe(traceId);
+      const [msg] = await streamMessages(jsm, STREAM);
+      expect(msg?.headers.traceparent).toMatch(new RegExp(`^00-${traceId}-`));
+    } finally {
+      await consumer.stop();
+    }
+  });
+
+  it("prunes only published rows older than the cutoff", async () => {
+    const [published] = await enqueueInTx(1);
+    const [unpublished] = await enqueueInTx(1);
+    await pool.query("UPDATE outbox_events SET published_at = now() - interval '10 days' WHERE id = $1", [published]);
+    const deleted = await pruneOutbox(sqlTxFromPg(pool), new Date(Date.now() - 7 * 24 * 3600_000));
+    expect(deleted).toBe(1);
+    const { rows } = await pool.query<{ id: string }>("SELECT id FROM outbox_events");
+    expect(rows.map((r) => r.id)).toEqual([unpublished]);
+  });
+});

@@ -1,0 +1,6 @@
+#!/usr/bin/env -S tsx --conditions=luna-source
+// luna-migrate: offline `prisma migrate deploy` (see commands.ts). Container images run the compiled
+// dist/migrate-cli.js with plain node.
+import { runMigrateCli } from "./migrate-command.js";
+
+process.exitCode = await runMigrateCli(process.argv.slice(2));
