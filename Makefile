@@ -84,7 +84,7 @@ breaking: $(NPM_STAMP) ## buf breaking against main
 
 .PHONY: bench
 bench: deps ## Run every benchmark and write docs/PERFORMANCE.md
-	$(TSX) tools/bench/src/run-all.ts
+	$(TSX) tools/bench/src/run-all.ts $(ONLY)
 
 .PHONY: clean
 clean: ## Stop the local stack and wipe its data (.luna/) and build output

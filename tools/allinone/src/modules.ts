@@ -1,5 +1,6 @@
 // The services hosted by the all-in-one process, in start order (a module may call the ones before it).
-import type { ServiceInfra, ServiceModule } from "@luna/kit";
+import { loadConfig, type ServiceInfra, type ServiceModule } from "@luna/kit";
+import * as registry from "@luna/model-registry";
 
 export interface ModuleContext {
   /** The local data dir (.luna). */
@@ -20,4 +21,14 @@ export interface ModuleEntry {
   afterStart?(mod: ServiceModule, ctx: ModuleContext): Promise<void>;
 }
 
-export const MODULES: ModuleEntry[] = [];
+export const MODULES: ModuleEntry[] = [
+  {
+    name: "model-registry",
+    database: "luna_models",
+    migrationsDir: registry.migrationsDir,
+    // The seeded catalog's text models, so the registry's health probe finds each one served.
+    simulatedModels: registry.defaultCatalog({ vllmUrl: "http://unused", comfyuiUrl: "http://unused" }).models
+      .filter((m) => m.kind === "TEXT").map((m) => ({ name: m.id, maxModelLen: m.contextWindow })),
+    create: (env, infra) => registry.createModelRegistryModule(loadConfig(registry.configSchema, env), infra),
+  },
+];

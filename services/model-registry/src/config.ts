@@ -1,0 +1,29 @@
+// The model registry's own settings (the runtime's shared ones — database, NATS, ports, auth — are read by the kit).
+import * as z from "zod";
+import { bool, duration, url } from "@luna/kit";
+
+const positiveInt = (def: number) =>
+  z
+    .string()
+    .regex(/^\d+$/, "expected a whole number")
+    .transform(Number)
+    .refine((n) => n >= 1, "expected at least 1")
+    .optional()
+    .transform((v) => v ?? def);
+
+export const configSchema = z.object({
+  /** Insert the default catalog (models and workflows missing by id) on start. Never overwrites existing rows. */
+  REGISTRY_SEED: bool(true),
+  /** Upstream of the seeded text models: a vLLM / OpenAI-compatible server (the simulator by default). */
+  REGISTRY_SEED_VLLM_URL: url("http://127.0.0.1:8000", { protocols: ["http:", "https:"] }),
+  /** Upstream of the seeded image models: a ComfyUI (the simulator by default). */
+  REGISTRY_SEED_COMFYUI_URL: url("http://127.0.0.1:8188", { protocols: ["http:", "https:"] }),
+  /** How often every enabled model's replicas are probed; "0s" turns probing off. */
+  REGISTRY_HEALTH_INTERVAL: duration("10s"),
+  /** Deadline of one probe request. */
+  REGISTRY_HEALTH_TIMEOUT: duration("2s"),
+  /** Consecutive failed probes before a replica that was healthy counts as unhealthy (one success heals). */
+  REGISTRY_HEALTH_FAILURES: positiveInt(2),
+});
+
+export type RegistryConfig = z.infer<typeof configSchema>;
