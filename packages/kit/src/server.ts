@@ -9,6 +9,8 @@ import type { AddressInfo } from "node:net";
 import { Code, ConnectError, cors as connectCors } from "@connectrpc/connect";
 import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { createContextKey, createContextValues } from "@connectrpc/connect";
+import { setMaxListeners } from "node:events";
 import { errorInterceptor } from "./errors.js";
 import type { Logger, RequestLogOptions } from "./log.js";
 import { requestLogInterceptor } from "./log.js";
@@ -54,6 +56,12 @@ export type ServerOptions = {
   /** Largest accepted request message; default 4 MiB (as gRPC), bigger ones fail with RESOURCE_EXHAUSTED. */
   readMaxBytes?: number;
 };
+
+/**
+ * The TCP peer address of the call (`ctx.values.get(peerAddressKey)`): the gateway's or a direct client's address.
+ * Behind a proxy the client's own address is in `x-forwarded-for`; see the auth service for how hops are trusted.
+ */
+export const peerAddressKey = createContextKey<string | undefined>(undefined, { description: "luna peer address" });
 
 /** A created (not yet listening) API server. */
 export type LunaServer = {
@@ -119,6 +127,8 @@ export function createServer(opts: ServerOptions): LunaServer {
   const abortMs = opts.shutdownAbortMs ?? 1000;
   const handshakeTimeoutMs = opts.handshakeTimeoutMs ?? 10_000;
   const shutdown = new AbortController();
+  // Every in-flight call listens on the shutdown signal; the default limit of 10 listeners would warn at 11 calls.
+  setMaxListeners(0, shutdown.signal);
   const cors = opts.cors ? corsHandler(opts.cors) : undefined;
 
   const connect = connectNodeAdapter({
@@ -126,6 +136,7 @@ export function createServer(opts: ServerOptions): LunaServer {
     interceptors: [tracingInterceptor(), requestLogInterceptor(log, opts.requestLog), errorInterceptor(log),
       ...(opts.interceptors ?? [])],
     shutdownSignal: shutdown.signal,
+    contextValues: (req) => createContextValues().set(peerAddressKey, req.socket?.remoteAddress),
     readMaxBytes: opts.readMaxBytes ?? 4 * 1024 * 1024,
     fallback(req, res) {
       try {

@@ -1,5 +1,9 @@
 // The services hosted by the all-in-one process, in start order (a module may call the ones before it).
 import { loadConfig, type ServiceInfra, type ServiceModule } from "@luna/kit";
+import { randomBytes } from "node:crypto";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import * as auth from "@luna/auth";
 import * as registry from "@luna/model-registry";
 
 export interface ModuleContext {
@@ -21,7 +25,43 @@ export interface ModuleEntry {
   afterStart?(mod: ServiceModule, ctx: ModuleContext): Promise<void>;
 }
 
+/** Invite codes `make dev` keeps ready for new accounts. */
+const DEV_INVITES = 5;
+
+/** The dev admin's credentials: from the environment, else generated once and kept in .luna/admin.txt (0600). */
+function devAdmin(env: NodeJS.ProcessEnv, dataDir: string): { email: string; password: string; file?: string } {
+  const email = env.AUTH_ADMIN_EMAIL ?? "admin@luna.local";
+  if (env.AUTH_ADMIN_PASSWORD) return { email, password: env.AUTH_ADMIN_PASSWORD };
+  const file = join(dataDir, "admin.txt");
+  if (existsSync(file)) {
+    const [, password] = readFileSync(file, "utf8").trim().split(/\s+/);
+    if (password) return { email, password, file };
+  }
+  const password = randomBytes(12).toString("base64url");
+  writeFileSync(file, `${email} ${password}\n`, { mode: 0o600 });
+  return { email, password, file };
+}
+
 export const MODULES: ModuleEntry[] = [
+  {
+    name: "auth",
+    database: "luna_auth",
+    migrationsDir: auth.migrationsDir,
+    async create(env, infra, ctx) {
+      const admin = devAdmin(env, ctx.dataDir);
+      ctx.notes.push(`  first admin                    ${admin.email}` + (admin.file ? ` (password in ${admin.file})` : ""));
+      // No gateway in front of the all-in-one: trust no x-forwarded-for hop unless told otherwise.
+      const config = loadConfig(auth.authConfigSchema, { AUTH_TRUSTED_PROXY_HOPS: "0", ...env,
+        AUTH_ADMIN_EMAIL: admin.email, AUTH_ADMIN_PASSWORD: admin.password });
+      return auth.createAuthModule(config, infra);
+    },
+    async afterStart(mod, ctx) {
+      const invitesFile = join(ctx.dataDir, "invites.txt");
+      const codes = await (mod as auth.AuthModule).bootstrapDev({ inviteCount: DEV_INVITES, invitesFile });
+      ctx.notes.push(`  invite codes (${invitesFile})`);
+      for (const code of codes) ctx.notes.push(`    ${code}`);
+    },
+  },
   {
     name: "model-registry",
     database: "luna_models",

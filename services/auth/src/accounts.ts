@@ -1,0 +1,402 @@
+import { randomBytes, randomUUID } from "node:crypto";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { dirname } from "node:path";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { alreadyExists, failedPrecondition, notFound, permissionDenied, unauthenticated, type Logger } from "@luna/kit";
+import { canonicalInviteCode, formatInviteCode, generateInviteCode, hashInviteCode, inviteCodeHint } from "./domain/invite-code.js";
+import { generateRefreshToken, hashRefreshToken } from "./domain/refresh-token.js";
+import { passwordProblem, type PasswordPolicy } from "./domain/password-policy.js";
+import { normalizeEmail } from "./domain/email.js";
+import type { PasswordHasher } from "./domain/password-hasher.js";
+import type { Cursor } from "./domain/page-token.js";
+import { EmailTakenError, type AuthStore, type Invite, type Tx, type User } from "./data/store.js";
+import { enqueueUserCreated, enqueueUserDeleted } from "./events/user-events.js";
+import type { AccessTokenIssuer } from "./keys/access-token.js";
+import type { Throttle, ThrottleDecision } from "./throttle/throttle.js";
+import { noopAuthMetrics, type AuthMetrics } from "./metrics.js";
+
+export type Role = "user" | "admin";
+
+/** A token pair as returned to clients. */
+export type IssuedTokens = { accessToken: string; accessTokenExpiresAt: Date; refreshToken: string; refreshTokenExpiresAt: Date };
+
+export type AccountsConfig = {
+  openSignUp: boolean;
+  refreshTokenTtlMs: number;
+  sessionMaxLifetimeMs: number;
+  refreshGraceMs: number;
+};
+
+export type AccountsDeps = {
+  store: AuthStore;
+  hasher: PasswordHasher;
+  policy: PasswordPolicy;
+  tokens: AccessTokenIssuer;
+  throttle: Throttle;
+  /** Publish outbox rows now (called after a commit that enqueued events). */
+  kickOutbox: () => void;
+  config: AccountsConfig;
+  log: Logger;
+  metrics?: AuthMetrics;
+  clock?: () => Date;
+};
+
+/** Where a request came from, for throttling. */
+export type RequestOrigin = { ip: string };
+
+export type Page<T> = { items: T[]; next?: Cursor };
+
+const WRONG_CREDENTIALS = "email or password is incorrect";
+
+function throttled(d: Extract<ThrottleDecision, { allowed: false }>, what: string): ConnectError {
+  const seconds = Math.max(1, Math.ceil(d.retryAfterMs / 1000));
+  return new ConnectError(`too many ${what}; try again in ${seconds} s`, Code.ResourceExhausted, { "retry-after": String(seconds) });
+}
+
+/**
+ * Auth's use cases. Callers (the Connect handlers) pass already-validated, normalised input; this layer enforces
+ * the rules that need state: invites, throttles, credentials, sessions, and the admin safety rules.
+ */
+export class Accounts {
+  private readonly clock: () => Date;
+  private readonly metrics: AuthMetrics;
+
+  constructor(private readonly d: AccountsDeps) {
+    this.clock = d.clock ?? (() => new Date());
+    this.metrics = d.metrics ?? noopAuthMetrics;
+  }
+
+  // ---- sign-up, sign-in, sessions ----------------------------------------------------------------------------------
+
+  /**
+   * Creates an account, redeeming the invite code (required unless open sign-up), and signs it in. The user row,
+   * the invite redemption, the `user.created` outbox row and the first session commit together or not at all.
+   */
+  async signUp(input: { email: string; password: string; inviteCode?: string; displayName: string }, origin: RequestOrigin): Promise<{ user: User; tokens: IssuedTokens }> {
+    let attempt: ThrottleDecision | undefined;
+    if (input.inviteCode !== undefined) {
+      attempt = await this.d.throttle.beginInviteRedemption(origin.ip);
+      if (!attempt.allowed) {
+        this.metrics.signUp("throttled");
+        throw throttled(attempt, "invite code attempts");
+      }
+    } else if (!this.d.config.openSignUp) {
+      throw permissionDenied("an invite code is required to sign up");
+    }
+    const passwordHash = await this.d.hasher.hash(input.password);
+    const now = this.clock();
+    const refresh = this.newRefreshToken(now, new Date(now.getTime() + this.d.config.sessionMaxLifetimeMs));
+    let user: User;
+    try {
+      user = await this.d.store.transaction(async (tx) => {
+        let inviteId: string | undefined;
+        if (input.inviteCode !== undefined) {
+          inviteId = await this.d.store.redeemInvite(tx, hashInviteCode(input.inviteCode), now);
+          if (!inviteId) {
+            this.metrics.signUp("invite_rejected");
+            throw permissionDenied("invite code is not valid (unknown, expired, revoked or used up)");
+          }
+        }
+        const created = await this.d.store.insertUser(tx, { id: randomUUID(), email: input.email, displayName: input.displayName, passwordHash, role: "user", inviteId, now });
+        await enqueueUserCreated(tx, { id: created.id, email: input.email, role: created.role }, now);
+        await this.d.store.createSession(tx, created.id, refresh.session, now);
+        return created;
+      });
+    } catch (err) {
+      if (err instanceof EmailTakenError) {
+        this.metrics.signUp("email_taken");
+        throw alreadyExists("an account with this email already exists");
+      }
+      throw err;
+    }
+    this.metrics.signUp("success");
+    if (attempt?.allowed) await this.d.throttle.inviteRedeemed(origin.ip, attempt.attemptId);
+    this.d.kickOutbox();
+    this.d.log.info({ userId: user.id, inviteId: user.inviteId }, "account created");
+    return { user, tokens: await this.tokensFor(user, refresh) };
+  }
+
+  /**
+   * Unknown email, deleted account and wrong password all answer UNAUTHENTICATED with the same message after the
+   * same argon2 work (a dummy hash for unknown emails). A disabled account is reported only after its password
+   * checked out, so it reveals nothing to a guesser.
+   */
+  async signIn(input: { email: string; password: string }, origin: RequestOrigin): Promise<{ user: User; tokens: IssuedTokens }> {
+    const user = await this.checkPassword(input.email, input.password, origin, WRONG_CREDENTIALS, Code.Unauthenticated, true);
+    if (user.disabledAt) {
+      this.metrics.signIn("disabled");
+      throw permissionDenied("this account is disabled");
+    }
+    this.metrics.signIn("success");
+    await this.upgradeHashIfNeeded(user, input.password);
+    const now = this.clock();
+    const refresh = this.newRefreshToken(now, new Date(now.getTime() + this.d.config.sessionMaxLifetimeMs));
+    await this.d.store.transaction((tx) => this.d.store.createSession(tx, user.id, refresh.session, now));
+    return { user, tokens: await this.tokensFor(user, refresh) };
+  }
+
+  /**
+   * Rotates a refresh token. Concurrent or repeated use of one token within the grace window each gets a fresh
+   * successor (both callers keep working sessions); after the window it is a replay and the whole family is revoked.
+   */
+  async refresh(refreshToken: string): Promise<IssuedTokens> {
+    const now = this.clock();
+    let next: ReturnType<Accounts["newRefreshToken"]> | undefined;
+    const result = await this.d.store.rotateRefreshToken(hashRefreshToken(refreshToken), {
+      now,
+      graceMs: this.d.config.refreshGraceMs,
+      successor: (sessionExpiresAt) => (next = this.newRefreshToken(now, sessionExpiresAt)).session.refreshToken,
+    });
+    this.metrics.refresh(result.kind === "rotated" && result.grace ? "grace" : result.kind);
+    switch (result.kind) {
+      case "rotated":
+        if (result.grace) this.d.log.info({ sessionId: result.sessionId }, "refresh token reused within the grace window");
+        return this.tokensFor(result.user, next!);
+      case "replayed":
+        this.d.log.warn({}, "refresh token replayed after rotation; session revoked");
+        throw unauthenticated("refresh token was already used; the session has been ended, sign in again");
+      case "session_ended":
+        throw unauthenticated("the session has ended; sign in again");
+      case "expired":
+        throw unauthenticated("refresh token has expired; sign in again");
+      case "user_inactive":
+        throw permissionDenied(result.user.deletedAt ? "this account has been deleted" : "this account is disabled");
+      case "unknown":
+        throw unauthenticated("refresh token is not valid");
+    }
+  }
+
+  /** Ends the session of a refresh token (current or already rotated). Unknown tokens succeed too: nothing to end. */
+  async signOut(refreshToken: string): Promise<void> {
+    await this.d.store.revokeSessionByToken(hashRefreshToken(refreshToken), "sign_out", this.clock());
+  }
+
+  // ---- the caller's own account ------------------------------------------------------------------------------------
+
+  async getMe(userId: string): Promise<User> {
+    const user = await this.d.store.findUser(userId);
+    if (!user) throw notFound("account");
+    return user;
+  }
+
+  async updateProfile(userId: string, displayName: string): Promise<User> {
+    await this.getMe(userId);
+    return this.d.store.updateUser(userId, { displayName, updatedAt: this.clock() });
+  }
+
+  /** Verifies the current password (throttled like sign-in), ends every session, and starts a new one. */
+  async changePassword(userId: string, currentPassword: string, newPassword: string, origin: RequestOrigin): Promise<IssuedTokens> {
+    const me = await this.getMe(userId);
+    const user = await this.checkPassword(me.email!, currentPassword, origin, "current password is incorrect", Code.PermissionDenied);
+    const passwordHash = await this.d.hasher.hash(newPassword);
+    const now = this.clock();
+    const refresh = this.newRefreshToken(now, new Date(now.getTime() + this.d.config.sessionMaxLifetimeMs));
+    await this.d.store.transaction(async (tx) => {
+      await this.d.store.replacePassword(tx, user.id, passwordHash, now);
+      await this.d.store.createSession(tx, user.id, refresh.session, now);
+    });
+    this.d.log.info({ userId }, "password changed; other sessions revoked");
+    return this.tokensFor(user, refresh);
+  }
+
+  /**
+   * Deletes the caller's account after checking the password: personal data scrubbed, sessions deleted and
+   * `user.deleted` enqueued, in one transaction. The last active admin cannot delete itself.
+   */
+  async deleteAccount(userId: string, password: string, origin: RequestOrigin): Promise<void> {
+    const me = await this.getMe(userId);
+    const user = await this.checkPassword(me.email!, password, origin, "password is incorrect", Code.PermissionDenied);
+    const now = this.clock();
+    await this.d.store.transaction(async (tx) => {
+      if (user.role === "admin" && (await this.d.store.countOtherActiveAdmins(tx, user.id)) === 0) {
+        throw failedPrecondition("the last admin cannot delete their account; make another account admin first");
+      }
+      await this.d.store.scrubUser(tx, user.id, now);
+      await enqueueUserDeleted(tx, user.id, now);
+    });
+    this.d.kickOutbox();
+    this.d.log.info({ userId }, "account deleted");
+  }
+
+  // ---- admin -------------------------------------------------------------------------------------------------------
+
+  /** Creates invite codes; the plain codes exist only in the returned list (the database keeps hashes). */
+  async createInvites(createdBy: string | null, spec: { count: number; usesPerCode: number; expiresInMs?: number; note: string }): Promise<Array<{ invite: Invite; code: string }>> {
+    const now = this.clock();
+    const expiresAt = spec.expiresInMs ? new Date(now.getTime() + spec.expiresInMs) : null;
+    const codes = Array.from({ length: spec.count }, generateInviteCode);
+    const rows = codes.map((code) => {
+      const canonical = canonicalInviteCode(code)!;
+      return { codeHash: hashInviteCode(canonical), codeHint: inviteCodeHint(canonical), uses: spec.usesPerCode, expiresAt, note: spec.note, createdByUserId: createdBy };
+    });
+    const invites = await this.d.store.insertInvites(rows, now);
+    this.d.log.info({ count: invites.length, createdBy }, "invites created");
+    return invites.map((invite, i) => ({ invite, code: codes[i]! }));
+  }
+
+  async listInvites(q: { limit: number; cursor?: Cursor; includeInactive: boolean }): Promise<Page<Invite>> {
+    const rows = await this.d.store.listInvites({ includeInactive: q.includeInactive, limit: q.limit + 1, before: q.cursor, now: this.clock() });
+    return page(rows, q.limit);
+  }
+
+  async revokeInvite(id: string): Promise<Invite> {
+    const invite = await this.d.store.revokeInvite(id, this.clock());
+    if (!invite) throw notFound(`invite ${id}`);
+    return invite;
+  }
+
+  async listUsers(q: { limit: number; cursor?: Cursor; emailPrefix: string }): Promise<Page<User>> {
+    const rows = await this.d.store.listUsers({ emailPrefix: q.emailPrefix, limit: q.limit + 1, before: q.cursor });
+    return page(rows, q.limit);
+  }
+
+  /** Changes another account's role. New access tokens carry it; tokens already issued keep the old role until they expire. */
+  async setUserRole(adminId: string, userId: string, role: Role): Promise<User> {
+    if (adminId === userId) throw failedPrecondition("you cannot change your own role");
+    await this.getTarget(userId);
+    return this.d.store.updateUser(userId, { role, updatedAt: this.clock() });
+  }
+
+  /** Disables (ending every session) or re-enables another account. */
+  async setUserDisabled(adminId: string, userId: string, disabled: boolean): Promise<User> {
+    if (adminId === userId) throw failedPrecondition("you cannot disable your own account");
+    await this.getTarget(userId);
+    const now = this.clock();
+    return this.d.store.transaction(async (tx) => {
+      const user = await tx.user.update({ where: { id: userId }, data: { disabledAt: disabled ? now : null, updatedAt: now } });
+      if (disabled) await this.d.store.revokeUserSessions(tx, userId, "disabled", now);
+      return user;
+    });
+  }
+
+  // ---- bootstrap ---------------------------------------------------------------------------------------------------
+
+  /**
+   * Creates the first admin from configuration when the service has no admin yet. Without a configured password a
+   * random one is generated and logged once (it is not stored anywhere else). Returns the account, or undefined when
+   * nothing was created.
+   */
+  async ensureFirstAdmin(spec: { email?: string; password?: string }): Promise<User | undefined> {
+    if (await this.d.store.anyAdminExists()) return undefined;
+    if (!spec.email) {
+      this.d.log.warn("no admin account exists; set AUTH_ADMIN_EMAIL (and AUTH_ADMIN_PASSWORD) to create one on start");
+      return undefined;
+    }
+    const email = normalizeEmail(spec.email);
+    if (!email.ok) throw new Error(`AUTH_ADMIN_EMAIL ${email.reason}`);
+    const existing = await this.d.store.findUserByEmail(email.email);
+    if (existing) {
+      // Never promote an existing account from configuration: whoever registered that email first would become admin.
+      this.d.log.error({ email: email.email }, "AUTH_ADMIN_EMAIL belongs to an existing non-admin account; no admin created");
+      return undefined;
+    }
+    const generated = spec.password === undefined;
+    const password = spec.password ?? randomBytes(18).toString("base64url");
+    const problem = passwordProblem(password, this.d.policy);
+    if (problem) throw new Error(`AUTH_ADMIN_PASSWORD ${problem}`);
+    const passwordHash = await this.d.hasher.hash(password);
+    const now = this.clock();
+    let user: User;
+    try {
+      user = await this.d.store.transaction(async (tx: Tx) => {
+        const created = await this.d.store.insertUser(tx, { id: randomUUID(), email: email.email, displayName: "Admin", passwordHash, role: "admin", now });
+        await enqueueUserCreated(tx, { id: created.id, email: email.email, role: "admin" }, now);
+        return created;
+      });
+    } catch (err) {
+      if (err instanceof EmailTakenError) return undefined; // another replica created it a moment ago
+      throw err;
+    }
+    this.d.kickOutbox();
+    if (generated) {
+      this.d.log.warn({ email: email.email, password }, "created the first admin with a generated password (shown only this once; change it after signing in)");
+    } else {
+      this.d.log.info({ email: email.email }, "created the first admin from configuration");
+    }
+    return user;
+  }
+
+  /**
+   * Development bootstrap for `make dev`: makes sure usable invite codes exist and are listed in `invitesFile`, one
+   * per line. Idempotent: when the file already lists codes that can still be redeemed, those are kept and printed
+   * again; new codes are created only when none is left. Returns the usable codes.
+   */
+  async bootstrapDevInvites(opts: { inviteCount: number; invitesFile: string; usesPerCode?: number }): Promise<string[]> {
+    const now = this.clock();
+    const listed = await readFile(opts.invitesFile, "utf8").then((t) => t.split("\n").map((l) => l.trim()).filter((l) => l.length > 0), () => [] as string[]);
+    const byHash = new Map<string, string>();
+    for (const line of listed) {
+      const canonical = canonicalInviteCode(line);
+      if (canonical) byHash.set(hashInviteCode(canonical), formatInviteCode(canonical));
+    }
+    const stored = await this.d.store.findInvitesByHash([...byHash.keys()]);
+    let codes = stored.filter((i) => isRedeemable(i, now)).map((i) => byHash.get(i.codeHash)!);
+    if (codes.length === 0) {
+      const created = await this.createInvites(null, { count: opts.inviteCount, usesPerCode: opts.usesPerCode ?? 1, note: "development bootstrap" });
+      codes = created.map((c) => c.code);
+    }
+    await mkdir(dirname(opts.invitesFile), { recursive: true });
+    await writeFile(opts.invitesFile, codes.join("\n") + "\n", { mode: 0o600 });
+    this.d.log.info({ invitesFile: opts.invitesFile, codes }, `invite codes for sign-up (also in ${opts.invitesFile})`);
+    return codes;
+  }
+
+  // ---- helpers -----------------------------------------------------------------------------------------------------
+
+  /**
+   * The sign-in check shared by SignIn, ChangePassword and DeleteAccount: throttled per account and IP, constant
+   * argon2 work for unknown accounts, failures counted. Returns the live account whose password matched.
+   */
+  private async checkPassword(email: string, password: string, origin: RequestOrigin, wrongMessage: string, wrongCode = Code.Unauthenticated, isSignIn = false): Promise<User> {
+    const attempt = await this.d.throttle.beginSignIn(email, origin.ip);
+    if (!attempt.allowed) {
+      if (isSignIn) this.metrics.signIn("throttled");
+      throw throttled(attempt, "failed sign-in attempts");
+    }
+    const user = await this.d.store.findUserByEmail(email);
+    const ok = await this.d.hasher.verify(user?.passwordHash ?? undefined, password);
+    if (!ok || !user) {
+      if (isSignIn) this.metrics.signIn("wrong_credentials");
+      await this.d.throttle.signInFailed(email, origin.ip, attempt.attemptId);
+      throw new ConnectError(wrongMessage, wrongCode);
+    }
+    await this.d.throttle.signInSucceeded(email, origin.ip, attempt.attemptId);
+    return user;
+  }
+
+  private async upgradeHashIfNeeded(user: User, password: string): Promise<void> {
+    if (!user.passwordHash || !this.d.hasher.needsRehash(user.passwordHash)) return;
+    const passwordHash = await this.d.hasher.hash(password);
+    await this.d.store.updateUser(user.id, { passwordHash });
+    this.d.log.info({ userId: user.id }, "password hash upgraded to the current argon2 parameters");
+  }
+
+  private async getTarget(userId: string): Promise<User> {
+    const user = await this.d.store.findUser(userId);
+    if (!user) throw notFound(`user ${userId}`);
+    return user;
+  }
+
+  /** A new refresh token: its lifetime slides with each refresh but never passes the session's absolute end. */
+  private newRefreshToken(now: Date, sessionExpiresAt: Date) {
+    const token = generateRefreshToken();
+    const expiresAt = new Date(Math.min(now.getTime() + this.d.config.refreshTokenTtlMs, sessionExpiresAt.getTime()));
+    return { token, session: { expiresAt: sessionExpiresAt, refreshToken: { tokenHash: hashRefreshToken(token), expiresAt } } };
+  }
+
+  private async tokensFor(user: User, refresh: ReturnType<Accounts["newRefreshToken"]>): Promise<IssuedTokens> {
+    const access = await this.d.tokens.issue({ userId: user.id, role: user.role as Role });
+    return { accessToken: access.token, accessTokenExpiresAt: access.expiresAt, refreshToken: refresh.token, refreshTokenExpiresAt: refresh.session.refreshToken.expiresAt };
+  }
+}
+
+function isRedeemable(i: Invite, now: Date): boolean {
+  return i.revokedAt === null && i.usesLeft > 0 && (i.expiresAt === null || i.expiresAt > now);
+}
+
+function page<T extends { createdAt: Date; id: string }>(rows: T[], limit: number): Page<T> {
+  if (rows.length <= limit) return { items: rows };
+  const items = rows.slice(0, limit);
+  const last = items[items.length - 1]!;
+  return { items, next: { createdAt: last.createdAt, id: last.id } };
+}

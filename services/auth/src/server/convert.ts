@@ -1,0 +1,42 @@
+import { create } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { InviteSchema, Role, TokensSchema, UserSchema, type Invite as InviteMessage, type Tokens, type User as UserMessage } from "@luna/contracts/luna/auth/v1/auth_pb.js";
+import type { Invite, User } from "../data/store.js";
+import type { IssuedTokens } from "../accounts.js";
+
+export function userMessage(u: User): UserMessage {
+  return create(UserSchema, {
+    id: u.id,
+    email: u.email ?? "",
+    displayName: u.displayName,
+    role: u.role === "admin" ? Role.ADMIN : Role.USER,
+    disabled: u.disabledAt !== null,
+    createdAt: timestampFromDate(u.createdAt),
+  });
+}
+
+export function tokensMessage(t: IssuedTokens): Tokens {
+  return create(TokensSchema, {
+    accessToken: t.accessToken,
+    accessTokenExpiresAt: timestampFromDate(t.accessTokenExpiresAt),
+    refreshToken: t.refreshToken,
+    refreshTokenExpiresAt: timestampFromDate(t.refreshTokenExpiresAt),
+    tokenType: "Bearer",
+  });
+}
+
+/** `code` only when just created (the database keeps only its hash). */
+export function inviteMessage(i: Invite, code = ""): InviteMessage {
+  return create(InviteSchema, {
+    id: i.id,
+    code,
+    codeHint: i.codeHint,
+    usesTotal: i.usesTotal,
+    usesLeft: i.usesLeft,
+    expiresAt: i.expiresAt ? timestampFromDate(i.expiresAt) : undefined,
+    note: i.note,
+    createdAt: timestampFromDate(i.createdAt),
+    createdByUserId: i.createdByUserId ?? "",
+    revokedAt: i.revokedAt ? timestampFromDate(i.revokedAt) : undefined,
+  });
+}

@@ -1,0 +1,131 @@
+import type { ConnectRouter, HandlerContext } from "@connectrpc/connect";
+import { requirePrincipal, type MethodRules } from "@luna/kit";
+import { AuthService } from "@luna/contracts/luna/auth/v1/auth_service_pb.js";
+import { AuthAdminService } from "@luna/contracts/luna/auth/v1/auth_admin_service_pb.js";
+import type { Accounts, RequestOrigin } from "../accounts.js";
+import { clientIp } from "../domain/client-ip.js";
+import { encodePageToken } from "../domain/page-token.js";
+import type { PasswordPolicy } from "../domain/password-policy.js";
+import { inviteMessage, tokensMessage, userMessage } from "./convert.js";
+import * as v from "./validate.js";
+
+/** Who may call what (the kit's auth interceptor enforces it; handlers check again). */
+export const authRules: MethodRules = {
+  [AuthService.typeName]: "user",
+  [`${AuthService.typeName}/SignUp`]: "public",
+  [`${AuthService.typeName}/SignIn`]: "public",
+  [`${AuthService.typeName}/Refresh`]: "public",
+  [`${AuthService.typeName}/SignOut`]: "public",
+  [AuthAdminService.typeName]: "admin",
+};
+
+/** The use cases the handlers call (a subset of Accounts, so tests can pass fakes). */
+export type AccountsApi = Pick<Accounts,
+  "signUp" | "signIn" | "refresh" | "signOut" | "getMe" | "updateProfile" | "changePassword" | "deleteAccount" |
+  "createInvites" | "listInvites" | "revokeInvite" | "listUsers" | "setUserRole" | "setUserDisabled">;
+
+export type RouteDeps = {
+  accounts: AccountsApi;
+  policy: PasswordPolicy;
+  openSignUp: boolean;
+  /** See AUTH_TRUSTED_PROXY_HOPS. */
+  trustedProxyHops: number;
+  /** The TCP peer of the request, when the server exposes it. */
+  peerAddress?: (ctx: HandlerContext) => string | undefined;
+};
+
+/** Registers AuthService and AuthAdminService: validation → use case → response. */
+export function routes(deps: RouteDeps): (router: ConnectRouter) => void {
+  const { accounts, policy } = deps;
+  const origin = (ctx: HandlerContext): RequestOrigin => ({
+    ip: clientIp({ forwardedFor: ctx.requestHeader.get("x-forwarded-for"), peerAddress: deps.peerAddress?.(ctx), trustedHops: deps.trustedProxyHops }),
+  });
+
+  return (router) => {
+    router.service(AuthService, {
+      async signUp(req, ctx) {
+        const input = {
+          email: v.email("email", req.email),
+          password: v.newPassword("password", req.password, policy),
+          inviteCode: v.inviteCode("invite_code", req.inviteCode, !deps.openSignUp),
+          displayName: v.displayName("display_name", req.displayName),
+        };
+        const { user, tokens } = await accounts.signUp(input, origin(ctx));
+        return { user: userMessage(user), tokens: tokensMessage(tokens) };
+      },
+      async signIn(req, ctx) {
+        const input = { email: v.email("email", req.email), password: v.existingPassword("password", req.password, policy) };
+        const { user, tokens } = await accounts.signIn(input, origin(ctx));
+        return { user: userMessage(user), tokens: tokensMessage(tokens) };
+      },
+      async refresh(req) {
+        return { tokens: tokensMessage(await accounts.refresh(v.refreshToken("refresh_token", req.refreshToken))) };
+      },
+      async signOut(req) {
+        await accounts.signOut(v.refreshToken("refresh_token", req.refreshToken));
+        return {};
+      },
+      async getMe(_req, ctx) {
+        const me = requirePrincipal(ctx, "user");
+        return { user: userMessage(await accounts.getMe(me.userId)) };
+      },
+      async updateProfile(req, ctx) {
+        const me = requirePrincipal(ctx, "user");
+        const name = v.displayName("display_name", req.displayName);
+        return { user: userMessage(await accounts.updateProfile(me.userId, name)) };
+      },
+      async changePassword(req, ctx) {
+        const me = requirePrincipal(ctx, "user");
+        const current = v.existingPassword("current_password", req.currentPassword, policy);
+        const next = v.newPassword("new_password", req.newPassword, policy);
+        return { tokens: tokensMessage(await accounts.changePassword(me.userId, current, next, origin(ctx))) };
+      },
+      async deleteAccount(req, ctx) {
+        const me = requirePrincipal(ctx, "user");
+        await accounts.deleteAccount(me.userId, v.existingPassword("password", req.password, policy), origin(ctx));
+        return {};
+      },
+    });
+
+    router.service(AuthAdminService, {
+      async createInvites(req, ctx) {
+        const admin = requirePrincipal(ctx, "admin");
+        const spec = {
+          count: v.intInRange("count", req.count, 1, 100),
+          usesPerCode: v.intInRange("uses_per_code", req.usesPerCode, 1, 10_000),
+          expiresInMs: v.expiresIn("expires_in", req.expiresIn),
+          note: v.note("note", req.note),
+        };
+        const created = await accounts.createInvites(admin.userId, spec);
+        return { invites: created.map((c) => inviteMessage(c.invite, c.code)) };
+      },
+      async listInvites(req, ctx) {
+        requirePrincipal(ctx, "admin");
+        const p = v.page("page", req.page);
+        const r = await accounts.listInvites({ ...p, includeInactive: req.includeInactive });
+        return { invites: r.items.map((i) => inviteMessage(i)), page: { nextPageToken: r.next ? encodePageToken(r.next) : "" } };
+      },
+      async revokeInvite(req, ctx) {
+        requirePrincipal(ctx, "admin");
+        return { invite: inviteMessage(await accounts.revokeInvite(v.uuid("invite_id", req.inviteId))) };
+      },
+      async listUsers(req, ctx) {
+        requirePrincipal(ctx, "admin");
+        const p = v.page("page", req.page);
+        const r = await accounts.listUsers({ ...p, emailPrefix: v.emailPrefix("email_prefix", req.emailPrefix) });
+        return { users: r.items.map(userMessage), page: { nextPageToken: r.next ? encodePageToken(r.next) : "" } };
+      },
+      async setUserRole(req, ctx) {
+        const admin = requirePrincipal(ctx, "admin");
+        const userId = v.uuid("user_id", req.userId);
+        const role = v.role("role", req.role);
+        return { user: userMessage(await accounts.setUserRole(admin.userId, userId, role)) };
+      },
+      async disableUser(req, ctx) {
+        const admin = requirePrincipal(ctx, "admin");
+        const userId = v.uuid("user_id", req.userId);
+        return { user: userMessage(await accounts.setUserDisabled(admin.userId, userId, req.disabled)) };
+      },
+    });
+  };
+}
