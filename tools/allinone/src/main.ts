@@ -17,8 +17,7 @@ try {
   const stack = await startDevStack({ dataDir: stackConfig.dataDir, ports: stackConfig.ports,
     log: { info: (m: string) => say(`  ${m}`), warn: (m: string) => say(`  warning: ${m}`) } });
   const databases = MODULES.map((m) => m.database);
-  const created = await stack.createDatabases(databases);
-  if (created.length > 0) say(`  created databases ${created.join(", ")}`);
+  await stack.createDatabases(databases);
 
   say("==> starting Luna");
   const platform = await startPlatform({

@@ -42,6 +42,15 @@ function devAdmin(env: NodeJS.ProcessEnv, dataDir: string): { email: string; pas
   return { email, password, file };
 }
 
+/** A random 32-byte secret kept in the data dir (0600), created on first use: stable across restarts. */
+function devSecret(dataDir: string, name: string): string {
+  const file = join(dataDir, name);
+  if (existsSync(file)) return readFileSync(file, "utf8").trim();
+  const secret = randomBytes(32).toString("base64");
+  writeFileSync(file, `${secret}\n`, { mode: 0o600 });
+  return secret;
+}
+
 export const MODULES: ModuleEntry[] = [
   {
     name: "auth",
@@ -51,7 +60,8 @@ export const MODULES: ModuleEntry[] = [
       const admin = devAdmin(env, ctx.dataDir);
       ctx.notes.push(`  first admin                    ${admin.email}` + (admin.file ? ` (password in ${admin.file})` : ""));
       // No gateway in front of the all-in-one: trust no x-forwarded-for hop unless told otherwise.
-      const config = loadConfig(auth.authConfigSchema, { AUTH_TRUSTED_PROXY_HOPS: "0", ...env,
+      const config = loadConfig(auth.authConfigSchema, { AUTH_TRUSTED_PROXY_HOPS: "0",
+        AUTH_KEY_ENCRYPTION_KEY: devSecret(ctx.dataDir, "auth-key-encryption.key"), ...env,
         AUTH_ADMIN_EMAIL: admin.email, AUTH_ADMIN_PASSWORD: admin.password });
       return auth.createAuthModule(config, infra);
     },
