@@ -237,6 +237,11 @@ export async function hostModules(opts: {
   http?: (req: NodeServerRequest, res: NodeServerResponse) => boolean;
   /** Extra interceptors, innermost (e.g. a gateway-equivalent rate limit in the all-in-one mode). */
   interceptors?: Interceptor[];
+  /**
+   * Serve only what the gateway would route (the all-in-one mode): proto services whose rule is `internal`, and
+   * Envoy's rate limit service, are not registered on the port at all (in-process clients reach them directly).
+   */
+  publicOnly?: boolean;
 }): Promise<HostedModules> {
   const rules: MethodRules = { ...healthAuthRules };
   for (const m of opts.modules) {
@@ -250,7 +255,8 @@ export async function hostModules(opts: {
   const server: LunaServer = createServer({
     routes(router) {
       health.routes(router);
-      for (const m of opts.modules) m.routes(router);
+      const target = opts.publicOnly ? publicRoutesOnly(router, rules) : router;
+      for (const m of opts.modules) m.routes(target);
     },
     interceptors: [opts.metrics.interceptor, authInterceptor({ verifier: opts.verifier, rules }), ...(opts.interceptors ?? [])],
     cors: { allowedOrigins: opts.corsOrigins },
@@ -278,6 +284,27 @@ export async function hostModules(opts: {
       await admin.close();
     },
   };
+}
+
+/** Services never exposed by the gateway besides the `internal` ones: Envoy talks to its rate limiter directly. */
+const GATEWAY_ONLY_SERVICES = new Set(["envoy.service.ratelimit.v3.RateLimitService"]);
+
+/** A router that silently drops registrations of internal-only services. */
+function publicRoutesOnly(router: ConnectRouter, rules: MethodRules): ConnectRouter {
+  const hidden = (typeName: string): boolean => rules[typeName] === "internal" || GATEWAY_ONLY_SERVICES.has(typeName);
+  return new Proxy(router, {
+    get(target, prop, receiver) {
+      if (prop === "service") {
+        return (desc: { typeName: string }, ...rest: unknown[]) =>
+          hidden(desc.typeName) ? receiver : (target.service as (...a: unknown[]) => ConnectRouter)(desc, ...rest);
+      }
+      if (prop === "rpc") {
+        return (desc: { parent: { typeName: string } }, ...rest: unknown[]) =>
+          hidden(desc.parent.typeName) ? receiver : (target.rpc as (...a: unknown[]) => ConnectRouter)(desc, ...rest);
+      }
+      return Reflect.get(target, prop, receiver);
+    },
+  });
 }
 
 /** Options for {@link runService}. */

@@ -4,6 +4,7 @@ import { randomBytes } from "node:crypto";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import * as auth from "@luna/auth";
+import * as billing from "@luna/billing";
 import * as registry from "@luna/model-registry";
 
 export interface ModuleContext {
@@ -71,6 +72,12 @@ export const MODULES: ModuleEntry[] = [
       ctx.notes.push(`  invite codes (${invitesFile})`);
       for (const code of codes) ctx.notes.push(`    ${code}`);
     },
+  },
+  {
+    name: "billing",
+    database: "luna_billing",
+    migrationsDir: billing.migrationsDir,
+    create: (env, infra) => billing.createBillingModule(loadConfig(billing.billingConfigSchema, env), infra),
   },
   {
     name: "model-registry",

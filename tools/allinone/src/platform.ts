@@ -137,7 +137,7 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
 
     const hosted: HostedModules = await hostModules({
       modules, verifier, metrics, log, host: platform.LUNA_DEV_HOST, port: runtime.LUNA_PORT, adminPort: runtime.LUNA_ADMIN_PORT,
-      corsOrigins: runtime.LUNA_CORS_ORIGINS, shutdownGraceMs: runtime.LUNA_SHUTDOWN_GRACE,
+      corsOrigins: runtime.LUNA_CORS_ORIGINS, shutdownGraceMs: runtime.LUNA_SHUTDOWN_GRACE, publicOnly: true,
       readiness: [
         { name: "redis", check: () => redisReady(redis) },
         { name: "nats", check: () => natsReady(nats) },

@@ -1,0 +1,143 @@
+/**
+ * The trial balance: every ledger invariant of RELIABILITY.md checked over the whole database from one consistent
+ * snapshot (a REPEATABLE READ, READ ONLY transaction), so concurrent traffic cannot produce false alarms.
+ *
+ * 1. debits = credits: every transfer's rows sum to zero (and there are exactly two), and all entries sum to zero;
+ * 2. a user account's cached balance = the sum of its entries; system accounts cache nothing;
+ * 3. held = the sum of the account's open holds; available = balance - held >= 0;
+ * 4. each hold resolved exactly once and never over-charged: status/resolved_at/charged agree, a committed hold has
+ *    exactly one charge transfer of `charged` credits, any other hold has none;
+ * 5. one idempotency key → one hold; entries reference existing accounts; entries are append-only (trigger present).
+ */
+import type pg from "pg";
+import type { InvariantReport, InvariantViolation } from "../domain/ledger.js";
+import { micros } from "./sql.js";
+
+/** Violations listed per invariant at most (a broken ledger should not produce a gigantic response). */
+const MAX_PER_CHECK = 50;
+
+interface Check {
+  invariant: string;
+  sql: string;
+}
+
+const CHECKS: Check[] = [
+  {
+    invariant: "debits_equal_credits",
+    sql: `SELECT '' AS subject, 'all entries sum to ' || sum(amount) AS detail FROM ledger_entries HAVING coalesce(sum(amount), 0) <> 0`,
+  },
+  {
+    invariant: "transfer_balanced",
+    sql: `SELECT transfer_id::text AS subject, count(*) || ' rows summing to ' || sum(amount) AS detail
+          FROM ledger_entries GROUP BY transfer_id HAVING sum(amount) <> 0 OR count(*) <> 2`,
+  },
+  {
+    invariant: "account_balance_matches_entries",
+    sql: `SELECT a.id AS subject, 'cached balance ' || a.balance || ', entries sum to ' || coalesce(e.total, 0) AS detail
+          FROM accounts a LEFT JOIN (SELECT account_id, sum(amount) AS total FROM ledger_entries GROUP BY account_id) e
+            ON e.account_id = a.id
+          WHERE a.kind = 'user' AND a.balance <> coalesce(e.total, 0)`,
+  },
+  {
+    invariant: "system_account_caches_nothing",
+    sql: `SELECT id AS subject, 'balance ' || balance || ', held ' || held AS detail
+          FROM accounts WHERE kind = 'system' AND (balance <> 0 OR held <> 0)`,
+  },
+  {
+    invariant: "held_matches_open_holds",
+    sql: `SELECT a.id AS subject, 'held ' || a.held || ', open holds sum to ' || coalesce(h.total, 0) AS detail
+          FROM accounts a LEFT JOIN (SELECT account_id, sum(amount) AS total FROM holds WHERE status = 'open' GROUP BY account_id) h
+            ON h.account_id = a.id
+          WHERE a.held <> coalesce(h.total, 0)`,
+  },
+  {
+    invariant: "available_non_negative",
+    sql: `SELECT id AS subject, 'balance ' || balance || ' - held ' || held || ' = ' || (balance - held) AS detail
+          FROM accounts WHERE kind = 'user' AND (balance - held < 0 OR held < 0)`,
+  },
+  {
+    invariant: "hold_resolved_once",
+    sql: `SELECT id::text AS subject, 'status ' || status || ', resolved_at ' || coalesce(resolved_at::text, 'null') || ', charged ' || charged AS detail
+          FROM holds
+          WHERE status NOT IN ('open', 'committed', 'released', 'expired')
+             OR (status = 'open') <> (resolved_at IS NULL)
+             OR (status <> 'committed' AND charged <> 0)`,
+  },
+  {
+    invariant: "commit_within_hold",
+    sql: `SELECT id::text AS subject, 'charged ' || charged || ' of a ' || amount || '-credit hold' AS detail
+          FROM holds WHERE charged < 0 OR charged > amount`,
+  },
+  {
+    invariant: "charge_matches_hold",
+    sql: `SELECT h.id::text AS subject,
+            'status ' || h.status || ', charged ' || h.charged || ', charge transfers ' || coalesce(c.transfers, 0)
+              || ', account side ' || coalesce(c.user_side, 0) AS detail
+          FROM holds h LEFT JOIN (
+            SELECT e.hold_id, count(DISTINCT e.transfer_id) AS transfers,
+                   sum(e.amount) FILTER (WHERE e.account_id <> 'system:revenue') AS user_side
+            FROM ledger_entries e WHERE e.kind = 'charge' GROUP BY e.hold_id) c ON c.hold_id = h.id
+          WHERE (h.status = 'committed' AND h.charged > 0 AND (c.transfers IS DISTINCT FROM 1 OR c.user_side <> -h.charged))
+             OR ((h.status <> 'committed' OR h.charged = 0) AND c.transfers IS NOT NULL)`,
+  },
+  {
+    invariant: "charge_has_hold",
+    sql: `SELECT e.transfer_id::text AS subject, 'charge without an existing hold' AS detail
+          FROM ledger_entries e LEFT JOIN holds h ON h.id = e.hold_id
+          WHERE e.kind = 'charge' AND h.id IS NULL`,
+  },
+  {
+    invariant: "entry_account_exists",
+    sql: `SELECT DISTINCT e.account_id AS subject, 'entries for an unknown account' AS detail
+          FROM ledger_entries e LEFT JOIN accounts a ON a.id = e.account_id WHERE a.id IS NULL`,
+  },
+  {
+    invariant: "idempotent_reserve_single_hold",
+    sql: `SELECT k.account_id || '/' || k.key AS subject, 'reserve key points to ' || coalesce(h.id::text, 'no hold') AS detail
+          FROM idempotency_keys k LEFT JOIN holds h ON h.id = (k.response->>'holdId')::uuid AND h.account_id = k.account_id
+          WHERE k.scope = 'reserve' AND h.id IS NULL
+          UNION ALL
+          SELECT (response->>'holdId') AS subject, count(*) || ' reserve keys share this hold' AS detail
+          FROM idempotency_keys WHERE scope = 'reserve' GROUP BY response->>'holdId' HAVING count(*) > 1`,
+  },
+  {
+    invariant: "entries_append_only",
+    sql: `SELECT 'ledger_entries' AS subject, 'append-only trigger missing or disabled' AS detail
+          WHERE NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'ledger_entries_append_only' AND tgenabled <> 'D')`,
+  },
+];
+
+/** Runs every check in one snapshot. */
+export async function checkInvariants(pool: pg.Pool): Promise<InvariantReport> {
+  const client = await pool.connect();
+  try {
+    await client.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+    const violations: InvariantViolation[] = [];
+    for (const check of CHECKS) {
+      const r = await client.query<{ subject: string; detail: string }>(`${check.sql} LIMIT ${MAX_PER_CHECK}`);
+      for (const row of r.rows) violations.push({ invariant: check.invariant, subject: row.subject ?? "", detail: row.detail });
+    }
+    const counts = await client.query<{ accounts: string; entries: string; holds: string; now_us: string }>(
+      `SELECT (SELECT count(*) FROM accounts)::text AS accounts, (SELECT count(*) FROM ledger_entries)::text AS entries,
+              (SELECT count(*) FROM holds)::text AS holds, ${micros("now()")}::text AS now_us`,
+    );
+    await client.query("COMMIT");
+    const c = counts.rows[0]!;
+    return {
+      ok: violations.length === 0,
+      violations,
+      checkedAt: BigInt(c.now_us),
+      accountsChecked: BigInt(c.accounts),
+      entriesChecked: BigInt(c.entries),
+      holdsChecked: BigInt(c.holds),
+    };
+  } catch (err) {
+    await client.query("ROLLBACK").catch(() => undefined);
+    throw err;
+  } finally {
+    client.release();
+  }
+}
+
+/** The invariants' names, for metrics (a gauge per invariant, 0 when it holds). */
+export const INVARIANT_NAMES = CHECKS.map((c) => c.invariant);

@@ -1,0 +1,570 @@
+/**
+ * The credits ledger in Postgres. Every money operation is ONE SQL statement whose conditional UPDATE is the gate:
+ *
+ * - reserve: `UPDATE accounts ... WHERE balance - held >= $amount` + hold insert + idempotency row, one statement;
+ *   concurrent reserves serialize on the account row and each re-checks the condition (no read-then-write race);
+ * - commit/release/expire: `UPDATE holds ... WHERE status = 'open'` first, so a hold resolves exactly once, then the
+ *   account and the two ledger rows of the charge in the same statement;
+ * - grants and reversals: the account update + two ledger rows (+ idempotency row) in one statement.
+ *
+ * Lock order is always hold row → account row (reserve and grant lock only the account), so statements cannot
+ * deadlock. System accounts are never updated (their balances are derived from entries), so no hot row serializes
+ * charges across users. When a statement changes nothing, a follow-up read explains why (replay, not found,
+ * insufficient credits, ...).
+ */
+import { randomUUID } from "node:crypto";
+import {
+  InsufficientCreditsError,
+  notFound,
+  precondition,
+} from "../domain/errors.js";
+import {
+  GRANTS_ACCOUNT,
+  REVENUE_ACCOUNT,
+  describeUsage,
+  grantFingerprint,
+  reserveFingerprint,
+  type Account,
+  type CommitInput,
+  type CommitResult,
+  type GrantInput,
+  type GrantResult,
+  type HistoryItem,
+  type Hold,
+  type HoldStatus,
+  type ReserveInput,
+  type ReserveResult,
+  type ReversalResult,
+  type Usage,
+} from "../domain/ledger.js";
+import { PG_UNIQUE_VIOLATION, big, bigOrNull, micros, named, pgCode, type Sql } from "./sql.js";
+
+const HOLD_COLUMNS = `h.id, h.account_id, h.amount::text, h.status, h.charged::text, h.reason, h.reference,
+  ${micros("h.created_at")}::text AS created_us, ${micros("h.expires_at")}::text AS expires_us,
+  ${micros("h.resolved_at")}::text AS resolved_us`;
+
+interface HoldRow {
+  id: string;
+  account_id: string;
+  amount: string;
+  status: HoldStatus;
+  charged: string;
+  reason: string;
+  reference: string;
+  created_us: string;
+  expires_us: string;
+  resolved_us: string | null;
+}
+
+function toHold(r: HoldRow): Hold {
+  const amount = BigInt(r.amount);
+  const charged = BigInt(r.charged);
+  return {
+    id: r.id,
+    accountId: r.account_id,
+    amount,
+    status: r.status,
+    charged,
+    released: r.status === "open" ? 0n : amount - charged,
+    reason: r.reason,
+    reference: r.reference,
+    createdAt: BigInt(r.created_us),
+    expiresAt: BigInt(r.expires_us),
+    resolvedAt: bigOrNull(r.resolved_us),
+  };
+}
+
+interface ReserveResponseJson {
+  holdId: string;
+  amount: string;
+  expiresAt: string;
+  available: string;
+}
+
+const toReserveResult = (j: ReserveResponseJson): ReserveResult => ({
+  holdId: j.holdId,
+  amount: BigInt(j.amount),
+  expiresAt: BigInt(j.expiresAt),
+  available: BigInt(j.available),
+});
+
+interface GrantResponseJson {
+  transferId: string;
+  amount: string;
+  balance: string;
+  createdAt: string;
+}
+
+const toGrantResult = (j: GrantResponseJson): GrantResult => ({
+  transferId: j.transferId,
+  amount: BigInt(j.amount),
+  balance: BigInt(j.balance),
+  createdAt: BigInt(j.createdAt),
+});
+
+function usageJson(u: Usage | undefined): string | null {
+  if (!u) return null;
+  return JSON.stringify({
+    model: u.model,
+    feature: u.feature,
+    inputTokens: u.inputTokens.toString(),
+    outputTokens: u.outputTokens.toString(),
+    images: u.images,
+  });
+}
+
+function usageFromJson(v: unknown): Usage | null {
+  if (!v || typeof v !== "object") return null;
+  const o = v as Record<string, unknown>;
+  return {
+    model: String(o.model ?? ""),
+    feature: String(o.feature ?? ""),
+    inputTokens: big(o.inputTokens ?? 0),
+    outputTokens: big(o.outputTokens ?? 0),
+    images: Number(o.images ?? 0),
+  };
+}
+
+/** Outcome flags so callers (metrics, replay headers) can tell a first effect from a replay. */
+export interface Outcome<T> {
+  result: T;
+  replayed: boolean;
+}
+
+export interface LedgerStoreOptions {
+  /** Generates hold and transfer ids; injectable for tests. */
+  newId?: () => string;
+}
+
+export class LedgerStore {
+  private readonly newId: () => string;
+
+  constructor(
+    private readonly sql: Sql,
+    opts: LedgerStoreOptions = {},
+  ) {
+    this.newId = opts.newId ?? randomUUID;
+  }
+
+  // ---- accounts -------------------------------------------------------------------------------------------------
+
+  /** Creates a user account if missing (idempotent). Returns true when it was created now. */
+  async openAccount(accountId: string): Promise<boolean> {
+    const r = await this.sql.query(
+      `INSERT INTO accounts (id, kind) VALUES ($1, 'user') ON CONFLICT (id) DO NOTHING`,
+      [accountId],
+    );
+    return r.rowCount === 1;
+  }
+
+  /**
+   * Marks a user account closed (creating it closed when unknown, so a late `user.created` cannot reopen it): no new
+   * holds or grants from now on. Its open holds are released by {@link releaseOpenHolds}, in separate statements
+   * (same lock order as every other statement).
+   */
+  async markAccountClosed(accountId: string): Promise<void> {
+    await this.sql.query(
+      `INSERT INTO accounts (id, kind, status, closed_at) VALUES ($1, 'user', 'closed', now())
+       ON CONFLICT (id) DO UPDATE SET status = 'closed', closed_at = now()
+       WHERE accounts.kind = 'user' AND accounts.status = 'open'`,
+      [accountId],
+    );
+  }
+
+  /** Releases every open hold of an account; returns those released now. */
+  async releaseOpenHolds(accountId: string): Promise<Hold[]> {
+    const open = await this.sql.query<{ id: string }>(
+      `SELECT id FROM holds WHERE account_id = $1 AND status = 'open' ORDER BY created_at`,
+      [accountId],
+    );
+    const released: Hold[] = [];
+    for (const { id } of open.rows) {
+      const h = await this.resolveWithoutCharge(id, "released", false);
+      if (h) released.push(h);
+    }
+    return released;
+  }
+
+  /** Closes the account and releases its open holds. Idempotent: a repeat releases whatever is still open. */
+  async closeAccount(accountId: string): Promise<Hold[]> {
+    await this.markAccountClosed(accountId);
+    return this.releaseOpenHolds(accountId);
+  }
+
+  async getAccount(accountId: string): Promise<Account | null> {
+    const r = await this.sql.query<{
+      id: string;
+      kind: "user" | "system";
+      status: "open" | "closed";
+      balance: string;
+      held: string;
+      open_holds: string;
+      created_us: string;
+      closed_us: string | null;
+    }>(
+      `SELECT a.id, a.kind, a.status,
+         (CASE WHEN a.kind = 'user' THEN a.balance
+               ELSE (SELECT coalesce(sum(e.amount), 0) FROM ledger_entries e WHERE e.account_id = a.id) END)::text AS balance,
+         a.held::text,
+         (SELECT count(*) FROM holds h WHERE h.account_id = a.id AND h.status = 'open')::text AS open_holds,
+         ${micros("a.created_at")}::text AS created_us, ${micros("a.closed_at")}::text AS closed_us
+       FROM accounts a WHERE a.id = $1`,
+      [accountId],
+    );
+    const row = r.rows[0];
+    if (!row) return null;
+    const balance = BigInt(row.balance);
+    const held = BigInt(row.held);
+    return {
+      id: row.id,
+      kind: row.kind,
+      status: row.status,
+      balance,
+      held,
+      available: balance - held,
+      openHolds: Number(row.open_holds),
+      createdAt: BigInt(row.created_us),
+      closedAt: bigOrNull(row.closed_us),
+    };
+  }
+
+  // ---- holds ----------------------------------------------------------------------------------------------------
+
+  /** Holds `amount` credits if available. Throws InsufficientCreditsError, not_found or failed_precondition. */
+  async reserve(input: ReserveInput): Promise<Outcome<ReserveResult>> {
+    const fp = reserveFingerprint(input);
+    try {
+      const r = await this.sql.query<{ response: ReserveResponseJson }>(
+        named("ledger_reserve", `WITH acct AS (
+           UPDATE accounts SET held = held + $2
+           WHERE id = $1 AND kind = 'user' AND status = 'open' AND balance - held >= $2
+             AND NOT EXISTS (SELECT 1 FROM idempotency_keys k WHERE k.account_id = $1 AND k.scope = 'reserve' AND k.key = $5)
+           RETURNING balance - held AS available
+         ), hold AS (
+           INSERT INTO holds (id, account_id, amount, reason, reference, created_at, expires_at)
+           SELECT $6::uuid, $1, $2, $3, $4, now(), now() + make_interval(secs => $7::double precision / 1000) FROM acct
+           RETURNING id, amount, expires_at
+         )
+         INSERT INTO idempotency_keys (account_id, scope, key, fingerprint, response)
+         SELECT $1, 'reserve', $5, $8, jsonb_build_object(
+           'holdId', hold.id::text, 'amount', hold.amount::text,
+           'expiresAt', ${micros("hold.expires_at")}::text, 'available', acct.available::text)
+         FROM hold, acct
+         RETURNING response`),
+        [input.accountId, input.amount, input.reason, input.reference, input.idempotencyKey, this.newId(), input.ttlMs, fp],
+      );
+      const row = r.rows[0];
+      if (row) return { result: toReserveResult(row.response), replayed: false };
+    } catch (err) {
+      // A concurrent request with the same key committed first: our whole statement was rolled back; replay theirs.
+      if (pgCode(err) !== PG_UNIQUE_VIOLATION) throw err;
+    }
+    return { result: await this.explainReserveMiss(input, fp), replayed: true };
+  }
+
+  /** Why a reserve changed nothing: a replay (returns the original response) or an error (throws). */
+  private async explainReserveMiss(input: ReserveInput, fp: string): Promise<ReserveResult> {
+    const r = await this.sql.query<{
+      kind: string | null;
+      status: string | null;
+      available: string | null;
+      fingerprint: string | null;
+      response: ReserveResponseJson | null;
+    }>(
+      `SELECT a.kind, a.status, (a.balance - a.held)::text AS available, k.fingerprint, k.response
+       FROM (SELECT 1) one
+       LEFT JOIN accounts a ON a.id = $1
+       LEFT JOIN idempotency_keys k ON k.account_id = $1 AND k.scope = 'reserve' AND k.key = $2`,
+      [input.accountId, input.idempotencyKey],
+    );
+    const row = r.rows[0]!;
+    if (row.fingerprint !== null && row.response !== null) {
+      if (row.fingerprint !== fp) {
+        throw precondition(
+          `idempotency_key "${input.idempotencyKey}" was already used for a different reserve (amount, reason or reference differ)`,
+        );
+      }
+      return toReserveResult(row.response);
+    }
+    if (row.kind !== "user") throw notFound(`account "${input.accountId}"`);
+    if (row.status !== "open") throw precondition(`account "${input.accountId}" is closed`);
+    throw new InsufficientCreditsError(input.amount, big(row.available));
+  }
+
+  /** Charges `amount` ≤ the hold and releases the rest, exactly once. Replays return the committed hold. */
+  async commit(input: CommitInput): Promise<Outcome<CommitResult>> {
+    const transferId = this.newId();
+    const r = await this.sql.query<HoldRow>(
+      named("ledger_commit", `WITH h AS (
+         UPDATE holds SET status = 'committed', charged = $2, resolved_at = now()
+         WHERE id = $1 AND status = 'open' AND expires_at > now() AND amount >= $2
+         RETURNING *
+       ), acct AS (
+         UPDATE accounts a SET held = a.held - h.amount, balance = a.balance - h.charged
+         FROM h WHERE a.id = h.account_id
+         RETURNING a.id
+       ), entries AS (
+         INSERT INTO ledger_entries (transfer_id, account_id, amount, kind, hold_id, reason, reference, description, usage, created_at)
+         SELECT $3::uuid, side.account_id, side.amount, 'charge', h.id, h.reason, h.reference,
+                CASE WHEN side.usr THEN coalesce(nullif($4, ''), h.reason) || $5 ELSE '' END,
+                CASE WHEN side.usr THEN $6::jsonb END, h.resolved_at
+         -- the description and usage live on the user's side only (the revenue side is found by transfer_id)
+         FROM h CROSS JOIN LATERAL (VALUES (h.account_id, -h.charged, true), ('${REVENUE_ACCOUNT}', h.charged, false)) AS side(account_id, amount, usr)
+         WHERE h.charged > 0
+       )
+       SELECT ${HOLD_COLUMNS} FROM h`),
+      [input.holdId, input.amount, transferId, input.usage?.feature ?? "", describeUsage(input.usage), usageJson(input.usage)],
+    );
+    const row = r.rows[0];
+    if (row) {
+      const hold = toHold(row);
+      return { result: { hold, transferId: hold.charged > 0n ? transferId : "" }, replayed: false };
+    }
+    return { result: await this.explainCommitMiss(input), replayed: true };
+  }
+
+  private async explainCommitMiss(input: CommitInput): Promise<CommitResult> {
+    const r = await this.sql.query<HoldRow & { transfer_id: string | null; past_deadline: boolean }>(
+      `SELECT ${HOLD_COLUMNS}, h.expires_at <= now() AS past_deadline,
+         (SELECT e.transfer_id::text FROM ledger_entries e WHERE e.hold_id = h.id AND e.kind = 'charge' LIMIT 1) AS transfer_id
+       FROM holds h WHERE h.id = $1`,
+      [input.holdId],
+    );
+    const row = r.rows[0];
+    if (!row) throw notFound(`hold "${input.holdId}"`);
+    const hold = toHold(row);
+    switch (hold.status) {
+      case "committed":
+        if (hold.charged !== input.amount) {
+          throw precondition(`hold "${hold.id}" was already committed with amount ${hold.charged} (not ${input.amount})`);
+        }
+        return { hold, transferId: row.transfer_id ?? "" };
+      case "released":
+        throw precondition(`hold "${hold.id}" was released; it can no longer be committed`);
+      case "expired":
+        throw precondition(`hold "${hold.id}" expired; it can no longer be committed`);
+      case "open":
+        if (input.amount > hold.amount) {
+          throw precondition(`amount ${input.amount} exceeds the hold's ${hold.amount} credits`);
+        }
+        if (row.past_deadline) throw precondition(`hold "${hold.id}" is past its deadline; it can no longer be committed`);
+        // Open, in range, before the deadline, yet not updated: cannot happen; fail loudly rather than guess.
+        throw new Error(`commit of hold ${hold.id} changed nothing for an unknown reason`);
+    }
+  }
+
+  /**
+   * Releases an open hold. Releasing a released or expired hold returns it as is (idempotent); a committed hold
+   * cannot be released.
+   */
+  async release(holdId: string): Promise<Outcome<Hold>> {
+    const released = await this.resolveWithoutCharge(holdId, "released", false);
+    if (released) return { result: released, replayed: false };
+    const hold = await this.getHold(holdId);
+    if (!hold) throw notFound(`hold "${holdId}"`);
+    if (hold.status === "committed") throw precondition(`hold "${holdId}" was committed; it can no longer be released`);
+    return { result: hold, replayed: true };
+  }
+
+  /**
+   * Expires open holds past their deadline, at most `limit` per call (oldest first), each in its own statement so
+   * the sweeper never holds more than one account lock. Several sweepers may run at once: a hold resolves once.
+   */
+  async releaseExpiredHolds(limit: number): Promise<Hold[]> {
+    const due = await this.sql.query<{ id: string }>(
+      `SELECT id FROM holds WHERE status = 'open' AND expires_at <= now() ORDER BY expires_at LIMIT $1`,
+      [limit],
+    );
+    const expired: Hold[] = [];
+    for (const { id } of due.rows) {
+      const h = await this.resolveWithoutCharge(id, "expired", true);
+      if (h) expired.push(h);
+    }
+    return expired;
+  }
+
+  /** Holds still open although their account is closed (a close interrupted before its releases). */
+  async releaseHoldsOfClosedAccounts(limit: number): Promise<Hold[]> {
+    const due = await this.sql.query<{ id: string }>(
+      `SELECT h.id FROM holds h JOIN accounts a ON a.id = h.account_id
+       WHERE h.status = 'open' AND a.status = 'closed' LIMIT $1`,
+      [limit],
+    );
+    const released: Hold[] = [];
+    for (const { id } of due.rows) {
+      const h = await this.resolveWithoutCharge(id, "released", false);
+      if (h) released.push(h);
+    }
+    return released;
+  }
+
+  async countOpenHolds(): Promise<number> {
+    const r = await this.sql.query<{ n: string }>(`SELECT count(*)::text AS n FROM holds WHERE status = 'open'`);
+    return Number(r.rows[0]?.n ?? 0);
+  }
+
+  // ---- grants and reversals ---------------------------------------------------------------------------------------
+
+  /** Moves credits from system:grants to a user account. Idempotent per (account, key). */
+  async grant(input: GrantInput): Promise<Outcome<GrantResult>> {
+    const fp = grantFingerprint(input);
+    try {
+      const r = await this.sql.query<{ response: GrantResponseJson }>(
+        named("ledger_grant", `WITH acct AS (
+           UPDATE accounts SET balance = balance + $2
+           WHERE id = $1 AND kind = 'user' AND status = 'open'
+             AND NOT EXISTS (SELECT 1 FROM idempotency_keys k WHERE k.account_id = $1 AND k.scope = 'grant' AND k.key = $4)
+           RETURNING balance
+         ), entries AS (
+           INSERT INTO ledger_entries (transfer_id, account_id, amount, kind, reason, reference, description, created_at)
+           SELECT $5::uuid, side.account_id, side.amount, 'grant', $3, $4, $3, now()
+           FROM acct CROSS JOIN (VALUES ($1::text, $2::bigint), ('${GRANTS_ACCOUNT}', -$2::bigint)) AS side(account_id, amount)
+         )
+         INSERT INTO idempotency_keys (account_id, scope, key, fingerprint, response)
+         SELECT $1, 'grant', $4, $6, jsonb_build_object('transferId', $5::text, 'amount', $2::text,
+           'balance', acct.balance::text, 'createdAt', ${micros("now()")}::text)
+         FROM acct
+         RETURNING response`),
+        [input.accountId, input.amount, input.reason, input.idempotencyKey, this.newId(), fp],
+      );
+      const row = r.rows[0];
+      if (row) return { result: toGrantResult(row.response), replayed: false };
+    } catch (err) {
+      if (pgCode(err) !== PG_UNIQUE_VIOLATION) throw err;
+    }
+    const r = await this.sql.query<{ kind: string | null; status: string | null; fingerprint: string | null; response: GrantResponseJson | null }>(
+      `SELECT a.kind, a.status, k.fingerprint, k.response
+       FROM (SELECT 1) one
+       LEFT JOIN accounts a ON a.id = $1
+       LEFT JOIN idempotency_keys k ON k.account_id = $1 AND k.scope = 'grant' AND k.key = $2`,
+      [input.accountId, input.idempotencyKey],
+    );
+    const row = r.rows[0]!;
+    if (row.fingerprint !== null && row.response !== null) {
+      if (row.fingerprint !== fp) {
+        throw precondition(`idempotency_key "${input.idempotencyKey}" was already used for a different grant (amount or reason differ)`);
+      }
+      return { result: toGrantResult(row.response), replayed: true };
+    }
+    if (row.kind !== "user") throw notFound(`account "${input.accountId}"`);
+    throw precondition(`account "${input.accountId}" is closed`);
+  }
+
+  /**
+   * Books the mirror image of a grant or charge. A transfer is reversed at most once (unique index): reversing it
+   * again returns the existing reversal. Reversing a grant takes the credits back, so they must be available.
+   */
+  async reverse(transferId: string, reason: string): Promise<Outcome<ReversalResult>> {
+    const reversalId = this.newId();
+    try {
+      const r = await this.sql.query<{ amount: string; created_us: string }>(
+        `WITH orig AS (
+           SELECT account_id, amount, kind FROM ledger_entries WHERE transfer_id = $1
+         ), usr AS (
+           SELECT o.account_id, -o.amount AS delta FROM orig o JOIN accounts a ON a.id = o.account_id AND a.kind = 'user'
+         ), acct AS (
+           UPDATE accounts a SET balance = a.balance + usr.delta FROM usr
+           WHERE a.id = usr.account_id AND a.balance - a.held + usr.delta >= 0
+             AND NOT EXISTS (SELECT 1 FROM orig WHERE kind = 'reversal')
+             AND NOT EXISTS (SELECT 1 FROM ledger_entries r WHERE r.reverses_transfer_id = $1)
+           RETURNING a.id
+         ), ins AS (
+           INSERT INTO ledger_entries (transfer_id, account_id, amount, kind, reverses_transfer_id, reason, reference, description, created_at)
+           SELECT $2::uuid, o.account_id, -o.amount, 'reversal', $1, $3, $1::text, 'Reversal: ' || $3, now()
+           FROM orig o WHERE EXISTS (SELECT 1 FROM acct)
+           RETURNING amount
+         )
+         SELECT max(abs(amount))::text AS amount, ${micros("now()")}::text AS created_us FROM ins HAVING count(*) > 0`,
+        [transferId, reversalId, reason],
+      );
+      const row = r.rows[0];
+      if (row) {
+        return { result: { transferId: reversalId, amount: BigInt(row.amount), createdAt: BigInt(row.created_us) }, replayed: false };
+      }
+    } catch (err) {
+      if (pgCode(err) !== PG_UNIQUE_VIOLATION) throw err;
+    }
+    const r = await this.sql.query<{ kind: string; amount: string; user_available: string | null; reversal_id: string | null; reversal_us: string | null }>(
+      `SELECT o.kind, abs(o.amount)::text AS amount, (a.balance - a.held)::text AS user_available,
+         (SELECT r.transfer_id::text FROM ledger_entries r WHERE r.reverses_transfer_id = $1 LIMIT 1) AS reversal_id,
+         (SELECT ${micros("r.created_at")}::text FROM ledger_entries r WHERE r.reverses_transfer_id = $1 LIMIT 1) AS reversal_us
+       FROM ledger_entries o JOIN accounts a ON a.id = o.account_id AND a.kind = 'user'
+       WHERE o.transfer_id = $1 LIMIT 1`,
+      [transferId],
+    );
+    const row = r.rows[0];
+    if (!row) throw notFound(`transfer "${transferId}"`);
+    if (row.reversal_id !== null) {
+      return { result: { transferId: row.reversal_id, amount: BigInt(row.amount), createdAt: BigInt(row.reversal_us!) }, replayed: true };
+    }
+    if (row.kind === "reversal") throw precondition(`transfer "${transferId}" is itself a reversal; grant again instead`);
+    throw precondition(
+      `reversing transfer "${transferId}" needs ${row.amount} available credits, the account has ${row.user_available ?? 0}`,
+    );
+  }
+
+  // ---- history ----------------------------------------------------------------------------------------------------
+
+  /**
+   * An account's history, newest first: its ledger entries plus the released part of every resolved hold. Keyset
+   * pagination on (created_at, id); `after` is the last item of the previous page.
+   */
+  async listHistory(accountId: string, limit: number, after?: { at: bigint; id: string }): Promise<HistoryItem[]> {
+    const r = await this.sql.query<{
+      id: string; kind: HistoryItem["kind"]; amount: string; balance_delta: string; transfer_id: string | null;
+      hold_id: string | null; reason: string; reference: string; description: string; usage: unknown; at_us: string;
+    }>(
+      `SELECT * FROM (
+         SELECT 'e' || lpad(e.id::text, 20, '0') AS id, e.kind, abs(e.amount)::text AS amount, e.amount::text AS balance_delta,
+                e.transfer_id::text, e.hold_id::text, e.reason, e.reference, e.description, e.usage, ${micros("e.created_at")} AS at_us
+         FROM ledger_entries e WHERE e.account_id = $1
+         UNION ALL
+         SELECT 'r' || h.id::text, 'release', (h.amount - h.charged)::text, '0', NULL, h.id::text, h.reason, h.reference,
+                CASE h.status WHEN 'expired' THEN 'Hold expired' WHEN 'committed' THEN 'Unused part of the hold released'
+                     ELSE 'Hold released' END, NULL, ${micros("h.resolved_at")}
+         FROM holds h WHERE h.account_id = $1 AND h.status <> 'open' AND h.amount > h.charged
+       ) x
+       WHERE $3::bigint IS NULL OR (x.at_us, x.id COLLATE "C") < ($3::bigint, $4::text COLLATE "C")
+       ORDER BY x.at_us DESC, x.id COLLATE "C" DESC
+       LIMIT $2`,
+      [accountId, limit, after?.at ?? null, after?.id ?? null],
+    );
+    return r.rows.map((row) => ({
+      id: row.id,
+      kind: row.kind,
+      amount: BigInt(row.amount),
+      balanceDelta: BigInt(row.balance_delta),
+      transferId: row.transfer_id ?? "",
+      holdId: row.hold_id ?? "",
+      reason: row.reason,
+      reference: row.reference,
+      description: row.description,
+      usage: usageFromJson(row.usage),
+      createdAt: BigInt(row.at_us),
+    }));
+  }
+
+  /** Resolves an open hold without charging (release or expiry). Returns null when it was not open. */
+  private async resolveWithoutCharge(holdId: string, status: "released" | "expired", onlyIfExpired: boolean): Promise<Hold | null> {
+    const r = await this.sql.query<HoldRow>(
+      named(onlyIfExpired ? "ledger_expire" : "ledger_release", `WITH h AS (
+         UPDATE holds SET status = $2, resolved_at = now()
+         WHERE id = $1 AND status = 'open' ${onlyIfExpired ? "AND expires_at <= now()" : ""}
+         RETURNING *
+       ), acct AS (
+         UPDATE accounts a SET held = a.held - h.amount FROM h WHERE a.id = h.account_id RETURNING a.id
+       )
+       SELECT ${HOLD_COLUMNS} FROM h`),
+      [holdId, status],
+    );
+    const row = r.rows[0];
+    return row ? toHold(row) : null;
+  }
+
+  async getHold(holdId: string): Promise<Hold | null> {
+    const r = await this.sql.query<HoldRow>(`SELECT ${HOLD_COLUMNS} FROM holds h WHERE h.id = $1`, [holdId]);
+    const row = r.rows[0];
+    return row ? toHold(row) : null;
+  }
+}
+

@@ -1,0 +1,225 @@
+/**
+ * Connect handlers of billing's services: validate every field (INVALID_ARGUMENT names it), call the ledger or the
+ * limiter, map the result. Auth rules per method live in index.ts (`authRules`); handlers also check the principal
+ * themselves so a misconfigured rule can never expose another user's account.
+ */
+import { create } from "@bufbuild/protobuf";
+import type { ConnectRouter, HandlerContext } from "@connectrpc/connect";
+import { RateLimitService } from "@luna/contracts/envoy/service/ratelimit/v3/rls_pb.js";
+import {
+  CheckInvariantsResponseSchema,
+  BillingAdminService,
+  GetAccountResponseSchema,
+  GrantCreditsResponseSchema,
+  InvariantViolationSchema,
+  ReverseTransferResponseSchema,
+} from "@luna/contracts/luna/billing/v1/billing_admin_service_pb.js";
+import {
+  BillingService,
+  GetBalanceResponseSchema,
+  ListLedgerEntriesResponseSchema,
+} from "@luna/contracts/luna/billing/v1/billing_service_pb.js";
+import {
+  CommitResponseSchema,
+  CreditsService,
+  GetHoldResponseSchema,
+  ReleaseResponseSchema,
+  ReserveResponseSchema,
+} from "@luna/contracts/luna/billing/v1/credits_service_pb.js";
+import { PageResponseSchema } from "@luna/contracts/luna/common/v1/common_pb.js";
+import { requirePrincipal } from "@luna/kit";
+import { invalid, notFound } from "../domain/errors.js";
+import {
+  checkAnyAccountId,
+  checkIdempotencyKey,
+  checkNonNegativeAmount,
+  checkPositiveAmount,
+  checkReasonLabel,
+  checkText,
+  checkUsage,
+  checkUserAccountId,
+  checkUuid,
+} from "../domain/ledger.js";
+import type { Ledger } from "../ledger.js";
+import type { RateLimiter } from "../limits/limiter.js";
+import {
+  accountToProto,
+  durationToMs,
+  historyItemToProto,
+  holdToProto,
+  timestampFromMicros,
+  usageFromProto,
+} from "./convert.js";
+import { rpc } from "./errors.js";
+import { limitsServiceImpl, rateLimitServiceImpl } from "./limits.js";
+import { LimitsService } from "@luna/contracts/luna/billing/v1/limits_service_pb.js";
+import { decodePageToken, encodePageToken } from "./page-token.js";
+
+export interface RouteDeps {
+  ledger: Ledger;
+  limiter: RateLimiter;
+  /** Envoy's rate limit domain answered with limits. */
+  rateLimitDomain: string;
+}
+
+const HISTORY_DEFAULT_PAGE = 50;
+const HISTORY_MAX_PAGE = 200;
+
+/** Marks a replayed idempotent response (Stripe's `Idempotent-Replayed`); the body stays byte-identical. */
+function markReplay(ctx: HandlerContext, replayed: boolean): void {
+  if (replayed) ctx.responseHeader.set("idempotent-replayed", "true");
+}
+
+function holdTtlMs(ledger: Ledger, field: string, d: Parameters<typeof durationToMs>[0]): number {
+  const ms = durationToMs(d);
+  if (ms === undefined) return ledger.holdTtl(0);
+  if (d && (d.seconds < 0n || d.nanos < 0)) throw invalid(field, "must not be negative");
+  if (ms < 1000) throw invalid(field, "must be at least 1s (or unset for the default)");
+  return ledger.holdTtl(ms);
+}
+
+export function billingRoutes(deps: RouteDeps): (router: ConnectRouter) => void {
+  const { ledger } = deps;
+  const store = ledger.store;
+
+  return (router) => {
+    router.service(BillingService, {
+      getBalance: (_req, ctx) =>
+        rpc(async () => {
+          const me = requirePrincipal(ctx, "user");
+          const account = await store.getAccount(me.userId);
+          // A user whose sign-up event is not processed yet simply has nothing.
+          return create(GetBalanceResponseSchema, {
+            balance: account?.balance ?? 0n,
+            held: account?.held ?? 0n,
+            available: account?.available ?? 0n,
+          });
+        }),
+      listLedgerEntries: (req, ctx) =>
+        rpc(async () => {
+          const me = requirePrincipal(ctx, "user");
+          const size = req.page?.pageSize ?? 0;
+          if (size < 0) throw invalid("page.page_size", `must not be negative (got ${size})`);
+          const limit = size === 0 ? HISTORY_DEFAULT_PAGE : Math.min(size, HISTORY_MAX_PAGE);
+          const after = decodePageToken("page.page_token", req.page?.pageToken ?? "");
+          const items = await store.listHistory(me.userId, limit + 1, after);
+          const page = items.slice(0, limit);
+          const last = page[page.length - 1];
+          return create(ListLedgerEntriesResponseSchema, {
+            entries: page.map(historyItemToProto),
+            page: create(PageResponseSchema, {
+              nextPageToken: items.length > limit && last ? encodePageToken({ at: last.createdAt, id: last.id }) : "",
+            }),
+          });
+        }),
+    });
+
+    router.service(CreditsService, {
+      reserve: (req, ctx) =>
+        rpc(async () => {
+          requirePrincipal(ctx, "internal");
+          const input = {
+            accountId: checkUserAccountId("account_id", req.accountId),
+            amount: checkPositiveAmount("amount", req.amount),
+            reason: checkReasonLabel("reason", req.reason),
+            reference: checkText("reference", req.reference, { required: false, max: 200 }),
+            idempotencyKey: checkIdempotencyKey("idempotency_key", req.idempotencyKey),
+            ttlMs: holdTtlMs(ledger, "ttl", req.ttl),
+          };
+          const out = await ledger.reserve(input);
+          markReplay(ctx, out.replayed);
+          return create(ReserveResponseSchema, {
+            holdId: out.result.holdId,
+            amount: out.result.amount,
+            expiresAt: timestampFromMicros(out.result.expiresAt),
+            available: out.result.available,
+          });
+        }),
+      commit: (req, ctx) =>
+        rpc(async () => {
+          requirePrincipal(ctx, "internal");
+          const input = {
+            holdId: checkUuid("hold_id", req.holdId),
+            amount: checkNonNegativeAmount("amount", req.amount),
+            usage: checkUsage("usage", usageFromProto(req.usage)),
+          };
+          const out = await ledger.commit(input);
+          markReplay(ctx, out.replayed);
+          return create(CommitResponseSchema, { hold: holdToProto(out.result.hold), transferId: out.result.transferId });
+        }),
+      release: (req, ctx) =>
+        rpc(async () => {
+          requirePrincipal(ctx, "internal");
+          const out = await ledger.release(checkUuid("hold_id", req.holdId));
+          markReplay(ctx, out.replayed);
+          return create(ReleaseResponseSchema, { hold: holdToProto(out.result) });
+        }),
+      getHold: (req, ctx) =>
+        rpc(async () => {
+          requirePrincipal(ctx, "internal");
+          const id = checkUuid("hold_id", req.holdId);
+          const hold = await store.getHold(id);
+          if (!hold) throw notFound(`hold "${id}"`);
+          return create(GetHoldResponseSchema, { hold: holdToProto(hold) });
+        }),
+    });
+
+    router.service(BillingAdminService, {
+      grantCredits: (req, ctx) =>
+        rpc(async () => {
+          requirePrincipal(ctx, "admin");
+          const out = await ledger.grant({
+            accountId: checkUserAccountId("account_id", req.accountId),
+            amount: checkPositiveAmount("amount", req.amount),
+            reason: checkText("reason", req.reason, { required: true, max: 200 }),
+            idempotencyKey: checkIdempotencyKey("idempotency_key", req.idempotencyKey),
+          });
+          markReplay(ctx, out.replayed);
+          return create(GrantCreditsResponseSchema, {
+            transferId: out.result.transferId,
+            amount: out.result.amount,
+            balance: out.result.balance,
+            createdAt: timestampFromMicros(out.result.createdAt),
+          });
+        }),
+      getAccount: (req, ctx) =>
+        rpc(async () => {
+          requirePrincipal(ctx, "admin");
+          const id = checkAnyAccountId("account_id", req.accountId);
+          const account = await store.getAccount(id);
+          if (!account) throw notFound(`account "${id}"`);
+          return create(GetAccountResponseSchema, { account: accountToProto(account) });
+        }),
+      reverseTransfer: (req, ctx) =>
+        rpc(async () => {
+          requirePrincipal(ctx, "admin");
+          const out = await store.reverse(
+            checkUuid("transfer_id", req.transferId),
+            checkText("reason", req.reason, { required: true, max: 200 }),
+          );
+          markReplay(ctx, out.replayed);
+          return create(ReverseTransferResponseSchema, {
+            transferId: out.result.transferId,
+            amount: out.result.amount,
+            createdAt: timestampFromMicros(out.result.createdAt),
+          });
+        }),
+      checkInvariants: (_req, ctx) =>
+        rpc(async () => {
+          requirePrincipal(ctx, "admin");
+          const r = await ledger.checkInvariants();
+          return create(CheckInvariantsResponseSchema, {
+            ok: r.ok,
+            violations: r.violations.map((v) => create(InvariantViolationSchema, v)),
+            checkedAt: timestampFromMicros(r.checkedAt),
+            accountsChecked: r.accountsChecked,
+            entriesChecked: r.entriesChecked,
+            holdsChecked: r.holdsChecked,
+          });
+        }),
+    });
+
+    router.service(LimitsService, limitsServiceImpl(deps.limiter));
+    router.service(RateLimitService, rateLimitServiceImpl(deps.limiter, deps.rateLimitDomain));
+  };
+}

@@ -1,0 +1,83 @@
+// Shared setup of billing's integration tests: a migrated database of the shared test Postgres, a pool, the ledger,
+// and the invariant assertion every ledger test runs after itself.
+import { fileURLToPath } from "node:url";
+import { createTestDatabase, type TestDatabase } from "@luna/kit/testing";
+import pg from "pg";
+import { Registry } from "prom-client";
+import { expect } from "vitest";
+import { checkInvariants } from "../src/data/invariants.js";
+import { LedgerStore } from "../src/data/ledger-store.js";
+import { Ledger } from "../src/ledger.js";
+import { createBillingMetrics, type BillingMetrics } from "../src/metrics.js";
+
+export const MIGRATIONS_DIR = fileURLToPath(new URL("../prisma/migrations", import.meta.url));
+export const SCHEMA_PATH = fileURLToPath(new URL("../prisma/schema.prisma", import.meta.url));
+
+export interface LedgerDb {
+  db: TestDatabase;
+  pool: pg.Pool;
+  store: LedgerStore;
+  ledger: Ledger;
+  metrics: BillingMetrics;
+  registry: Registry;
+  /** Fails the test with every violation listed unless the whole ledger is consistent. */
+  assertInvariants(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function openLedgerDb(opts: { poolSize?: number; signupCredits?: number } = {}): Promise<LedgerDb> {
+  const db = await createTestDatabase({ migrationsDir: MIGRATIONS_DIR, prefix: "billing" });
+  const pool = new pg.Pool({ connectionString: db.url, max: opts.poolSize ?? 10 });
+  const registry = new Registry();
+  const metrics = createBillingMetrics(registry);
+  const store = new LedgerStore(pool);
+  const ledger = new Ledger(store, pool, metrics, {
+    holdDefaultTtlMs: 600_000,
+    holdMaxTtlMs: 7_200_000,
+    signupCredits: opts.signupCredits ?? 1000,
+  });
+  return {
+    db,
+    pool,
+    store,
+    ledger,
+    metrics,
+    registry,
+    async assertInvariants() {
+      const report = await checkInvariants(pool);
+      expect(report.violations).toEqual([]);
+      expect(report.ok).toBe(true);
+    },
+    async close() {
+      await pool.end();
+      await db.drop();
+    },
+  };
+}
+
+let accountCounter = 0;
+/** A fresh user account id (unique within the test process). */
+export function newAccountId(prefix = "u"): string {
+  return `${prefix}${process.pid}-${++accountCounter}-${Math.random().toString(36).slice(2, 8)}`;
+}
+
+/** Opens an account holding `credits` (granted once). */
+export async function fundedAccount(store: LedgerStore, credits: bigint, id = newAccountId()): Promise<string> {
+  await store.openAccount(id);
+  if (credits > 0n) await store.grant({ accountId: id, amount: credits, reason: "test funds", idempotencyKey: "funds" });
+  return id;
+}
+
+export const reserveInput = (accountId: string, amount: bigint, key: string, over: Partial<{ reason: string; reference: string; ttlMs: number }> = {}) => ({
+  accountId,
+  amount,
+  idempotencyKey: key,
+  reason: over.reason ?? "chat",
+  reference: over.reference ?? key,
+  ttlMs: over.ttlMs ?? 600_000,
+});
+
+/** Path of a worker script and the node arguments that run TypeScript with the workspace's source condition. */
+export function workerArgs(script: string): string[] {
+  return ["--conditions=luna-source", "--import", "tsx", fileURLToPath(new URL(`./workers/${script}`, import.meta.url))];
+}
