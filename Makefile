@@ -28,8 +28,12 @@ $(PRISMA_STAMP): $(NPM_STAMP) $(PRISMA_SCHEMAS)
 .PHONY: deps
 deps: $(NPM_STAMP) $(PRISMA_STAMP) ## Install npm packages and generate Prisma clients
 
+.PHONY: web
+web: $(NPM_STAMP) ## Build the reference web client (served by make dev at /)
+	npm run -s build -w tools/web
+
 .PHONY: dev
-dev: deps ## Run the whole platform locally (Postgres, Redis, NATS, all services, simulators) on :8080
+dev: deps web ## Run the whole platform locally (Postgres, Redis, NATS, all services, simulators) on :8080
 	$(TSX) tools/allinone/src/main.ts
 
 .PHONY: stack
@@ -89,5 +93,5 @@ bench: deps ## Run every benchmark and write docs/PERFORMANCE.md
 .PHONY: clean
 clean: ## Stop the local stack and wipe its data (.luna/) and build output
 	-$(TSX) tools/devstack/src/cli.ts down 2>/dev/null
-	rm -rf .luna packages/*/dist services/*/dist tools/*/dist services/*/src/generated $(PRISMA_STAMP)
+	rm -rf .luna packages/*/dist services/*/dist tools/*/dist tools/web/dist-node services/*/src/generated $(PRISMA_STAMP)
 	find . -name '*.tsbuildinfo' -not -path './node_modules/*' -delete

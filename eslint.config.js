@@ -3,7 +3,7 @@ import tseslint from "typescript-eslint";
 import globals from "globals";
 
 export default tseslint.config(
-  { ignores: ["**/dist/**", "**/node_modules/**", "**/src/gen/**", "**/src/generated/**", ".luna/**", "**/*.d.ts", "tools/web/dist/**"] },
+  { ignores: ["**/dist/**", "**/node_modules/**", "**/src/gen/**", "**/src/generated/**", ".luna/**", "**/*.d.ts", "tools/web/dist/**", "**/dist-node/**"] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

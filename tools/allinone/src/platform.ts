@@ -1,6 +1,7 @@
 // The all-in-one platform: every service module on one port, in one process, over the local dev stack and the
 // inference simulators. `main.ts` runs it for `make dev`; the end-to-end tests start it in-process.
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import type { IncomingMessage, ServerResponse } from "node:http";
 import { join } from "node:path";
 import { jetstream } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/nats-core";
@@ -29,6 +30,7 @@ import {
 import type { JSONWebKeySet, JWK } from "jose";
 import * as z from "zod";
 import { port as portSchema, url as urlSchema, bool } from "@luna/kit";
+import { serveWebClient } from "@luna/web";
 import { MODULES, type ModuleEntry } from "./modules.js";
 
 /** Variables of the all-in-one process (on top of the services' own; see the README's configuration table). */
@@ -135,9 +137,13 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
       progress(`  ${entry.name} ready`);
     }
 
+    // It uses only what HTTP/1.1 and HTTP/2-compatibility requests share (browsers reach it over either).
+    const webClient = serveWebClient();
     const hosted: HostedModules = await hostModules({
       modules, verifier, metrics, log, host: platform.LUNA_DEV_HOST, port: runtime.LUNA_PORT, adminPort: runtime.LUNA_ADMIN_PORT,
       corsOrigins: runtime.LUNA_CORS_ORIGINS, shutdownGraceMs: runtime.LUNA_SHUTDOWN_GRACE, publicOnly: true,
+      // The reference web client at / (after the modules' own routes: JWKS, signed image URLs).
+      http: (req, res) => webClient(req as IncomingMessage, res as ServerResponse),
       readiness: [
         { name: "redis", check: () => redisReady(redis) },
         { name: "nats", check: () => natsReady(nats) },

@@ -1,0 +1,150 @@
+// Images: pick a workflow, size and count, follow the job with a progress bar, see the results in the gallery.
+import { ImageService } from "@luna/contracts/luna/image/v1/image_service_pb.js";
+import { JobStatus, type Image, type Job } from "@luna/contracts/luna/image/v1/image_pb.js";
+import { ModelService } from "@luna/contracts/luna/models/v1/model_service_pb.js";
+import { ModelStatus, type Workflow } from "@luna/contracts/luna/models/v1/models_pb.js";
+import { client, errorMessage } from "./api.js";
+import { count, formatCredits, h, randomId, replace } from "./dom.js";
+
+/** Images shown in the gallery (the newest). */
+const GALLERY_SIZE = 30;
+const FINAL = new Set([JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED]);
+
+export interface ImageViewDeps {
+  /** Something changed the credits (a job held, charged or released them). */
+  onCreditsChanged(): void;
+}
+
+function statusText(job: Job, percent: number): string {
+  switch (job.status) {
+    case JobStatus.QUEUED:
+      return job.queuePosition > 0 ? `Queued — ${job.queuePosition} ahead` : "Queued — next up";
+    case JobStatus.RUNNING:
+      return `Generating… ${percent}%`;
+    case JobStatus.SUCCEEDED:
+      return `Done — ${count(job.images.length, "image")}, ${count(job.creditsCharged, "credit")}`;
+    case JobStatus.FAILED:
+      return `Failed: ${job.errorMessage || job.errorCode} (nothing charged)`;
+    case JobStatus.CANCELLED:
+      return "Cancelled (credits released)";
+    default:
+      return "Waiting…";
+  }
+}
+
+export function imageView(deps: ImageViewDeps): { el: HTMLElement; refresh(): void } {
+  const images = client(ImageService);
+  const prompt = h("textarea", { id: "image-prompt", rows: 3, required: true, placeholder: "A lighthouse in a storm, oil painting" });
+  const workflowSelect = h("select", { id: "workflow", "aria-label": "Workflow" });
+  const sizeSelect = h("select", { id: "size", "aria-label": "Size" });
+  const countSelect = h("select", { id: "count", "aria-label": "Images" });
+  const generate = h("button", { type: "submit", class: "primary", id: "generate" }, "Generate");
+  const cancel = h("button", { type: "button", class: "ghost", id: "cancel-job", hidden: true }, "Cancel");
+  const bar = h("div", { class: "bar-fill" });
+  const status = h("span", { class: "job-status", id: "job-status" });
+  const preview = h("img", { class: "preview", alt: "", hidden: true });
+  const progress = h("div", { class: "progress", id: "progress", hidden: true },
+    h("div", { class: "bar", role: "progressbar", "aria-valuemin": 0, "aria-valuemax": 100 }, bar), status, preview);
+  const gallery = h("div", { class: "gallery", id: "gallery" });
+  let workflows: Workflow[] = [];
+  let jobId: string | undefined;
+
+  const fillOptions = () => {
+    const w = workflows.find((x) => x.id === workflowSelect.value);
+    const p = w?.parameters;
+    replace(sizeSelect, ...(p?.sizes ?? []).map((s) => h("option", { value: `${s.width}x${s.height}` }, `${s.width} × ${s.height}`)));
+    if (p?.defaultSize) sizeSelect.value = `${p.defaultSize.width}x${p.defaultSize.height}`;
+    const max = Math.max(1, p?.maxImages ?? 1);
+    replace(countSelect, ...Array.from({ length: max }, (_, i) => h("option", { value: i + 1 }, `${i + 1} image${i ? "s" : ""}`)));
+    generate.title = w ? `${count(w.pricePerImage, "credit")} per image` : "";
+  };
+  workflowSelect.addEventListener("change", fillOptions);
+
+  void client(ModelService).listWorkflows({}).then((res) => {
+    workflows = res.workflows;
+    replace(workflowSelect, ...workflows.map((w) => h("option", { value: w.id, disabled: w.status === ModelStatus.OFFLINE },
+      `${w.displayName || w.id} · ${formatCredits(w.pricePerImage)}/image`)));
+    const first = workflows.find((w) => w.status === ModelStatus.AVAILABLE) ?? workflows[0];
+    if (first) workflowSelect.value = first.id;
+    fillOptions();
+  }, (err: unknown) => {
+    progress.hidden = false;
+    progress.dataset.status = "error";
+    status.textContent = `Workflows could not be loaded: ${errorMessage(err)}`;
+  });
+
+  const showProgress = (job: Job, percent: number) => {
+    const pct = job.status === JobStatus.SUCCEEDED ? 100 : Math.max(0, Math.min(100, percent));
+    progress.hidden = false;
+    bar.style.width = `${pct}%`;
+    bar.parentElement?.setAttribute("aria-valuenow", String(pct));
+    status.textContent = statusText(job, pct);
+    progress.dataset.status = JobStatus[job.status]?.toLowerCase() ?? "";
+  };
+
+  const loadGallery = async () => {
+    try {
+      const res = await images.listImages({ page: { pageSize: GALLERY_SIZE } });
+      if (res.images.length === 0) return replace(gallery, h("p", { class: "muted empty" }, "Your images will appear here."));
+      replace(gallery, ...res.images.map((img: Image) =>
+        h("a", { href: img.url, target: "_blank", rel: "noopener", class: "tile", title: img.prompt },
+          h("img", { src: img.url, alt: img.prompt, loading: "lazy", width: img.width, height: img.height }))));
+    } catch (err) {
+      replace(gallery, h("p", { class: "form-error" }, `The gallery could not be loaded: ${errorMessage(err)}`));
+    }
+  };
+
+  cancel.addEventListener("click", () => {
+    if (jobId) images.cancelJob({ jobId }).catch((err: unknown) => (status.textContent = errorMessage(err)));
+  });
+
+  const form = h("form", { class: "image-form" },
+    prompt,
+    h("div", { class: "row" }, workflowSelect, sizeSelect, countSelect, cancel, generate));
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    void run();
+  });
+
+  const run = async () => {
+    if (!prompt.value.trim() || jobId) return;
+    const [width, height] = sizeSelect.value.split("x").map(Number);
+    generate.disabled = true;
+    preview.hidden = true;
+    try {
+      const { job } = await images.submitJob({ workflowId: workflowSelect.value, prompt: prompt.value, width, height,
+        count: Number(countSelect.value), idempotencyKey: randomId() });
+      if (!job) throw new Error("the server returned no job");
+      jobId = job.id;
+      cancel.hidden = false;
+      deps.onCreditsChanged();
+      showProgress(job, 0);
+      let last = job;
+      for await (const ev of images.watchJob({ jobId: job.id })) {
+        if (ev.job) last = ev.job;
+        showProgress(last, ev.progressPercent);
+        if (ev.preview.length > 0) {
+          const old = preview.src;
+          preview.src = URL.createObjectURL(new Blob([ev.preview.slice()], { type: ev.previewContentType || "image/png" }));
+          preview.hidden = false;
+          if (old.startsWith("blob:")) URL.revokeObjectURL(old);
+        }
+        if (FINAL.has(last.status)) break;
+      }
+      preview.hidden = true;
+      if (last.status === JobStatus.SUCCEEDED) await loadGallery();
+    } catch (err) {
+      progress.hidden = false;
+      status.textContent = errorMessage(err);
+      progress.dataset.status = "error";
+    } finally {
+      jobId = undefined;
+      cancel.hidden = true;
+      generate.disabled = false;
+      deps.onCreditsChanged();
+    }
+  };
+
+  const el = h("section", { class: "panel images", id: "images" }, form, progress, h("h2", {}, "Gallery"), gallery);
+  return { el, refresh: () => void loadGallery() };
+}
