@@ -5,6 +5,7 @@ import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import * as auth from "@luna/auth";
 import * as billing from "@luna/billing";
+import * as chat from "@luna/chat-router";
 import * as registry from "@luna/model-registry";
 
 export interface ModuleContext {
@@ -87,5 +88,12 @@ export const MODULES: ModuleEntry[] = [
     simulatedModels: registry.defaultCatalog({ vllmUrl: "http://unused", comfyuiUrl: "http://unused" }).models
       .filter((m) => m.kind === "TEXT").map((m) => ({ name: m.id, maxModelLen: m.contextWindow })),
     create: (env, infra) => registry.createModelRegistryModule(loadConfig(registry.configSchema, env), infra),
+  },
+  {
+    // After billing and model-registry: it resolves their in-process transports when it is built.
+    name: "chat-router",
+    database: "luna_chat",
+    migrationsDir: chat.migrationsDir,
+    create: (env, infra) => chat.createChatRouterModule(loadConfig(chat.chatRouterConfigSchema, env), infra),
   },
 ];

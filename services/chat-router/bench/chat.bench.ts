@@ -1,0 +1,229 @@
+// chat-router benchmark: what relaying through chat-router adds to a streamed reply, at 1, 16 and 64 concurrent
+// streams, against a zero-time vLLM simulator (so every millisecond measured is ours, not the model's).
+//
+//   node --conditions=luna-source --import tsx services/chat-router/bench/chat.bench.ts
+//
+// Starts its own Postgres, Redis and NATS (temporary), the simulator in one child process and the platform
+// (chat-router with the real billing and model-registry modules, hosted as in the all-in-one process) in another;
+// this process is the load generator. For each concurrency level it runs the same requests twice: straight to the
+// simulator (POST /v1/chat/completions, streamed) and through chat-router (SendMessage over gRPC), and reports:
+// - TTFT: request sent → first token received; "added" = through chat-router minus direct (p50, p99);
+// - ITL: per reply, (last token − first token) / (tokens − 1); "added" = p50 through chat-router minus direct;
+// - tokens/s relayed (all streams together), and the platform process's CPU per 1k tokens relayed.
+// Closed loops (each stream sends its next request when the previous reply ends); every SendMessage goes to a
+// fresh conversation so prompts stay the same size. Tunables (env): BENCH_REPLY_TOKENS (128), BENCH_REQUESTS (per
+// level, default 240), BENCH_LEVELS ("1,16,64").
+import { fork, type ChildProcess } from "node:child_process";
+import { chmodSync, mkdtempSync, rmSync } from "node:fs";
+import http from "node:http";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { createClient, type Client } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { startNats, startPostgres, startRedis } from "@luna/kit/localstack";
+import { ChatService } from "@luna/contracts/luna/chat/v1/chat_service_pb.js";
+import { interpretChunk, SseParser } from "../src/domain/sse.js";
+
+const REPLY_TOKENS = Number(process.env.BENCH_REPLY_TOKENS ?? 128);
+const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 240);
+const LEVELS = (process.env.BENCH_LEVELS ?? "1,16,64").split(",").map(Number);
+const PROMPT = "Tell me about the history of the printing press and how it changed the way people shared ideas.";
+const TSX = ["--conditions=luna-source", "--import", "tsx"];
+
+interface Sample {
+  ttftMs: number;
+  itlMs: number;
+  tokens: number;
+}
+
+function pct(values: number[], p: number): number {
+  if (values.length === 0) return NaN;
+  const s = [...values].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
+}
+
+function child(script: string, env: Record<string, string>, extraArgs: string[] = []): ChildProcess {
+  return fork(fileURLToPath(new URL(script, import.meta.url)), [], { execArgv: [...TSX, ...extraArgs], env: { ...process.env, ...env }, stdio: ["ignore", "inherit", "inherit", "ipc"] });
+}
+
+function ask<T>(c: ChildProcess, type: string): Promise<T> {
+  return new Promise((resolve) => {
+    const on = (m: { type?: string }) => {
+      if (m.type === type) {
+        c.off("message", on);
+        resolve(m as T);
+      }
+    };
+    c.on("message", on);
+    c.send({ type });
+  });
+}
+
+/** One streamed completion straight to the simulator. */
+function direct(agent: http.Agent, url: string): Promise<Sample> {
+  return new Promise((resolve, reject) => {
+    const body = JSON.stringify({ model: "sim-model", messages: [{ role: "user", content: PROMPT }], stream: true,
+      stream_options: { include_usage: true }, max_tokens: REPLY_TOKENS });
+    const t0 = performance.now();
+    let first = 0;
+    let last = 0;
+    let tokens = 0;
+    const req = http.request(`${url}/v1/chat/completions`, { method: "POST", agent, headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) } }, (res) => {
+      res.setEncoding("utf8");
+      const parser = new SseParser((data) => {
+        const c = interpretChunk(data);
+        if (c.kind === "chunk" && c.content !== undefined) {
+          last = performance.now();
+          if (tokens === 0) first = last;
+          tokens++;
+        }
+      });
+      res.on("data", (d: string) => parser.push(d));
+      res.on("end", () => resolve({ ttftMs: first - t0, itlMs: tokens > 1 ? (last - first) / (tokens - 1) : 0, tokens }));
+      res.on("error", reject);
+    });
+    req.on("error", reject);
+    req.end(body);
+  });
+}
+
+/** One SendMessage through chat-router (a fresh conversation, created beforehand). */
+async function routed(chat: Client<typeof ChatService>, conversationId: string): Promise<Sample> {
+  const t0 = performance.now();
+  let first = 0;
+  let last = 0;
+  let tokens = 0;
+  for await (const res of chat.sendMessage({ conversationId, text: PROMPT, clientMessageId: "m", maxOutputTokens: REPLY_TOKENS })) {
+    const ev = res.event?.event;
+    if (ev?.case === "delta") {
+      last = performance.now();
+      if (first === 0) first = last;
+    } else if (ev?.case === "finished") {
+      tokens = Number(ev.value.completionTokens);
+    } else if (ev?.case === "error") {
+      throw new Error(`reply failed: ${ev.value.code} ${ev.value.message}`);
+    }
+  }
+  return { ttftMs: first - t0, itlMs: tokens > 1 ? (last - first) / (tokens - 1) : 0, tokens };
+}
+
+/** `streams` closed loops of `total / streams` requests each; returns the samples and the wall time. */
+async function run(streams: number, total: number, one: (stream: number, i: number) => Promise<Sample>): Promise<{ samples: Sample[]; wallS: number }> {
+  const samples: Sample[] = [];
+  const each = Math.ceil(total / streams);
+  const t0 = performance.now();
+  await Promise.all(Array.from({ length: streams }, async (_, s) => {
+    for (let i = 0; i < each; i++) samples.push(await one(s, i));
+  }));
+  return { samples, wallS: (performance.now() - t0) / 1000 };
+}
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), "luna-chat-bench-"));
+  chmodSync(dir, 0o755); // when run as root, Postgres runs as another user that must reach its data dir
+  const pg = await startPostgres({ dataDir: join(dir, "pg") });
+  const redis = await startRedis({ dataDir: join(dir, "redis") });
+  const nats = await startNats({ dataDir: join(dir, "nats") });
+  const children: ChildProcess[] = [];
+  try {
+    const sim = child("./sim-child.ts", { BENCH_REPLY_TOKENS: String(REPLY_TOKENS) });
+    children.push(sim);
+    const simUrl = await new Promise<string>((resolve) => sim.once("message", (m: { url: string }) => resolve(m.url)));
+    const maxStreams = Math.max(4, ...LEVELS);
+    const platform = child("./platform-child.ts", {
+      BENCH_PG_BASE: pg.url("x").replace(/\/x$/, ""), BENCH_REDIS_URL: redis.url, BENCH_NATS_URL: nats.url, BENCH_SIM_URL: simUrl,
+      BENCH_USERS: String(maxStreams), LOG_LEVEL: process.env.LOG_LEVEL ?? "warn",
+    }, process.env.BENCH_PROFILE_DIR ? ["--cpu-prof", `--cpu-prof-dir=${process.env.BENCH_PROFILE_DIR}`] : []);
+    children.push(platform);
+    const { port, tokens } = await new Promise<{ port: number; tokens: string[] }>((resolve, reject) => {
+      platform.once("exit", (code) => reject(new Error(`the platform exited (${code})`)));
+      platform.on("message", (m: { type: string; port: number; tokens: string[] }) => m.type === "ready" && resolve(m));
+    });
+    const transport = createGrpcTransport({ baseUrl: `http://127.0.0.1:${port}` });
+    const chats = tokens.map((t) => createClient(ChatService, createGrpcTransport({
+      baseUrl: `http://127.0.0.1:${port}`,
+      interceptors: [(next) => (req) => { req.header.set("authorization", `Bearer ${t}`); return next(req); }],
+    })));
+    void transport;
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 256 });
+
+    const newConversations = async (n: number, streams: number): Promise<string[][]> => {
+      const per: string[][] = Array.from({ length: streams }, () => []);
+      await Promise.all(per.map(async (list, s) => {
+        for (let i = 0; i < Math.ceil(n / streams); i++) list.push((await chats[s]!.createConversation({ modelId: "bench-model", title: "bench" })).conversation!.id);
+      }));
+      return per;
+    };
+
+    // Warm-up: JIT, connection pools, prepared statements, both paths.
+    const warm = await newConversations(40, 4);
+    await run(4, 40, () => direct(agent, simUrl));
+    await run(4, 40, (s) => routed(chats[s]!, warm[s]!.pop()!));
+
+    const rows: string[][] = [];
+    const checks: string[] = [];
+    for (const streams of LEVELS) {
+      const total = Math.max(REQUESTS, streams * 4);
+      const d = await run(streams, total, () => direct(agent, simUrl));
+      const convs = await newConversations(total, streams);
+      const cpu0 = (await ask<{ micros: number }>(platform, "cpu")).micros;
+      const r = await run(streams, total, (s) => routed(chats[s]!, convs[s]!.pop()!));
+      const cpu1 = (await ask<{ micros: number }>(platform, "cpu")).micros;
+      const dT = d.samples.map((x) => x.ttftMs);
+      const rT = r.samples.map((x) => x.ttftMs);
+      const dI = d.samples.map((x) => x.itlMs);
+      const rI = r.samples.map((x) => x.itlMs);
+      const rTokens = r.samples.reduce((n, x) => n + x.tokens, 0);
+      const dTokens = d.samples.reduce((n, x) => n + x.tokens, 0);
+      const addedP50 = pct(rT, 50) - pct(dT, 50);
+      const addedP99 = pct(rT, 99) - pct(dT, 99);
+      const addedItl = pct(rI, 50) - pct(dI, 50);
+      rows.push([
+        String(streams), String(total),
+        `${pct(dT, 50).toFixed(2)} / ${pct(dT, 99).toFixed(2)}`,
+        `${pct(rT, 50).toFixed(2)} / ${pct(rT, 99).toFixed(2)}`,
+        `${addedP50.toFixed(2)} / ${addedP99.toFixed(2)}`,
+        `${(pct(dI, 50) * 1000).toFixed(0)} / ${(pct(rI, 50) * 1000).toFixed(0)}`,
+        (addedItl * 1000).toFixed(0),
+        `${(dTokens / d.wallS).toFixed(0)} / ${(rTokens / r.wallS).toFixed(0)}`,
+        (((cpu1 - cpu0) / 1000) / (rTokens / 1000)).toFixed(2),
+      ]);
+      if (streams === 16) {
+        checks.push(`added TTFT p50 at 16 streams: ${addedP50.toFixed(2)} ms (aim ≤ 2 ms) ${addedP50 <= 2 ? "✓" : "✗"}`);
+        checks.push(`added TTFT p99 at 16 streams: ${addedP99.toFixed(2)} ms (aim ≤ 10 ms) ${addedP99 <= 10 ? "✓" : "✗"}`);
+      }
+      if (streams === LEVELS[0]) checks.push(`added ITL p50 at ${streams} stream(s): ${(addedItl * 1000).toFixed(0)} µs (aim ≤ 200 µs) ${addedItl <= 0.2 ? "✓" : "✗"}`);
+      if (r.samples.some((x) => x.tokens !== REPLY_TOKENS)) throw new Error("a reply through chat-router had the wrong length");
+    }
+    const inv = await ask<{ ok: boolean; violations: number }>(platform, "invariants");
+
+    const head = ["streams", "requests", "TTFT direct ms p50/p99", "TTFT via router ms p50/p99", "added TTFT ms p50/p99",
+      "ITL µs direct/router p50", "added ITL µs", "tokens/s direct/router", "router CPU ms / 1k tok"];
+    const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+    const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(" | ")} |`;
+    console.log(`chat-router relay overhead: ${REPLY_TOKENS}-token replies, zero-time vLLM simulator, closed loops\n`);
+    console.log(line(head));
+    console.log(`|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`);
+    for (const r of rows) console.log(line(r));
+    console.log("");
+    for (const c of checks) console.log(c);
+    console.log(`ledger invariants after the run: ${inv.ok ? "hold" : `${inv.violations} violation(s)`}`);
+    agent.destroy();
+  } finally {
+    for (const c of children) {
+      c.send({ type: "stop" });
+      await new Promise((r) => {
+        const t = setTimeout(() => { c.kill("SIGKILL"); r(undefined); }, 5000);
+        c.once("exit", () => { clearTimeout(t); r(undefined); });
+      });
+    }
+    await nats.stop();
+    await redis.stop();
+    await pg.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+await main();
+process.exit(0);

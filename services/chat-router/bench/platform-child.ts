@@ -1,0 +1,106 @@
+// The benchmark's server process: chat-router hosted with the real billing and model-registry modules, exactly as
+// the all-in-one process hosts them (`hostModules` + `inProcessClients`). Reports its CPU time on request, so the
+// load generator can divide chat-router's (and its in-process billing calls') CPU by the tokens relayed.
+import { createClient, createRouterTransport } from "@connectrpc/connect";
+import { jetstream } from "@nats-io/jetstream";
+import {
+  applyMigrations,
+  connectNats,
+  connectRedis,
+  createLogger,
+  createMetrics,
+  createServiceVerifier,
+  ensureStreams,
+  generateSigningKey,
+  hostModules,
+  inProcessClients,
+  loadConfig,
+  publicJwkOf,
+  signAccessToken,
+  toJwks,
+  authInterceptor,
+  type ServiceModule,
+} from "@luna/kit";
+import { billingConfigSchema, createBillingModule } from "@luna/billing";
+import { configSchema as registryConfigSchema, createModelRegistryModule, migrationsDir as registryMigrations } from "@luna/model-registry";
+import { ModelAdminService } from "@luna/contracts/luna/models/v1/model_admin_service_pb.js";
+import { ModelKind, ModelStatus } from "@luna/contracts/luna/models/v1/models_pb.js";
+import { fileURLToPath } from "node:url";
+import { dirname, join } from "node:path";
+import { chatRouterConfigSchema, createChatRouterModule, migrationsDir } from "../src/index.js";
+
+const env = process.env;
+const users = Number(env.BENCH_USERS ?? 64);
+const log = createLogger({ service: "chat-bench", level: env.LOG_LEVEL ?? "warn" });
+const db = (name: string) => `${env.BENCH_PG_BASE}/${name}`;
+const billingMigrations = join(dirname(fileURLToPath(import.meta.resolve("@luna/billing"))), "../prisma/migrations");
+await applyMigrations({ databaseUrl: db("chat"), migrationsDir });
+await applyMigrations({ databaseUrl: db("billing"), migrationsDir: billingMigrations });
+await applyMigrations({ databaseUrl: db("registry"), migrationsDir: registryMigrations });
+
+const redis = connectRedis(env.BENCH_REDIS_URL!, { log, name: "chat-bench" });
+const nc = await connectNats({ servers: env.BENCH_NATS_URL!, name: "chat-bench", log });
+await ensureStreams(nc);
+const userKey = await generateSigningKey({ kid: "bench-user" });
+const internalKey = (await generateSigningKey({ kid: "bench-internal" })).privateJwk;
+const verifier = createServiceVerifier({
+  userIssuer: "luna-auth", audience: "luna", userKeys: { keys: async () => toJwks(userKey) },
+  internalIssuer: "luna-internal", internalPublicKey: publicJwkOf(internalKey),
+});
+const metrics = createMetrics({ service: "luna", defaultMetrics: false });
+const modules: ServiceModule[] = [];
+const clients = inProcessClients({ modules: () => modules, verifier, internalKey, issuer: "luna-internal", audience: "luna", subject: "bench", timeoutMs: 10_000 });
+const infra = { log, metrics, redis, nats: nc, js: jetstream(nc), clients };
+const billing = await createBillingModule(loadConfig(billingConfigSchema, {
+  BILLING_CONSUME_USER_EVENTS: "false", BILLING_INVARIANT_CHECK_INTERVAL: "0ms", BILLING_SIGNUP_CREDITS: "0",
+  BILLING_RATE_LIMITS: JSON.stringify({ roles: { user: { rates: { chat: { limit: 1_000_000_000, per: "minute" } }, concurrency: { chat_stream: 1000 } } } }),
+}), { ...infra, databaseUrl: db("billing") });
+modules.push(billing as unknown as ServiceModule);
+const registry = await createModelRegistryModule(loadConfig(registryConfigSchema, { REGISTRY_SEED: "false", REGISTRY_HEALTH_INTERVAL: "5s" }),
+  { ...infra, databaseUrl: db("registry") });
+modules.push(registry as unknown as ServiceModule);
+const chat = await createChatRouterModule(loadConfig(chatRouterConfigSchema, { ...env, CHAT_TITLE_ENABLED: "false", CHAT_CONSUME_USER_EVENTS: "false" }),
+  { ...infra, databaseUrl: db("chat") });
+modules.push(chat as unknown as ServiceModule);
+const hosted = await hostModules({ modules, verifier, metrics, log, host: "127.0.0.1", port: 0, adminPort: 0, corsOrigins: ["*"], shutdownGraceMs: 2000, readiness: [] });
+
+// The model, through the registry's admin RPC (in process), served by the simulator.
+const adminToken = await signAccessToken({ privateKey: userKey.privateKey, kid: userKey.kid, issuer: "luna-auth", audience: "luna", subject: "bench-admin", role: "admin", ttlSeconds: 3600 });
+const admin = createClient(ModelAdminService, createRouterTransport((r) => registry.routes(r), {
+  router: { interceptors: [authInterceptor({ verifier, rules: registry.authRules })] },
+  transport: { interceptors: [(next) => (req) => { req.header.set("authorization", `Bearer ${adminToken}`); return next(req); }] },
+}));
+await admin.upsertModel({ model: {
+  id: "bench-model", displayName: "bench", description: "", kind: ModelKind.TEXT, tags: [], contextWindow: 32768, maxOutputTokens: 4096,
+  prices: { inputPer1kTokens: 10n, outputPer1kTokens: 10n, perImage: 0n }, sortOrder: 0,
+  upstream: { baseUrls: [env.BENCH_SIM_URL!], resolveUrl: "", apiKeyEnv: "", servedModelName: "sim-model" },
+} });
+for (let i = 0; chat.catalog.getModel("bench-model")?.status !== ModelStatus.AVAILABLE; i++) {
+  if (i > 500) throw new Error("the benchmark model never became available");
+  await new Promise((r) => setTimeout(r, 20));
+}
+
+const tokens: string[] = [];
+for (let i = 0; i < users; i++) {
+  const id = `bench-user-${i}`;
+  await billing.ledger.store.openAccount(id);
+  await billing.ledger.grant({ accountId: id, amount: 1_000_000_000n, reason: "bench", idempotencyKey: "bench" });
+  tokens.push(await signAccessToken({ privateKey: userKey.privateKey, kid: userKey.kid, issuer: "luna-auth", audience: "luna", subject: id, role: "user", ttlSeconds: 3600 }));
+}
+
+process.send!({ type: "ready", port: hosted.port, tokens });
+process.on("message", (m: { type: string }) => {
+  if (m.type === "cpu") {
+    const u = process.cpuUsage();
+    process.send!({ type: "cpu", micros: u.user + u.system });
+  } else if (m.type === "invariants") {
+    void billing.ledger.checkInvariants().then((r) => process.send!({ type: "invariants", ok: r.ok, violations: r.violations.length }));
+  } else if (m.type === "stop") {
+    void (async () => {
+      await hosted.close();
+      await nc.drain();
+      await redis.quit();
+      process.exit(0);
+    })();
+  }
+});

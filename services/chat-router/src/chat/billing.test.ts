@@ -1,0 +1,97 @@
+// BillingClient against in-memory fakes of billing's CreditsService and LimitsService (createRouterTransport).
+import { Code, ConnectError, createRouterTransport } from "@connectrpc/connect";
+import { CreditsService } from "@luna/contracts/luna/billing/v1/credits_service_pb.js";
+import { HoldStatus } from "@luna/contracts/luna/billing/v1/ledger_pb.js";
+import { LimitsService } from "@luna/contracts/luna/billing/v1/limits_service_pb.js";
+import { describe, expect, it } from "vitest";
+import { BillingClient } from "./billing.js";
+
+const log = { warn: () => {}, error: () => {} };
+const prices = { inputPer1k: 10n, outputPer1k: 1000n };
+const input = { userId: "u1", messageId: "m1", prices, promptTokens: 100, outputTokens: 500, minOutputTokens: 16, ttlMs: 60_000 };
+
+function fakeBilling(available: bigint, opts: { replayStatus?: HoldStatus; failCommits?: number } = {}) {
+  const reserves: bigint[] = [];
+  let commits = 0;
+  const transport = createRouterTransport((router) => {
+    router.service(CreditsService, {
+      reserve(req, ctx) {
+        reserves.push(req.amount);
+        if (opts.replayStatus !== undefined) {
+          ctx.responseHeader.set("idempotent-replayed", "true");
+          return { holdId: "h-old", amount: req.amount, available: 0n };
+        }
+        if (req.amount > available) throw new ConnectError(`insufficient credits: requested ${req.amount}, available ${available}`, Code.ResourceExhausted);
+        return { holdId: "h1", amount: req.amount, available: available - req.amount };
+      },
+      getHold: () => ({ hold: { id: "h-old", status: opts.replayStatus ?? HoldStatus.OPEN } }),
+      commit(req) {
+        if (commits++ < (opts.failCommits ?? 0)) throw new ConnectError("down", Code.Unavailable);
+        return { hold: { id: req.holdId, status: HoldStatus.COMMITTED, charged: req.amount } };
+      },
+      release: (req) => ({ hold: { id: req.holdId, status: HoldStatus.RELEASED } }),
+    });
+    router.service(LimitsService, {
+      checkRateLimit: () => ({ allowed: false, limit: 20, retryAfter: { seconds: 3n, nanos: 0 } }),
+      acquireLease: () => ({ acquired: false, limit: 2 }),
+    });
+  });
+  return { client: new BillingClient(transport, log), reserves };
+}
+
+describe("BillingClient.reserveReply", () => {
+  it("holds the worst case when it is affordable", async () => {
+    const { client, reserves } = fakeBilling(10_000n);
+    const h = await client.reserveReply(input);
+    expect(h).toEqual({ holdId: "h1", amount: 501n, available: 10_000n - 501n, outputTokens: 500 });
+    expect(reserves).toEqual([501n]);
+  });
+
+  it("lowers the output budget to what the available credits pay for, with the same idempotency key", async () => {
+    const { client, reserves } = fakeBilling(101n);
+    const h = await client.reserveReply(input);
+    // 101 credits - 1 for the prompt → 100 output tokens at 1 credit each.
+    expect(h.outputTokens).toBe(100);
+    expect(h.amount).toBe(101n);
+    expect(reserves).toEqual([501n, 101n]);
+  });
+
+  it("refuses with RESOURCE_EXHAUSTED and the balance below a minimal reply", async () => {
+    const { client } = fakeBilling(10n);
+    const err = await client.reserveReply(input).catch((e: unknown) => e as ConnectError);
+    expect(err).toBeInstanceOf(ConnectError);
+    expect((err as ConnectError).code).toBe(Code.ResourceExhausted);
+    expect((err as ConnectError).rawMessage).toMatch(/at least 17 credits .* 10 available/);
+  });
+
+  it("refuses a replayed hold that is no longer open", async () => {
+    const { client } = fakeBilling(10_000n, { replayStatus: HoldStatus.RELEASED });
+    const err = await client.reserveReply(input).catch((e: unknown) => e as ConnectError);
+    expect((err as ConnectError).code).toBe(Code.Aborted);
+  });
+
+  it("needs no hold for a free model", async () => {
+    const { client, reserves } = fakeBilling(0n);
+    const h = await client.reserveReply({ ...input, prices: { inputPer1k: 0n, outputPer1k: 0n } });
+    expect(h.holdId).toBe("");
+    expect(reserves).toEqual([]);
+  });
+});
+
+describe("BillingClient limits and settlement", () => {
+  it("turns denials into RESOURCE_EXHAUSTED with the limit", async () => {
+    const { client } = fakeBilling(0n);
+    const p = { userId: "u1", role: "user" as const, tokenId: "t" };
+    const rate = await client.checkRateLimit(p).catch((e: unknown) => e as ConnectError);
+    expect((rate as ConnectError).code).toBe(Code.ResourceExhausted);
+    expect((rate as ConnectError).rawMessage).toMatch(/20 chat requests per minute; retry in 3s/);
+    const lease = await client.acquireStreamLease(p, 60_000).catch((e: unknown) => e as ConnectError);
+    expect((lease as ConnectError).rawMessage).toMatch(/at most 2 at a time/);
+  });
+
+  it("retries a commit through a transient billing outage", async () => {
+    const { client } = fakeBilling(0n, { failCommits: 2 });
+    const hold = await client.commit("h1", 7n, { model: "m", inputTokens: 1, outputTokens: 2 });
+    expect(hold?.charged).toBe(7n);
+  });
+});

@@ -1,0 +1,190 @@
+/**
+ * chat-router's calls to billing (CreditsService and LimitsService, role internal): the reserve that clamps the
+ * reply to what the user can afford, commit/release with retries (money must not be dropped on a blip), and the
+ * per-user rate limit and concurrent-stream lease.
+ */
+import { Code, ConnectError, createClient, type Client, type Transport } from "@connectrpc/connect";
+import { durationFromMs } from "@bufbuild/protobuf/wkt";
+import { CreditsService } from "@luna/contracts/luna/billing/v1/credits_service_pb.js";
+import { HoldStatus, type Hold } from "@luna/contracts/luna/billing/v1/ledger_pb.js";
+import { ConcurrencyKind, LimitsService } from "@luna/contracts/luna/billing/v1/limits_service_pb.js";
+import { aborted, resourceExhausted, unavailable, type Principal } from "@luna/kit";
+import { affordableOutputTokens, availableFromReserveError, replyCost, type TokenPrices } from "../domain/pricing.js";
+
+export interface BillingLogger {
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+
+/** A hold placed for a reply. */
+export interface ReplyHold {
+  /** Empty when the reply costs nothing (free model): no hold was needed. */
+  holdId: string;
+  amount: bigint;
+  /** Available credits right after the hold was placed. */
+  available: bigint;
+  /** The reply's output budget after clamping to the credits. */
+  outputTokens: number;
+}
+
+export interface ReserveReplyInput {
+  userId: string;
+  /** The assistant message id: hold reference and idempotency key. */
+  messageId: string;
+  prices: TokenPrices;
+  promptTokens: number;
+  outputTokens: number;
+  minOutputTokens: number;
+  ttlMs: number;
+}
+
+const RESERVE_ATTEMPTS = 3;
+/** Backoff of commit/release retries (money calls must not be lost to a blip). */
+const SETTLE_BACKOFF_MS = [100, 500, 2000];
+
+function isRetryable(err: unknown): boolean {
+  const code = err instanceof ConnectError ? err.code : Code.Unknown;
+  return code === Code.Unavailable || code === Code.DeadlineExceeded || code === Code.Unknown || code === Code.Internal || code === Code.Aborted;
+}
+
+function billingDown(err: unknown): ConnectError {
+  return unavailable(`billing is unavailable, try again (${err instanceof ConnectError ? err.rawMessage : String(err)})`);
+}
+
+export class BillingClient {
+  private readonly credits: Client<typeof CreditsService>;
+  private readonly limits: Client<typeof LimitsService>;
+
+  constructor(transport: Transport, private readonly log: BillingLogger) {
+    this.credits = createClient(CreditsService, transport);
+    this.limits = createClient(LimitsService, transport);
+  }
+
+  /** Counts one chat request; RESOURCE_EXHAUSTED when the user is over the per-minute limit. */
+  async checkRateLimit(p: Principal): Promise<void> {
+    let r;
+    try {
+      r = await this.limits.checkRateLimit({ userId: p.userId, role: p.role === "admin" ? "admin" : "user", feature: "chat" });
+    } catch (err) {
+      throw billingDown(err);
+    }
+    if (!r.allowed) {
+      const s = r.retryAfter ? Math.max(1, Math.ceil(Number(r.retryAfter.seconds) + r.retryAfter.nanos / 1e9)) : 1;
+      throw resourceExhausted(`rate limit: at most ${r.limit} chat requests per minute; retry in ${s}s`);
+    }
+  }
+
+  /** Takes a concurrent-stream slot; RESOURCE_EXHAUSTED when the user's replies in progress are at the limit. */
+  async acquireStreamLease(p: Principal, ttlMs: number): Promise<string> {
+    let r;
+    try {
+      r = await this.limits.acquireLease({ userId: p.userId, role: p.role === "admin" ? "admin" : "user", kind: ConcurrencyKind.CHAT_STREAM, ttl: durationFromMs(ttlMs) });
+    } catch (err) {
+      throw billingDown(err);
+    }
+    if (!r.acquired) throw resourceExhausted(`too many replies in progress: at most ${r.limit} at a time`);
+    return r.leaseId; // empty when the limiter was degraded (admitted without counting)
+  }
+
+  async renewStreamLease(leaseId: string, ttlMs: number): Promise<void> {
+    if (!leaseId) return;
+    try {
+      const r = await this.limits.renewLease({ leaseId, ttl: durationFromMs(ttlMs) });
+      if (!r.renewed && !r.degraded) this.log.warn({ leaseId }, "stream lease had expired; the slot may have been taken");
+    } catch (err) {
+      this.log.warn({ err, leaseId }, "stream lease renewal failed");
+    }
+  }
+
+  /** Frees the slot and waits for it (failures are logged: the lease expires by itself). */
+  async releaseStreamLeaseNow(leaseId: string): Promise<void> {
+    if (!leaseId) return;
+    await this.limits.releaseLease({ leaseId }).catch((err: unknown) => this.log.warn({ err, leaseId }, "stream lease release failed (it expires by itself)"));
+  }
+
+  releaseStreamLease(leaseId: string): void {
+    if (!leaseId) return;
+    this.limits.releaseLease({ leaseId }).catch((err: unknown) => this.log.warn({ err, leaseId }, "stream lease release failed (it expires by itself)"));
+  }
+
+  /**
+   * Holds the worst-case cost of a reply. When the credits fall short, lowers the output budget to what is available
+   * and tries again; RESOURCE_EXHAUSTED (stating the available credits) when not even `minOutputTokens` fit.
+   */
+  async reserveReply(i: ReserveReplyInput): Promise<ReplyHold> {
+    let outputTokens = i.outputTokens;
+    for (let attempt = 0; attempt < RESERVE_ATTEMPTS; attempt++) {
+      const amount = replyCost(i.prices, i.promptTokens, outputTokens);
+      if (amount === 0n) return { holdId: "", amount: 0n, available: 0n, outputTokens };
+      let replayed = false;
+      try {
+        const r = await this.credits.reserve(
+          { accountId: i.userId, amount, reason: "chat", reference: i.messageId, idempotencyKey: i.messageId, ttl: durationFromMs(i.ttlMs) },
+          { onHeader: (h) => { replayed = h.get("idempotent-replayed") === "true"; } },
+        );
+        if (replayed) await this.assertOpen(r.holdId);
+        return { holdId: r.holdId, amount: r.amount, available: r.available, outputTokens };
+      } catch (err) {
+        if (!(err instanceof ConnectError) || err.code !== Code.ResourceExhausted) {
+          if (err instanceof ConnectError && (err.code === Code.FailedPrecondition || err.code === Code.NotFound || err.code === Code.Aborted)) throw err;
+          throw billingDown(err);
+        }
+        const available = availableFromReserveError(err.rawMessage) ?? 0n;
+        const afford = affordableOutputTokens(i.prices, available, i.promptTokens, outputTokens);
+        if (afford < i.minOutputTokens) {
+          const need = replyCost(i.prices, i.promptTokens, i.minOutputTokens);
+          throw resourceExhausted(`not enough credits: a reply needs at least ${need} credits (${i.promptTokens} prompt tokens and ${i.minOutputTokens} reply tokens), ${available} available`);
+        }
+        outputTokens = afford;
+      }
+    }
+    throw resourceExhausted("not enough credits: the balance kept changing; try again");
+  }
+
+  /**
+   * A replayed reserve is the hold of an earlier attempt of the same message; it is only usable while open (an
+   * attempt that was rolled back released it).
+   */
+  private async assertOpen(holdId: string): Promise<void> {
+    const h = await this.credits.getHold({ holdId });
+    if (h.hold?.status !== HoldStatus.OPEN) {
+      throw aborted("this message was already attempted and its credits released; send it again with a new client_message_id");
+    }
+  }
+
+  /** Charges `amount` of the hold (≤ it) and releases the rest; retried on transient failures. */
+  async commit(holdId: string, amount: bigint, usage: { model: string; inputTokens: number; outputTokens: number }): Promise<Hold | undefined> {
+    return await this.settle("commit", holdId, async () => {
+      const r = await this.credits.commit({
+        holdId, amount,
+        usage: { model: usage.model, feature: "chat", inputTokens: BigInt(usage.inputTokens), outputTokens: BigInt(usage.outputTokens), images: 0 },
+      });
+      return r.hold;
+    });
+  }
+
+  async release(holdId: string): Promise<Hold | undefined> {
+    return await this.settle("release", holdId, async () => (await this.credits.release({ holdId })).hold);
+  }
+
+  async getHold(holdId: string): Promise<Hold | undefined> {
+    return (await this.credits.getHold({ holdId })).hold;
+  }
+
+  private async settle(op: string, holdId: string, fn: () => Promise<Hold | undefined>): Promise<Hold | undefined> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await fn();
+      } catch (err) {
+        if (!isRetryable(err) || attempt >= SETTLE_BACKOFF_MS.length) {
+          // The hold stays open and expires (released) at its deadline: the user is never charged twice.
+          this.log.error({ err, holdId, op }, `billing ${op} failed; the hold will expire`);
+          return undefined;
+        }
+        await new Promise((r) => setTimeout(r, SETTLE_BACKOFF_MS[attempt]));
+      }
+    }
+  }
+}
+
+export { replyCost };

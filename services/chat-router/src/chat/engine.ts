@@ -1,0 +1,458 @@
+/**
+ * The chat use cases behind the RPCs: conversations, and the reply streams (send, regenerate, resume, stop).
+ *
+ * SendMessage's path to the first token is kept short: the conversation + history read, the insert of the user
+ * message with the reply's placeholder, the rate-limit check, the stream lease and the token count of the new
+ * message all run at once; then the one reserve; then the model. Writes that are not needed before the first token
+ * (the hold id on the placeholder, checkpoints) run in the background.
+ */
+import { randomUUID } from "node:crypto";
+import type { Model } from "@luna/contracts/luna/models/v1/models_pb.js";
+import { ModelKind, ModelStatus } from "@luna/contracts/luna/models/v1/models_pb.js";
+import type { ReplyStarted } from "@luna/contracts/luna/chat/v1/chat_pb.js";
+import {
+  failedPrecondition,
+  invalidArgument,
+  isServable,
+  notFound,
+  unavailable,
+  type CatalogCache,
+  type Principal,
+} from "@luna/kit";
+import { sendMessageIds } from "../domain/ids.js";
+import { buildPrompt, type HistoryMessage } from "../domain/prompt.js";
+import type { TokenPrices } from "../domain/pricing.js";
+import { previewOf } from "../domain/validate.js";
+import type { ConversationRow, HistoryRow, MessageRow } from "../data/store.js";
+import { finalFromRow, startedFromRow } from "../server/convert.js";
+import type { ReplyEvent, ReplyReader } from "../live/reply.js";
+import type { ChatRouterConfig } from "../config.js";
+import { ReplyRun, type RunDeps, type StopReason } from "./reply-run.js";
+import type { TokenCounter } from "./tokens.js";
+import type { TitleWriter } from "./titles.js";
+
+/** A reply stream as the RPC handlers send it: `started`, then the events, until the final one. */
+export interface ReplyStream {
+  started: ReplyStarted;
+  /** Deltas then the final event; ends after the final event or after close(). */
+  next(): Promise<ReplyEvent | undefined>;
+  /** The client went away (or the stream is done). */
+  close(): void;
+}
+
+export interface EngineDeps extends Omit<RunDeps, "onFinal"> {
+  config: ChatRouterConfig;
+  catalog: Pick<CatalogCache, "getModel" | "loaded">;
+  tokens: TokenCounter;
+  titles: TitleWriter | undefined;
+}
+
+const INT32_MAX = 2_147_483_647;
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+    signal.addEventListener("abort", done, { once: true });
+  });
+}
+
+/** Conversation facts that never change (owner, model): cached so the hot path can start counting tokens early. */
+interface ConversationFacts {
+  userId: string;
+  modelId: string;
+}
+
+export class ChatEngine {
+  private readonly runs = new Map<string, ReplyRun>();
+  private readonly facts = new Map<string, ConversationFacts>();
+  private readonly runDeps: RunDeps;
+  private closing = false;
+
+  constructor(private readonly deps: EngineDeps) {
+    this.runDeps = { ...deps, onFinal: (run, status) => this.onFinal(run, status) };
+  }
+
+  // ---- helpers --------------------------------------------------------------------------------------------------
+
+  /** Caches a conversation's owner and model (they never change). */
+  remember(c: Pick<ConversationRow, "id" | "userId" | "modelId">): void {
+    const max = this.deps.config.CHAT_CONVERSATION_CACHE_SIZE;
+    if (max === 0) return;
+    if (this.facts.size >= max && !this.facts.has(c.id)) {
+      const oldest = this.facts.keys().next().value;
+      if (oldest !== undefined) this.facts.delete(oldest);
+    }
+    this.facts.set(c.id, { userId: c.userId, modelId: c.modelId });
+  }
+
+  forget(conversationId: string): void {
+    this.facts.delete(conversationId);
+  }
+
+  forgetUser(userId: string): void {
+    for (const [id, f] of this.facts) if (f.userId === userId) this.facts.delete(id);
+  }
+
+  /** The model of a conversation if it can take a request now; the right error otherwise. */
+  servableModel(modelId: string): Model {
+    if (!this.deps.catalog.loaded) throw unavailable("the model catalog is not loaded yet; try again shortly");
+    const m = this.deps.catalog.getModel(modelId);
+    if (!m || m.kind !== ModelKind.TEXT) throw failedPrecondition(`model ${modelId} is no longer offered`);
+    if (m.status === ModelStatus.DISABLED) throw failedPrecondition(`model ${modelId} is disabled${m.statusReason ? `: ${m.statusReason}` : ""}`);
+    if (!isServable(m.status)) throw unavailable(`model ${modelId} is offline${m.statusReason ? `: ${m.statusReason}` : ""}; try again later`);
+    return m;
+  }
+
+  private prices(m: Model): TokenPrices {
+    return { inputPer1k: m.prices?.inputPer1kTokens ?? 0n, outputPer1k: m.prices?.outputPer1kTokens ?? 0n };
+  }
+
+  private historyOf(rows: HistoryRow[]): HistoryMessage[] {
+    return rows.map((h) => ({ role: h.role, content: h.content, tokens: h.tokenCount ?? this.deps.tokens.estimate(h.content) }));
+  }
+
+  /** Fits the prompt into the model's window; INVALID_ARGUMENT when the new message alone is too long. */
+  private prompt(conv: ConversationRow, model: Model, history: HistoryMessage[], requestedMax: number) {
+    const cfg = this.deps.config;
+    const modelMax = model.maxOutputTokens > 0 ? model.maxOutputTokens : Math.max(1, Math.floor(model.contextWindow / 4));
+    const p = buildPrompt({
+      systemPrompt: conv.systemPrompt,
+      systemTokens: conv.systemPromptTokens,
+      history,
+      contextWindow: model.contextWindow,
+      maxOutputTokens: requestedMax > 0 ? Math.min(requestedMax, modelMax) : modelMax,
+      minOutputTokens: cfg.CHAT_MIN_REPLY_TOKENS,
+      overhead: { perMessage: cfg.CHAT_MESSAGE_OVERHEAD_TOKENS, perPrompt: cfg.CHAT_PROMPT_OVERHEAD_TOKENS },
+    });
+    if (!p.ok) {
+      throw invalidArgument("text", `is too long for ${model.id}: with the system prompt and a minimal reply it needs about ${p.requiredTokens} tokens, the model's context window is ${p.contextWindow}`);
+    }
+    return p;
+  }
+
+  // ---- SendMessage ----------------------------------------------------------------------------------------------
+
+  /** Stores the user's message and starts the reply (or replays it for a retry of the same client message id). */
+  async send(p: Principal, req: { conversationId: string; text: string; clientMessageId: string; maxOutputTokens: number }, startedAt: number): Promise<ReplyStream> {
+    const cfg = this.deps.config;
+    const { store, billing, tokens } = this.deps;
+    if (this.closing) throw unavailable("the service is shutting down; try again");
+    const ids = sendMessageIds(req.conversationId, req.clientMessageId);
+    const known = this.facts.get(req.conversationId);
+    const knownModel = known && known.userId === p.userId ? this.deps.catalog.getModel(known.modelId) : undefined;
+
+    // Everything that does not depend on anything else, at once.
+    const countP = knownModel ? tokens.count(knownModel.id, req.conversationId, req.text) : undefined;
+    countP?.catch(() => undefined);
+    const [loadR, insertR, rateR, leaseR] = await Promise.allSettled([
+      store.loadForSend(req.conversationId, p.userId, cfg.CHAT_HISTORY_MAX_MESSAGES, knownModel?.contextWindow ?? INT32_MAX, ids.userMessageId),
+      store.insertSend({
+        userId: p.userId, conversationId: req.conversationId, userMessageId: ids.userMessageId, assistantMessageId: ids.assistantMessageId,
+        text: req.text, clientMessageId: req.clientMessageId, preview: previewOf(req.text),
+      }),
+      billing.checkRateLimit(p),
+      billing.acquireStreamLease(p, cfg.CHAT_LEASE_TTL),
+    ]);
+    const leaseId = leaseR.status === "fulfilled" ? leaseR.value : "";
+    const inserted = insertR.status === "fulfilled" && !("conflict" in insertR.value) ? insertR.value : undefined;
+    let handedOver = false;
+    try {
+      if (insertR.status === "rejected") throw insertR.reason;
+      if (loadR.status === "rejected") throw loadR.reason;
+      const ctx = loadR.value;
+      if (!ctx) throw notFound(`conversation ${req.conversationId}`);
+      this.remember(ctx.conversation);
+      if ("conflict" in insertR.value) {
+        const conflict = insertR.value.conflict;
+        if (conflict === "gone") throw notFound(`conversation ${req.conversationId}`);
+        if (conflict === "busy") throw failedPrecondition("a reply is already being generated in this conversation; wait for it or stop it");
+        // A retry of a message already stored: stream its reply instead of generating another.
+        return await this.replaySend(p, ids, req.text);
+      }
+      if (rateR.status === "rejected") throw rateR.reason;
+      if (leaseR.status === "rejected") throw leaseR.reason;
+
+      const model = this.servableModel(ctx.conversation.modelId);
+      const userTokens = await (knownModel?.id === model.id && countP ? countP : tokens.count(model.id, req.conversationId, req.text));
+      const history = this.historyOf(ctx.history);
+      history.push({ role: "user", content: req.text, tokens: userTokens });
+      const prompt = this.prompt(ctx.conversation, model, history, req.maxOutputTokens);
+      const prices = this.prices(model);
+      const hold = await billing.reserveReply({
+        userId: p.userId, messageId: ids.assistantMessageId, prices, promptTokens: prompt.promptTokens, outputTokens: prompt.outputTokens,
+        minOutputTokens: cfg.CHAT_MIN_REPLY_TOKENS, ttlMs: cfg.CHAT_HOLD_TTL,
+      });
+      handedOver = true;
+      void store.recordHold(ids.assistantMessageId, {
+        holdId: hold.holdId, creditsHeld: hold.amount, availableAfterReserve: hold.available, maxOutputTokens: hold.outputTokens,
+        promptTokens: prompt.promptTokens, userMessageId: ids.userMessageId, userTokens,
+      }).catch((err: unknown) => this.deps.log.warn({ err, messageId: ids.assistantMessageId }, "could not record the hold"));
+      const run = this.startRun({
+        userId: p.userId, conversationId: req.conversationId, modelId: model.id, userMessageId: ids.userMessageId,
+        assistantMessageId: ids.assistantMessageId, messages: prompt.messages, promptTokens: prompt.promptTokens, prices, hold, leaseId, startedAt,
+      }, ctx.conversation.title === "" ? req.text : undefined);
+      return this.localStream(run.reply.read(0), {
+        $typeName: "luna.chat.v1.ReplyStarted", userMessageId: ids.userMessageId, assistantMessageId: ids.assistantMessageId,
+        creditsHeld: hold.amount, maxOutputTokens: hold.outputTokens, modelId: model.id, replayed: false,
+      });
+    } finally {
+      if (!handedOver) {
+        if (leaseId) billing.releaseStreamLease(leaseId);
+        if (inserted) {
+          await store.undoSend({ conversationId: req.conversationId, userMessageId: ids.userMessageId, assistantMessageId: ids.assistantMessageId,
+            previousActivity: inserted.previousActivity, previousPreview: inserted.previousPreview })
+            .catch((err: unknown) => this.deps.log.error({ err, messageId: ids.userMessageId }, "could not undo a rejected message"));
+        }
+      }
+    }
+  }
+
+  /** A SendMessage retry: the same text streams the stored reply; different text under the same id is rejected. */
+  private async replaySend(p: Principal, ids: { userMessageId: string; assistantMessageId: string }, text: string): Promise<ReplyStream> {
+    const stored = await this.deps.store.getMessage(ids.userMessageId, p.userId);
+    if (!stored) throw failedPrecondition("client_message_id was already used in another conversation's message; use a new one");
+    if (stored.message.content !== text) {
+      throw failedPrecondition("client_message_id was already used for a different message; use a new id for a new message");
+    }
+    const reply = await this.deps.store.getMessage(ids.assistantMessageId, p.userId);
+    if (!reply) throw failedPrecondition("the reply to this message no longer exists; send it with a new client_message_id");
+    return this.follow(reply.message, p.userId, 0, true);
+  }
+
+  // ---- RegenerateMessage ----------------------------------------------------------------------------------------
+
+  async regenerate(p: Principal, req: { messageId: string; maxOutputTokens: number }, startedAt: number): Promise<ReplyStream> {
+    const cfg = this.deps.config;
+    const { store, billing, tokens } = this.deps;
+    if (this.closing) throw unavailable("the service is shutting down; try again");
+    const [loadR, rateR, leaseR] = await Promise.allSettled([
+      store.loadForRegenerate(req.messageId, p.userId, cfg.CHAT_HISTORY_MAX_MESSAGES, INT32_MAX),
+      billing.checkRateLimit(p),
+      billing.acquireStreamLease(p, cfg.CHAT_LEASE_TTL),
+    ]);
+    const leaseId = leaseR.status === "fulfilled" ? leaseR.value : "";
+    const assistantMessageId = randomUUID();
+    let inserted: { reactivate: string[]; conversationId: string } | undefined;
+    let handedOver = false;
+    try {
+      if (loadR.status === "rejected") throw loadR.reason;
+      const ctx = loadR.value;
+      if (!ctx) throw notFound(`message ${req.messageId}`);
+      const { target, conversation } = ctx;
+      if (target.role !== "assistant" || !target.parentId) throw invalidArgument("message_id", "must be an assistant message (a reply)");
+      if (ctx.latestUserMessageId !== target.parentId) throw failedPrecondition("only the reply to the newest message can be regenerated");
+      if (ctx.busy) throw failedPrecondition("a reply is already being generated in this conversation; wait for it or stop it");
+      if (rateR.status === "rejected") throw rateR.reason;
+      if (leaseR.status === "rejected") throw leaseR.reason;
+      this.remember(conversation);
+      const model = this.servableModel(conversation.modelId);
+      const rows = ctx.history;
+      const last = rows[rows.length - 1];
+      if (!last || last.id !== target.parentId) throw failedPrecondition("the message this reply answers is no longer in the conversation");
+      if (last.tokenCount === null) last.tokenCount = await tokens.count(model.id, conversation.id, last.content);
+      const prompt = this.prompt(conversation, model, this.historyOf(rows), req.maxOutputTokens);
+      const prices = this.prices(model);
+
+      const ins = await store.insertRegenerate({ conversationId: conversation.id, parentId: target.parentId, assistantMessageId, modelId: model.id });
+      if (ins.conflict === "busy") throw failedPrecondition("a reply is already being generated in this conversation; wait for it or stop it");
+      if (ins.conflict) throw notFound(`message ${req.messageId}`);
+      inserted = { reactivate: ins.deactivated, conversationId: conversation.id };
+      const hold = await billing.reserveReply({
+        userId: p.userId, messageId: assistantMessageId, prices, promptTokens: prompt.promptTokens, outputTokens: prompt.outputTokens,
+        minOutputTokens: cfg.CHAT_MIN_REPLY_TOKENS, ttlMs: cfg.CHAT_HOLD_TTL,
+      });
+      handedOver = true;
+      void store.recordHold(assistantMessageId, {
+        holdId: hold.holdId, creditsHeld: hold.amount, availableAfterReserve: hold.available, maxOutputTokens: hold.outputTokens,
+        promptTokens: prompt.promptTokens, userMessageId: target.parentId, userTokens: last.tokenCount,
+      }).catch((err: unknown) => this.deps.log.warn({ err, messageId: assistantMessageId }, "could not record the hold"));
+      const run = this.startRun({
+        userId: p.userId, conversationId: conversation.id, modelId: model.id, userMessageId: target.parentId, assistantMessageId,
+        messages: prompt.messages, promptTokens: prompt.promptTokens, prices, hold, leaseId, startedAt,
+      }, undefined);
+      return this.localStream(run.reply.read(0), {
+        $typeName: "luna.chat.v1.ReplyStarted", userMessageId: target.parentId, assistantMessageId,
+        creditsHeld: hold.amount, maxOutputTokens: hold.outputTokens, modelId: model.id, replayed: false,
+      });
+    } finally {
+      if (!handedOver) {
+        if (leaseId) billing.releaseStreamLease(leaseId);
+        if (inserted) {
+          await store.undoRegenerate({ conversationId: inserted.conversationId, assistantMessageId, reactivate: inserted.reactivate })
+            .catch((err: unknown) => this.deps.log.error({ err, messageId: assistantMessageId }, "could not undo a rejected regeneration"));
+        }
+      }
+    }
+  }
+
+  // ---- runs -----------------------------------------------------------------------------------------------------
+
+  /** `titleFrom`: the first user message, when the conversation still needs a title. */
+  private startRun(plan: ReplyRun["plan"], titleFrom: string | undefined): ReplyRun {
+    const run = new ReplyRun(this.runDeps, plan);
+    this.runs.set(plan.assistantMessageId, run);
+    if (titleFrom !== undefined) this.titleSources.set(plan.assistantMessageId, titleFrom);
+    return run;
+  }
+
+  private readonly titleSources = new Map<string, string>();
+
+  private onFinal(run: ReplyRun, status: string): void {
+    const id = run.plan.assistantMessageId;
+    this.runs.delete(id);
+    const titleFrom = this.titleSources.get(id);
+    this.titleSources.delete(id);
+    if (titleFrom !== undefined && this.deps.titles && (status === "complete" || status === "stopped") && run.result?.content) {
+      this.deps.titles.schedule({ conversationId: run.plan.conversationId, modelId: run.plan.modelId, userText: titleFrom, replyText: run.result.content });
+    }
+  }
+
+  /** Replies being generated by this process. */
+  activeRuns(): ReplyRun[] {
+    return [...this.runs.values()];
+  }
+
+  /** Stops every reply of this process and waits until each is billed and stored (shutdown). */
+  async shutdown(): Promise<void> {
+    this.closing = true;
+    const runs = [...this.runs.values()];
+    for (const r of runs) r.stop("shutdown");
+    await Promise.all(runs.map((r) => r.done));
+    await this.deps.titles?.drain();
+  }
+
+  stopLocal(messageId: string, reason: StopReason): boolean {
+    const run = this.runs.get(messageId);
+    if (!run) return false;
+    run.stop(reason);
+    return true;
+  }
+
+  // ---- streams --------------------------------------------------------------------------------------------------
+
+  private localStream(reader: ReplyReader, started: ReplyStarted): ReplyStream {
+    return { started, next: () => reader.next(), close: () => reader.close() };
+  }
+
+  /**
+   * A reply from `offset`: read locally when this process generates it; followed live from the replica that does;
+   * else from the database (final, or checkpoints of a reply whose replica stopped answering, until it is final).
+   */
+  private follow(message: MessageRow, userId: string, offset: number, replayed: boolean): ReplyStream {
+    const started = startedFromRow(message, replayed);
+    const local = this.runs.get(message.id);
+    if (local) return this.localStream(local.reply.read(offset), started);
+    const ac = new AbortController();
+    const it = this.followElsewhere(message, userId, offset, ac.signal);
+    return {
+      started,
+      next: async () => {
+        if (ac.signal.aborted) return undefined;
+        const r = await it.next();
+        return r.done ? undefined : r.value;
+      },
+      close: () => {
+        ac.abort();
+        void it.return(undefined);
+      },
+    };
+  }
+
+  private async *followElsewhere(first: MessageRow, userId: string, offset: number, signal: AbortSignal): AsyncGenerator<ReplyEvent, void, undefined> {
+    const cfg = this.deps.config;
+    const { hub, store } = this.deps;
+    let pos = offset;
+    let row: MessageRow | undefined = first;
+    const silenceMs = Math.max(3 * cfg.CHAT_CHECKPOINT_INTERVAL, 1000);
+    const delta = (text: string, end: number): ReplyEvent => ({ case: "delta", value: { $typeName: "luna.chat.v1.ReplyDelta", text, offset: BigInt(end) } });
+    while (!signal.aborted) {
+      if (row && row.status !== "streaming") {
+        if (row.content.length > pos) yield delta(row.content.slice(pos), row.content.length);
+        yield finalFromRow(row);
+        return;
+      }
+      // Streaming somewhere: ask its replica.
+      const local = this.runs.get(first.id);
+      if (local) {
+        const reader = local.reply.read(pos);
+        try {
+          for (;;) {
+            const ev = await reader.next();
+            if (!ev) return;
+            yield ev;
+          }
+        } finally {
+          reader.close();
+        }
+      }
+      const f = await hub.follow(first.id, cfg.CHAT_RESUME_SNAPSHOT_TIMEOUT);
+      if (f) {
+        try {
+          if (f.snapshot.offset > pos) {
+            yield delta(f.snapshot.text.slice(pos), f.snapshot.offset);
+            pos = f.snapshot.offset;
+          }
+          for (;;) {
+            if (signal.aborted) return;
+            const ev = await f.next(silenceMs);
+            if (ev === undefined || ev === "silent") break;
+            if (ev.case === "delta") {
+              const end = Number(ev.value.offset);
+              const start = end - ev.value.text.length;
+              if (end <= pos) continue;
+              if (start > pos) break; // a gap (should not happen): ask for a fresh snapshot
+              yield start === pos ? { case: "delta", value: ev.value } : delta(ev.value.text.slice(pos - start), end);
+              pos = end;
+            } else {
+              yield ev;
+              return;
+            }
+          }
+        } finally {
+          f.close();
+        }
+        row = undefined;
+        continue;
+      }
+      // Nobody streams it right now: the database knows its end, or its latest checkpoint.
+      const fresh = await store.getMessage(first.id, userId);
+      if (!fresh) {
+        yield { case: "error", value: { $typeName: "luna.chat.v1.ReplyError", code: "deleted", message: "the conversation was deleted", promptTokens: 0n, completionTokens: 0n, creditsCharged: 0n, balanceAfter: 0n } };
+        return;
+      }
+      row = fresh.message;
+      if (row.status === "streaming") {
+        if (row.content.length > pos) {
+          yield delta(row.content.slice(pos), row.content.length);
+          pos = row.content.length;
+        }
+        await sleep(cfg.CHAT_CHECKPOINT_INTERVAL, signal);
+      }
+    }
+  }
+
+  /** ResumeStream: the rest of a reply from `offset`. */
+  async resume(p: Principal, req: { messageId: string; offset: number }): Promise<ReplyStream> {
+    const found = await this.deps.store.getMessage(req.messageId, p.userId);
+    if (!found) throw notFound(`message ${req.messageId}`);
+    if (found.message.role !== "assistant") throw invalidArgument("message_id", "must be an assistant message (a reply)");
+    return this.follow(found.message, p.userId, req.offset, true);
+  }
+
+  // ---- StopGeneration -------------------------------------------------------------------------------------------
+
+  async stopGeneration(p: Principal, messageId: string): Promise<boolean> {
+    const found = await this.deps.store.getMessage(messageId, p.userId);
+    if (!found) throw notFound(`message ${messageId}`);
+    if (found.message.role !== "assistant") throw invalidArgument("message_id", "must be an assistant message (a reply)");
+    if (found.message.status !== "streaming") return false;
+    if (!this.stopLocal(messageId, "cancelled")) this.deps.hub.requestStop(messageId);
+    return true;
+  }
+}

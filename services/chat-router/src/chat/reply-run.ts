@@ -1,0 +1,355 @@
+/**
+ * One reply being generated: calls the model (retrying once on another replica if it fails before the first token),
+ * relays every delta to the reply's readers as it arrives, checkpoints long replies, keeps the stream lease alive,
+ * and at the end charges what was produced, stores the final message with its usage event, and tells the readers.
+ */
+import type { ReplyError, ReplyFinished } from "@luna/contracts/luna/chat/v1/chat_pb.js";
+import { FinishReason } from "@luna/contracts/luna/chat/v1/chat_pb.js";
+import type { ChatMessage } from "../domain/prompt.js";
+import { replyCost, type TokenPrices } from "../domain/pricing.js";
+import { previewOf } from "../domain/validate.js";
+import type { ChatStore, MessageStatus } from "../data/store.js";
+import { enqueueUsage } from "../events/usage.js";
+import type { LiveHub } from "../live/hub.js";
+import { LiveReply, type ReplyEvent } from "../live/reply.js";
+import type { ChatMetrics } from "../metrics.js";
+import { chatRequestBody, isContextOverflow, isReplicaFault, UpstreamStream, type StreamOutcome, type UpstreamFailure } from "../upstream/client.js";
+import type { Lease, ReplicaPool } from "../upstream/pool.js";
+import type { BillingClient, ReplyHold } from "./billing.js";
+
+/** Why a reply was stopped before the model ended it. */
+export type StopReason = "cancelled" | "client_gone" | "shutdown" | "deadline";
+
+export interface RunTimings {
+  connectTimeoutMs: number;
+  firstTokenTimeoutMs: number;
+  idleTimeoutMs: number;
+  maxReplyMs: number;
+  checkpointIntervalMs: number;
+  leaseTtlMs: number;
+  leaseRenewIntervalMs: number;
+  disconnectGraceMs: number;
+}
+
+export interface RunDeps {
+  store: ChatStore;
+  pool: ReplicaPool;
+  billing: BillingClient;
+  hub: LiveHub;
+  metrics: ChatMetrics;
+  timings: RunTimings;
+  /** Wakes the outbox relay after a usage event was committed. */
+  kickOutbox(): void;
+  log: { info(obj: object, msg?: string): void; warn(obj: object, msg?: string): void; error(obj: object, msg?: string): void };
+  /** Called once the reply is final and stored (titles, bookkeeping). */
+  onFinal(run: ReplyRun, status: MessageStatus): void;
+}
+
+export interface RunPlan {
+  userId: string;
+  conversationId: string;
+  modelId: string;
+  userMessageId: string;
+  assistantMessageId: string;
+  messages: ChatMessage[];
+  /** Our prompt token count (billed when the upstream reports none). */
+  promptTokens: number;
+  prices: TokenPrices;
+  hold: ReplyHold;
+  /** The concurrent-stream lease ("" when none). */
+  leaseId: string;
+  /** When the request arrived (performance.now()), for time to first token. */
+  startedAt: number;
+}
+
+/** The settled result, as stored. */
+export interface RunResult {
+  status: Exclude<MessageStatus, "streaming">;
+  content: string;
+  creditsCharged: bigint;
+}
+
+function finishReasonOf(upstream: string): FinishReason {
+  return upstream === "length" ? FinishReason.LENGTH : FinishReason.STOP;
+}
+
+const FINISH_REASON_NAMES: Record<FinishReason, string> = {
+  [FinishReason.UNSPECIFIED]: "",
+  [FinishReason.STOP]: "stop",
+  [FinishReason.LENGTH]: "length",
+  [FinishReason.CANCELLED]: "cancelled",
+  [FinishReason.ERROR]: "error",
+};
+
+export class ReplyRun {
+  readonly reply: LiveReply;
+  private stopReason: StopReason | undefined;
+  private current: UpstreamStream | undefined;
+  private checkpointTimer: NodeJS.Timeout | undefined;
+  private leaseTimer: NodeJS.Timeout | undefined;
+  private deadlineTimer: NodeJS.Timeout | undefined;
+  private graceTimer: NodeJS.Timeout | undefined;
+  private checkpointing = false;
+  private leaseReleased = false;
+  private checkpointedLength = -1;
+  private firstTokenSeen = false;
+  /** Someone follows the reply from another replica: it is not stopped when local readers go away. */
+  private followedRemotely = false;
+  result: RunResult | undefined;
+  /** Resolves once the reply is final and stored. */
+  readonly done: Promise<void>;
+
+  constructor(private readonly deps: RunDeps, readonly plan: RunPlan) {
+    this.reply = new LiveReply(plan.assistantMessageId);
+    this.reply.onReadersGone = () => this.onReadersGone();
+    this.reply.onReaderAdded = () => this.clearGrace();
+    this.reply.onFollowed = () => {
+      this.followedRemotely = true;
+      this.clearGrace();
+    };
+    let resolve!: () => void;
+    this.done = new Promise((r) => (resolve = r));
+    queueMicrotask(() => void this.run().finally(resolve));
+  }
+
+  /** Stops the reply (the partial text is kept and billed). */
+  stop(reason: StopReason): void {
+    if (this.stopReason || this.reply.final) return;
+    this.stopReason = reason;
+    this.current?.abort();
+  }
+
+  private onReadersGone(): void {
+    if (this.reply.final || this.followedRemotely) return;
+    const grace = this.deps.timings.disconnectGraceMs;
+    if (grace <= 0) {
+      this.stop("client_gone");
+      return;
+    }
+    this.clearGrace();
+    this.graceTimer = setTimeout(() => {
+      if (this.reply.readerCount === 0 && !this.followedRemotely) this.stop("client_gone");
+    }, grace);
+    this.graceTimer.unref();
+  }
+
+  private clearGrace(): void {
+    if (this.graceTimer) clearTimeout(this.graceTimer);
+    this.graceTimer = undefined;
+  }
+
+  private async run(): Promise<void> {
+    const { deps, plan } = this;
+    const t = deps.timings;
+    deps.metrics.activeReplies.inc();
+    deps.hub.register(this.reply, () => this.stop("cancelled"));
+    this.checkpointTimer = setInterval(() => this.checkpoint(), t.checkpointIntervalMs);
+    this.checkpointTimer.unref();
+    if (plan.leaseId) {
+      this.leaseTimer = setInterval(() => void deps.billing.renewStreamLease(plan.leaseId, t.leaseTtlMs), t.leaseRenewIntervalMs);
+      this.leaseTimer.unref();
+    }
+    this.deadlineTimer = setTimeout(() => this.stop("deadline"), t.maxReplyMs);
+    this.deadlineTimer.unref();
+    try {
+      const outcome = await this.generate();
+      await this.finish(outcome);
+    } catch (err) {
+      deps.log.error({ err, messageId: plan.assistantMessageId }, "reply failed unexpectedly");
+      await this.finish({ outcome: { kind: "failed", failure: { kind: "protocol", message: "internal error" } }, unavailable: false }).catch((e: unknown) =>
+        deps.log.error({ err: e, messageId: plan.assistantMessageId }, "could not store the failed reply"));
+    } finally {
+      clearInterval(this.checkpointTimer);
+      clearInterval(this.leaseTimer);
+      clearTimeout(this.deadlineTimer);
+      this.clearGrace();
+      deps.hub.unregister(plan.assistantMessageId);
+      if (!this.leaseReleased) deps.billing.releaseStreamLease(plan.leaseId);
+      deps.metrics.activeReplies.dec();
+    }
+  }
+
+  /** Calls the model; a failure before the first token is retried once on another replica. */
+  private async generate(): Promise<{ outcome: StreamOutcome; unavailable: boolean }> {
+    const { deps, plan } = this;
+    const t = deps.timings;
+    const tried = new Set<Lease["replica"]>();
+    let body: string | undefined;
+    let bodyModel = "";
+    let last: StreamOutcome | undefined;
+    for (let attempt = 0; attempt < 2; attempt++) {
+      if (this.stopReason) return { outcome: { kind: "aborted" }, unavailable: false };
+      const lease = await deps.pool.pick(plan.modelId, plan.conversationId, tried);
+      if (!lease) {
+        return { outcome: last ?? { kind: "failed", failure: { kind: "network", message: `no replica of ${plan.modelId} is available` } }, unavailable: true };
+      }
+      tried.add(lease.replica);
+      if (attempt > 0) deps.metrics.retries.inc({ model: plan.modelId });
+      if (body === undefined || bodyModel !== lease.model) {
+        body = chatRequestBody(lease.model, plan.messages, plan.hold.outputTokens);
+        bodyModel = lease.model;
+      }
+      const stream = new UpstreamStream({
+        endpoint: lease.endpoint,
+        body,
+        connectTimeoutMs: t.connectTimeoutMs,
+        firstTokenTimeoutMs: t.firstTokenTimeoutMs,
+        idleTimeoutMs: t.idleTimeoutMs,
+        onDelta: (text) => this.onDelta(text),
+      });
+      this.current = stream;
+      // A stop that came while picking aborts at once.
+      if (this.stopReason) stream.abort();
+      else stream.start();
+      const outcome = await stream.done;
+      this.current = undefined;
+      last = outcome;
+      if (outcome.kind === "failed") {
+        deps.metrics.upstreamFailures.inc({ model: plan.modelId, kind: outcome.failure.kind });
+        const fault = isReplicaFault(outcome.failure);
+        deps.pool.release(lease, fault ? "failure" : "neutral");
+        deps.log.warn({ replica: lease.replica.baseUrl, failure: outcome.failure, messageId: plan.assistantMessageId, afterFirstToken: stream.gotContent },
+          "upstream request failed");
+        if (stream.gotContent || !fault || this.stopReason) return { outcome, unavailable: false };
+        continue;
+      }
+      deps.pool.release(lease, outcome.kind === "finished" ? "success" : "neutral");
+      return { outcome, unavailable: false };
+    }
+    return { outcome: last!, unavailable: !this.firstTokenSeen };
+  }
+
+  private onDelta(text: string): void {
+    if (!this.firstTokenSeen) {
+      this.firstTokenSeen = true;
+      this.deps.metrics.ttft.observe({ model: this.plan.modelId }, (performance.now() - this.plan.startedAt) / 1000);
+    }
+    this.reply.push(text);
+  }
+
+  /** Saves the text so far; at most one write in flight, skipped when nothing changed since the last one. */
+  private checkpoint(): void {
+    if (this.checkpointing || this.reply.final) return;
+    // The write also serves as the heartbeat the sweeper watches, so it happens even without new text.
+    this.checkpointing = true;
+    const length = this.reply.length;
+    const text = length === this.checkpointedLength ? undefined : this.reply.text();
+    const write = text === undefined
+      ? this.deps.store.checkpointHeartbeat(this.plan.assistantMessageId)
+      : this.deps.store.checkpoint(this.plan.assistantMessageId, text, this.reply.deltas);
+    write
+      .then(() => {
+        this.checkpointedLength = length;
+      })
+      .catch((err: unknown) => this.deps.log.warn({ err, messageId: this.plan.assistantMessageId }, "checkpoint failed"))
+      .finally(() => {
+        this.checkpointing = false;
+      });
+  }
+
+  /** Charges, stores and announces the end of the reply. */
+  private async finish({ outcome, unavailable }: { outcome: StreamOutcome; unavailable: boolean }): Promise<void> {
+    const { deps, plan, reply } = this;
+    const content = reply.text();
+    const produced = reply.deltas > 0;
+    const usage = outcome.kind === "finished" ? outcome.usage : undefined;
+    const completionTokens = usage?.completionTokens ?? reply.deltas;
+    const promptTokens = usage?.promptTokens ?? (produced ? plan.promptTokens : 0);
+
+    let status: RunResult["status"];
+    let finishReason: FinishReason;
+    let errorCode = "";
+    let errorMessage = "";
+    if (outcome.kind === "finished") {
+      status = "complete";
+      finishReason = finishReasonOf(outcome.finishReason);
+    } else if (outcome.kind === "aborted" && (this.stopReason === "cancelled" || this.stopReason === "client_gone")) {
+      status = "stopped";
+      finishReason = FinishReason.CANCELLED;
+    } else {
+      status = "failed";
+      finishReason = FinishReason.ERROR;
+      ({ errorCode, errorMessage } = this.describeFailure(outcome, unavailable));
+    }
+
+    // Charge what was produced (nothing when the model produced nothing), never more than the hold.
+    const { hold } = plan;
+    let charged = 0n;
+    if (hold.holdId) {
+      const cost = produced || usage ? replyCost(plan.prices, promptTokens, completionTokens) : 0n;
+      const amount = cost > hold.amount ? hold.amount : cost;
+      if (amount > 0n) {
+        const h = await deps.billing.commit(hold.holdId, amount, { model: plan.modelId, inputTokens: promptTokens, outputTokens: completionTokens });
+        charged = h?.charged ?? 0n;
+      } else {
+        await deps.billing.release(hold.holdId);
+      }
+    }
+    const balanceAfter = hold.holdId ? hold.available + hold.amount - charged : 0n;
+
+    const stored = await deps.store.finishReply(
+      {
+        messageId: plan.assistantMessageId,
+        conversationId: plan.conversationId,
+        content,
+        status,
+        finishReason: FINISH_REASON_NAMES[finishReason],
+        promptTokens,
+        completionTokens,
+        tokenCount: completionTokens,
+        creditsCharged: charged,
+        balanceAfter,
+        errorCode,
+        errorMessage,
+        preview: content ? previewOf(content) : "",
+      },
+      async (tx) => {
+        if (charged > 0n || completionTokens > 0) {
+          await enqueueUsage(tx, { userId: plan.userId, modelId: plan.modelId, promptTokens, completionTokens, creditsCharged: charged, messageId: plan.assistantMessageId });
+        }
+      },
+    ).catch((err: unknown) => {
+      deps.log.error({ err, messageId: plan.assistantMessageId }, "could not store the final reply; the sweeper will finish it");
+      return false;
+    });
+    if (stored) deps.kickOutbox();
+
+    deps.metrics.replies.inc({ model: plan.modelId, outcome: status });
+    deps.metrics.tokens.inc({ model: plan.modelId }, completionTokens);
+    if (charged > 0n) deps.metrics.creditsCharged.inc({ model: plan.modelId }, Number(charged));
+    this.result = { status, content, creditsCharged: charged };
+
+    let event: ReplyEvent;
+    if (status === "failed") {
+      const value: ReplyError = {
+        $typeName: "luna.chat.v1.ReplyError", code: errorCode, message: errorMessage,
+        promptTokens: BigInt(promptTokens), completionTokens: BigInt(completionTokens), creditsCharged: charged, balanceAfter,
+      };
+      event = { case: "error", value };
+    } else {
+      const value: ReplyFinished = {
+        $typeName: "luna.chat.v1.ReplyFinished", finishReason,
+        promptTokens: BigInt(promptTokens), completionTokens: BigInt(completionTokens), creditsCharged: charged, balanceAfter,
+      };
+      event = { case: "finished", value };
+    }
+    // The stream slot is free before the client hears the end, so its next message is never refused for it.
+    this.leaseReleased = true;
+    await deps.billing.releaseStreamLeaseNow(plan.leaseId);
+    reply.finish(event);
+    deps.onFinal(this, status);
+  }
+
+  private describeFailure(outcome: StreamOutcome, unavailable: boolean): { errorCode: string; errorMessage: string } {
+    if (outcome.kind === "aborted") {
+      if (this.stopReason === "deadline") return { errorCode: "upstream_timeout", errorMessage: "the reply took longer than allowed" };
+      return { errorCode: "interrupted", errorMessage: "the service stopped while the reply was generated" };
+    }
+    if (outcome.kind !== "failed") return { errorCode: "internal", errorMessage: "internal error" };
+    const f: UpstreamFailure = outcome.failure;
+    if (isContextOverflow(f)) return { errorCode: "context_length_exceeded", errorMessage: f.message };
+    if (unavailable && !this.firstTokenSeen) return { errorCode: "upstream_unavailable", errorMessage: `the model is unavailable: ${f.message}` };
+    if (f.kind === "timeout") return { errorCode: "upstream_timeout", errorMessage: f.message };
+    return { errorCode: "upstream_error", errorMessage: `the model failed: ${f.message}` };
+  }
+}

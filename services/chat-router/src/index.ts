@@ -1,0 +1,163 @@
+/**
+ * @luna/chat-router — conversations and streamed chat against vLLM / OpenAI-compatible servers.
+ *
+ * `createChatRouterModule(config, infra)` builds the service module that `runService` (own process) or the
+ * all-in-one process hosts. It calls billing (credits, limits) and the model registry (catalog snapshot) through
+ * `infra.clients`, follows the catalog over NATS, and coordinates replies across replicas on plain NATS subjects.
+ */
+import { fileURLToPath } from "node:url";
+import type { ConnectRouter } from "@connectrpc/connect";
+import {
+  createCatalogCache,
+  startOutboxRelay,
+  type CatalogCache,
+  type ConsumerHandle,
+  type HostLookup,
+  type MethodRules,
+  type OutboxRelay,
+  type ReadinessCheck,
+  type ServiceInfra,
+} from "@luna/kit";
+import pg from "pg";
+import { BillingClient } from "./chat/billing.js";
+import { Conversations } from "./chat/conversations.js";
+import { ChatEngine } from "./chat/engine.js";
+import { sweepOrphanedReplies } from "./chat/sweeper.js";
+import { TitleWriter } from "./chat/titles.js";
+import { TokenCounter } from "./chat/tokens.js";
+import type { ChatRouterConfig } from "./config.js";
+import { ChatStore } from "./data/store.js";
+import { startUserDeletedConsumer } from "./events/user-deleted.js";
+import { LiveHub } from "./live/hub.js";
+import { createChatMetrics } from "./metrics.js";
+import { CHAT_AUTH_RULES, chatRoutes } from "./server/routes.js";
+import { ReplicaPool } from "./upstream/pool.js";
+
+export { chatRouterConfigSchema, type ChatRouterConfig } from "./config.js";
+export { CHAT_AUTH_RULES, chatRoutes } from "./server/routes.js";
+export { USAGE_RECORDED_SUBJECT } from "./events/usage.js";
+export { LIVE_SUBJECT_PREFIX, SNAPSHOT_SUBJECT_PREFIX, STOP_SUBJECT_PREFIX } from "./live/hub.js";
+
+/** Directory of this service's migrations (for the runtime's applyMigrations). */
+export const migrationsDir = fileURLToPath(new URL("../prisma/migrations", import.meta.url));
+
+/** Test and embedding hooks; production uses the defaults. */
+export interface ChatRouterOverrides {
+  /** Reads an upstream API key by the NAME the catalog gives; default: the process environment. */
+  readSecret?: (name: string) => string | undefined;
+  /** DNS lookup for `resolve_url` upstreams. */
+  lookup?: HostLookup;
+}
+
+/** The module (the kit's ServiceModule shape) plus handles for tests and the benchmark. */
+export interface ChatRouterModule {
+  name: "chat-router";
+  routes(router: ConnectRouter): void;
+  authRules: MethodRules;
+  readiness: ReadinessCheck[];
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  catalog: CatalogCache;
+  engine: ChatEngine;
+  replicas: ReplicaPool;
+  /** Runs one sweep for orphaned replies now (tests). */
+  sweep(): Promise<number>;
+}
+
+export async function createChatRouterModule(config: ChatRouterConfig, infra: ServiceInfra, overrides: ChatRouterOverrides = {}): Promise<ChatRouterModule> {
+  const log = infra.log.child({ module: "chat-router" });
+  const pool = new pg.Pool({ connectionString: infra.databaseUrl, max: config.CHAT_DB_POOL_SIZE, application_name: "chat-router" });
+  pool.on("error", (err) => log.warn({ err }, "idle postgres connection failed"));
+  const store = new ChatStore(pool);
+  const catalog = createCatalogCache({ transport: infra.clients.transport("model-registry"), nc: infra.nats, log });
+  const replicas = new ReplicaPool({
+    catalog,
+    maxSockets: config.CHAT_UPSTREAM_MAX_SOCKETS,
+    breakerFailures: config.CHAT_BREAKER_FAILURES,
+    breakerCooldownMs: config.CHAT_BREAKER_COOLDOWN,
+    stickySlack: config.CHAT_STICKY_SLACK,
+    refreshIntervalMs: config.CHAT_REPLICA_REFRESH_INTERVAL,
+    // Upstream API keys are named by the catalog at run time, so they are the one thing read from the environment here.
+    readSecret: overrides.readSecret ?? ((name) => process.env[name]),
+    lookup: overrides.lookup,
+  });
+  const metrics = createChatMetrics(infra.metrics.registry, () => replicas.snapshot());
+  const billing = new BillingClient(infra.clients.transport("billing"), log);
+  const hub = new LiveHub(infra.nats, log);
+  const tokens = new TokenCounter({ pool: replicas, timeoutMs: config.CHAT_TOKENIZE_TIMEOUT, bytesPerToken: config.CHAT_ESTIMATE_BYTES_PER_TOKEN, log });
+  let relay: OutboxRelay | undefined;
+  const kickOutbox = () => relay?.kick();
+  const titles = config.CHAT_TITLE_ENABLED
+    ? new TitleWriter({
+        pool: replicas, catalog, save: (id, title) => store.setGeneratedTitle(id, title), titleModel: config.CHAT_TITLE_MODEL,
+        maxTokens: config.CHAT_TITLE_MAX_TOKENS, timeoutMs: config.CHAT_TITLE_TIMEOUT, concurrency: config.CHAT_TITLE_CONCURRENCY, log,
+      })
+    : undefined;
+  const engine = new ChatEngine({
+    config, catalog, tokens, titles, store, pool: replicas, billing, hub, metrics, kickOutbox, log,
+    timings: {
+      connectTimeoutMs: config.CHAT_UPSTREAM_CONNECT_TIMEOUT,
+      firstTokenTimeoutMs: config.CHAT_FIRST_TOKEN_TIMEOUT,
+      idleTimeoutMs: config.CHAT_IDLE_TIMEOUT,
+      maxReplyMs: config.CHAT_MAX_REPLY_DURATION,
+      checkpointIntervalMs: config.CHAT_CHECKPOINT_INTERVAL,
+      leaseTtlMs: config.CHAT_LEASE_TTL,
+      leaseRenewIntervalMs: config.CHAT_LEASE_RENEW_INTERVAL,
+      disconnectGraceMs: config.CHAT_DISCONNECT_GRACE,
+    },
+  });
+  const stopReply = (id: string) => {
+    if (!engine.stopLocal(id, "cancelled")) hub.requestStop(id);
+  };
+  const conversations = new Conversations({ store, catalog, tokens, stopReply, forget: (id) => engine.forget(id), remember: (c) => engine.remember(c) });
+  const sweep = () => sweepOrphanedReplies({
+    store, billing, catalog, staleMs: config.CHAT_STALE_STREAM_AFTER, localIds: () => engine.activeRuns().map((r) => r.plan.assistantMessageId),
+    kickOutbox, log,
+  });
+
+  let sweepTimer: NodeJS.Timeout | undefined;
+  let sweeping: Promise<unknown> | undefined;
+  let consumer: ConsumerHandle | undefined;
+  let started = false;
+
+  return {
+    name: "chat-router",
+    routes: chatRoutes({ config, engine, conversations }),
+    authRules: CHAT_AUTH_RULES,
+    readiness: [
+      { name: "chat-router-db", check: async () => void (await pool.query("SELECT 1")) },
+      catalog.readiness,
+    ],
+    catalog,
+    engine,
+    replicas,
+    sweep,
+    async start() {
+      if (started) return;
+      started = true;
+      hub.start();
+      await catalog.start();
+      relay = startOutboxRelay({ pool, js: infra.js, log });
+      if (config.CHAT_SWEEP_INTERVAL > 0) {
+        sweepTimer = setInterval(() => {
+          sweeping ??= sweep().catch((err: unknown) => log.warn({ err }, "orphan sweep failed")).finally(() => (sweeping = undefined));
+        }, config.CHAT_SWEEP_INTERVAL);
+        sweepTimer.unref();
+      }
+      if (config.CHAT_CONSUME_USER_EVENTS) {
+        consumer = startUserDeletedConsumer({ js: infra.js, store, stopReply, forgetUser: (u) => engine.forgetUser(u), log });
+      }
+    },
+    async stop() {
+      if (sweepTimer) clearInterval(sweepTimer);
+      await engine.shutdown();
+      await sweeping;
+      await consumer?.stop();
+      await relay?.stop();
+      hub.stop();
+      await catalog.stop();
+      replicas.close();
+      await pool.end();
+    },
+  };
+}

@@ -1,0 +1,129 @@
+// Integration: credits and limits — the reply is clamped to what the user can afford, refused when not even a
+// minimal reply is, and the per-user rate and concurrent-stream limits hold; the ledger stays consistent.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { startVllmSim, type VllmSim } from "@luna/sim-vllm";
+import { FinishReason } from "@luna/contracts/luna/chat/v1/chat_pb.js";
+import { collect, startPlatform, type Platform } from "./harness.js";
+
+let platform: Platform;
+let sim: VllmSim;
+
+beforeAll(async () => {
+  sim = await startVllmSim({ models: ["sim-model:8192"], outputTokens: { min: 200, max: 300 } });
+  platform = await startPlatform({ limits: { chatPerMinute: 3, chatStreams: 1 }, chatEnv: { CHAT_MIN_REPLY_TOKENS: "16" } });
+  // Output is expensive: 1 credit per token; input 10 credits per 1k.
+  await platform.addModel({ id: "m-pricey", baseUrls: [sim.url], contextWindow: 8192, maxOutputTokens: 1024, inputPer1k: 10n, outputPer1k: 1000n });
+});
+
+afterAll(async () => {
+  await platform?.stop();
+  await sim?.close();
+});
+
+async function rejected(p: Promise<unknown>): Promise<ConnectError> {
+  const err = await p.then(() => undefined, (e: unknown) => e);
+  expect(err).toBeInstanceOf(ConnectError);
+  return err as ConnectError;
+}
+
+describe("credits", () => {
+  it("clamps max_tokens to what the user can afford and bills the actual reply", async () => {
+    const u = await platform.user(50n);
+    const { conversation } = await u.chat.createConversation({ modelId: "m-pricey", title: "t" });
+    const c = await collect(u.chat.sendMessage({ conversationId: conversation!.id, text: "Write a long essay", clientMessageId: "x" }));
+    // The clamp keeps the worst case (prompt + reply) within the 50 credits.
+    const max = c.started!.maxOutputTokens;
+    expect(max).toBeGreaterThanOrEqual(16);
+    expect(max).toBeLessThan(50);
+    expect(c.started!.creditsHeld).toBeLessThanOrEqual(50n);
+    const rec = sim.stats().recent.at(-1)!;
+    expect(rec.completionTokens).toBe(max);
+    expect(c.finished!.finishReason).toBe(FinishReason.LENGTH);
+    const cost = BigInt(Math.ceil((rec.promptTokens * 10 + rec.completionTokens * 1000) / 1000));
+    expect(c.finished!.creditsCharged).toBe(cost);
+    expect(await platform.available(u.id)).toBe(50n - cost);
+    await platform.assertInvariants();
+  });
+
+  it("refuses with RESOURCE_EXHAUSTED and the balance when not even a minimal reply is affordable, storing nothing", async () => {
+    const u = await platform.user(10n);
+    const { conversation } = await u.chat.createConversation({ modelId: "m-pricey", title: "t" });
+    const requests = sim.stats().requests.total;
+    const err = await rejected(collect(u.chat.sendMessage({ conversationId: conversation!.id, text: "Hi", clientMessageId: "y" })));
+    expect(err.code).toBe(Code.ResourceExhausted);
+    expect(err.rawMessage).toMatch(/not enough credits/);
+    expect(err.rawMessage).toMatch(/10 available/);
+    expect(sim.stats().requests.total).toBe(requests);
+    const got = await u.chat.getConversation({ conversationId: conversation!.id });
+    expect(got.messages).toEqual([]);
+    expect(got.conversation!.messageCount).toBe(0);
+    expect(got.conversation!.lastMessagePreview).toBe("");
+    expect(await platform.available(u.id)).toBe(10n);
+    // After a top-up the same client message id works (the refused attempt left nothing behind).
+    await platform.billing.ledger.grant({ accountId: u.id, amount: 100n, reason: "top-up", idempotencyKey: "top-up" });
+    const ok = await collect(u.chat.sendMessage({ conversationId: conversation!.id, text: "Hi", clientMessageId: "y" }));
+    expect(ok.finished).toBeDefined();
+    expect(ok.started!.replayed).toBe(false);
+    await platform.assertInvariants();
+  });
+
+  it("holds the worst case while streaming and settles to the actual charge", async () => {
+    const u = await platform.user(2000n);
+    const { conversation } = await u.chat.createConversation({ modelId: "m-pricey", title: "t" });
+    const c = await collect(u.chat.sendMessage({ conversationId: conversation!.id, text: "Hello", clientMessageId: "z", maxOutputTokens: 500 }),
+      async (s) => {
+        if (s.order.length === 2) {
+          // While streaming, the hold is the worst case: prompt + 500 output tokens.
+          const a = await platform.billing.ledger.store.getAccount(u.id);
+          expect(a!.held).toBe(s.started!.creditsHeld);
+        }
+      });
+    expect(c.started!.maxOutputTokens).toBe(500);
+    const a = await platform.billing.ledger.store.getAccount(u.id);
+    expect(a!.held).toBe(0n);
+    expect(a!.balance).toBe(2000n - c.finished!.creditsCharged);
+    await platform.assertInvariants();
+  });
+});
+
+describe("limits", () => {
+  it("allows one stream at a time per user (concurrent-stream lease), released at the end", async () => {
+    const u = await platform.user(5000n);
+    const a = await u.chat.createConversation({ modelId: "m-pricey", title: "a" });
+    const b = await u.chat.createConversation({ modelId: "m-pricey", title: "b" });
+    sim.setFaults({ slowTokenMs: 5 });
+    try {
+      const first = u.chat.sendMessage({ conversationId: a.conversation!.id, text: "one", clientMessageId: "1", maxOutputTokens: 40 })[Symbol.asyncIterator]();
+      await first.next();
+      const err = await rejected(collect(u.chat.sendMessage({ conversationId: b.conversation!.id, text: "two", clientMessageId: "2" })));
+      expect(err.code).toBe(Code.ResourceExhausted);
+      expect(err.rawMessage).toMatch(/at most 1 at a time/);
+      for (let r = await first.next(); !r.done; r = await first.next()) { /* drain */ }
+    } finally {
+      sim.setFaults({ slowTokenMs: 0 });
+    }
+    // The slot was released with the reply: the next one goes through (the rejected attempt stored nothing).
+    const ok = await collect(u.chat.sendMessage({ conversationId: b.conversation!.id, text: "two", clientMessageId: "2", maxOutputTokens: 20 }));
+    expect(ok.finished).toBeDefined();
+    await platform.assertInvariants();
+  });
+
+  it("rate-limits chat requests per user per minute", async () => {
+    const u = await platform.user(5000n);
+    const other = await platform.user(5000n);
+    const { conversation } = await u.chat.createConversation({ modelId: "m-pricey", title: "r" });
+    for (let i = 0; i < 3; i++) {
+      const c = await collect(u.chat.sendMessage({ conversationId: conversation!.id, text: `m${i}`, clientMessageId: `r${i}`, maxOutputTokens: 16 }));
+      expect(c.finished).toBeDefined();
+    }
+    const err = await rejected(collect(u.chat.sendMessage({ conversationId: conversation!.id, text: "m3", clientMessageId: "r3", maxOutputTokens: 16 })));
+    expect(err.code).toBe(Code.ResourceExhausted);
+    expect(err.rawMessage).toMatch(/rate limit/);
+    expect((await u.chat.getConversation({ conversationId: conversation!.id })).messages).toHaveLength(6);
+    // Another user is not affected.
+    const o = await other.chat.createConversation({ modelId: "m-pricey", title: "o" });
+    expect((await collect(other.chat.sendMessage({ conversationId: o.conversation!.id, text: "hi", clientMessageId: "o", maxOutputTokens: 16 }))).finished).toBeDefined();
+    await platform.assertInvariants();
+  });
+});
