@@ -132,7 +132,7 @@ export function createServiceVerifier(opts: {
 }): JwtVerifier {
   const user = createJwtVerifier({ issuer: opts.userIssuer, audience: opts.audience, ...opts.userKeys });
   const internal = createJwtVerifier({ issuer: opts.internalIssuer, audience: opts.audience, keys: { keys: [opts.internalPublicKey] } });
-  return {
+  return cachingVerifier({
     async verify(token: string): Promise<Principal> {
       let iss: unknown;
       try {
@@ -148,6 +148,33 @@ export function createServiceVerifier(opts: {
       const p = await user.verify(token);
       if (p.role === "internal") return internal.verify(token); // rejected: wrong issuer for an internal token
       return p;
+    },
+  });
+}
+
+/**
+ * Remembers verified tokens until they expire, so a token presented on every call (a client's access token, the
+ * internal token of in-process calls) costs one signature check, not one per call. Bounded; the oldest entries go
+ * first. A signing key withdrawn from the JWKS stops being accepted for new tokens at once and for cached ones at
+ * their expiry (access tokens live minutes).
+ */
+export function cachingVerifier(verifier: JwtVerifier, opts: { maxEntries?: number } = {}): JwtVerifier {
+  const max = opts.maxEntries ?? 10_000;
+  const cache = new Map<string, { principal: Principal; expiresAtMs: number }>();
+  return {
+    async verify(token) {
+      const hit = cache.get(token);
+      if (hit) {
+        if (Date.now() < hit.expiresAtMs) return hit.principal;
+        cache.delete(token);
+      }
+      const principal = await verifier.verify(token);
+      const exp = decodeJwt(token).exp;
+      if (typeof exp === "number") {
+        if (cache.size >= max) cache.delete(cache.keys().next().value!);
+        cache.set(token, { principal, expiresAtMs: exp * 1000 });
+      }
+      return principal;
     },
   };
 }

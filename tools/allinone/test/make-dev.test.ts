@@ -60,6 +60,12 @@ describe("make dev (all-in-one)", () => {
     const ready = await waitReady(admin!, first);
     expect(((await ready.json()) as { status: string }).status).toBe("ok");
     expect(first.output()).toMatch(/invite codes .*invites\.txt/);
+    // Public RPCs answer on the API port; internal ones are not served there at all (as through the gateway).
+    const rpc = (path: string) => fetch(`http://127.0.0.1:${api}/${path}`, { method: "POST", body: "{}",
+      headers: { "content-type": "application/json" } });
+    expect((await rpc("luna.models.v1.ModelService/ListModels")).status).toBe(200);
+    expect((await rpc("luna.billing.v1.CreditsService/Reserve")).status).toBe(404);
+    expect((await rpc("luna.models.v1.ModelUpstreamService/GetCatalogSnapshot")).status).toBe(404);
     // Leave a mark in the data that a second start must still see.
     const db = new pg.Client({ connectionString: `postgresql://luna@127.0.0.1:${pgPort}/postgres` });
     await db.connect();
