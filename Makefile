@@ -36,6 +36,10 @@ web: $(NPM_STAMP) ## Build the reference web client (served by make dev at /)
 dev: deps web ## Run the whole platform locally (Postgres, Redis, NATS, all services, simulators) on :8080
 	$(TSX) tools/allinone/src/main.ts
 
+.PHONY: dev-split
+dev-split: deps web ## Run every service as its own process behind a dev gateway on :8080 (as in the cluster)
+	$(TSX) tools/split/src/main.ts
+
 .PHONY: stack
 stack: deps ## Start only Postgres, Redis and NATS under .luna/ (stop with `make stack-down`)
 	$(TSX) tools/devstack/src/cli.ts up

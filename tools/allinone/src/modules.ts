@@ -1,8 +1,7 @@
 // The services hosted by the all-in-one process, in start order (a module may call the ones before it).
 import { loadConfig, type ServiceInfra, type ServiceModule } from "@luna/kit";
-import { randomBytes } from "node:crypto";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { devAdmin, devSecret } from "@luna/devstack";
 import * as auth from "@luna/auth";
 import * as billing from "@luna/billing";
 import * as chat from "@luna/chat-router";
@@ -29,29 +28,6 @@ export interface ModuleEntry {
 
 /** Invite codes `make dev` keeps ready for new accounts. */
 const DEV_INVITES = 5;
-
-/** The dev admin's credentials: from the environment, else generated once and kept in .luna/admin.txt (0600). */
-function devAdmin(env: NodeJS.ProcessEnv, dataDir: string): { email: string; password: string; file?: string } {
-  const email = env.AUTH_ADMIN_EMAIL ?? "admin@luna.local";
-  if (env.AUTH_ADMIN_PASSWORD) return { email, password: env.AUTH_ADMIN_PASSWORD };
-  const file = join(dataDir, "admin.txt");
-  if (existsSync(file)) {
-    const [, password] = readFileSync(file, "utf8").trim().split(/\s+/);
-    if (password) return { email, password, file };
-  }
-  const password = randomBytes(12).toString("base64url");
-  writeFileSync(file, `${email} ${password}\n`, { mode: 0o600 });
-  return { email, password, file };
-}
-
-/** A random 32-byte secret kept in the data dir (0600), created on first use: stable across restarts. */
-function devSecret(dataDir: string, name: string): string {
-  const file = join(dataDir, name);
-  if (existsSync(file)) return readFileSync(file, "utf8").trim();
-  const secret = randomBytes(32).toString("base64");
-  writeFileSync(file, `${secret}\n`, { mode: 0o600 });
-  return secret;
-}
 
 export const MODULES: ModuleEntry[] = [
   {

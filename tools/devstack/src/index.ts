@@ -19,6 +19,7 @@ import { join } from "node:path";
 import pg from "pg";
 import type { DevStackPorts } from "./config.js";
 
+export { devAdmin, devSecret } from "./dev-secrets.js";
 export { DEFAULT_PORTS, DEV_STACK_ENV, devStackConfig, findRepoRoot, type DevStackConfig, type DevStackPorts } from "./config.js";
 
 export interface DevStackUrls {
