@@ -4,7 +4,7 @@
 // cannot tell which mode it runs in.
 import { readFileSync } from "node:fs";
 import type { ConnectRouter, Interceptor, Transport } from "@connectrpc/connect";
-import { createRouterTransport } from "@connectrpc/connect";
+import { Code, ConnectError, createRouterTransport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import type { JetStreamClient } from "@nats-io/jetstream";
 import { jetstream } from "@nats-io/jetstream";
@@ -222,19 +222,27 @@ export function inProcessClients(opts: { modules: () => ServiceModule[]; verifie
   const minter = createInternalTokenMinter({ privateKey: opts.internalKey, kid: opts.internalKey.kid!, issuer: opts.issuer,
     audience: opts.audience, subject: opts.subject });
   const cache = new Map<ServiceName, Transport>();
+  // Resolved on first call, not on creation: modules are built one after another and may hold a transport to a
+  // module created after them (the image worker and image-job).
+  const resolve = (service: ServiceName): Transport => {
+    let t = cache.get(service);
+    if (!t) {
+      const mod = opts.modules().find((m) => m.name === service);
+      if (!mod) throw new ConnectError(`service ${service} is not hosted in this process`, Code.Unimplemented);
+      t = createRouterTransport((router) => mod.routes(router), {
+        transport: { interceptors: [internalCallInterceptor(minter)], defaultTimeoutMs: opts.timeoutMs },
+        router: { interceptors: [authInterceptor({ verifier: opts.verifier, rules: mod.authRules })] },
+      });
+      cache.set(service, t);
+    }
+    return t;
+  };
   return {
     transport(service) {
-      let t = cache.get(service);
-      if (!t) {
-        const mod = opts.modules().find((m) => m.name === service);
-        if (!mod) throw new Error(`service ${service} is not hosted in this process`);
-        t = createRouterTransport((router) => mod.routes(router), {
-          transport: { interceptors: [internalCallInterceptor(minter)], defaultTimeoutMs: opts.timeoutMs },
-          router: { interceptors: [authInterceptor({ verifier: opts.verifier, rules: mod.authRules })] },
-        });
-        cache.set(service, t);
-      }
-      return t;
+      return {
+        unary: (...args) => resolve(service).unary(...args),
+        stream: (...args) => resolve(service).stream(...args),
+      };
     },
   };
 }

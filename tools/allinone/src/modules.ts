@@ -5,6 +5,7 @@ import { devAdmin, devSecret } from "@luna/devstack";
 import * as auth from "@luna/auth";
 import * as billing from "@luna/billing";
 import * as chat from "@luna/chat-router";
+import * as image from "@luna/image-job";
 import * as registry from "@luna/model-registry";
 
 export interface ModuleContext {
@@ -21,7 +22,7 @@ export interface ModuleEntry {
   migrationsDir?: string;
   /** Text models the vLLM simulator must serve for this module's seeded catalog. */
   simulatedModels?: Array<{ name: string; maxModelLen: number }>;
-  create(env: NodeJS.ProcessEnv, infra: ServiceInfra, ctx: ModuleContext): Promise<ServiceModule>;
+  create(env: NodeJS.ProcessEnv, infra: ServiceInfra, ctx: ModuleContext & { comfyUrl: string }): Promise<ServiceModule>;
   /** Runs once the API port serves (e.g. dev bootstrap: first admin, invite codes). */
   afterStart?(mod: ServiceModule, ctx: ModuleContext): Promise<void>;
 }
@@ -71,5 +72,31 @@ export const MODULES: ModuleEntry[] = [
     database: "luna_chat",
     migrationsDir: chat.migrationsDir,
     create: (env, infra) => chat.createChatRouterModule(loadConfig(chat.chatRouterConfigSchema, env), infra),
+  },
+  {
+    // With one image worker in-process (as the sidecar next to each ComfyUI in the cluster), pointed at the
+    // simulator unless LUNA_COMFYUI_URL names a real ComfyUI.
+    name: "image-job",
+    database: "luna_images",
+    migrationsDir: image.migrationsDir,
+    async create(env, infra, ctx) {
+      const local = { IMAGE_URL_SECRET: devSecret(ctx.dataDir, "image-url.key"), IMAGE_LOCAL_DIR: join(ctx.dataDir, "images") };
+      const mod = await image.createImageJobModule(loadConfig(image.configSchema, { ...local, ...env }), infra);
+      const worker = image.createImageWorker(loadConfig(image.workerConfigSchema, { ...env, COMFYUI_URL: ctx.comfyUrl }), {
+        log: infra.log.child({ component: "image-worker" }), nats: infra.nats, js: infra.js,
+        transport: infra.clients.transport("image-job"), store: mod.imageStore, registry: infra.metrics.registry,
+      });
+      return {
+        name: mod.name, routes: (r) => mod.routes(r), authRules: mod.authRules, http: mod.http, readiness: mod.readiness,
+        async start() {
+          await mod.start();
+          await worker.start();
+        },
+        async stop() {
+          await worker.stop();
+          await mod.stop();
+        },
+      };
+    },
   },
 ];

@@ -132,7 +132,7 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
     for (const entry of MODULES) {
       const infra: ServiceInfra = { log: log.child({ module: entry.name }), metrics, redis, nats, js: jetstream(nats),
         databaseUrl: opts.stack.databaseUrl(entry.database), clients };
-      const mod = await entry.create(env, infra, { dataDir: opts.dataDir, notes });
+      const mod = await entry.create(env, infra, { dataDir: opts.dataDir, notes, comfyUrl: sims.comfyUrl });
       modules.push(mod);
       progress(`  ${entry.name} ready`);
     }

@@ -1,0 +1,49 @@
+// image-job's own settings (the runtime's shared ones — database, NATS, Redis, ports, auth — are read by the kit).
+// Read once by main.ts (or the all-in-one process) and passed down; nothing below reads process.env.
+import * as z from "zod";
+import { duration } from "@luna/kit";
+import { storageConfigSchema } from "./storage/config.js";
+
+const int = (def: number, min: number, max: number) =>
+  z.coerce.number().int().min(min).max(max).optional().transform((v) => v ?? def);
+
+export const configSchema = z.object({
+  ...storageConfigSchema.shape,
+  /** Jobs of one user that may be dispatched to ComfyUI at once (queued in a pool or running). */
+  IMAGE_MAX_RUNNING_PER_USER: int(1, 1, 100),
+  /** Jobs of one user that may wait behind those (so at most running + queued open jobs per user). */
+  IMAGE_MAX_QUEUED_PER_USER: int(5, 0, 1000),
+  /** A job not started within this time after submission fails with `queue_timeout` (credits released). */
+  IMAGE_QUEUE_TIMEOUT: duration("30m"),
+  /** Run deadline = base + steps × megapixels × images × per-step time, capped at the maximum. */
+  IMAGE_RUN_DEADLINE_BASE: duration("60s"),
+  IMAGE_RUN_DEADLINE_PER_MP_STEP: duration("500ms"),
+  IMAGE_RUN_DEADLINE_MAX: duration("30m"),
+  /** The sweeper fails a RUNNING job this long after its run deadline (the worker normally reports first). */
+  IMAGE_DEADLINE_GRACE: duration("30s"),
+  /** How often the sweeper runs (deadlines, unsettled credits, undispatched jobs). */
+  IMAGE_SWEEP_INTERVAL: duration("5s"),
+  /** Jobs handled per sweep query. */
+  IMAGE_SWEEP_BATCH: int(200, 1, 10_000),
+  /** Lifetime of signed image URLs. */
+  IMAGE_URL_TTL: duration("1h"),
+  /**
+   * HMAC secret of the local store's signed URLs (at least 32 characters; the same on every replica). Unset = a
+   * random secret per process: URLs then stop working at restart and differ between replicas (local dev only).
+   */
+  IMAGE_URL_SECRET: z.string().min(32, "must be at least 32 characters").optional(),
+  /** Base of the local store's URLs, e.g. https://api.example.com; empty = relative URLs (`/images/...`). */
+  IMAGE_PUBLIC_BASE_URL: z.string().regex(/^(https?:\/\/[^\s?#]+)?$/, "expected http(s)://host[:port][/path] or empty").default(""),
+  /** Watchers re-read the job this often (queue position, missed live messages). */
+  IMAGE_WATCH_REFRESH: duration("1s"),
+  /** Run time assumed for queue estimates until a pool has finished jobs. */
+  IMAGE_DEFAULT_RUN_ESTIMATE: duration("20s"),
+  /** Handlers applying worker results at once. */
+  IMAGE_RESULT_CONCURRENCY: int(4, 1, 64),
+  /** Deadline of one call to billing (Reserve, Commit, Release). */
+  IMAGE_BILLING_TIMEOUT: duration("5s"),
+  /** Postgres connections of this process. */
+  IMAGE_DB_POOL_SIZE: int(10, 2, 200),
+});
+
+export type ImageJobConfig = z.infer<typeof configSchema>;

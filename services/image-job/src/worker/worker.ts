@@ -1,0 +1,264 @@
+// The image worker: one durable pull consumer per model pool on LUNA_IMAGE_JOBS, one job at a time on its ComfyUI.
+// It needs no database: it asks image-job (ImageWorkerService.StartJob, internal RPC) whether and what to run, and
+// reports the result as an event through JetStream (msg id derived from the job id), which image-job applies once.
+import { randomUUID } from "node:crypto";
+import { hostname } from "node:os";
+import { setTimeout as sleep } from "node:timers/promises";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { createClient, type Transport } from "@connectrpc/connect";
+import {
+  ImageJobLiveSchema,
+  ImageJobOutcome,
+  ImageJobQueuedSchema,
+  ImageJobResultSchema,
+  ProducedImageSchema,
+} from "@luna/contracts/luna/events/v1/image_events_pb.js";
+import { ImageWorkerService, StartJobAction } from "@luna/contracts/luna/image/v1/image_worker_service_pb.js";
+import { IMAGE_JOBS_STREAM, publishEvent, runConsumer, type ConsumedMessage, type ConsumerHandle, type HandlerResult } from "@luna/kit";
+import type { JetStreamClient } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/nats-core";
+import { Counter, Histogram, type Registry } from "prom-client";
+import { Subjects, poolDurable, resultEventId } from "../domain/job.js";
+import { eventMeta } from "../events/messages.js";
+import type { ImageStore } from "../storage/store.js";
+import { ComfyClient } from "./comfy-client.js";
+import type { ImageWorkerConfig } from "./config.js";
+import { Mutex } from "./mutex.js";
+import { runJob, type JobOutcome, type StopReason } from "./run-job.js";
+
+interface Log {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+  debug(obj: object, msg?: string): void;
+}
+
+export interface ImageWorkerDeps {
+  log: Log;
+  nats: NatsConnection;
+  js: JetStreamClient;
+  /** Connect transport to image-job's ImageWorkerService, carrying an internal token. */
+  transport: Transport;
+  /** Where images go (the same store image-job reads). */
+  store: ImageStore;
+  /** Metrics registry (optional). */
+  registry?: Registry;
+}
+
+export interface ImageWorker {
+  readonly id: string;
+  /** Connects to ComfyUI and starts consuming; resolves once every pool's consumer is bound. */
+  start(): Promise<void>;
+  /** Stops taking jobs; a running job is left to ComfyUI and handed back to the queue (the next worker resumes it). */
+  stop(): Promise<void>;
+  /** Readiness: ComfyUI answers. */
+  readiness: { name: string; check: () => Promise<void> };
+}
+
+const OUTCOME: Record<Exclude<JobOutcome["outcome"], "ABANDONED">, ImageJobOutcome> = {
+  SUCCEEDED: ImageJobOutcome.SUCCEEDED,
+  FAILED: ImageJobOutcome.FAILED,
+  CANCELLED: ImageJobOutcome.CANCELLED,
+};
+
+function workerMetrics(registry: Registry | undefined) {
+  if (!registry) return undefined;
+  const get = <T>(name: string, make: () => T): T => (registry.getSingleMetric(name) as T | undefined) ?? make();
+  return {
+    jobs: get("luna_image_worker_jobs_total", () => new Counter({ name: "luna_image_worker_jobs_total",
+      help: "Jobs handled by image workers, by outcome.", labelNames: ["pool", "outcome"], registers: [registry] })),
+    comfySeconds: get("luna_image_worker_comfy_seconds", () => new Histogram({ name: "luna_image_worker_comfy_seconds",
+      help: "Time from submitting a prompt to ComfyUI to seeing it finished.", labelNames: ["pool"], registers: [registry],
+      buckets: [0.1, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600] })),
+    idleSeconds: get("luna_image_worker_idle_seconds", () => new Histogram({ name: "luna_image_worker_idle_seconds",
+      help: "Time a worker spent between finishing one job and taking the next.", registers: [registry],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5, 30] })),
+  };
+}
+
+export function createImageWorker(config: ImageWorkerConfig, deps: ImageWorkerDeps): ImageWorker {
+  const id = config.IMAGE_WORKER_ID ?? `${hostname()}-${process.pid}`;
+  const { log, js, nats, store } = deps;
+  // Unique per process, so ComfyUI's websocket routes our prompts' events to this process only.
+  const comfy = new ComfyClient({ baseUrl: config.COMFYUI_URL, clientId: `luna-${id}-${randomUUID().slice(0, 8)}`,
+    requestTimeoutMs: config.IMAGE_WORKER_COMFY_TIMEOUT, log });
+  const rpc = createClient(ImageWorkerService, deps.transport);
+  const gpu = new Mutex();
+  const metrics = workerMetrics(deps.registry);
+  const heartbeatMs = Math.max(500, Math.floor(config.IMAGE_WORKER_ACK_WAIT / 3));
+  let consumers: ConsumerHandle[] = [];
+  let lastJobEnd: number | undefined;
+
+  /** Waits (holding the message) until ComfyUI answers; false when it did not within the configured time. */
+  const waitForComfy = async (signal: AbortSignal): Promise<boolean> => {
+    // It answered a moment ago (the previous job): no need to ask again before this one.
+    if (Date.now() - comfy.lastAnswerAt < 5_000) return true;
+    const until = Date.now() + config.IMAGE_WORKER_COMFY_WAIT;
+    let warned = false;
+    for (;;) {
+      try {
+        await comfy.ping();
+        return true;
+      } catch (err) {
+        if (!warned) log.warn({ err: (err as Error).message, comfyui: config.COMFYUI_URL }, "ComfyUI is unreachable; waiting before taking the job");
+        warned = true;
+      }
+      if (signal.aborted || Date.now() >= until) return false;
+      await sleep(500, undefined, { signal }).catch(() => undefined);
+    }
+  };
+
+  const publishResult = async (jobId: string, attempt: number, outcome: Exclude<JobOutcome, { outcome: "ABANDONED" }>,
+    times: { submittedAt?: Date; finishedAt?: Date }, signal: AbortSignal): Promise<boolean> => {
+    const eventId = resultEventId(jobId);
+    const ev = create(ImageJobResultSchema, {
+      meta: eventMeta(eventId, jobId),
+      jobId,
+      outcome: OUTCOME[outcome.outcome],
+      images: outcome.outcome === "SUCCEEDED" ? outcome.images.map((i) => create(ProducedImageSchema, { ...i, sizeBytes: BigInt(i.sizeBytes) })) : [],
+      errorCode: outcome.outcome === "FAILED" ? outcome.code : "",
+      errorMessage: outcome.outcome === "FAILED" ? outcome.message : "",
+      workerId: id,
+      attempt,
+      comfyStartedAt: times.submittedAt ? timestampFromDate(times.submittedAt) : undefined,
+      comfyFinishedAt: times.finishedAt ? timestampFromDate(times.finishedAt) : undefined,
+    });
+    const data = toBinary(ImageJobResultSchema, ev);
+    let delay = 100;
+    for (;;) {
+      try {
+        await publishEvent(js, Subjects.result, data, { msgId: eventId });
+        return true;
+      } catch (err) {
+        if (signal.aborted) return false;
+        log.warn({ err, jobId }, "publishing the job result failed; retrying");
+        await sleep(delay, undefined, { signal }).catch(() => undefined);
+        delay = Math.min(delay * 2, 5000);
+      }
+    }
+  };
+
+  const handle = (pool: string) => async (msg: ConsumedMessage): Promise<HandlerResult> => {
+    const taken = Date.now();
+    const heartbeat = setInterval(() => msg.working(), heartbeatMs);
+    const release = await gpu.lock();
+    if (lastJobEnd !== undefined) metrics?.idleSeconds.observe((taken - lastJobEnd) / 1000);
+    try {
+      let jobId: string;
+      try {
+        jobId = fromBinary(ImageJobQueuedSchema, msg.data).jobId;
+      } catch {
+        jobId = "";
+      }
+      if (!/^[0-9a-f-]{36}$/.test(jobId)) {
+        log.error({ subject: msg.subject, msgId: msg.msgId }, "undecodable job message");
+        return "term";
+      }
+      const jlog = { jobId, pool, delivery: msg.deliveryCount };
+      const stop = new AbortController();
+      const onShutdown = () => stop.abort("shutdown" satisfies StopReason);
+      msg.signal.addEventListener("abort", onShutdown, { once: true });
+      // Subscribed before StartJob, so a cancel sent once the job is RUNNING cannot be missed.
+      const cancelSub = nats.subscribe(Subjects.cancel(jobId), { callback: () => stop.abort("cancelled" satisfies StopReason) });
+      let deadlineTimer: NodeJS.Timeout | undefined;
+      try {
+        if (!(await waitForComfy(stop.signal))) return "retry";
+        let start;
+        try {
+          start = await rpc.startJob({ jobId, workerId: id, deliveryCount: msg.deliveryCount }, { timeoutMs: config.IMAGE_WORKER_RPC_TIMEOUT });
+        } catch (err) {
+          log.warn({ ...jlog, err }, "image-job StartJob failed; the job goes back to the queue");
+          return "retry";
+        }
+        if (start.action !== StartJobAction.RUN || !start.job) {
+          log.info({ ...jlog, reason: start.skipReason }, "job skipped");
+          // A job that ended while it was in ComfyUI (e.g. failed at its deadline) must not keep the GPU busy.
+          if (msg.deliveryCount > 1 && start.skipReason !== "not_found" && start.skipReason !== "succeeded") await comfy.cancel(jobId).catch(() => undefined);
+          metrics?.jobs.inc({ pool, outcome: "skipped" });
+          return "ack";
+        }
+        const deadline = start.runDeadline ? timestampDate(start.runDeadline).getTime() : Date.now() + 3_600_000;
+        deadlineTimer = setTimeout(() => stop.abort("deadline" satisfies StopReason), Math.max(0, deadline - Date.now()));
+        let lastProgress = 0;
+        const times: { submittedAt?: Date; finishedAt?: Date } = {};
+        const outcome = await runJob({
+          spec: start.job,
+          workflow: start.workflow,
+          resumed: start.resumed,
+          comfy,
+          store,
+          signal: stop.signal,
+          log: { info: (o, m) => log.info({ ...jlog, ...o }, m), warn: (o, m) => log.warn({ ...jlog, ...o }, m), debug: (o, m) => log.debug({ ...jlog, ...o }, m) },
+          settings: { historyPollMs: config.IMAGE_WORKER_HISTORY_POLL, maxResubmits: config.IMAGE_WORKER_MAX_RESUBMITS },
+          onSubmitted: () => { times.submittedAt ??= new Date(); },
+          onFinished: () => {
+            times.finishedAt = new Date();
+            if (times.submittedAt) metrics?.comfySeconds.observe({ pool }, (times.finishedAt.getTime() - times.submittedAt.getTime()) / 1000);
+          },
+          onProgress: (percent, preview) => {
+            const now = Date.now();
+            if (percent < 100 && now - lastProgress < config.IMAGE_WORKER_PROGRESS_INTERVAL) return;
+            lastProgress = now;
+            const live = create(ImageJobLiveSchema, { jobId, progressPercent: percent });
+            if (preview && config.IMAGE_WORKER_PREVIEWS) {
+              live.preview = preview.image;
+              live.previewContentType = preview.contentType;
+            }
+            try {
+              nats.publish(Subjects.live(jobId), toBinary(ImageJobLiveSchema, live));
+            } catch {
+              // live progress is best effort
+            }
+          },
+        });
+        if (outcome.outcome === "ABANDONED") {
+          log.info(jlog, "worker stopping: job handed back to the queue");
+          return "retry";
+        }
+        if (!(await publishResult(jobId, start.attempt, outcome, times, msg.signal))) return "retry";
+        metrics?.jobs.inc({ pool, outcome: outcome.outcome.toLowerCase() });
+        log.info({ ...jlog, outcome: outcome.outcome, ...(outcome.outcome === "FAILED" ? { code: outcome.code, message: outcome.message } : {}),
+          ...(outcome.outcome === "SUCCEEDED" ? { images: outcome.images.length } : {}) }, "job done");
+        return "ack";
+      } finally {
+        if (deadlineTimer) clearTimeout(deadlineTimer);
+        cancelSub.unsubscribe();
+        msg.signal.removeEventListener("abort", onShutdown);
+      }
+    } finally {
+      clearInterval(heartbeat);
+      lastJobEnd = Date.now();
+      release();
+    }
+  };
+
+  return {
+    id,
+    async start() {
+      if (consumers.length > 0) return;
+      comfy.connect();
+      consumers = config.IMAGE_WORKER_POOLS.map((pool) => runConsumer({
+        js,
+        stream: IMAGE_JOBS_STREAM,
+        durable: poolDurable(pool),
+        filterSubject: Subjects.jobQueue(pool),
+        ackWaitMs: config.IMAGE_WORKER_ACK_WAIT,
+        maxDeliver: config.IMAGE_WORKER_MAX_DELIVER,
+        // Short waits: a redelivered job resumes by prompt id, so retrying soon is cheap and safe.
+        backoffMs: [500, 2000, 5000, 10_000],
+        concurrency: 1,
+        log,
+        handle: handle(pool),
+      }));
+      await Promise.all(consumers.map((c) => c.ready));
+      log.info({ workerId: id, pools: config.IMAGE_WORKER_POOLS, comfyui: config.COMFYUI_URL }, "image worker started");
+    },
+    async stop() {
+      await Promise.all(consumers.map((c) => c.stop()));
+      consumers = [];
+      comfy.close();
+    },
+    readiness: { name: "comfyui", check: () => comfy.ping() },
+  };
+}
