@@ -31,6 +31,17 @@ describe("signed image URLs", () => {
     expect(verifyImageUrl({ secret, pathAndQuery: pathOf(fresh).split("?")[0]!, now })).toMatchObject({ ok: false, status: 403 });
   });
 
+  it("refuses every other spelling of the signature, even ones that decode to the same bytes", () => {
+    const fresh = signImageUrl({ secret, baseUrl: "", key, expiresAt: new Date(now.getTime() + 60_000) });
+    const sig = new URL(fresh, "http://x").searchParams.get("sig")!;
+    const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    for (const last of alphabet) {
+      if (last === sig.at(-1)) continue;
+      const tampered = fresh.replace(`sig=${sig}`, `sig=${sig.slice(0, -1)}${last}`);
+      expect(verifyImageUrl({ secret, pathAndQuery: tampered, now })).toMatchObject({ ok: false, status: 403 });
+    }
+  });
+
   it("refuses unsafe keys", () => {
     for (const bad of ["", "../x", "a/../b", "/abs", "a//b", "a/./b", "a b", "a\\b"]) expect(isSafeKey(bad)).toBe(false);
     expect(() => signImageUrl({ secret, baseUrl: "", key: "../x", expiresAt: now })).toThrow(/unsafe/);

@@ -48,8 +48,10 @@ export function verifyImageUrl(opts: { secret: string; pathAndQuery: string; now
     return { ok: false, status: 403, reason: "missing or malformed signature" };
   }
   const exp = Number(expRaw);
-  const expected = mac(opts.secret, key, exp);
-  const given = Buffer.from(sigRaw, "base64url");
+  // Compare the encoded text, not decoded bytes: the last base64url character of a 32-byte MAC has two unused bits,
+  // so four different strings decode to the same bytes, and only the canonical one may pass.
+  const expected = Buffer.from(mac(opts.secret, key, exp).toString("base64url"));
+  const given = Buffer.from(sigRaw);
   if (given.length !== expected.length || !timingSafeEqual(given, expected)) return { ok: false, status: 403, reason: "bad signature" };
   if (exp * 1000 < opts.now.getTime()) return { ok: false, status: 403, reason: "URL expired" };
   return { ok: true, key, expiresAt: new Date(exp * 1000) };
