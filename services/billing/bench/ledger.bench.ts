@@ -1,13 +1,22 @@
 // Ledger benchmark: reserve+commit pairs per second (spread over 10k accounts, and on one hot account) with p50/p99
 // latency of a pair, next to pgbench's built-in "simple-update" (-N) on the same Postgres as the physical reference.
 //
-//   tsx --conditions=luna-source services/billing/bench/ledger.bench.ts
+//   node --conditions=luna-source --import tsx services/billing/bench/ledger.bench.ts
 //
-// Starts its own Postgres (durable: fsync and synchronous_commit on, like production) in a temp dir, runs, prints a
-// table and exits. Tunables (env): BENCH_SECONDS (10), BENCH_CLIENTS (32: concurrent callers, and pgbench -c),
-// BENCH_ACCOUNTS (10000), BENCH_POOL (32: Postgres connections of the ledger), BENCH_DURABLE (true).
-// Each pair goes through the ledger's real statements (LedgerStore over a pg Pool) — what every billing replica
-// runs per Reserve and Commit RPC, without the RPC hop.
+// Starts its own Postgres in a temp dir (durable by default: fsync, synchronous_commit and full_page_writes on, as
+// in production), and prints the server settings it measured under: pgbench and the ledger run against the same
+// server, so the same settings. Fairness and stability:
+// - the same concurrency on both sides: BENCH_CLIENTS concurrent callers over as many pooled connections for the
+//   ledger, `pgbench -c BENCH_CLIENTS -j 2` for the reference (default 16: on 2 cores both are at their plateau —
+//   8 leaves the ledger's two round trips per pair under-pipelined, 32 adds only queueing);
+// - a fixed amount of work per measurement (BENCH_PAIRS pairs, BENCH_PGBENCH_TX transactions), after a warm-up of
+//   both (connections open, statements prepared, caches hot); the pool never closes idle connections in between;
+// - BENCH_ROUNDS rounds, each running pgbench and the spread scenario back to back (order alternating), and the
+//   verdict is the median of the per-round ratios, so other load on the machine skews both sides of a ratio alike;
+// - the load generator's own CPU is printed: the Node process shares the cores with Postgres (pgbench's client is
+//   C and much cheaper), so the ratio slightly understates the ledger's database cost.
+// Each pair goes through the ledger's real statements (LedgerStore over a pg Pool) — what every billing replica runs
+// per Reserve and Commit RPC, without the RPC hop.
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -19,20 +28,43 @@ import pg from "pg";
 import { checkInvariants } from "../src/data/invariants.js";
 import { LedgerStore } from "../src/data/ledger-store.js";
 
-const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
-const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 32);
-const ACCOUNTS = Number(process.env.BENCH_ACCOUNTS ?? 10_000);
-const POOL = Number(process.env.BENCH_POOL ?? 32);
+function intEnv(name: string, def: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === "") return def;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer, got "${raw}"`);
+  return n;
+}
+
+/** Concurrent callers of the ledger = pooled connections = pgbench clients. */
+const CLIENTS = intEnv("BENCH_CLIENTS", 16);
+const ACCOUNTS = intEnv("BENCH_ACCOUNTS", 10_000);
+const ROUNDS = intEnv("BENCH_ROUNDS", 5);
+/** Reserve+commit pairs per spread measurement (and per warm-up). */
+const PAIRS = intEnv("BENCH_PAIRS", 5_000);
+/** Pairs of the hot-account measurement (run once, after the rounds). */
+const HOT_PAIRS = intEnv("BENCH_HOT_PAIRS", 2_000);
+/** pgbench transactions per measurement (split evenly over the clients). */
+const PGBENCH_TX = intEnv("BENCH_PGBENCH_TX", 10_000);
 const DURABLE = (process.env.BENCH_DURABLE ?? "true") !== "false";
 const MIGRATIONS = fileURLToPath(new URL("../prisma/migrations", import.meta.url));
+/** Settings reported with the result (read from the server, so they are what both sides actually ran with). */
+const REPORTED_SETTINGS = ["server_version", "fsync", "synchronous_commit", "full_page_writes", "wal_sync_method", "shared_buffers", "max_connections"];
 
-interface Result {
-  name: string;
-  ops: number;
+interface PairsResult {
+  pairs: number;
   seconds: number;
   p50: number;
   p99: number;
   errors: number;
+  /** CPU time of this (Node) process per pair, ms: the load generator's share of the machine. */
+  clientCpuMs: number;
+}
+
+interface PgbenchResult {
+  tps: number;
+  /** CPU time of the pgbench process per transaction, ms. */
+  clientCpuMs: number;
 }
 
 function percentile(sorted: number[], p: number): number {
@@ -40,31 +72,48 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 }
 
-/** CLIENTS closed loops for SECONDS: reserve then commit, each pair timed. */
-async function runPairs(name: string, store: LedgerStore, pickAccount: () => string): Promise<Result> {
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+};
+
+let keySeq = 0;
+
+/** `total` reserve+commit pairs by CLIENTS closed loops, each pair timed. */
+async function runPairs(store: LedgerStore, total: number, pickAccount: () => string): Promise<PairsResult> {
   const latencies: number[] = [];
   let errors = 0;
-  let seq = 0;
+  let left = total;
+  const cpu0 = process.cpuUsage();
   const started = performance.now();
-  const deadline = started + SECONDS * 1000;
   await Promise.all(
     Array.from({ length: CLIENTS }, async () => {
-      while (performance.now() < deadline) {
+      while (left > 0) {
+        left--;
         const t0 = performance.now();
-        const key = `b${++seq}`;
+        const key = `b${process.pid}-${++keySeq}`;
         try {
           const r = await store.reserve({ accountId: pickAccount(), amount: 10n, reason: "chat", reference: key, idempotencyKey: key, ttlMs: 600_000 });
           await store.commit({ holdId: r.result.holdId, amount: 7n, usage: { model: "bench", feature: "chat", inputTokens: 100n, outputTokens: 600n, images: 0 } });
           latencies.push(performance.now() - t0);
-        } catch {
-          errors++;
+        } catch (err) {
+          if (errors++ === 0) process.stderr.write(`first error: ${String(err)}\n`);
         }
       }
     }),
   );
   const seconds = (performance.now() - started) / 1000;
+  const cpu = process.cpuUsage(cpu0);
   latencies.sort((a, b) => a - b);
-  return { name, ops: latencies.length, seconds, p50: percentile(latencies, 50), p99: percentile(latencies, 99), errors };
+  return {
+    pairs: latencies.length,
+    seconds,
+    p50: percentile(latencies, 50),
+    p99: percentile(latencies, 99),
+    errors,
+    clientCpuMs: (cpu.user + cpu.system) / 1000 / Math.max(1, latencies.length),
+  };
 }
 
 function pgbenchInit(binDir: string, port: number, user: string, db: string): void {
@@ -72,13 +121,18 @@ function pgbenchInit(binDir: string, port: number, user: string, db: string): vo
   if (init.status !== 0) throw new Error(`pgbench -i failed: ${init.stderr}`);
 }
 
-function pgbench(binDir: string, port: number, user: string, db: string): { tps: number; output: string } {
-  const common = ["-h", "127.0.0.1", "-p", String(port), "-U", user];
-  const run = spawnSync(join(binDir, "pgbench"), [...common, "-N", "-c", String(CLIENTS), "-j", "2", "-T", String(SECONDS), db], { encoding: "utf8" });
+/** pgbench -N with CLIENTS clients and a fixed number of transactions; bash's `times` reports its CPU time. */
+function pgbench(binDir: string, port: number, user: string, db: string, transactions: number): PgbenchResult {
+  const perClient = Math.max(1, Math.round(transactions / CLIENTS));
+  const args = ["-h", "127.0.0.1", "-p", String(port), "-U", user, "-N", "-c", String(CLIENTS), "-j", "2", "-t", String(perClient), db];
+  const run = spawnSync("bash", ["-c", `"$0" "$@" && times`, join(binDir, "pgbench"), ...args], { encoding: "utf8" });
   if (run.status !== 0) throw new Error(`pgbench failed: ${run.stderr}`);
   const m = /tps = ([\d.]+) \(without initial connection time\)/.exec(run.stdout) ?? /tps = ([\d.]+)/.exec(run.stdout);
   if (!m) throw new Error(`cannot read pgbench's tps from:\n${run.stdout}`);
-  return { tps: Number(m[1]), output: run.stdout };
+  // `times` prints the shell's then its children's user and system time: "0m0.123s 0m0.045s".
+  const t = [...run.stdout.matchAll(/(\d+)m([\d.]+)s/g)].map((x) => Number(x[1]) * 60 + Number(x[2]));
+  const childCpuS = t.length >= 4 ? t[2]! + t[3]! : NaN;
+  return { tps: Number(m[1]), clientCpuMs: (childCpuS * 1000) / (perClient * CLIENTS) };
 }
 
 async function main(): Promise<void> {
@@ -89,11 +143,22 @@ async function main(): Promise<void> {
     await admin.connect();
     await admin.query("CREATE DATABASE ledger_bench");
     await admin.query("CREATE DATABASE pgbench_ref");
+    const settings = await admin.query<{ name: string; setting: string; unit: string | null }>(
+      `SELECT name, setting, unit FROM pg_settings WHERE name = ANY($1) ORDER BY name`,
+      [REPORTED_SETTINGS],
+    );
     await admin.end();
     const url = server.url("ledger_bench");
     await applyMigrations({ databaseUrl: url, migrationsDir: MIGRATIONS });
 
-    const pool = new pg.Pool({ connectionString: url, max: POOL });
+    // idleTimeoutMillis 0: connections (and their prepared statements) stay open while pgbench runs.
+    const pool = new pg.Pool({ connectionString: url, max: CLIENTS, idleTimeoutMillis: 0 });
+    // pool.end() can resolve before every socket is closed; the server shutdown then kills those idle connections,
+    // which must not crash the process (during the run, an idle connection error is worth a line).
+    let stopping = false;
+    pool.on("error", (err) => {
+      if (!stopping) process.stderr.write(`idle connection error: ${err.message}\n`);
+    });
     // Fund every account with one balanced grant (bulk SQL: same rows the grant statement writes).
     await pool.query(
       `WITH ids AS (SELECT 'bench-' || g AS id, gen_random_uuid() AS t FROM generate_series(1, $1) g),
@@ -104,41 +169,74 @@ async function main(): Promise<void> {
       [ACCOUNTS],
     );
     await pool.query("ANALYZE");
-    await Promise.all(Array.from({ length: POOL }, () => pool.query("SELECT 1")));
     const store = new LedgerStore(pool);
+    const spreadAccount = () => `bench-${1 + Math.floor(Math.random() * ACCOUNTS)}`;
 
     const binDir = findPgBinDir({});
     if (!binDir) throw new Error("pgbench not found (install postgresql)");
     pgbenchInit(binDir, server.port, server.user, "pgbench_ref");
 
-    process.stderr.write(`ledger bench: ${SECONDS}s per scenario, ${CLIENTS} clients, pool ${POOL}, durable ${DURABLE}\n`);
-    // pgbench runs before and after the ledger scenarios; the reference is their mean, so a machine whose load
-    // changes during the benchmark (shared CI cores) skews both sides alike.
-    const before = pgbench(binDir, server.port, server.user, "pgbench_ref");
-    const spread = await runPairs(`reserve+commit, ${ACCOUNTS} accounts`, store, () => `bench-${1 + Math.floor(Math.random() * ACCOUNTS)}`);
-    const hot = await runPairs("reserve+commit, 1 hot account", store, () => "bench-1");
-    const report = await checkInvariants(pool);
-    await pool.end();
-    const after = pgbench(binDir, server.port, server.user, "pgbench_ref");
-    const ref = { tps: (before.tps + after.tps) / 2 };
+    const settingsLine = settings.rows.map((s) => `${s.name}=${s.setting}${s.unit && s.unit !== "" ? ` (${s.unit})` : ""}`).join(", ");
+    process.stderr.write(
+      `ledger bench: ${ROUNDS} rounds of ${PAIRS} pairs vs ${PGBENCH_TX} pgbench transactions, ${CLIENTS} clients on both sides\n` +
+        `server (shared by both): ${settingsLine}\n`,
+    );
+    // Warm-up: connections, prepared statements, buffer cache, pgbench's tables.
+    pgbench(binDir, server.port, server.user, "pgbench_ref", Math.ceil(PGBENCH_TX / 4));
+    await runPairs(store, Math.ceil(PAIRS / 4), spreadAccount);
 
-    const rows = [spread, hot].map((r) => ({
-      scenario: r.name,
-      "pairs/s": (r.ops / r.seconds).toFixed(0),
-      "p50 ms": r.p50.toFixed(2),
-      "p99 ms": r.p99.toFixed(2),
-      errors: String(r.errors),
-      "vs pgbench": `${((r.ops / r.seconds / ref.tps) * 100).toFixed(0)}%`,
+    const rounds: Array<{ ledger: PairsResult; ref: PgbenchResult }> = [];
+    for (let i = 0; i < ROUNDS; i++) {
+      let ref: PgbenchResult;
+      let ledger: PairsResult;
+      if (i % 2 === 0) {
+        ref = pgbench(binDir, server.port, server.user, "pgbench_ref", PGBENCH_TX);
+        ledger = await runPairs(store, PAIRS, spreadAccount);
+      } else {
+        ledger = await runPairs(store, PAIRS, spreadAccount);
+        ref = pgbench(binDir, server.port, server.user, "pgbench_ref", PGBENCH_TX);
+      }
+      rounds.push({ ledger, ref });
+      process.stderr.write(`round ${i + 1}: ${(ledger.pairs / ledger.seconds).toFixed(0)} pairs/s vs ${ref.tps.toFixed(0)} tps\n`);
+    }
+    const hotRef = pgbench(binDir, server.port, server.user, "pgbench_ref", PGBENCH_TX);
+    const hot = await runPairs(store, HOT_PAIRS, () => "bench-1");
+    const report = await checkInvariants(pool);
+    stopping = true;
+    await pool.end();
+
+    const rate = (r: PairsResult) => r.pairs / r.seconds;
+    const pct = (x: number) => `${(x * 100).toFixed(0)}%`;
+    const rows = rounds.map((r, i) => ({
+      scenario: `round ${i + 1}: reserve+commit, ${ACCOUNTS} accounts`,
+      "pairs/s": rate(r.ledger).toFixed(0),
+      "p50 ms": r.ledger.p50.toFixed(2),
+      "p99 ms": r.ledger.p99.toFixed(2),
+      errors: String(r.ledger.errors),
+      "pgbench tps": r.ref.tps.toFixed(0),
+      "vs pgbench": pct(rate(r.ledger) / r.ref.tps),
     }));
     rows.push({
-      scenario: `pgbench -N (simple-update), -c ${CLIENTS}`,
-      "pairs/s": `${ref.tps.toFixed(0)} tps (${before.tps.toFixed(0)} before, ${after.tps.toFixed(0)} after)`,
-      "p50 ms": "",
-      "p99 ms": "",
-      errors: "",
-      "vs pgbench": "100%",
+      scenario: "reserve+commit, 1 hot account",
+      "pairs/s": rate(hot).toFixed(0),
+      "p50 ms": hot.p50.toFixed(2),
+      "p99 ms": hot.p99.toFixed(2),
+      errors: String(hot.errors),
+      "pgbench tps": hotRef.tps.toFixed(0),
+      "vs pgbench": pct(rate(hot) / hotRef.tps),
     });
     console.table(rows);
+    const ratios = rounds.map((r) => rate(r.ledger) / r.ref.tps);
+    console.log(
+      `spread: median ${median(rounds.map((r) => rate(r.ledger))).toFixed(0)} pairs/s vs pgbench -N -c ${CLIENTS} median ` +
+        `${median(rounds.map((r) => r.ref.tps)).toFixed(0)} tps; median per-round ratio ${pct(median(ratios))} ` +
+        `(range ${pct(Math.min(...ratios))}–${pct(Math.max(...ratios))})`,
+    );
+    console.log(
+      `load generators' own CPU (same 2 cores as Postgres): Node ${median(rounds.map((r) => r.ledger.clientCpuMs)).toFixed(3)} ms/pair, ` +
+        `pgbench ${median(rounds.map((r) => r.ref.clientCpuMs)).toFixed(3)} ms/transaction`,
+    );
+    console.log(`server settings (both sides): ${settingsLine}`);
     console.log(`invariants after the run: ${report.ok ? "ok" : `VIOLATED: ${JSON.stringify(report.violations)}`}`);
     if (!report.ok) process.exitCode = 1;
   } finally {

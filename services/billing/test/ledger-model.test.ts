@@ -9,7 +9,7 @@ import fc from "fast-check";
 import pg from "pg";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { LedgerStore } from "../src/data/ledger-store.js";
-import { named } from "../src/data/sql.js";
+import { micros, named } from "../src/data/sql.js";
 import { BillingError } from "../src/domain/errors.js";
 import type { Hold, ReserveResult } from "../src/domain/ledger.js";
 import { openLedgerDb, reserveInput, type LedgerDb } from "./helpers.js";
@@ -221,7 +221,16 @@ class ExpireCmd implements fc.AsyncCommand<Model, Real> {
   async run(m: Model, r: Real) {
     const id = m.all[this.pick % m.all.length]!;
     const h = m.holds.get(id)!;
-    await t.pool.query(`UPDATE holds SET expires_at = now() - interval '1 second' WHERE id = $1 AND status = 'open'`, [id]);
+    const moved = await t.pool.query<{ expires_us: string }>(
+      `UPDATE holds SET expires_at = now() - interval '1 second' WHERE id = $1 AND status = 'open'
+       RETURNING ${micros("expires_at")}::text AS expires_us`,
+      [id],
+    );
+    // A reserve's replay is read from its hold, so it shows the moved deadline. Only this test moves a deadline
+    // (to simulate time passing); no ledger statement ever updates expires_at.
+    for (const rec of m.reserveKeys.values()) {
+      if (rec.result.holdId === id && moved.rows[0]) rec.result = { ...rec.result, expiresAt: BigInt(moved.rows[0].expires_us) };
+    }
     // the sweeper's expiry statement (its metrics and closed-account pass are covered by ledger/sweeper tests)
     const swept = await t.store.releaseExpiredHolds(100);
     // (sequences run in parallel chains: another chain's sweeper may have expired this hold first)

@@ -7,7 +7,7 @@
  * 3. held = the sum of the account's open holds; available = balance - held >= 0;
  * 4. each hold resolved exactly once and never over-charged: status/resolved_at/charged agree, a committed hold has
  *    exactly one charge transfer of `charged` credits, any other hold has none;
- * 5. one idempotency key → one hold; entries reference existing accounts; entries are append-only (trigger present).
+ * 5. one reserve idempotency key → one hold (the hold carries its key); entries reference existing accounts; entries are append-only (trigger present).
  */
 import type pg from "pg";
 import type { InvariantReport, InvariantViolation } from "../domain/ledger.js";
@@ -92,13 +92,14 @@ const CHECKS: Check[] = [
           FROM ledger_entries e LEFT JOIN accounts a ON a.id = e.account_id WHERE a.id IS NULL`,
   },
   {
+    // The unique (account_id, idempotency_key) index makes this structural; the check proves the index is there.
     invariant: "idempotent_reserve_single_hold",
-    sql: `SELECT k.account_id || '/' || k.key AS subject, 'reserve key points to ' || coalesce(h.id::text, 'no hold') AS detail
-          FROM idempotency_keys k LEFT JOIN holds h ON h.id = (k.response->>'holdId')::uuid AND h.account_id = k.account_id
-          WHERE k.scope = 'reserve' AND h.id IS NULL
+    sql: `SELECT account_id || '/' || idempotency_key AS subject, count(*) || ' holds share this reserve key' AS detail
+          FROM holds GROUP BY account_id, idempotency_key HAVING count(*) > 1
           UNION ALL
-          SELECT (response->>'holdId') AS subject, count(*) || ' reserve keys share this hold' AS detail
-          FROM idempotency_keys WHERE scope = 'reserve' GROUP BY response->>'holdId' HAVING count(*) > 1`,
+          SELECT 'holds' AS subject, 'unique index on (account_id, idempotency_key) missing or not valid' AS detail
+          WHERE NOT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                            WHERE c.relname = 'holds_account_id_idempotency_key_key' AND i.indisunique AND i.indisvalid)`,
   },
   {
     invariant: "entries_append_only",

@@ -1,10 +1,12 @@
 /**
  * The credits ledger in Postgres. Every money operation is ONE SQL statement whose conditional UPDATE is the gate:
  *
- * - reserve: `UPDATE accounts ... WHERE balance - held >= $amount` + hold insert + idempotency row, one statement;
- *   concurrent reserves serialize on the account row and each re-checks the condition (no read-then-write race);
+ * - reserve: `UPDATE accounts ... WHERE balance - held >= $amount` + hold insert, one statement; the hold is also the
+ *   idempotency record (unique (account_id, idempotency_key)), so a reserve writes two rows. Concurrent reserves
+ *   serialize on the account row and each re-checks the condition (no read-then-write race);
  * - commit/release/expire: `UPDATE holds ... WHERE status = 'open'` first, so a hold resolves exactly once, then the
- *   account and the two ledger rows of the charge in the same statement;
+ *   account and the two ledger rows of the charge in the same statement; the charge's transfer id is the hold id,
+ *   so the unique (transfer_id, account_id) index also allows one charge per hold;
  * - grants and reversals: the account update + two ledger rows (+ idempotency row) in one statement.
  *
  * Lock order is always hold row → account row (reserve and grant lock only the account), so statements cannot
@@ -23,7 +25,6 @@ import {
   REVENUE_ACCOUNT,
   describeUsage,
   grantFingerprint,
-  reserveFingerprint,
   type Account,
   type CommitInput,
   type CommitResult,
@@ -74,18 +75,21 @@ function toHold(r: HoldRow): Hold {
   };
 }
 
-interface ReserveResponseJson {
-  holdId: string;
+/** The columns of a hold that make up its reserve's response (replayed as is on a retry with the same key). */
+const RESERVE_COLUMNS = `id, amount::text, ${micros("expires_at")}::text AS expires_us, available_after::text`;
+
+interface ReserveRow {
+  id: string;
   amount: string;
-  expiresAt: string;
-  available: string;
+  expires_us: string;
+  available_after: string;
 }
 
-const toReserveResult = (j: ReserveResponseJson): ReserveResult => ({
-  holdId: j.holdId,
-  amount: BigInt(j.amount),
-  expiresAt: BigInt(j.expiresAt),
-  available: BigInt(j.available),
+const toReserveResult = (r: ReserveRow): ReserveResult => ({
+  holdId: r.id,
+  amount: BigInt(r.amount),
+  expiresAt: BigInt(r.expires_us),
+  available: BigInt(r.available_after),
 });
 
 interface GrantResponseJson {
@@ -124,6 +128,9 @@ function usageFromJson(v: unknown): Usage | null {
     images: Number(o.images ?? 0),
   };
 }
+
+/** A charge is booked as transfer `hold.id`; a commit of 0 credits books none. */
+const chargeTransferId = (hold: Hold): string => (hold.charged > 0n ? hold.id : "");
 
 /** Outcome flags so callers (metrics, replay headers) can tell a first effect from a replay. */
 export interface Outcome<T> {
@@ -232,59 +239,54 @@ export class LedgerStore {
 
   /** Holds `amount` credits if available. Throws InsufficientCreditsError, not_found or failed_precondition. */
   async reserve(input: ReserveInput): Promise<Outcome<ReserveResult>> {
-    const fp = reserveFingerprint(input);
     try {
-      const r = await this.sql.query<{ response: ReserveResponseJson }>(
+      const r = await this.sql.query<ReserveRow>(
         named("ledger_reserve", `WITH acct AS (
            UPDATE accounts SET held = held + $2
            WHERE id = $1 AND kind = 'user' AND status = 'open' AND balance - held >= $2
-             AND NOT EXISTS (SELECT 1 FROM idempotency_keys k WHERE k.account_id = $1 AND k.scope = 'reserve' AND k.key = $5)
+             AND NOT EXISTS (SELECT 1 FROM holds k WHERE k.account_id = $1 AND k.idempotency_key = $5)
            RETURNING balance - held AS available
-         ), hold AS (
-           INSERT INTO holds (id, account_id, amount, reason, reference, created_at, expires_at)
-           SELECT $6::uuid, $1, $2, $3, $4, now(), now() + make_interval(secs => $7::double precision / 1000) FROM acct
-           RETURNING id, amount, expires_at
          )
-         INSERT INTO idempotency_keys (account_id, scope, key, fingerprint, response)
-         SELECT $1, 'reserve', $5, $8, jsonb_build_object(
-           'holdId', hold.id::text, 'amount', hold.amount::text,
-           'expiresAt', ${micros("hold.expires_at")}::text, 'available', acct.available::text)
-         FROM hold, acct
-         RETURNING response`),
-        [input.accountId, input.amount, input.reason, input.reference, input.idempotencyKey, this.newId(), input.ttlMs, fp],
+         INSERT INTO holds (id, account_id, amount, reason, reference, idempotency_key, available_after, created_at, expires_at)
+         SELECT $6::uuid, $1, $2, $3, $4, $5, acct.available, now(), now() + make_interval(secs => $7::double precision / 1000)
+         FROM acct
+         RETURNING ${RESERVE_COLUMNS}`),
+        [input.accountId, input.amount, input.reason, input.reference, input.idempotencyKey, this.newId(), input.ttlMs],
       );
       const row = r.rows[0];
-      if (row) return { result: toReserveResult(row.response), replayed: false };
+      if (row) return { result: toReserveResult(row), replayed: false };
     } catch (err) {
       // A concurrent request with the same key committed first: our whole statement was rolled back; replay theirs.
       if (pgCode(err) !== PG_UNIQUE_VIOLATION) throw err;
     }
-    return { result: await this.explainReserveMiss(input, fp), replayed: true };
+    return { result: await this.explainReserveMiss(input), replayed: true };
   }
 
   /** Why a reserve changed nothing: a replay (returns the original response) or an error (throws). */
-  private async explainReserveMiss(input: ReserveInput, fp: string): Promise<ReserveResult> {
+  private async explainReserveMiss(input: ReserveInput): Promise<ReserveResult> {
     const r = await this.sql.query<{
       kind: string | null;
       status: string | null;
       available: string | null;
-      fingerprint: string | null;
-      response: ReserveResponseJson | null;
+      hold: (ReserveRow & { reason: string; reference: string }) | null;
     }>(
-      `SELECT a.kind, a.status, (a.balance - a.held)::text AS available, k.fingerprint, k.response
-       FROM (SELECT 1) one
-       LEFT JOIN accounts a ON a.id = $1
-       LEFT JOIN idempotency_keys k ON k.account_id = $1 AND k.scope = 'reserve' AND k.key = $2`,
+      `SELECT a.kind, a.status, (a.balance - a.held)::text AS available,
+         (SELECT row_to_json(k) FROM (SELECT ${RESERVE_COLUMNS}, reason, reference FROM holds
+            WHERE account_id = $1 AND idempotency_key = $2) k) AS hold
+       FROM (SELECT 1) one LEFT JOIN accounts a ON a.id = $1`,
       [input.accountId, input.idempotencyKey],
     );
     const row = r.rows[0]!;
-    if (row.fingerprint !== null && row.response !== null) {
-      if (row.fingerprint !== fp) {
+    if (row.hold !== null) {
+      // The key's hold is the original request: the same key must ask for the same thing (the ttl is left out on
+      // purpose: a retry recomputes it and keeps the original deadline).
+      const h = row.hold;
+      if (BigInt(h.amount) !== input.amount || h.reason !== input.reason || h.reference !== input.reference) {
         throw precondition(
           `idempotency_key "${input.idempotencyKey}" was already used for a different reserve (amount, reason or reference differ)`,
         );
       }
-      return toReserveResult(row.response);
+      return toReserveResult(h);
     }
     if (row.kind !== "user") throw notFound(`account "${input.accountId}"`);
     if (row.status !== "open") throw precondition(`account "${input.accountId}" is closed`);
@@ -293,7 +295,6 @@ export class LedgerStore {
 
   /** Charges `amount` ≤ the hold and releases the rest, exactly once. Replays return the committed hold. */
   async commit(input: CommitInput): Promise<Outcome<CommitResult>> {
-    const transferId = this.newId();
     const r = await this.sql.query<HoldRow>(
       named("ledger_commit", `WITH h AS (
          UPDATE holds SET status = 'committed', charged = $2, resolved_at = now()
@@ -305,29 +306,27 @@ export class LedgerStore {
          RETURNING a.id
        ), entries AS (
          INSERT INTO ledger_entries (transfer_id, account_id, amount, kind, hold_id, reason, reference, description, usage, created_at)
-         SELECT $3::uuid, side.account_id, side.amount, 'charge', h.id, h.reason, h.reference,
-                CASE WHEN side.usr THEN coalesce(nullif($4, ''), h.reason) || $5 ELSE '' END,
-                CASE WHEN side.usr THEN $6::jsonb END, h.resolved_at
+         SELECT h.id, side.account_id, side.amount, 'charge', h.id, h.reason, h.reference,
+                CASE WHEN side.usr THEN coalesce(nullif($3, ''), h.reason) || $4 ELSE '' END,
+                CASE WHEN side.usr THEN $5::jsonb END, h.resolved_at
          -- the description and usage live on the user's side only (the revenue side is found by transfer_id)
          FROM h CROSS JOIN LATERAL (VALUES (h.account_id, -h.charged, true), ('${REVENUE_ACCOUNT}', h.charged, false)) AS side(account_id, amount, usr)
          WHERE h.charged > 0
        )
        SELECT ${HOLD_COLUMNS} FROM h`),
-      [input.holdId, input.amount, transferId, input.usage?.feature ?? "", describeUsage(input.usage), usageJson(input.usage)],
+      [input.holdId, input.amount, input.usage?.feature ?? "", describeUsage(input.usage), usageJson(input.usage)],
     );
     const row = r.rows[0];
     if (row) {
       const hold = toHold(row);
-      return { result: { hold, transferId: hold.charged > 0n ? transferId : "" }, replayed: false };
+      return { result: { hold, transferId: chargeTransferId(hold) }, replayed: false };
     }
     return { result: await this.explainCommitMiss(input), replayed: true };
   }
 
   private async explainCommitMiss(input: CommitInput): Promise<CommitResult> {
-    const r = await this.sql.query<HoldRow & { transfer_id: string | null; past_deadline: boolean }>(
-      `SELECT ${HOLD_COLUMNS}, h.expires_at <= now() AS past_deadline,
-         (SELECT e.transfer_id::text FROM ledger_entries e WHERE e.hold_id = h.id AND e.kind = 'charge' LIMIT 1) AS transfer_id
-       FROM holds h WHERE h.id = $1`,
+    const r = await this.sql.query<HoldRow & { past_deadline: boolean }>(
+      `SELECT ${HOLD_COLUMNS}, h.expires_at <= now() AS past_deadline FROM holds h WHERE h.id = $1`,
       [input.holdId],
     );
     const row = r.rows[0];
@@ -338,7 +337,7 @@ export class LedgerStore {
         if (hold.charged !== input.amount) {
           throw precondition(`hold "${hold.id}" was already committed with amount ${hold.charged} (not ${input.amount})`);
         }
-        return { hold, transferId: row.transfer_id ?? "" };
+        return { hold, transferId: chargeTransferId(hold) };
       case "released":
         throw precondition(`hold "${hold.id}" was released; it can no longer be committed`);
       case "expired":

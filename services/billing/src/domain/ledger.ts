@@ -221,9 +221,10 @@ export function checkUsage(field: string, usage: Usage | undefined): Usage | und
 // ---- idempotency ------------------------------------------------------------------------------------------------
 
 /**
- * Fingerprint of what a request asks for. Stored with the idempotency key: a retry with the same fingerprint replays
- * the original response; a different one under the same key is rejected. The hold's ttl is deliberately left out:
- * a retry recomputes it and keeps the original deadline.
+ * Fingerprint of what a grant asks for. Stored with the idempotency key: a retry with the same fingerprint replays
+ * the original response; a different one under the same key is rejected. (A reserve needs none: its key lives on its
+ * hold, whose amount, reason and reference are compared directly; the ttl is left out on purpose, a retry keeps the
+ * original deadline.)
  */
 export function fingerprint(parts: Record<string, string | bigint | number>): string {
   const canonical = Object.keys(parts)
@@ -232,9 +233,6 @@ export function fingerprint(parts: Record<string, string | bigint | number>): st
     .join("&");
   return createHash("sha256").update(canonical).digest("hex");
 }
-
-export const reserveFingerprint = (i: ReserveInput): string =>
-  fingerprint({ op: "reserve", account: i.accountId, amount: i.amount, reason: i.reason, reference: i.reference });
 
 export const grantFingerprint = (i: GrantInput): string =>
   fingerprint({ op: "grant", account: i.accountId, amount: i.amount, reason: i.reason });
