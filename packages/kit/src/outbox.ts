@@ -48,13 +48,29 @@ export const MAX_OUTBOX_PAYLOAD_BYTES = 1024 * 1024 - 64 * 1024;
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
+/** An outbox row's column values, validated and with the trace headers captured (see {@link outboxRow}). */
+export interface OutboxRow {
+  id: string;
+  subject: string;
+  payload: Buffer;
+  /** The headers as a JSON object text. */
+  headers: string;
+}
+
+/** The INSERT head of an outbox row, for a service statement that stores its state and its event at once. */
+export const OUTBOX_INSERT = "INSERT INTO outbox_events (id, subject, payload, headers)";
+
+/** The typed placeholders of an outbox row's four values, numbered from `first`: `$n::uuid, $n+1, $n+2::bytea, $n+3::jsonb`. */
+export function outboxValuesSql(first: number): string {
+  return `$${first}::uuid, $${first + 1}, $${first + 2}::bytea, $${first + 3}::jsonb`;
+}
+
 /**
- * Writes an event into the outbox inside the caller's transaction; it is published only if that transaction
- * commits. Captures the active W3C `traceparent` into the headers so the consumer continues the caller's trace.
- * Everything is validated here, because a row the relay could never publish would hold up every later event.
- * Call `relay.kick()` after the commit for millisecond dispatch in this process; other processes wake by NOTIFY.
+ * Validates an event and turns it into the row the relay publishes, capturing the active W3C `traceparent` into the
+ * headers so the consumer continues the caller's trace. Everything is validated here, because a row the relay
+ * could never publish would hold up every later event.
  */
-export async function enqueueEvent(tx: SqlTx, ev: OutboxEvent): Promise<void> {
+export function outboxRow(ev: OutboxEvent): OutboxRow {
   if (typeof ev.id !== "string" || !UUID_RE.test(ev.id)) throw new Error(`enqueueEvent: id must be a UUID, got ${JSON.stringify(ev.id)}`);
   assertPublishSubject(ev.subject);
   if (!(ev.payload instanceof Uint8Array)) throw new Error("enqueueEvent: payload must be a Uint8Array");
@@ -65,10 +81,18 @@ export async function enqueueEvent(tx: SqlTx, ev: OutboxEvent): Promise<void> {
   assertHeaders(headers);
   if (!headers.traceparent) injectTraceHeaders({ set: (k, v) => { headers[k] = v; } });
   const payload = Buffer.from(ev.payload.buffer, ev.payload.byteOffset, ev.payload.byteLength);
-  await tx.$executeRawUnsafe(
-    "INSERT INTO outbox_events (id, subject, payload, headers) VALUES ($1::uuid, $2, $3::bytea, $4::jsonb)",
-    ev.id, ev.subject, payload, JSON.stringify(headers),
-  );
+  return { id: ev.id, subject: ev.subject, payload, headers: JSON.stringify(headers) };
+}
+
+/**
+ * Writes an event into the outbox inside the caller's transaction; it is published only if that transaction
+ * commits. Call `relay.kick()` after the commit for millisecond dispatch in this process; other processes wake by
+ * NOTIFY. A service that writes its state in one statement can embed the row itself with {@link outboxRow},
+ * {@link OUTBOX_INSERT} and {@link outboxValuesSql}.
+ */
+export async function enqueueEvent(tx: SqlTx, ev: OutboxEvent): Promise<void> {
+  const row = outboxRow(ev);
+  await tx.$executeRawUnsafe(`${OUTBOX_INSERT} VALUES (${outboxValuesSql(1)})`, row.id, row.subject, row.payload, row.headers);
 }
 
 /** Deletes published rows older than `olderThan`; returns how many. Unpublished rows are never touched. */

@@ -10,13 +10,21 @@
 // - TTFT: request sent → first token received; "added" = through chat-router minus direct (p50, p99);
 // - ITL: per reply, (last token − first token) / (tokens − 1); "added" = p50 through chat-router minus direct;
 // - tokens/s relayed (all streams together), and the platform process's CPU per 1k tokens relayed.
+// - where the routed TTFT goes (means): chat-router's own phase histograms (prepare = conversation read, inserts,
+//   limit checks and token count in parallel; reserve = the credit hold; upstream headers; upstream first token),
+//   the server-side total, and the rest (gRPC transport, auth, the first delta's relay and the client's decoding).
 // Closed loops (each stream sends its next request when the previous reply ends); every SendMessage goes to a
-// fresh conversation so prompts stay the same size. Tunables (env): BENCH_REPLY_TOKENS (128), BENCH_REQUESTS (per
-// level, default 240), BENCH_LEVELS ("1,16,64").
+// fresh conversation so prompts stay the same size. Direct and routed requests run in alternating rounds (which one
+// goes first alternates too), so load from the other engineers' processes on the shared machine hits both alike;
+// the machine's load average is printed with the results. Both paths reuse their connections (keep-alive agent /
+// one HTTP/2 connection per user) and are warmed up first.
+// Tunables (env): BENCH_REPLY_TOKENS (128), BENCH_REQUESTS (per level, default 240), BENCH_LEVELS ("1,16,64"),
+// BENCH_ROUNDS (alternating rounds per level, default 4), BENCH_DECODE_TPS (0 = zero-time simulator; else its
+// per-stream decode speed in tokens/s, to measure at a realistic token rate instead of saturation).
 import { fork, type ChildProcess } from "node:child_process";
 import { chmodSync, mkdtempSync, rmSync } from "node:fs";
 import http from "node:http";
-import { tmpdir } from "node:os";
+import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createClient, type Client } from "@connectrpc/connect";
@@ -28,6 +36,8 @@ import { interpretChunk, SseParser } from "../src/domain/sse.js";
 const REPLY_TOKENS = Number(process.env.BENCH_REPLY_TOKENS ?? 128);
 const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 240);
 const LEVELS = (process.env.BENCH_LEVELS ?? "1,16,64").split(",").map(Number);
+const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 4));
+const DECODE_TPS = Number(process.env.BENCH_DECODE_TPS ?? 0);
 const PROMPT = "Tell me about the history of the printing press and how it changed the way people shared ideas.";
 const TSX = ["--conditions=luna-source", "--import", "tsx"];
 
@@ -108,6 +118,19 @@ async function routed(chat: Client<typeof ChatService>, conversationId: string):
   return { ttftMs: first - t0, itlMs: tokens > 1 ? (last - first) / (tokens - 1) : 0, tokens };
 }
 
+type Phases = Record<string, { sum: number; count: number }>;
+
+/** Mean milliseconds of a phase between two readings of the platform's histograms. */
+function phaseMs(a: Phases, b: Phases, name: string): number {
+  const x = b[name];
+  const y = a[name] ?? { sum: 0, count: 0 };
+  if (!x || x.count === y.count) return NaN;
+  return ((x.sum - y.sum) / (x.count - y.count)) * 1000;
+}
+
+const mean = (v: number[]) => v.reduce((a, b) => a + b, 0) / v.length;
+const load = () => loadavg().map((x) => x.toFixed(2)).join(" ");
+
 /** `streams` closed loops of `total / streams` requests each; returns the samples and the wall time. */
 async function run(streams: number, total: number, one: (stream: number, i: number) => Promise<Sample>): Promise<{ samples: Sample[]; wallS: number }> {
   const samples: Sample[] = [];
@@ -127,7 +150,7 @@ async function main(): Promise<void> {
   const nats = await startNats({ dataDir: join(dir, "nats") });
   const children: ChildProcess[] = [];
   try {
-    const sim = child("./sim-child.ts", { BENCH_REPLY_TOKENS: String(REPLY_TOKENS) });
+    const sim = child("./sim-child.ts", { BENCH_REPLY_TOKENS: String(REPLY_TOKENS), BENCH_DECODE_TPS: String(DECODE_TPS) });
     children.push(sim);
     const simUrl = await new Promise<string>((resolve) => sim.once("message", (m: { url: string }) => resolve(m.url)));
     const maxStreams = Math.max(4, ...LEVELS);
@@ -162,14 +185,41 @@ async function main(): Promise<void> {
     await run(4, 40, (s) => routed(chats[s]!, warm[s]!.pop()!));
 
     const rows: string[][] = [];
+    const breakdown: string[][] = [];
     const checks: string[] = [];
+    const loadBefore = load();
     for (const streams of LEVELS) {
-      const total = Math.max(REQUESTS, streams * 4);
-      const d = await run(streams, total, () => direct(agent, simUrl));
+      const total = Math.max(REQUESTS, streams * 4 * ROUNDS);
+      const per = Math.ceil(total / ROUNDS);
       const convs = await newConversations(total, streams);
-      const cpu0 = (await ask<{ micros: number }>(platform, "cpu")).micros;
-      const r = await run(streams, total, (s) => routed(chats[s]!, convs[s]!.pop()!));
-      const cpu1 = (await ask<{ micros: number }>(platform, "cpu")).micros;
+      const d = { samples: [] as Sample[], wallS: 0 };
+      const r = { samples: [] as Sample[], wallS: 0 };
+      let cpu = 0;
+      let ph0: Phases = {};
+      let ph1: Phases = {};
+      ph0 = (await ask<{ phases: Phases }>(platform, "phases")).phases;
+      for (let round = 0; round < ROUNDS; round++) {
+        const directRound = async () => {
+          const x = await run(streams, per, () => direct(agent, simUrl));
+          d.samples.push(...x.samples);
+          d.wallS += x.wallS;
+        };
+        const routedRound = async () => {
+          const c0 = (await ask<{ micros: number }>(platform, "cpu")).micros;
+          const x = await run(streams, per, (s) => routed(chats[s]!, convs[s]!.pop()!));
+          cpu += (await ask<{ micros: number }>(platform, "cpu")).micros - c0;
+          r.samples.push(...x.samples);
+          r.wallS += x.wallS;
+        };
+        if (round % 2 === 0) {
+          await directRound();
+          await routedRound();
+        } else {
+          await routedRound();
+          await directRound();
+        }
+      }
+      ph1 = (await ask<{ phases: Phases }>(platform, "phases")).phases;
       const dT = d.samples.map((x) => x.ttftMs);
       const rT = r.samples.map((x) => x.ttftMs);
       const dI = d.samples.map((x) => x.itlMs);
@@ -187,7 +237,15 @@ async function main(): Promise<void> {
         `${(pct(dI, 50) * 1000).toFixed(0)} / ${(pct(rI, 50) * 1000).toFixed(0)}`,
         (addedItl * 1000).toFixed(0),
         `${(dTokens / d.wallS).toFixed(0)} / ${(rTokens / r.wallS).toFixed(0)}`,
-        (((cpu1 - cpu0) / 1000) / (rTokens / 1000)).toFixed(2),
+        ((cpu / 1000) / (rTokens / 1000)).toFixed(2),
+      ]);
+      const serverMs = phaseMs(ph0, ph1, "server_ttft");
+      const routedMean = mean(rT);
+      breakdown.push([
+        String(streams),
+        mean(dT).toFixed(2), routedMean.toFixed(2),
+        ...["prepare", "reserve", "upstream_headers", "upstream_first_token"].map((n) => phaseMs(ph0, ph1, n).toFixed(2)),
+        serverMs.toFixed(2), (routedMean - serverMs).toFixed(2), load(),
       ]);
       if (streams === 16) {
         checks.push(`added TTFT p50 at 16 streams: ${addedP50.toFixed(2)} ms (aim ≤ 2 ms) ${addedP50 <= 2 ? "✓" : "✗"}`);
@@ -198,15 +256,22 @@ async function main(): Promise<void> {
     }
     const inv = await ask<{ ok: boolean; violations: number }>(platform, "invariants");
 
-    const head = ["streams", "requests", "TTFT direct ms p50/p99", "TTFT via router ms p50/p99", "added TTFT ms p50/p99",
-      "ITL µs direct/router p50", "added ITL µs", "tokens/s direct/router", "router CPU ms / 1k tok"];
-    const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-    const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(" | ")} |`;
-    console.log(`chat-router relay overhead: ${REPLY_TOKENS}-token replies, zero-time vLLM simulator, closed loops\n`);
-    console.log(line(head));
-    console.log(`|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`);
-    for (const r of rows) console.log(line(r));
-    console.log("");
+    const table = (head: string[], body: string[][]) => {
+      const widths = head.map((h, i) => Math.max(h.length, ...body.map((r) => r[i]!.length)));
+      const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(" | ")} |`;
+      console.log(line(head));
+      console.log(`|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`);
+      for (const r of body) console.log(line(r));
+      console.log("");
+    };
+    const simDesc = DECODE_TPS > 0 ? `simulator decoding ${DECODE_TPS} tokens/s per stream` : "zero-time vLLM simulator";
+    console.log(`chat-router relay overhead: ${REPLY_TOKENS}-token replies, ${simDesc}, closed loops, ${ROUNDS} alternating rounds`);
+    console.log(`load average (1/5/15 min) before: ${loadBefore}, after: ${load()} (2 shared cores: compare runs made together)\n`);
+    table(["streams", "requests", "TTFT direct ms p50/p99", "TTFT via router ms p50/p99", "added TTFT ms p50/p99",
+      "ITL µs direct/router p50", "added ITL µs", "tokens/s direct/router", "router CPU ms / 1k tok"], rows);
+    console.log("where the routed TTFT goes (means, ms; phases measured inside chat-router):\n");
+    table(["streams", "direct", "routed", "prepare", "reserve", "upstream headers", "upstream 1st token", "server total",
+      "transport+auth+relay", "load avg after"], breakdown);
     for (const c of checks) console.log(c);
     console.log(`ledger invariants after the run: ${inv.ok ? "hold" : `${inv.violations} violation(s)`}`);
     agent.destroy();

@@ -93,6 +93,21 @@ process.on("message", (m: { type: string }) => {
   if (m.type === "cpu") {
     const u = process.cpuUsage();
     process.send!({ type: "cpu", micros: u.user + u.system });
+  } else if (m.type === "phases") {
+    // Server-side time-to-first-token histograms, as sums and counts (the load generator diffs two readings).
+    void (async () => {
+      const out: Record<string, { sum: number; count: number }> = {};
+      for (const name of ["luna_chat_ttft_phase_seconds", "luna_chat_time_to_first_token_seconds"]) {
+        const h = await metrics.registry.getSingleMetric(name)?.get();
+        for (const v of h?.values ?? []) {
+          const key = name.includes("phase") ? String(v.labels.phase) : "server_ttft";
+          const e = (out[key] ??= { sum: 0, count: 0 });
+          if (v.metricName?.endsWith("_sum")) e.sum += v.value;
+          else if (v.metricName?.endsWith("_count")) e.count += v.value;
+        }
+      }
+      process.send!({ type: "phases", phases: out });
+    })();
   } else if (m.type === "invariants") {
     void billing.ledger.checkInvariants().then((r) => process.send!({ type: "invariants", ok: r.ok, violations: r.violations.length }));
   } else if (m.type === "stop") {

@@ -4,6 +4,12 @@ import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 export interface ChatMetrics {
   /** Time from the request to the first delta relayed, as seen by this service. */
   ttft: Histogram<"model">;
+  /**
+   * Where the time to the first token goes, per phase: `prepare` (the parallel reads, insert, limit checks and
+   * token count), `reserve` (the credit hold), `upstream_headers` (hold → the upstream's response headers),
+   * `upstream_first_token` (headers → first content delta).
+   */
+  ttftPhase: Histogram<"phase">;
   tokens: Counter<"model">;
   replies: Counter<"model" | "outcome">;
   activeReplies: Gauge;
@@ -22,6 +28,13 @@ export function createChatMetrics(registry: Registry, breakers: () => Array<{ ba
       help: "From SendMessage/RegenerateMessage to the first token relayed",
       labelNames: ["model"],
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    }),
+    ttftPhase: new Histogram({
+      name: "luna_chat_ttft_phase_seconds",
+      help: "Time to first token by phase: prepare, reserve, upstream_headers, upstream_first_token",
+      labelNames: ["phase"],
+      buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5],
       registers,
     }),
     tokens: new Counter({ name: "luna_chat_completion_tokens_total", help: "Reply tokens relayed", labelNames: ["model"], registers }),

@@ -6,6 +6,9 @@ import pg from "pg";
 import { startVllmSim, type VllmSim } from "@luna/sim-vllm";
 import { FinishReason, MessageStatus } from "@luna/contracts/luna/chat/v1/chat_pb.js";
 import { HoldStatus } from "@luna/contracts/luna/billing/v1/ledger_pb.js";
+import { UsageRecordedSchema, type UsageRecorded } from "@luna/contracts/luna/events/v1/usage_events_pb.js";
+import { fromBinary } from "@bufbuild/protobuf";
+import { USAGE_RECORDED_SUBJECT } from "../src/index.js";
 import { collect, startPlatform, waitFor, type ChatReplica, type Platform } from "./harness.js";
 
 let platform: Platform;
@@ -178,7 +181,13 @@ describe("sweeper", () => {
     } finally {
       await db.end();
     }
+    const events: UsageRecorded[] = [];
+    const sub = platform.chat.nats.subscribe(USAGE_RECORDED_SUBJECT, { callback: (_e, m) => void events.push(fromBinary(UsageRecordedSchema, m.data)) });
     expect(await platform.chat.module.sweep()).toBe(1);
+    // Its usage event is written with the final state (one statement) and relayed from the outbox.
+    await waitFor(() => events.some((e) => e.reference === replyMsg), "usage.recorded of the swept reply");
+    sub.unsubscribe();
+    expect(events.find((e) => e.reference === replyMsg)).toMatchObject({ userId: u.id, modelId: "m-one", feature: "chat", creditsCharged: 1n, promptTokens: 20n, completionTokens: 7n });
     const { messages } = await u.chat.getConversation({ conversationId: conversation!.id });
     const reply = messages.find((m) => m.id === replyMsg)!;
     expect(reply).toMatchObject({ status: MessageStatus.FAILED, errorCode: "interrupted", content: "partial answer", creditsCharged: 1n });

@@ -1,9 +1,9 @@
 /**
  * The chat use cases behind the RPCs: conversations, and the reply streams (send, regenerate, resume, stop).
  *
- * SendMessage's path to the first token is kept short: the conversation + history read, the insert of the user
- * message with the reply's placeholder, the rate-limit check, the stream lease and the token count of the new
- * message all run at once; then the one reserve; then the model. Writes that are not needed before the first token
+ * SendMessage's path to the first token is kept short: one statement that inserts the user message with the reply's
+ * placeholder and reads the conversation with its history, the rate-limit check, the stream lease and the token
+ * count of the new message all run at once; then the one reserve; then the model. Writes that are not needed before the first token
  * (the hold id on the placeholder, checkpoints) run in the background.
  */
 import { randomUUID } from "node:crypto";
@@ -150,12 +150,11 @@ export class ChatEngine {
     // Everything that does not depend on anything else, at once.
     const countP = knownModel ? tokens.count(knownModel.id, req.conversationId, req.text) : undefined;
     countP?.catch(() => undefined);
-    const [loadR, insertR, rateR, leaseR] = await Promise.allSettled([
-      store.loadForSend(req.conversationId, p.userId, cfg.CHAT_HISTORY_MAX_MESSAGES, knownModel?.contextWindow ?? INT32_MAX, ids.userMessageId),
+    const [insertR, rateR, leaseR] = await Promise.allSettled([
       store.insertSend({
         userId: p.userId, conversationId: req.conversationId, userMessageId: ids.userMessageId, assistantMessageId: ids.assistantMessageId,
         text: req.text, clientMessageId: req.clientMessageId, preview: previewOf(req.text),
-      }),
+      }, cfg.CHAT_HISTORY_MAX_MESSAGES, knownModel?.contextWindow ?? INT32_MAX),
       billing.checkRateLimit(p),
       billing.acquireStreamLease(p, cfg.CHAT_LEASE_TTL),
     ]);
@@ -164,10 +163,6 @@ export class ChatEngine {
     let handedOver = false;
     try {
       if (insertR.status === "rejected") throw insertR.reason;
-      if (loadR.status === "rejected") throw loadR.reason;
-      const ctx = loadR.value;
-      if (!ctx) throw notFound(`conversation ${req.conversationId}`);
-      this.remember(ctx.conversation);
       if ("conflict" in insertR.value) {
         const conflict = insertR.value.conflict;
         if (conflict === "gone") throw notFound(`conversation ${req.conversationId}`);
@@ -175,11 +170,15 @@ export class ChatEngine {
         // A retry of a message already stored: stream its reply instead of generating another.
         return await this.replaySend(p, ids, req.text);
       }
+      const ctx = insertR.value;
+      this.remember(ctx.conversation);
       if (rateR.status === "rejected") throw rateR.reason;
       if (leaseR.status === "rejected") throw leaseR.reason;
 
       const model = this.servableModel(ctx.conversation.modelId);
       const userTokens = await (knownModel?.id === model.id && countP ? countP : tokens.count(model.id, req.conversationId, req.text));
+      const preparedAt = performance.now();
+      this.deps.metrics.ttftPhase.observe({ phase: "prepare" }, (preparedAt - startedAt) / 1000);
       const history = this.historyOf(ctx.history);
       history.push({ role: "user", content: req.text, tokens: userTokens });
       const prompt = this.prompt(ctx.conversation, model, history, req.maxOutputTokens);
@@ -189,13 +188,15 @@ export class ChatEngine {
         minOutputTokens: cfg.CHAT_MIN_REPLY_TOKENS, ttlMs: cfg.CHAT_HOLD_TTL,
       });
       handedOver = true;
+      const heldAt = performance.now();
+      this.deps.metrics.ttftPhase.observe({ phase: "reserve" }, (heldAt - preparedAt) / 1000);
       void store.recordHold(ids.assistantMessageId, {
         holdId: hold.holdId, creditsHeld: hold.amount, availableAfterReserve: hold.available, maxOutputTokens: hold.outputTokens,
         promptTokens: prompt.promptTokens, userMessageId: ids.userMessageId, userTokens,
       }).catch((err: unknown) => this.deps.log.warn({ err, messageId: ids.assistantMessageId }, "could not record the hold"));
       const run = this.startRun({
         userId: p.userId, conversationId: req.conversationId, modelId: model.id, userMessageId: ids.userMessageId,
-        assistantMessageId: ids.assistantMessageId, messages: prompt.messages, promptTokens: prompt.promptTokens, prices, hold, leaseId, startedAt,
+        assistantMessageId: ids.assistantMessageId, messages: prompt.messages, promptTokens: prompt.promptTokens, prices, hold, leaseId, startedAt, heldAt,
       }, ctx.conversation.title === "" ? req.text : undefined);
       return this.localStream(run.reply.read(0), {
         $typeName: "luna.chat.v1.ReplyStarted", userMessageId: ids.userMessageId, assistantMessageId: ids.assistantMessageId,
@@ -274,7 +275,7 @@ export class ChatEngine {
       }).catch((err: unknown) => this.deps.log.warn({ err, messageId: assistantMessageId }, "could not record the hold"));
       const run = this.startRun({
         userId: p.userId, conversationId: conversation.id, modelId: model.id, userMessageId: target.parentId, assistantMessageId,
-        messages: prompt.messages, promptTokens: prompt.promptTokens, prices, hold, leaseId, startedAt,
+        messages: prompt.messages, promptTokens: prompt.promptTokens, prices, hold, leaseId, startedAt, heldAt: performance.now(),
       }, undefined);
       return this.localStream(run.reply.read(0), {
         $typeName: "luna.chat.v1.ReplyStarted", userMessageId: target.parentId, assistantMessageId,

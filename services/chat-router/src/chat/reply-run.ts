@@ -9,7 +9,7 @@ import type { ChatMessage } from "../domain/prompt.js";
 import { replyCost, type TokenPrices } from "../domain/pricing.js";
 import { previewOf } from "../domain/validate.js";
 import type { ChatStore, MessageStatus } from "../data/store.js";
-import { enqueueUsage } from "../events/usage.js";
+import { usageOutboxRow } from "../events/usage.js";
 import type { LiveHub } from "../live/hub.js";
 import { LiveReply, type ReplyEvent } from "../live/reply.js";
 import type { ChatMetrics } from "../metrics.js";
@@ -60,6 +60,8 @@ export interface RunPlan {
   leaseId: string;
   /** When the request arrived (performance.now()), for time to first token. */
   startedAt: number;
+  /** When the credits were held (performance.now()), for the time-to-first-token phases. */
+  heldAt: number;
 }
 
 /** The settled result, as stored. */
@@ -222,7 +224,12 @@ export class ReplyRun {
   private onDelta(text: string): void {
     if (!this.firstTokenSeen) {
       this.firstTokenSeen = true;
-      this.deps.metrics.ttft.observe({ model: this.plan.modelId }, (performance.now() - this.plan.startedAt) / 1000);
+      const now = performance.now();
+      const m = this.deps.metrics;
+      m.ttft.observe({ model: this.plan.modelId }, (now - this.plan.startedAt) / 1000);
+      const respondedAt = this.current?.respondedAt ?? now;
+      m.ttftPhase.observe({ phase: "upstream_headers" }, (respondedAt - this.plan.heldAt) / 1000);
+      m.ttftPhase.observe({ phase: "upstream_first_token" }, (now - respondedAt) / 1000);
     }
     this.reply.push(text);
   }
@@ -287,6 +294,10 @@ export class ReplyRun {
     }
     const balanceAfter = hold.holdId ? hold.available + hold.amount - charged : 0n;
 
+    // The stream slot is freed while the final state is stored (both before the client hears the end, so its next
+    // message is never refused for this slot).
+    this.leaseReleased = true;
+    const leaseFreed = deps.billing.releaseStreamLeaseNow(plan.leaseId);
     const stored = await deps.store.finishReply(
       {
         messageId: plan.assistantMessageId,
@@ -303,11 +314,9 @@ export class ReplyRun {
         errorMessage,
         preview: content ? previewOf(content) : "",
       },
-      async (tx) => {
-        if (charged > 0n || completionTokens > 0) {
-          await enqueueUsage(tx, { userId: plan.userId, modelId: plan.modelId, promptTokens, completionTokens, creditsCharged: charged, messageId: plan.assistantMessageId });
-        }
-      },
+      charged > 0n || completionTokens > 0
+        ? usageOutboxRow({ userId: plan.userId, modelId: plan.modelId, promptTokens, completionTokens, creditsCharged: charged, messageId: plan.assistantMessageId })
+        : undefined,
     ).catch((err: unknown) => {
       deps.log.error({ err, messageId: plan.assistantMessageId }, "could not store the final reply; the sweeper will finish it");
       return false;
@@ -333,9 +342,7 @@ export class ReplyRun {
       };
       event = { case: "finished", value };
     }
-    // The stream slot is free before the client hears the end, so its next message is never refused for it.
-    this.leaseReleased = true;
-    await deps.billing.releaseStreamLeaseNow(plan.leaseId);
+    await leaseFreed;
     reply.finish(event);
     deps.onFinal(this, status);
   }

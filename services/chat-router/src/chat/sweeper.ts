@@ -9,7 +9,7 @@ import type { CatalogCache } from "@luna/kit";
 import { replyCost } from "../domain/pricing.js";
 import { previewOf } from "../domain/validate.js";
 import type { ChatStore, MessageRow } from "../data/store.js";
-import { enqueueUsage } from "../events/usage.js";
+import { usageOutboxRow } from "../events/usage.js";
 import type { BillingClient } from "./billing.js";
 
 export interface SweeperDeps {
@@ -80,11 +80,9 @@ async function finishOrphan(deps: SweeperDeps, row: MessageRow): Promise<boolean
       errorMessage: "the reply was interrupted (its server stopped); the text produced until then is kept",
       preview: row.content ? previewOf(row.content) : "",
     },
-    async (tx) => {
-      if (charged > 0n || completionTokens > 0) {
-        await enqueueUsage(tx, { userId: owner.userId, modelId: row.modelId, promptTokens, completionTokens, creditsCharged: charged, messageId: row.id });
-      }
-    },
+    charged > 0n || completionTokens > 0
+      ? usageOutboxRow({ userId: owner.userId, modelId: row.modelId, promptTokens, completionTokens, creditsCharged: charged, messageId: row.id })
+      : undefined,
   );
   if (stored) deps.kickOutbox();
   return stored;

@@ -1,11 +1,13 @@
 /**
  * chat-router's Postgres access: hand-written SQL over a node-postgres pool. The statements on the streaming hot path
- * are single round trips (named, so each connection plans them once): one read that returns the conversation, its
- * prompt history and the idempotency check together, and one atomic insert of the user message with the reply's
- * placeholder. Ownership is part of every statement (`user_id = $n`), so another user's id reads as absent.
+ * are single round trips (named, so each connection plans them once): one statement that inserts the user message
+ * with the reply's placeholder (enforcing idempotency and one streaming reply per conversation) and returns the
+ * conversation with its prompt history; one that records the hold; one that stores the final reply with its usage
+ * event. Ownership is part of every statement (`user_id = $n`), so another user's id reads as absent.
  */
-import { sqlTxFromPg, type SqlTx } from "@luna/kit";
+import { OUTBOX_INSERT, outboxValuesSql, sqlTxFromPg, type SqlTx } from "@luna/kit";
 import type pg from "pg";
+import type { OutboxRow } from "../events/usage.js";
 
 /** Postgres error codes this store reacts to. */
 const PG_UNIQUE_VIOLATION = "23505";
@@ -131,11 +133,15 @@ function pgConstraint(err: unknown): string | undefined {
     : undefined;
 }
 
-/** What loadForSend found. */
-export interface SendContext {
+/** What insertSend stored and read. */
+export interface SendStart {
+  /** The conversation as it was before the insert. */
   conversation: ConversationRow;
-  /** Active messages, oldest first (newest `historyLimit`, cut where they surely exceed `windowTokens`). */
+  /** Active messages before the new one, oldest first (newest `historyLimit`, cut where they surely exceed `windowTokens`). */
   history: HistoryRow[];
+  /** The conversation's activity and preview before the insert (for undoSend). */
+  previousActivity: bigint;
+  previousPreview: string;
 }
 
 /** Why inserting a reply failed. */
@@ -311,46 +317,19 @@ export class ChatStore {
   }
 
   /**
-   * What SendMessage reads, in one round trip: the conversation (if the user owns it) and its newest active history
-   * without the new message (the insert runs at the same time). `windowTokens` cuts the history where the counted
-   * messages alone exceed it (uncounted ones count 0 here, so the cut is never early).
+   * SendMessage's one round trip: if the user owns the conversation, stores the user message and the reply's
+   * placeholder (status streaming) and bumps the conversation, atomically, and returns the conversation with its
+   * newest active history (read from the statement's snapshot, so without the new message; `windowTokens` cuts it
+   * where the counted messages alone exceed it — uncounted ones count 0 here, so the cut is never early) and its
+   * previous activity (for undoSend). A conflict stops it without writing anything: "duplicate" (this client message
+   * id exists), "busy" (another reply is streaming), "gone" (no such conversation of this user).
    */
-  async loadForSend(conversationId: string, userId: string, historyLimit: number, windowTokens: number,
-    newUserMessageId: string): Promise<SendContext | undefined> {
-    const r = await this.pool.query({
-      name: "chat_load_for_send",
-      text: `SELECT ${CONVERSATION_COLUMNS},
-        (SELECT coalesce(json_agg(json_build_array(h.id, h.role, h.content, h.token_count) ORDER BY h.seq), '[]'::json)
-           FROM (SELECT x.id, x.role, x.content, x.token_count, x.seq,
-                        sum(coalesce(x.token_count, 0)) OVER (ORDER BY x.seq DESC) - coalesce(x.token_count, 0) AS before
-                   FROM messages x
-                  WHERE x.conversation_id = c.id AND x.active AND x.status <> 'streaming' AND (x.role = 'user' OR x.content <> '')
-                    AND x.id <> $5
-                  ORDER BY x.seq DESC LIMIT $3) h
-          WHERE h.before < $4) AS history
-        FROM conversations c WHERE c.id = $1 AND c.user_id = $2`,
-      values: [conversationId, userId, historyLimit, windowTokens, newUserMessageId],
-    });
-    const row = r.rows[0] as Row | undefined;
-    if (!row) return undefined;
-    return {
-      conversation: toConversation(row),
-      history: (row.history as Array<[string, MessageRole, string, number | null]>).map(([id, role, content, tokenCount]) => ({ id, role, content, tokenCount })),
-    };
-  }
-
-  /**
-   * Stores the user message and the reply's placeholder (status streaming) and bumps the conversation, atomically,
-   * if the user owns the conversation. Returns the conversation's previous activity (for undoSend), or the conflict
-   * that stopped it without writing anything: "duplicate" (this client message id exists), "busy" (another reply is
-   * streaming), "gone" (no such conversation of this user).
-   */
-  async insertSend(s: SendInsert): Promise<{ conflict: InsertConflict } | { previousActivity: bigint; previousPreview: string }> {
+  async insertSend(s: SendInsert, historyLimit: number, windowTokens: number): Promise<{ conflict: InsertConflict } | SendStart> {
     try {
       const r = await this.pool.query({
         name: "chat_insert_send",
         text: `WITH conv AS (
-                 SELECT id, model_id, last_activity_at, last_message_preview FROM conversations WHERE id = $2 AND user_id = $6
+                 SELECT ${CONVERSATION_COLUMNS} FROM conversations c WHERE c.id = $2 AND c.user_id = $6
                ), um AS (
                  INSERT INTO messages (id, conversation_id, role, content, status, client_message_id)
                  SELECT $1, conv.id, 'user', $3, 'complete', $4 FROM conv RETURNING id
@@ -361,13 +340,26 @@ export class ChatStore {
                  UPDATE conversations SET last_activity_at = now(), last_message_preview = $7, message_count = message_count + 2
                  WHERE id = $2 AND EXISTS (SELECT 1 FROM am)
                )
-               SELECT (extract(epoch from conv.last_activity_at) * 1000000)::bigint::text AS prev_us, conv.last_message_preview AS prev_preview
+               SELECT conv.*,
+                 (SELECT coalesce(json_agg(json_build_array(h.id, h.role, h.content, h.token_count) ORDER BY h.seq), '[]'::json)
+                    FROM (SELECT x.id, x.role, x.content, x.token_count, x.seq,
+                                 sum(coalesce(x.token_count, 0)) OVER (ORDER BY x.seq DESC) - coalesce(x.token_count, 0) AS before
+                            FROM messages x
+                           WHERE x.conversation_id = conv.id AND x.active AND x.status <> 'streaming' AND (x.role = 'user' OR x.content <> '')
+                           ORDER BY x.seq DESC LIMIT $8) h
+                   WHERE h.before < $9) AS history
                FROM conv`,
-        values: [s.userMessageId, s.conversationId, s.text, s.clientMessageId, s.assistantMessageId, s.userId, s.preview],
+        values: [s.userMessageId, s.conversationId, s.text, s.clientMessageId, s.assistantMessageId, s.userId, s.preview, historyLimit, windowTokens],
       });
-      const row = r.rows[0] as { prev_us: string; prev_preview: string } | undefined;
+      const row = r.rows[0] as Row | undefined;
       if (!row) return { conflict: "gone" };
-      return { previousActivity: BigInt(row.prev_us), previousPreview: row.prev_preview };
+      const conversation = toConversation(row);
+      return {
+        conversation,
+        history: (row.history as Array<[string, MessageRole, string, number | null]>).map(([id, role, content, tokenCount]) => ({ id, role, content, tokenCount })),
+        previousActivity: conversation.lastActivityMicros,
+        previousPreview: conversation.lastMessagePreview,
+      };
     } catch (err) {
       return { conflict: conflictOf(err) };
     }
@@ -487,41 +479,35 @@ export class ChatStore {
   }
 
   /**
-   * Writes a reply's final state and bumps its conversation, then runs `withinTx` (the usage event's outbox insert)
-   * in the same transaction. Returns false (and runs nothing) when the reply was already final — finished by the
-   * sweeper — so its event is not emitted twice; a deleted reply still runs `withinTx`: its credits were charged.
+   * Writes a reply's final state, bumps its conversation and enqueues `event` (its usage event, into the kit's
+   * outbox table, as `enqueueEvent` would), in one statement (atomic without a transaction: one round trip instead
+   * of four). Returns false (and enqueues nothing) when the reply was already final — finished by the sweeper — so
+   * its event is not emitted twice; a deleted reply still enqueues `event`: its credits were charged.
    */
-  async finishReply(f: ReplyFinal, withinTx: (tx: SqlTx) => Promise<void>): Promise<boolean> {
-    const client = await this.pool.connect();
-    let failed = false;
-    try {
-      await client.query("BEGIN");
-      const r = await client.query({
-        name: "chat_finish_reply",
-        text: `WITH u AS (
-                 UPDATE messages SET content = $2, status = $3, finish_reason = $4, prompt_tokens = $5, completion_tokens = $6,
-                   token_count = $7, credits_charged = $8, balance_after = $9, error_code = $10, error_message = $11, updated_at = now()
-                 WHERE id = $1 AND status = 'streaming' RETURNING conversation_id
-               ), cv AS (
-                 UPDATE conversations SET last_activity_at = now(), last_message_preview = $12
-                 WHERE id = (SELECT conversation_id FROM u) AND $12 <> ''
-               )
-               SELECT (SELECT count(*) FROM u)::int AS updated, EXISTS (SELECT 1 FROM messages WHERE id = $1) AS present`,
-        values: [f.messageId, f.content, f.status, f.finishReason, f.promptTokens, f.completionTokens, f.tokenCount,
-          f.creditsCharged.toString(), f.balanceAfter.toString(), f.errorCode, f.errorMessage, f.preview],
-      });
-      const row = r.rows[0] as { updated: number; present: boolean };
-      const apply = row.updated > 0 || !row.present;
-      if (apply) await withinTx(sqlTxFromPg(client));
-      await client.query("COMMIT");
-      return apply;
-    } catch (err) {
-      failed = true;
-      await client.query("ROLLBACK").catch(() => undefined);
-      throw err;
-    } finally {
-      client.release(failed ? true : undefined);
-    }
+  async finishReply(f: ReplyFinal, event: OutboxRow | undefined): Promise<boolean> {
+    const r = await this.pool.query({
+      name: "chat_finish_reply",
+      text: `WITH u AS (
+               UPDATE messages SET content = $2, status = $3, finish_reason = $4, prompt_tokens = $5, completion_tokens = $6,
+                 token_count = $7, credits_charged = $8, balance_after = $9, error_code = $10, error_message = $11, updated_at = now()
+               WHERE id = $1 AND status = 'streaming' RETURNING conversation_id
+             ), cv AS (
+               UPDATE conversations SET last_activity_at = now(), last_message_preview = $12
+               WHERE id = (SELECT conversation_id FROM u) AND $12 <> ''
+             ), p AS (
+               SELECT EXISTS (SELECT 1 FROM messages WHERE id = $1) AS present
+             ), ev AS (
+               ${OUTBOX_INSERT}
+               SELECT ${outboxValuesSql(13)}
+               WHERE $13::uuid IS NOT NULL AND (EXISTS (SELECT 1 FROM u) OR NOT (SELECT present FROM p))
+             )
+             SELECT (SELECT count(*) FROM u)::int AS updated, (SELECT present FROM p) AS present`,
+      values: [f.messageId, f.content, f.status, f.finishReason, f.promptTokens, f.completionTokens, f.tokenCount,
+        f.creditsCharged.toString(), f.balanceAfter.toString(), f.errorCode, f.errorMessage, f.preview,
+        event?.id ?? null, event?.subject ?? null, event?.payload ?? null, event?.headers ?? null],
+    });
+    const row = r.rows[0] as { updated: number; present: boolean };
+    return row.updated > 0 || !row.present;
   }
 
   /**

@@ -72,6 +72,8 @@ const MAX_ERROR_BODY = 64 * 1024;
 export class UpstreamStream {
   /** Whether a content delta arrived (after it, failures are not retried). */
   gotContent = false;
+  /** When the response headers arrived (performance.now()); undefined before. */
+  respondedAt: number | undefined;
   readonly done: Promise<StreamOutcome>;
   private resolve!: (o: StreamOutcome) => void;
   private settled = false;
@@ -119,6 +121,7 @@ export class UpstreamStream {
   }
 
   private onResponse(res: http.IncomingMessage): void {
+    this.respondedAt = performance.now();
     if (this.settled) {
       res.destroy();
       return;
