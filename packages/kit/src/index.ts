@@ -18,3 +18,4 @@ export * from "./redis.js";
 export * from "./migrate.js";
 export * from "./catalog.js";
 export * from "./service.js";
+export * from "./dual-protocol.js";

@@ -4,13 +4,13 @@
 // connection is sniffed: the HTTP/2 connection preface goes to an http2 server, anything else to an http server.
 import http from "node:http";
 import http2 from "node:http2";
-import net from "node:net";
 import type { AddressInfo } from "node:net";
 import { Code, ConnectError, cors as connectCors } from "@connectrpc/connect";
 import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { createContextKey, createContextValues } from "@connectrpc/connect";
 import { setMaxListeners } from "node:events";
+import { dualProtocolListener } from "./dual-protocol.js";
 import { errorInterceptor } from "./errors.js";
 import type { Logger, RequestLogOptions } from "./log.js";
 import { requestLogInterceptor } from "./log.js";
@@ -77,8 +77,6 @@ export type LunaServer = {
   inFlight(): number;
 };
 
-// Every HTTP/2 client starts a cleartext connection with this exact preface (RFC 9113 §3.4).
-const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
 function corsHandler(opts: CorsOptions): (req: NodeServerRequest, res: NodeServerResponse) => boolean {
   const anyOrigin = opts.allowedOrigins.includes("*");
@@ -178,44 +176,8 @@ export function createServer(opts: ServerOptions): LunaServer {
 
   const h2 = http2.createServer({}, handle);
   const h1 = http.createServer(handle);
-  // h1 never listens itself (sockets are handed to it), but its header/request timeout checks and
-  // closeIdleConnections() are set up on "listening".
-  h1.emit("listening");
-
-  const sockets = new Set<net.Socket>();
-  const sessions = new Set<http2.ServerHttp2Session>();
-  h2.on("session", (session) => {
-    sessions.add(session);
-    session.once("close", () => sessions.delete(session));
-    if (closing) session.close();
-  });
-  h2.on("sessionError", (err) => log.debug({ err }, "http2 session error"));
-
-  const tcp = net.createServer((socket) => {
-    sockets.add(socket);
-    socket.once("close", () => sockets.delete(socket));
-    // A socket error after hand-off is handled by the protocol server; this keeps a sniffing socket from crashing us.
-    socket.on("error", () => socket.destroy());
-    socket.setTimeout(handshakeTimeoutMs, () => socket.destroy());
-    let head = Buffer.alloc(0);
-    const onData = (chunk: Buffer): void => {
-      head = Buffer.concat([head, chunk]);
-      const n = Math.min(head.length, H2_PREFACE.length);
-      const isH2 = head.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
-      if (isH2 && head.length < H2_PREFACE.length) return; // a prefix of the preface: wait for the rest
-      socket.off("data", onData);
-      socket.setTimeout(0);
-      socket.pause();
-      socket.unshift(head);
-      if (isH2) {
-        h2.emit("connection", socket); // the session reads the unshifted bytes itself
-      } else {
-        h1.emit("connection", socket);
-        socket.resume();
-      }
-    };
-    socket.on("data", onData);
-  });
+  const { server: tcp, sockets, sessions } = dualProtocolListener({ h1, h2, handshakeTimeoutMs, isClosing: () => closing !== undefined,
+    onSessionError: (err) => log.debug({ err }, "http2 session error") });
 
   function waitIdle(ms: number): Promise<boolean> {
     if (inFlight === 0) return Promise.resolve(true);

@@ -8,8 +8,8 @@
 import { randomUUID } from "node:crypto";
 import http from "node:http";
 import http2 from "node:http2";
-import net from "node:net";
 import type { AddressInfo } from "node:net";
+import { dualProtocolListener } from "@luna/kit";
 import { DENIED_PREFIXES, PUBLIC_ROUTES, matchRoute, type GatewayRoute } from "./routes.js";
 
 /** A request or response on either protocol (the compatibility API of node:http2 mirrors node:http). */
@@ -42,8 +42,6 @@ export interface Gateway {
   close(): Promise<void>;
 }
 
-// Every HTTP/2 client starts a cleartext connection with this exact preface (RFC 9113 §3.4).
-const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
 // Connection-specific headers (RFC 9110 §7.6.1, RFC 9113 §8.2.2): meaningful for one hop only, forbidden in HTTP/2.
 const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "host",
@@ -247,41 +245,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const h2 = http2.createServer({}, handle);
   // requestTimeout 0: a client stream may take as long as it likes; the idle timeout guards against dead ones.
   const h1 = http.createServer({ requestTimeout: 0 }, handle);
-  h1.emit("listening"); // sockets are handed to h1 (it never listens), but its timeout checks start on "listening"
-
-  const sockets = new Set<net.Socket>();
-  const sessions = new Set<http2.ServerHttp2Session>();
-  h2.on("session", (s) => {
-    sessions.add(s);
-    s.once("close", () => sessions.delete(s));
-    if (closing) s.close();
-  });
-  h2.on("sessionError", () => {});
-
-  const tcp = net.createServer((socket) => {
-    sockets.add(socket);
-    socket.once("close", () => sockets.delete(socket));
-    socket.on("error", () => socket.destroy());
-    socket.setTimeout(handshakeTimeoutMs, () => socket.destroy());
-    let head = Buffer.alloc(0);
-    const onData = (chunk: Buffer): void => {
-      head = Buffer.concat([head, chunk]);
-      const n = Math.min(head.length, H2_PREFACE.length);
-      const isH2 = head.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
-      if (isH2 && head.length < H2_PREFACE.length) return; // a prefix of the preface: wait for the rest
-      socket.off("data", onData);
-      socket.setTimeout(0);
-      socket.pause();
-      socket.unshift(head);
-      if (isH2) {
-        h2.emit("connection", socket);
-      } else {
-        h1.emit("connection", socket);
-        socket.resume();
-      }
-    };
-    socket.on("data", onData);
-  });
+  const { server: tcp, sockets, sessions } = dualProtocolListener({ h1, h2, handshakeTimeoutMs, isClosing: () => closing !== undefined });
 
   await new Promise<void>((resolve, reject) => {
     tcp.once("error", reject);
