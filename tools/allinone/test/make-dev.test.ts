@@ -4,6 +4,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { chmodSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { stopDevStack } from "@luna/devstack";
 import { freePorts } from "@luna/kit/localstack";
 import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
@@ -19,6 +20,7 @@ function startDev(env: Record<string, string>): { child: ChildProcess; output: (
     env: { ...process.env, ...env, LUNA_DATA_DIR: dataDir, LOG_LEVEL: "warn" },
     stdio: ["ignore", "pipe", "pipe"],
   });
+  started.push(child);
   child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
   child.stderr!.on("data", (d: Buffer) => (out += d.toString()));
   return { child, output: () => out };
@@ -45,7 +47,14 @@ async function stop(dev: { child: ChildProcess }): Promise<number | null> {
   return await new Promise((r) => dev.child.once("exit", (code) => r(code)));
 }
 
-afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
+const started: ChildProcess[] = [];
+
+// Even when an assertion fails half-way: no platform process and no local server outlives the test.
+afterAll(async () => {
+  for (const child of started) if (child.exitCode === null) child.kill("SIGKILL");
+  await stopDevStack(dataDir);
+  rmSync(dataDir, { recursive: true, force: true });
+});
 
 describe("make dev (all-in-one)", () => {
   it("serves /readyz, stops cleanly on Ctrl-C, and a second start reuses the data", async () => {
