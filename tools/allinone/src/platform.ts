@@ -172,7 +172,8 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
   }
 }
 
-async function startSimulators(config: z.infer<typeof platformConfigSchema>, progress: (l: string) => void,
+/** Starts the vLLM and ComfyUI simulators unless real endpoints are configured; their `close` goes into `cleanups`. */
+export async function startSimulators(config: z.infer<typeof platformConfigSchema>, progress: (l: string) => void,
   cleanups: Array<() => Promise<void>>): Promise<Platform["simulators"]> {
   let vllmUrl = config.LUNA_VLLM_URL;
   let comfyUrl = config.LUNA_COMFYUI_URL;

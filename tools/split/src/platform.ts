@@ -7,7 +7,7 @@ import type { AddressInfo } from "node:net";
 import { csv, duration, loadConfig, runtimeConfigSchema } from "@luna/kit";
 import { freePorts } from "@luna/kit/localstack";
 import { findRepoRoot } from "@luna/devstack";
-import { ensureInternalKey, MODULES, platformConfigSchema } from "@luna/allinone";
+import { ensureInternalKey, platformConfigSchema, startSimulators } from "@luna/allinone";
 import * as z from "zod";
 import { spawnServiceProcess, waitUntilReady, type ServiceProcess, type Stream } from "./children.js";
 import { bootstrapInvites, devAdmin, devSecret } from "./dev-bootstrap.js";
@@ -298,31 +298,4 @@ async function startLauncherAdmin(host: string, reach: string, port: number,
       server.closeAllConnections();
     }),
   };
-}
-
-async function startSimulators(config: z.infer<typeof platformConfigSchema>, progress: (l: string) => void,
-  cleanups: Array<() => Promise<void>>): Promise<SplitPlatform["simulators"]> {
-  let vllmUrl = config.LUNA_VLLM_URL;
-  let comfyUrl = config.LUNA_COMFYUI_URL;
-  let started = false;
-  if (!vllmUrl) {
-    const { startVllmSim } = await import("@luna/sim-vllm");
-    // The seeded catalog's text models, so the registry's health probe finds each one served.
-    const models = MODULES.flatMap((m) => m.simulatedModels ?? []);
-    const sim = await startVllmSim({ port: config.LUNA_SIM_VLLM_PORT, host: "127.0.0.1", profile: "realistic",
-      ...(models.length > 0 ? { models } : {}) });
-    cleanups.push(() => sim.close());
-    vllmUrl = sim.url;
-    started = true;
-    progress(`  vLLM simulator on ${sim.url}`);
-  }
-  if (!comfyUrl) {
-    const { startComfySim } = await import("@luna/sim-comfyui");
-    const sim = await startComfySim({ port: config.LUNA_SIM_COMFYUI_PORT, host: "127.0.0.1" });
-    cleanups.push(() => sim.close());
-    comfyUrl = sim.url;
-    started = true;
-    progress(`  ComfyUI simulator on ${sim.url}`);
-  }
-  return { vllmUrl, comfyUrl, started };
 }
