@@ -28,6 +28,10 @@ export interface LedgerDb {
 export async function openLedgerDb(opts: { poolSize?: number; signupCredits?: number } = {}): Promise<LedgerDb> {
   const db = await createTestDatabase({ migrationsDir: MIGRATIONS_DIR, prefix: "billing" });
   const pool = new pg.Pool({ connectionString: db.url, max: opts.poolSize ?? 10 });
+  // Teardown drops the database WITH (FORCE): the server then terminates connections that may still be closing, and
+  // an 'error' event on a client nobody listens to would crash the test worker. Query errors still reach callers.
+  pool.on("error", () => undefined);
+  pool.on("connect", (client) => client.on("error", () => undefined));
   const registry = new Registry();
   const metrics = createBillingMetrics(registry);
   const store = new LedgerStore(pool);
