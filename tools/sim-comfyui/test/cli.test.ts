@@ -40,9 +40,11 @@ async function waitForOutput(output: () => string, pattern: RegExp, timeoutMs = 
   }
 }
 
+// "close" rather than "exit": it fires once the child's output streams are drained too, so assertions on the
+// output see everything the process wrote.
 const exited = (child: ChildProcess) => new Promise<number | null>((resolve) => {
-  if (child.exitCode !== null || child.signalCode !== null) resolve(child.exitCode);
-  else child.once("exit", (code) => resolve(code));
+  if (child.stdout?.closed && (child.exitCode !== null || child.signalCode !== null)) resolve(child.exitCode);
+  else child.once("close", (code) => resolve(code));
 });
 
 describe("sim-comfyui CLI", () => {

@@ -18,7 +18,8 @@ function run(args: string[], env: Record<string, string> = {}): { ready: Promise
   let out = "";
   child = spawn(process.execPath, ["--import", "tsx", "--conditions=luna-source", "src/main.ts", ...args],
     { cwd: pkgDir, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
-  const exit = new Promise<number | null>((resolve) => child!.on("exit", (code) => resolve(code)));
+  // "close", not "exit": it also waits for stdout/stderr to drain, so output assertions see every line.
+  const exit = new Promise<number | null>((resolve) => child!.on("close", (code) => resolve(code)));
   const ready = new Promise<string>((resolve, reject) => {
     const onData = (d: Buffer) => {
       out += d.toString();
