@@ -142,11 +142,11 @@ export function createServiceVerifier(opts: {
       }
       if (iss === opts.internalIssuer) {
         const p = await internal.verify(token);
-        if (p.role !== "internal") return user.verify(""); // rejected: the internal key only mints internal tokens
+        if (p.role !== "internal") throw new ConnectError("invalid token: the internal key only signs internal tokens", Code.Unauthenticated);
         return p;
       }
       const p = await user.verify(token);
-      if (p.role === "internal") return internal.verify(token); // rejected: wrong issuer for an internal token
+      if (p.role === "internal") throw new ConnectError("invalid token: internal tokens come from the internal key", Code.Unauthenticated);
       return p;
     },
   });

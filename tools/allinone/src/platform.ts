@@ -17,6 +17,7 @@ import {
   hostModules,
   inProcessClients,
   loadConfig,
+  loadInternalKey,
   natsReady,
   publicJwkOf,
   redisReady,
@@ -101,7 +102,7 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
     }
 
     const internalKey = runtime.LUNA_INTERNAL_KEY || runtime.LUNA_INTERNAL_KEY_FILE
-      ? (await import("@luna/kit")).loadInternalKey(runtime)
+      ? loadInternalKey(runtime)
       : await ensureInternalKey(opts.dataDir);
     const redis: Redis = connectRedis(opts.stack.redisUrl, { log, name: "luna" });
     cleanups.push(async () => void (await redis.quit().catch(() => undefined)));
