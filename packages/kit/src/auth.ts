@@ -190,10 +190,7 @@ export function authInterceptor(opts: { verifier: JwtVerifier; rules: MethodRule
     if (!RULES.includes(rule)) throw new Error(`authInterceptor: rule for ${key} is ${JSON.stringify(rule)}, expected one of ${RULES.join(", ")}`);
   }
   return (next) => async (req) => {
-    const procedure = `${req.service.typeName}/${req.method.name}`;
-    const rule = opts.rules[procedure] ?? opts.rules[req.service.typeName];
-    if (rule === undefined) throw new ConnectError(`no access rule for ${procedure}`, Code.PermissionDenied);
-
+    const rule = ruleOf(opts.rules, req.service.typeName, req.method.name);
     let principal: Principal | undefined;
     const header = req.header.get("authorization");
     if (header !== null) {
@@ -201,13 +198,24 @@ export function authInterceptor(opts: { verifier: JwtVerifier; rules: MethodRule
       if (!match) throw new ConnectError('malformed authorization header, expected "Bearer <token>"', Code.Unauthenticated);
       principal = await opts.verifier.verify(match[1]!);
     }
-    if (rule !== "public") {
-      if (!principal) throw new ConnectError("missing bearer token", Code.Unauthenticated);
-      if (!admits(rule, principal.role)) throw new ConnectError(`${procedure} requires role ${rule}`, Code.PermissionDenied);
-    }
+    checkAccess(rule, `${req.service.typeName}/${req.method.name}`, principal);
     if (principal) req.contextValues.set(principalKey, principal);
     return next(req);
   };
+}
+
+/** The rule of a method (its own, else its service's); `PermissionDenied` when there is none. */
+export function ruleOf(rules: MethodRules, serviceTypeName: string, methodName: string): AccessRule {
+  const rule = rules[`${serviceTypeName}/${methodName}`] ?? rules[serviceTypeName];
+  if (rule === undefined) throw new ConnectError(`no access rule for ${serviceTypeName}/${methodName}`, Code.PermissionDenied);
+  return rule;
+}
+
+/** Throws unless `principal` may call a method with `rule` (the check {@link authInterceptor} makes). */
+export function checkAccess(rule: AccessRule, procedure: string, principal: Principal | undefined): void {
+  if (rule === "public") return;
+  if (!principal) throw new ConnectError("missing bearer token", Code.Unauthenticated);
+  if (!admits(rule, principal.role)) throw new ConnectError(`${procedure} requires role ${rule}`, Code.PermissionDenied);
 }
 
 /** A private signing key: a CryptoKey or KeyObject, or a private JWK (alg from `alg`, else derived from kty/crv). */

@@ -18,4 +18,5 @@ export * from "./redis.js";
 export * from "./migrate.js";
 export * from "./catalog.js";
 export * from "./service.js";
+export * from "./direct-transport.js";
 export * from "./dual-protocol.js";

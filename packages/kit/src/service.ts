@@ -25,6 +25,7 @@ import { bool, csv, duration, loadConfig, port } from "./config.js";
 import { createHealth, healthAuthRules, type HealthServer } from "./health.js";
 import { createLogger, type Logger } from "./log.js";
 import { applyMigrations } from "./migrate.js";
+import { createDirectTransport } from "./direct-transport.js";
 import { createMetrics, type Metrics } from "./metrics.js";
 import { connectNats, ensureStreams, natsReady } from "./nats.js";
 import { connectRedis, redisReady, type Redis } from "./redis.js";
@@ -214,13 +215,16 @@ export function networkClients(opts: { urls: Map<ServiceName, string>; internalK
 }
 
 /**
- * In-process clients for modules hosted together: calls go through the target module's routes with the same auth
- * interceptor as the network path, carrying an internal token, but never leave the process.
+ * In-process clients for modules hosted together: a call is a direct call of the target module's implementation
+ * ({@link createDirectTransport}: the same access rules as the network path, for an internal principal named
+ * `subject`; copies of the messages; no serialisation). Client- and bidi-streaming methods go through the module's
+ * routes with the auth interceptor and an internal token instead, never leaving the process either.
  */
 export function inProcessClients(opts: { modules: () => ServiceModule[]; verifier: JwtVerifier; internalKey: JWK;
   issuer: string; audience: string; subject: string; timeoutMs: number }): ServiceClients {
   const minter = createInternalTokenMinter({ privateKey: opts.internalKey, kid: opts.internalKey.kid!, issuer: opts.issuer,
     audience: opts.audience, subject: opts.subject });
+  const principal: Principal = { userId: opts.subject, role: "internal", tokenId: "in-process" };
   const cache = new Map<ServiceName, Transport>();
   // Resolved on first call, not on creation: modules are built one after another and may hold a transport to a
   // module created after them (the image worker and image-job).
@@ -229,9 +233,13 @@ export function inProcessClients(opts: { modules: () => ServiceModule[]; verifie
     if (!t) {
       const mod = opts.modules().find((m) => m.name === service);
       if (!mod) throw new ConnectError(`service ${service} is not hosted in this process`, Code.Unimplemented);
-      t = createRouterTransport((router) => mod.routes(router), {
-        transport: { interceptors: [internalCallInterceptor(minter)], defaultTimeoutMs: opts.timeoutMs },
-        router: { interceptors: [authInterceptor({ verifier: opts.verifier, rules: mod.authRules })] },
+      let routed: Transport | undefined;
+      t = createDirectTransport({
+        routes: (router) => mod.routes(router), rules: mod.authRules, principal, defaultTimeoutMs: opts.timeoutMs,
+        fallback: () => (routed ??= createRouterTransport((router) => mod.routes(router), {
+          transport: { interceptors: [internalCallInterceptor(minter)], defaultTimeoutMs: opts.timeoutMs },
+          router: { interceptors: [authInterceptor({ verifier: opts.verifier, rules: mod.authRules })] },
+        })),
       });
       cache.set(service, t);
     }
