@@ -65,6 +65,18 @@ export function chatRequestBody(model: string, messages: ReadonlyArray<{ role: s
 
 const MAX_ERROR_BODY = 64 * 1024;
 
+/** How often a request is resent at once when its kept-alive socket turns out to be closed. */
+const STALE_SOCKET_RETRIES = 2;
+
+/**
+ * A request that died on a reused keep-alive socket before any response: the server closed the idle connection
+ * (its keep-alive timeout, e.g. uvicorn's 5 s) just as we reused it. Nothing reached the model, so the request is
+ * simply sent again (what Node's documentation recommends), not counted against the replica.
+ */
+function isStaleSocket(req: http.ClientRequest, err: NodeJS.ErrnoException, respondedAt: number | undefined): boolean {
+  return req.reusedSocket && respondedAt === undefined && (err.code === "ECONNRESET" || err.code === "EPIPE" || err.message === "socket hang up");
+}
+
 /**
  * One streamed chat completion. `done` always resolves (never rejects); `abort()` ends the request (the upstream
  * sees the connection close and frees its slot, as vLLM does on a client disconnect).
@@ -89,6 +101,13 @@ export class UpstreamStream {
   }
 
   start(): this {
+    this.timer = setTimeout(() => this.onTimeout(), this.r.connectTimeoutMs);
+    this.send(STALE_SOCKET_RETRIES);
+    return this;
+  }
+
+  /** Sends the request; `staleRetries`: resends left for a kept-alive socket the server had already closed. */
+  private send(staleRetries: number): void {
     const { endpoint } = this.r;
     const url = new URL(`${endpoint.baseUrl}/v1/chat/completions`);
     const headers: Record<string, string> = {
@@ -98,20 +117,25 @@ export class UpstreamStream {
     };
     if (endpoint.apiKey) headers.authorization = `Bearer ${endpoint.apiKey}`;
     const mod = url.protocol === "https:" ? https : http;
-    this.timer = setTimeout(() => this.onTimeout(), this.r.connectTimeoutMs);
     let req: http.ClientRequest;
     try {
       req = mod.request(url, { method: "POST", agent: endpoint.agent, headers });
     } catch (err) {
       this.settle({ kind: "failed", failure: { kind: "network", message: (err as Error).message } });
-      return this;
+      return;
     }
     this.req = req;
     req.setNoDelay(true);
     req.on("response", (res) => this.onResponse(res));
-    req.on("error", (err) => this.fail({ kind: "network", message: err.message }));
+    req.on("error", (err) => {
+      if (this.settled) return;
+      if (staleRetries > 0 && isStaleSocket(req, err, this.respondedAt)) {
+        this.send(staleRetries - 1);
+        return;
+      }
+      this.fail({ kind: "network", message: err.message });
+    });
     req.end(this.r.body);
-    return this;
   }
 
   /** Ends the request; `done` resolves with `aborted` unless it had already settled. */
@@ -223,8 +247,25 @@ export class UpstreamStream {
 
 /** Result of a small JSON request (tokenize, a non-streamed completion). */
 async function postJson(endpoint: Endpoint, path: string, body: unknown, timeoutMs: number): Promise<{ status: number; json: unknown; text: string }> {
-  const url = new URL(`${endpoint.baseUrl}${path}`);
   const data = JSON.stringify(body);
+  for (let retries = STALE_SOCKET_RETRIES; ; retries--) {
+    try {
+      return await postJsonOnce(endpoint, path, data, timeoutMs);
+    } catch (err) {
+      if (retries > 0 && err instanceof StaleSocketError) continue;
+      throw err instanceof StaleSocketError ? err.original : err;
+    }
+  }
+}
+
+class StaleSocketError extends Error {
+  constructor(readonly original: Error) {
+    super(original.message);
+  }
+}
+
+async function postJsonOnce(endpoint: Endpoint, path: string, data: string, timeoutMs: number): Promise<{ status: number; json: unknown; text: string }> {
+  const url = new URL(`${endpoint.baseUrl}${path}`);
   const headers: Record<string, string> = { "content-type": "application/json", "content-length": String(Buffer.byteLength(data)) };
   if (endpoint.apiKey) headers.authorization = `Bearer ${endpoint.apiKey}`;
   const mod = url.protocol === "https:" ? https : http;
@@ -248,7 +289,9 @@ async function postJson(endpoint: Endpoint, path: string, body: unknown, timeout
     });
     const timer = setTimeout(() => req.destroy(new Error(`timed out after ${timeoutMs} ms`)), timeoutMs);
     req.on("close", () => clearTimeout(timer));
-    req.on("error", reject);
+    let responded = false;
+    req.on("response", () => (responded = true));
+    req.on("error", (err: NodeJS.ErrnoException) => reject(isStaleSocket(req, err, responded ? 0 : undefined) ? new StaleSocketError(err) : err));
     req.end(data);
   });
 }
