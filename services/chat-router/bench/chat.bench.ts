@@ -191,7 +191,8 @@ async function main(): Promise<void> {
     for (const streams of LEVELS) {
       const total = Math.max(REQUESTS, streams * 4 * ROUNDS);
       const per = Math.ceil(total / ROUNDS);
-      const convs = await newConversations(total, streams);
+      // Each round gives every stream ceil(per / streams) requests, each to a fresh conversation.
+      const convs = await newConversations(ROUNDS * Math.ceil(per / streams) * streams, streams);
       const d = { samples: [] as Sample[], wallS: 0 };
       const r = { samples: [] as Sample[], wallS: 0 };
       let cpu = 0;
