@@ -34,7 +34,8 @@ export function dualProtocolListener(opts: { h1: http.Server; h2: http2.Http2Ser
   });
   h2.on("sessionError", (err) => opts.onSessionError?.(err));
 
-  const server = net.createServer((socket) => {
+  // No Nagle: a streamed reply is many small frames that must leave at once (gRPC servers all set TCP_NODELAY).
+  const server = net.createServer({ noDelay: true }, (socket) => {
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
     // A socket error after hand-off is handled by the protocol server; this keeps a sniffing socket from crashing us.
