@@ -114,6 +114,28 @@ describe("health prober", () => {
     expect((await store.getModel("m1"))?.health.status).toBe("AVAILABLE");
   });
 
+  it("judges a server without /health (Ollama) by its model list alone", async () => {
+    await store.upsertModel(textModel({ upstream: { baseUrls: ["http://a:1", "http://b:1"], resolveUrl: "", apiKeyEnv: "", servedModelName: "llama3.2:3b" } }), 0n);
+    routes.set("http://a:1/health", { status: 404, body: "404 page not found" });
+    routes.set("http://a:1/v1/models", { status: 200, body: models(["llama3.2:3b"]) });
+    routes.set("http://b:1/health", { status: 404, body: "404 page not found" });
+    routes.set("http://b:1/v1/models", { status: 200, body: models(["qwen2.5:7b"]) });
+    await prober().probeAll();
+    const m = await store.getModel("m1");
+    expect(m?.health.replicas.map((r) => [r.baseUrl, r.healthy])).toEqual([["http://a:1", true], ["http://b:1", false]]);
+    expect(m?.health.replicas.find((r) => r.baseUrl === "http://b:1")?.detail).toMatch(/model "llama3.2:3b" not served/);
+  });
+
+  it("does not count a 404 on /health as healthy when the model list cannot be read without the key", async () => {
+    await store.upsertModel(textModel({ upstream: { baseUrls: ["http://a:1"], resolveUrl: "", apiKeyEnv: "KEY", servedModelName: "" } }), 0n);
+    routes.set("http://a:1/health", { status: 404 });
+    routes.set("http://a:1/v1/models", { status: 200, body: models(["m1"]) });
+    await prober().probeAll();
+    const m = await store.getModel("m1");
+    expect(m?.health.status).toBe("OFFLINE");
+    expect(m?.health.replicas[0]?.detail).toMatch(/HTTP 404, and without the key in KEY/);
+  });
+
   it("reports a rejected key", async () => {
     await store.upsertModel(textModel({ upstream: { baseUrls: ["http://a:1"], resolveUrl: "", apiKeyEnv: "VLLM_KEY", servedModelName: "" } }), 0n);
     routes.set("http://a:1/health", { status: 200 });

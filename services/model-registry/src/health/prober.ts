@@ -1,5 +1,5 @@
 // Periodic health probes of every enabled model's replicas. A text replica is healthy when vLLM's `GET /health`
-// answers 2xx and `GET /v1/models` lists the served model; an image replica when ComfyUI's `GET /system_stats`
+// answers 2xx (or 404: a server without that route, such as Ollama) and `GET /v1/models` lists the served model; an image replica when ComfyUI's `GET /system_stats`
 // answers 2xx with JSON. A replica turns unhealthy after `failuresToUnhealthy` failures in a row and healthy again
 // after one success. The model's status (AVAILABLE / DEGRADED / OFFLINE) is stored — and announced as a
 // `model.changed` event — only when it or the set of healthy replicas changes.
@@ -71,12 +71,16 @@ export function createHealthProber(opts: HealthProberOptions): HealthProber {
 
   async function probeText(model: ModelRecord, base: string): Promise<void> {
     const health = await get(`${base}/health`, {});
-    if (health.status < 200 || health.status > 299) throw new ProbeFailure(`GET /health: HTTP ${health.status}`);
+    // Servers without the route (Ollama; some OpenAI-compatible proxies) answer 404: their model list is then the
+    // whole health signal.
+    const noHealthRoute = health.status === 404;
+    if (!noHealthRoute && (health.status < 200 || health.status > 299)) throw new ProbeFailure(`GET /health: HTTP ${health.status}`);
     const headers: Record<string, string> = {};
     const keyName = model.upstream.apiKeyEnv;
     if (keyName) {
       const key = opts.readSecret(keyName);
       if (!key) {
+        if (noHealthRoute) throw new ProbeFailure(`GET /health: HTTP 404, and without the key in ${keyName} the model list cannot be read`);
         // Without the key the model list would answer 401; the engine's own health is all we can know.
         if (!warnedMissingKey.has(keyName)) {
           warnedMissingKey.add(keyName);
