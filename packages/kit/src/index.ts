@@ -16,6 +16,7 @@ export * from "./outbox.js";
 export * from "./inbox.js";
 export * from "./redis.js";
 export * from "./migrate.js";
+export * from "./pg.js";
 export * from "./catalog.js";
 export * from "./service.js";
 export * from "./direct-transport.js";

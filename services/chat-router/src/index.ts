@@ -9,6 +9,7 @@ import { fileURLToPath } from "node:url";
 import type { ConnectRouter } from "@connectrpc/connect";
 import {
   createCatalogCache,
+  createPgPool,
   startOutboxRelay,
   type CatalogCache,
   type ConsumerHandle,
@@ -18,7 +19,6 @@ import {
   type ReadinessCheck,
   type ServiceInfra,
 } from "@luna/kit";
-import pg from "pg";
 import { BillingClient } from "./chat/billing.js";
 import { Conversations } from "./chat/conversations.js";
 import { ChatEngine } from "./chat/engine.js";
@@ -66,8 +66,7 @@ export interface ChatRouterModule {
 
 export async function createChatRouterModule(config: ChatRouterConfig, infra: ServiceInfra, overrides: ChatRouterOverrides = {}): Promise<ChatRouterModule> {
   const log = infra.log.child({ module: "chat-router" });
-  const pool = new pg.Pool({ connectionString: infra.databaseUrl, max: config.CHAT_DB_POOL_SIZE, application_name: "chat-router" });
-  pool.on("error", (err) => log.warn({ err }, "idle postgres connection failed"));
+  const pool = createPgPool({ url: infra.databaseUrl, max: config.CHAT_DB_POOL_SIZE, name: "chat-router", log });
   const store = new ChatStore(pool);
   const catalog = createCatalogCache({ transport: infra.clients.transport("model-registry"), nc: infra.nats, log });
   const replicas = new ReplicaPool({
