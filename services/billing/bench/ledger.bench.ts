@@ -14,7 +14,9 @@
 // - BENCH_ROUNDS rounds, each running pgbench and the spread scenario back to back (order alternating), and the
 //   verdict is the median of the per-round ratios, so other load on the machine skews both sides of a ratio alike;
 // - the load generator's own CPU is printed: the Node process shares the cores with Postgres (pgbench's client is
-//   C and much cheaper), so the ratio slightly understates the ledger's database cost.
+//   C and much cheaper), so the ratio slightly understates the ledger's database cost;
+// - so is the WAL each side writes per operation (pg_waldump --stats over the LSN range of each measurement, read
+//   after it): records and bytes, full-page images apart. It shows what each pair writes, not how fast.
 // Each pair goes through the ledger's real statements (LedgerStore over a pg Pool) — what every billing replica runs
 // per Reserve and Commit RPC, without the RPC hop.
 import { spawnSync } from "node:child_process";
@@ -65,6 +67,25 @@ interface PgbenchResult {
   tps: number;
   /** CPU time of the pgbench process per transaction, ms. */
   clientCpuMs: number;
+}
+
+/** WAL written between two LSNs (the whole server's: each measurement runs alone), from pg_waldump --stats. */
+interface WalUse {
+  records: number;
+  bytes: number;
+  fpiBytes: number;
+}
+
+const currentLsn = async (pool: pg.Pool): Promise<string> =>
+  (await pool.query<{ lsn: string }>("SELECT pg_current_wal_insert_lsn()::text AS lsn")).rows[0]!.lsn;
+
+/** null when pg_waldump cannot read the range (e.g. its segments were recycled by a checkpoint meanwhile). */
+function walBetween(binDir: string, walDir: string, start: string, end: string): WalUse | null {
+  const run = spawnSync(join(binDir, "pg_waldump"), ["--path", walDir, "--start", start, "--end", end, "--stats"], { encoding: "utf8" });
+  // "Total   <records>   <record bytes> [x%]   <FPI bytes> [y%]   <combined bytes> [100%]"
+  const m = /^Total\s+(\d+)\s+(\d+)\s+\[[\d.]+%\]\s+(\d+)\s+\[[\d.]+%\]\s+(\d+)/m.exec(run.stdout ?? "");
+  if (run.status !== 0 || !m) return null;
+  return { records: Number(m[1]), fpiBytes: Number(m[3]), bytes: Number(m[4]) };
 }
 
 function percentile(sorted: number[], p: number): number {
@@ -122,7 +143,7 @@ function pgbenchInit(binDir: string, port: number, user: string, db: string): vo
 }
 
 /** pgbench -N with CLIENTS clients and a fixed number of transactions; bash's `times` reports its CPU time. */
-function pgbench(binDir: string, port: number, user: string, db: string, transactions: number): PgbenchResult {
+function pgbench(binDir: string, port: number, user: string, db: string, transactions: number): PgbenchResult & { transactions: number } {
   const perClient = Math.max(1, Math.round(transactions / CLIENTS));
   const args = ["-h", "127.0.0.1", "-p", String(port), "-U", user, "-N", "-c", String(CLIENTS), "-j", "2", "-t", String(perClient), db];
   const run = spawnSync("bash", ["-c", `"$0" "$@" && times`, join(binDir, "pgbench"), ...args], { encoding: "utf8" });
@@ -132,7 +153,7 @@ function pgbench(binDir: string, port: number, user: string, db: string, transac
   // `times` prints the shell's then its children's user and system time: "0m0.123s 0m0.045s".
   const t = [...run.stdout.matchAll(/(\d+)m([\d.]+)s/g)].map((x) => Number(x[1]) * 60 + Number(x[2]));
   const childCpuS = t.length >= 4 ? t[2]! + t[3]! : NaN;
-  return { tps: Number(m[1]), clientCpuMs: (childCpuS * 1000) / (perClient * CLIENTS) };
+  return { tps: Number(m[1]), clientCpuMs: (childCpuS * 1000) / (perClient * CLIENTS), transactions: perClient * CLIENTS };
 }
 
 async function main(): Promise<void> {
@@ -159,13 +180,12 @@ async function main(): Promise<void> {
     pool.on("error", (err) => {
       if (!stopping) process.stderr.write(`idle connection error: ${err.message}\n`);
     });
-    // Fund every account with one balanced grant (bulk SQL: same rows the grant statement writes).
+    // Fund every account with one grant (bulk SQL: the same transfer row the grant statement writes).
     await pool.query(
-      `WITH ids AS (SELECT 'bench-' || g AS id, gen_random_uuid() AS t FROM generate_series(1, $1) g),
+      `WITH ids AS (SELECT 'bench-' || g AS id FROM generate_series(1, $1) g),
             acct AS (INSERT INTO accounts (id, kind, balance) SELECT id, 'user', 1000000000 FROM ids)
-       INSERT INTO ledger_entries (transfer_id, account_id, amount, kind, reason, reference, description)
-       SELECT t, side.account_id, side.amount, 'grant', 'bench', 'bench', 'bench'
-       FROM ids CROSS JOIN LATERAL (VALUES (ids.id, 1000000000::bigint), ('system:grants', -1000000000::bigint)) side(account_id, amount)`,
+       INSERT INTO ledger_transfers (id, debit_account_id, credit_account_id, amount, kind, reason, reference, description)
+       SELECT gen_random_uuid(), 'system:grants', ids.id, 1000000000, 'grant', 'bench', 'bench', 'bench' FROM ids`,
       [ACCOUNTS],
     );
     await pool.query("ANALYZE");
@@ -185,19 +205,31 @@ async function main(): Promise<void> {
     pgbench(binDir, server.port, server.user, "pgbench_ref", Math.ceil(PGBENCH_TX / 4));
     await runPairs(store, Math.ceil(PAIRS / 4), spreadAccount);
 
-    const rounds: Array<{ ledger: PairsResult; ref: PgbenchResult }> = [];
+    const walDir = join(dir, "pgdata", "pg_wal");
+    /** Runs `measure` and reads the WAL it wrote, per operation (`ops` of them). */
+    const withWal = async <T>(ops: (r: T) => number, measure: () => T | Promise<T>): Promise<{ result: T; wal: WalUse | null }> => {
+      const start = await currentLsn(pool);
+      const result = await measure();
+      const wal = walBetween(binDir, walDir, start, await currentLsn(pool));
+      const n = ops(result);
+      return { result, wal: wal && { records: wal.records / n, bytes: wal.bytes / n, fpiBytes: wal.fpiBytes / n } };
+    };
+    const measurePgbench = () => withWal((r: PgbenchResult & { transactions: number }) => r.transactions, () => pgbench(binDir, server.port, server.user, "pgbench_ref", PGBENCH_TX));
+    const measurePairs = () => withWal((r: PairsResult) => r.pairs, () => runPairs(store, PAIRS, spreadAccount));
+
+    const rounds: Array<{ ledger: PairsResult; ref: PgbenchResult; ledgerWal: WalUse | null; refWal: WalUse | null }> = [];
     for (let i = 0; i < ROUNDS; i++) {
-      let ref: PgbenchResult;
-      let ledger: PairsResult;
+      let ref: Awaited<ReturnType<typeof measurePgbench>>;
+      let ledger: Awaited<ReturnType<typeof measurePairs>>;
       if (i % 2 === 0) {
-        ref = pgbench(binDir, server.port, server.user, "pgbench_ref", PGBENCH_TX);
-        ledger = await runPairs(store, PAIRS, spreadAccount);
+        ref = await measurePgbench();
+        ledger = await measurePairs();
       } else {
-        ledger = await runPairs(store, PAIRS, spreadAccount);
-        ref = pgbench(binDir, server.port, server.user, "pgbench_ref", PGBENCH_TX);
+        ledger = await measurePairs();
+        ref = await measurePgbench();
       }
-      rounds.push({ ledger, ref });
-      process.stderr.write(`round ${i + 1}: ${(ledger.pairs / ledger.seconds).toFixed(0)} pairs/s vs ${ref.tps.toFixed(0)} tps\n`);
+      rounds.push({ ledger: ledger.result, ref: ref.result, ledgerWal: ledger.wal, refWal: ref.wal });
+      process.stderr.write(`round ${i + 1}: ${(ledger.result.pairs / ledger.result.seconds).toFixed(0)} pairs/s vs ${ref.result.tps.toFixed(0)} tps\n`);
     }
     const hotRef = pgbench(binDir, server.port, server.user, "pgbench_ref", PGBENCH_TX);
     const hot = await runPairs(store, HOT_PAIRS, () => "bench-1");
@@ -235,6 +267,17 @@ async function main(): Promise<void> {
     console.log(
       `load generators' own CPU (same 2 cores as Postgres): Node ${median(rounds.map((r) => r.ledger.clientCpuMs)).toFixed(3)} ms/pair, ` +
         `pgbench ${median(rounds.map((r) => r.ref.clientCpuMs)).toFixed(3)} ms/transaction`,
+    );
+    const walLine = (label: string, xs: Array<WalUse | null>) => {
+      const ok = xs.filter((x): x is WalUse => x !== null);
+      if (ok.length === 0) return `${label}: n/a`;
+      const kb = (b: number) => `${(b / 1024).toFixed(2)} kB`;
+      return `${label} ${median(ok.map((x) => x.records)).toFixed(1)} records, ${kb(median(ok.map((x) => x.bytes)))} ` +
+        `(full-page images ${kb(median(ok.map((x) => x.fpiBytes)))})`;
+    };
+    console.log(
+      `WAL (medians over the rounds): ${walLine("per pair", rounds.map((r) => r.ledgerWal))}; ` +
+        `${walLine("per pgbench transaction", rounds.map((r) => r.refWal))}`,
     );
     console.log(`server settings (both sides): ${settingsLine}`);
     console.log(`invariants after the run: ${report.ok ? "ok" : `VIOLATED: ${JSON.stringify(report.violations)}`}`);

@@ -72,7 +72,7 @@ async function codeOf(p: Promise<unknown>): Promise<{ code: Code; message: strin
 
 async function counts() {
   const r = await t.pool.query<{ holds: number; entries: number; keys: number; accounts: number }>(
-    `SELECT (SELECT count(*) FROM holds)::int AS holds, (SELECT count(*) FROM ledger_entries)::int AS entries,
+    `SELECT (SELECT count(*) FROM holds)::int AS holds, (SELECT count(*) FROM ledger_transfers)::int AS entries,
             (SELECT count(*) FROM idempotency_keys)::int AS keys, (SELECT count(*) FROM accounts)::int AS accounts`,
   );
   return r.rows[0]!;

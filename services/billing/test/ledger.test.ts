@@ -34,18 +34,52 @@ async function rejection(p: Promise<unknown>): Promise<BillingError> {
 
 describe("schema", () => {
   it("matches prisma/schema.prisma", async () => {
-    // Partial indexes, which Prisma cannot model (the kit's outbox scan and two of the ledger's).
+    // Partial indexes, which Prisma cannot model (the kit's outbox scan and four of the ledger's).
     await assertSchemaMatchesDatabase({
       schemaPath: SCHEMA_PATH,
       databaseUrl: t.db.url,
-      ignoreIndexes: ["outbox_events_unpublished_seq_idx", "holds_open_expires_at_idx", "ledger_entries_reversal_once_key"],
+      ignoreIndexes: [
+        "outbox_events_unpublished_seq_idx",
+        "holds_open_expires_at_idx",
+        "ledger_transfers_reversal_once_key",
+        "ledger_transfers_debit_account_id_created_at_idx",
+        "ledger_transfers_credit_account_id_created_at_idx",
+      ],
     });
   });
 
-  it("keeps ledger entries append-only", async () => {
+  it("lists an account's history through the user-side partial indexes", async () => {
     const id = await fundedAccount(t.store, 10n);
-    await expect(t.pool.query(`UPDATE ledger_entries SET amount = amount + 1 WHERE account_id = $1`, [id])).rejects.toThrow(/append-only/);
-    await expect(t.pool.query(`DELETE FROM ledger_entries WHERE account_id = $1`, [id])).rejects.toThrow(/append-only/);
+    // (the test table is tiny: without seq scans the planner shows whether the partial indexes can serve the query)
+    const client = await t.pool.connect();
+    let text: string;
+    try {
+      await client.query("BEGIN");
+      await client.query("SET LOCAL enable_seqscan = off");
+      const plan = await client.query<{ "QUERY PLAN": string }>(
+        `EXPLAIN (COSTS OFF) SELECT 1 FROM ledger_transfers t
+         WHERE (t.debit_account_id = $1 AND t.kind IN ('charge', 'reversal'))
+            OR (t.credit_account_id = $1 AND t.kind IN ('grant', 'reversal'))`,
+        [id],
+      );
+      text = plan.rows.map((r) => r["QUERY PLAN"]).join("\n");
+    } finally {
+      await client.query("ROLLBACK");
+      client.release();
+    }
+    expect(text).toMatch(/ledger_transfers_debit_account_id_created_at_idx/);
+    expect(text).toMatch(/ledger_transfers_credit_account_id_created_at_idx/);
+    // a grant must come from system:grants and a charge go to system:revenue, so the user's side is always indexed
+    await expect(
+      t.pool.query(`INSERT INTO ledger_transfers (id, debit_account_id, credit_account_id, amount, kind, reason, reference, description)
+                    VALUES (gen_random_uuid(), 'system:revenue', $1, 1, 'grant', 'x', 'x', 'x')`, [id]),
+    ).rejects.toThrow(/ledger_transfers_grant_check/);
+  });
+
+  it("keeps ledger transfers append-only", async () => {
+    const id = await fundedAccount(t.store, 10n);
+    await expect(t.pool.query(`UPDATE ledger_transfers SET amount = amount + 1 WHERE credit_account_id = $1`, [id])).rejects.toThrow(/append-only/);
+    await expect(t.pool.query(`DELETE FROM ledger_transfers WHERE credit_account_id = $1`, [id])).rejects.toThrow(/append-only/);
   });
 
   it("refuses a negative available balance even if the application forgot to check", async () => {
@@ -102,7 +136,7 @@ describe("reserve, commit, release", () => {
     const c = await t.store.commit({ holdId: r.result.holdId, amount: 0n });
     expect(c.result.transferId).toBe("");
     expect(c.result.hold).toMatchObject({ status: "committed", charged: 0n, released: 50n });
-    const entries = await t.pool.query(`SELECT 1 FROM ledger_entries WHERE hold_id = $1`, [r.result.holdId]);
+    const entries = await t.pool.query(`SELECT 1 FROM ledger_transfers WHERE hold_id = $1`, [r.result.holdId]);
     expect(entries.rowCount).toBe(0);
   });
 
@@ -289,6 +323,20 @@ describe("reversals", () => {
     expect(x.result.amount).toBe(30n);
     expect(await balanceOf(id)).toEqual({ balance: 100n, held: 0n, available: 100n });
     expect((await rejection(t.store.reverse(x.result.transferId, "again"))).message).toMatch(/itself a reversal/);
+    // One row per transfer: the charge went from the user to revenue, the reversal brings it back.
+    const rows = await t.pool.query(
+      `SELECT kind, debit_account_id AS debit, credit_account_id AS credit, amount::int FROM ledger_transfers WHERE id = ANY($1) ORDER BY created_at`,
+      [[c.result.transferId, x.result.transferId]],
+    );
+    expect(rows.rows).toEqual([
+      { kind: "charge", debit: id, credit: "system:revenue", amount: 30 },
+      { kind: "reversal", debit: "system:revenue", credit: id, amount: 30 },
+    ]);
+    expect((await t.store.listHistory(id, 10)).map((i) => [i.kind, i.amount, i.balanceDelta, i.transferId])).toEqual([
+      ["reversal", 30n, 30n, x.result.transferId],
+      ["charge", 30n, -30n, c.result.transferId],
+      ["grant", 100n, 100n, expect.any(String)],
+    ]);
   });
 
   it("reversing a grant needs the credits available", async () => {
@@ -298,6 +346,12 @@ describe("reversals", () => {
     await t.store.reserve(reserveInput(id, 30n, "spend"));
     expect((await rejection(t.store.reverse(g.result.transferId, "mistake"))).message).toMatch(/needs 50 available credits, the account has 20/);
     expect(await balanceOf(id)).toEqual({ balance: 50n, held: 30n, available: 20n });
+    // once the credits are back, the grant is reversed: the user pays system:grants back
+    await t.store.releaseOpenHolds(id);
+    const r = await t.store.reverse(g.result.transferId, "mistake");
+    expect(r).toMatchObject({ replayed: false, result: { amount: 50n } });
+    expect(await balanceOf(id)).toEqual({ balance: 0n, held: 0n, available: 0n });
+    expect((await t.store.listHistory(id, 1))[0]).toMatchObject({ kind: "reversal", amount: 50n, balanceDelta: -50n, description: "Reversal: mistake" });
   });
 
   it("answers not found for an unknown transfer", async () => {
@@ -363,12 +417,43 @@ describe("trial balance", () => {
     await corrupt(`UPDATE accounts SET balance = balance + 1 WHERE id = $1`, `UPDATE accounts SET balance = balance - 1 WHERE id = $1`, "account_balance_matches_entries");
     await corrupt(`UPDATE accounts SET held = held + 1 WHERE id = $1`, `UPDATE accounts SET held = held - 1 WHERE id = $1`, "held_matches_open_holds");
     await corrupt(`UPDATE accounts SET held = 200 WHERE id = $1`, `UPDATE accounts SET held = 10 WHERE id = $1`, "available_non_negative");
-    await t.pool.query(`ALTER TABLE ledger_entries DISABLE TRIGGER ledger_entries_append_only`);
+    await t.pool.query(`ALTER TABLE ledger_transfers DISABLE TRIGGER ledger_transfers_append_only`);
     try {
       const report = await t.ledger.checkInvariants();
       expect(report.violations.map((v) => v.invariant)).toEqual(["entries_append_only"]);
+      // A "reversal" of 1 of the 100-credit grant: balanced, but not the mirror of what it reverses.
+      await t.pool.query(`UPDATE accounts SET balance = balance - 1 WHERE id = $1`, [id]);
+      const odd = await t.pool.query<{ id: string }>(
+        `INSERT INTO ledger_transfers (id, debit_account_id, credit_account_id, amount, kind, reverses_transfer_id, reason, reference, description)
+         SELECT gen_random_uuid(), $1, 'system:grants', 1, 'reversal', g.id, 'x', 'x', 'x'
+         FROM ledger_transfers g WHERE g.credit_account_id = $1 AND g.kind = 'grant' RETURNING id`,
+        [id],
+      );
+      const shape = await t.ledger.checkInvariants();
+      expect(shape.violations).toEqual([
+        {
+          invariant: "transfer_well_formed",
+          subject: odd.rows[0]!.id,
+          detail: `reversal of 1 from ${id} to system:grants, reversing grant of 100 from system:grants to ${id}`,
+        },
+        expect.objectContaining({ invariant: "entries_append_only" }),
+      ]);
+      await t.pool.query(`DELETE FROM ledger_transfers WHERE id = $1`, [odd.rows[0]!.id]);
+      await t.pool.query(`UPDATE accounts SET balance = balance + 1 WHERE id = $1`, [id]);
     } finally {
-      await t.pool.query(`ALTER TABLE ledger_entries ENABLE TRIGGER ledger_entries_append_only`);
+      await t.pool.query(`ALTER TABLE ledger_transfers ENABLE TRIGGER ledger_transfers_append_only`);
+    }
+    // Holds have no foreign key to accounts (it cost a query per reserve): the trial balance is the guard.
+    const orphan = await t.pool.query<{ id: string }>(
+      `INSERT INTO holds (id, account_id, amount, reason, reference, idempotency_key, available_after, expires_at)
+       VALUES (gen_random_uuid(), 'nobody-' || $1, 1, 'chat', 'x', 'x', 0, now() + interval '1 hour') RETURNING id`,
+      [id],
+    );
+    try {
+      const report = await t.ledger.checkInvariants();
+      expect(report.violations).toEqual([{ invariant: "hold_account_exists", subject: `nobody-${id}`, detail: "holds for an unknown account" }]);
+    } finally {
+      await t.pool.query(`DELETE FROM holds WHERE id = $1`, [orphan.rows[0]!.id]);
     }
     await t.store.release(r.result.holdId);
     const metric = await t.registry.getSingleMetricAsString("luna_billing_invariant_checks_total");

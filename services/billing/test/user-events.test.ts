@@ -79,7 +79,7 @@ it("grants the sign-up credits exactly once per user, under re-publish and dupli
   await eventually(() => t.store.getAccount(marker), (a) => a?.balance === 1000n, "marker grant");
 
   expect(await t.store.getAccount(user)).toMatchObject({ status: "open", balance: 1000n, held: 0n });
-  const grants = await t.pool.query(`SELECT count(*)::int AS n FROM ledger_entries WHERE account_id = $1 AND kind = 'grant'`, [user]);
+  const grants = await t.pool.query(`SELECT count(*)::int AS n FROM ledger_transfers WHERE credit_account_id = $1 AND kind = 'grant'`, [user]);
   expect(grants.rows[0].n).toBe(1);
   const inbox = await t.pool.query(`SELECT count(*)::int AS n FROM inbox_events WHERE event_id = ANY($1)`, [[ev.eventId, other.eventId]]);
   expect(inbox.rows[0].n).toBe(2);

@@ -2,15 +2,19 @@
  * The trial balance: every ledger invariant of RELIABILITY.md checked over the whole database from one consistent
  * snapshot (a REPEATABLE READ, READ ONLY transaction), so concurrent traffic cannot produce false alarms.
  *
- * 1. debits = credits: every transfer's rows sum to zero (and there are exactly two), and all entries sum to zero;
- * 2. a user account's cached balance = the sum of its entries; system accounts cache nothing;
+ * 1. debits = credits: a transfer is one row that debits one account and credits another by the same positive
+ *    amount, so the check is that every row is such a transfer, and that each has the shape of its kind (a grant
+ *    comes from system:grants, a charge goes to system:revenue, a reversal mirrors the transfer it reverses);
+ * 2. a user account's cached balance = its credits - its debits; system accounts cache nothing;
  * 3. held = the sum of the account's open holds; available = balance - held >= 0;
  * 4. each hold resolved exactly once and never over-charged: status/resolved_at/charged agree, a committed hold has
- *    exactly one charge transfer of `charged` credits, any other hold has none;
- * 5. one reserve idempotency key → one hold (the hold carries its key); entries reference existing accounts; entries are append-only (trigger present).
+ *    exactly one charge transfer of `charged` credits from its account, any other hold has none;
+ * 5. one reserve idempotency key → one hold (the hold carries its key); transfers and holds reference existing
+ *    accounts (no foreign keys: checked here); transfers are append-only (trigger present).
  */
 import type pg from "pg";
 import type { InvariantReport, InvariantViolation } from "../domain/ledger.js";
+import { GRANTS_ACCOUNT, REVENUE_ACCOUNT } from "../domain/ledger.js";
 import { micros } from "./sql.js";
 
 /** Violations listed per invariant at most (a broken ledger should not produce a gigantic response). */
@@ -24,18 +28,31 @@ interface Check {
 const CHECKS: Check[] = [
   {
     invariant: "debits_equal_credits",
-    sql: `SELECT '' AS subject, 'all entries sum to ' || sum(amount) AS detail FROM ledger_entries HAVING coalesce(sum(amount), 0) <> 0`,
+    sql: `SELECT id::text AS subject, 'moves ' || amount || ' from ' || debit_account_id || ' to ' || credit_account_id AS detail
+          FROM ledger_transfers WHERE amount <= 0 OR debit_account_id = credit_account_id`,
   },
   {
-    invariant: "transfer_balanced",
-    sql: `SELECT transfer_id::text AS subject, count(*) || ' rows summing to ' || sum(amount) AS detail
-          FROM ledger_entries GROUP BY transfer_id HAVING sum(amount) <> 0 OR count(*) <> 2`,
+    invariant: "transfer_well_formed",
+    sql: `SELECT t.id::text AS subject,
+            t.kind || ' of ' || t.amount || ' from ' || t.debit_account_id || ' to ' || t.credit_account_id
+              || coalesce(', reversing ' || o.kind || ' of ' || o.amount || ' from ' || o.debit_account_id || ' to ' || o.credit_account_id, '') AS detail
+          FROM ledger_transfers t LEFT JOIN ledger_transfers o ON o.id = t.reverses_transfer_id
+          WHERE (CASE t.kind
+                   WHEN 'grant' THEN t.debit_account_id = '${GRANTS_ACCOUNT}'
+                   WHEN 'charge' THEN t.credit_account_id = '${REVENUE_ACCOUNT}'
+                   WHEN 'reversal' THEN o.kind <> 'reversal' AND o.amount = t.amount
+                     AND o.debit_account_id = t.credit_account_id AND o.credit_account_id = t.debit_account_id
+                 END) IS NOT TRUE`,
   },
   {
     invariant: "account_balance_matches_entries",
-    sql: `SELECT a.id AS subject, 'cached balance ' || a.balance || ', entries sum to ' || coalesce(e.total, 0) AS detail
-          FROM accounts a LEFT JOIN (SELECT account_id, sum(amount) AS total FROM ledger_entries GROUP BY account_id) e
-            ON e.account_id = a.id
+    sql: `SELECT a.id AS subject, 'cached balance ' || a.balance || ', credits - debits = ' || coalesce(e.total, 0) AS detail
+          FROM accounts a LEFT JOIN (
+            SELECT account_id, sum(delta) AS total FROM (
+              SELECT credit_account_id AS account_id, amount AS delta FROM ledger_transfers
+              UNION ALL
+              SELECT debit_account_id, -amount FROM ledger_transfers) x
+            GROUP BY account_id) e ON e.account_id = a.id
           WHERE a.kind = 'user' AND a.balance <> coalesce(e.total, 0)`,
   },
   {
@@ -72,24 +89,31 @@ const CHECKS: Check[] = [
     invariant: "charge_matches_hold",
     sql: `SELECT h.id::text AS subject,
             'status ' || h.status || ', charged ' || h.charged || ', charge transfers ' || coalesce(c.transfers, 0)
-              || ', account side ' || coalesce(c.user_side, 0) AS detail
+              || coalesce(' of ' || c.total || ' from ' || array_to_string(c.debited, ', '), '') AS detail
           FROM holds h LEFT JOIN (
-            SELECT e.hold_id, count(DISTINCT e.transfer_id) AS transfers,
-                   sum(e.amount) FILTER (WHERE e.account_id <> 'system:revenue') AS user_side
-            FROM ledger_entries e WHERE e.kind = 'charge' GROUP BY e.hold_id) c ON c.hold_id = h.id
-          WHERE (h.status = 'committed' AND h.charged > 0 AND (c.transfers IS DISTINCT FROM 1 OR c.user_side <> -h.charged))
+            SELECT hold_id, count(*) AS transfers, sum(amount) AS total, array_agg(DISTINCT debit_account_id) AS debited
+            FROM ledger_transfers WHERE kind = 'charge' GROUP BY hold_id) c ON c.hold_id = h.id
+          WHERE (h.status = 'committed' AND h.charged > 0
+                 AND (c.transfers IS DISTINCT FROM 1 OR c.total <> h.charged OR c.debited <> ARRAY[h.account_id]))
              OR ((h.status <> 'committed' OR h.charged = 0) AND c.transfers IS NOT NULL)`,
   },
   {
     invariant: "charge_has_hold",
-    sql: `SELECT e.transfer_id::text AS subject, 'charge without an existing hold' AS detail
-          FROM ledger_entries e LEFT JOIN holds h ON h.id = e.hold_id
-          WHERE e.kind = 'charge' AND h.id IS NULL`,
+    sql: `SELECT t.id::text AS subject, 'charge without an existing hold' AS detail
+          FROM ledger_transfers t LEFT JOIN holds h ON h.id = t.hold_id
+          WHERE t.kind = 'charge' AND h.id IS NULL`,
   },
   {
     invariant: "entry_account_exists",
-    sql: `SELECT DISTINCT e.account_id AS subject, 'entries for an unknown account' AS detail
-          FROM ledger_entries e LEFT JOIN accounts a ON a.id = e.account_id WHERE a.id IS NULL`,
+    sql: `SELECT x.account_id AS subject, 'transfers for an unknown account' AS detail
+          FROM (SELECT debit_account_id AS account_id FROM ledger_transfers
+                UNION SELECT credit_account_id FROM ledger_transfers) x
+          LEFT JOIN accounts a ON a.id = x.account_id WHERE a.id IS NULL`,
+  },
+  {
+    invariant: "hold_account_exists",
+    sql: `SELECT DISTINCT h.account_id AS subject, 'holds for an unknown account' AS detail
+          FROM holds h LEFT JOIN accounts a ON a.id = h.account_id WHERE a.id IS NULL`,
   },
   {
     // The unique (account_id, idempotency_key) index makes this structural; the check proves the index is there.
@@ -103,8 +127,9 @@ const CHECKS: Check[] = [
   },
   {
     invariant: "entries_append_only",
-    sql: `SELECT 'ledger_entries' AS subject, 'append-only trigger missing or disabled' AS detail
-          WHERE NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'ledger_entries_append_only' AND tgenabled <> 'D')`,
+    sql: `SELECT 'ledger_transfers' AS subject, 'append-only trigger missing or disabled' AS detail
+          WHERE NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'ledger_transfers_append_only'
+                              AND tgrelid = 'ledger_transfers'::regclass AND tgenabled <> 'D')`,
   },
 ];
 
@@ -118,8 +143,9 @@ export async function checkInvariants(pool: pg.Pool): Promise<InvariantReport> {
       const r = await client.query<{ subject: string; detail: string }>(`${check.sql} LIMIT ${MAX_PER_CHECK}`);
       for (const row of r.rows) violations.push({ invariant: check.invariant, subject: row.subject ?? "", detail: row.detail });
     }
+    // "entries" counts debits and credits: each transfer row is one of each (as two rows were before 2026-11).
     const counts = await client.query<{ accounts: string; entries: string; holds: string; now_us: string }>(
-      `SELECT (SELECT count(*) FROM accounts)::text AS accounts, (SELECT count(*) FROM ledger_entries)::text AS entries,
+      `SELECT (SELECT count(*) FROM accounts)::text AS accounts, (SELECT 2 * count(*) FROM ledger_transfers)::text AS entries,
               (SELECT count(*) FROM holds)::text AS holds, ${micros("now()")}::text AS now_us`,
     );
     await client.query("COMMIT");

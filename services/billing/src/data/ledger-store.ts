@@ -5,14 +5,18 @@
  *   idempotency record (unique (account_id, idempotency_key)), so a reserve writes two rows. Concurrent reserves
  *   serialize on the account row and each re-checks the condition (no read-then-write race);
  * - commit/release/expire: `UPDATE holds ... WHERE status = 'open'` first, so a hold resolves exactly once, then the
- *   account and the two ledger rows of the charge in the same statement; the charge's transfer id is the hold id,
- *   so the unique (transfer_id, account_id) index also allows one charge per hold;
- * - grants and reversals: the account update + two ledger rows (+ idempotency row) in one statement.
+ *   account and the charge's transfer row in the same statement; the charge's transfer id is the hold id, so the
+ *   transfers' primary key also allows one charge per hold;
+ * - grants and reversals: the account update + one transfer row (+ idempotency row) in one statement.
+ *
+ * A transfer is ONE row: `amount` (> 0) moves from `debit_account_id` to `credit_account_id`, so debits = credits
+ * by construction; an account's history is its debits (shown negative) plus its credits. Only the user's side is
+ * indexed (a charge's debit, a grant's credit, both sides of a reversal).
  *
  * Lock order is always hold row → account row (reserve and grant lock only the account), so statements cannot
- * deadlock. System accounts are never updated (their balances are derived from entries), so no hot row serializes
- * charges across users. When a statement changes nothing, a follow-up read explains why (replay, not found,
- * insufficient credits, ...).
+ * deadlock. System accounts are never updated (their balances are derived from their transfers), so no hot row
+ * serializes charges across users. When a statement changes nothing, a follow-up read explains why (replay, not
+ * found, insufficient credits, ...).
  */
 import { randomUUID } from "node:crypto";
 import {
@@ -211,7 +215,8 @@ export class LedgerStore {
     }>(
       `SELECT a.id, a.kind, a.status,
          (CASE WHEN a.kind = 'user' THEN a.balance
-               ELSE (SELECT coalesce(sum(e.amount), 0) FROM ledger_entries e WHERE e.account_id = a.id) END)::text AS balance,
+               ELSE (SELECT coalesce(sum(t.amount), 0) FROM ledger_transfers t WHERE t.credit_account_id = a.id)
+                  - (SELECT coalesce(sum(t.amount), 0) FROM ledger_transfers t WHERE t.debit_account_id = a.id) END)::text AS balance,
          a.held::text,
          (SELECT count(*) FROM holds h WHERE h.account_id = a.id AND h.status = 'open')::text AS open_holds,
          ${micros("a.created_at")}::text AS created_us, ${micros("a.closed_at")}::text AS closed_us
@@ -304,14 +309,11 @@ export class LedgerStore {
          UPDATE accounts a SET held = a.held - h.amount, balance = a.balance - h.charged
          FROM h WHERE a.id = h.account_id
          RETURNING a.id
-       ), entries AS (
-         INSERT INTO ledger_entries (transfer_id, account_id, amount, kind, hold_id, reason, reference, description, usage, created_at)
-         SELECT h.id, side.account_id, side.amount, 'charge', h.id, h.reason, h.reference,
-                CASE WHEN side.usr THEN coalesce(nullif($3, ''), h.reason) || $4 ELSE '' END,
-                CASE WHEN side.usr THEN $5::jsonb END, h.resolved_at
-         -- the description and usage live on the user's side only (the revenue side is found by transfer_id)
-         FROM h CROSS JOIN LATERAL (VALUES (h.account_id, -h.charged, true), ('${REVENUE_ACCOUNT}', h.charged, false)) AS side(account_id, amount, usr)
-         WHERE h.charged > 0
+       ), charge AS (
+         INSERT INTO ledger_transfers (id, debit_account_id, credit_account_id, amount, kind, hold_id, reason, reference, description, usage, created_at)
+         SELECT h.id, h.account_id, '${REVENUE_ACCOUNT}', h.charged, 'charge', h.id, h.reason, h.reference,
+                coalesce(nullif($3, ''), h.reason) || $4, $5::jsonb, h.resolved_at
+         FROM h WHERE h.charged > 0
        )
        SELECT ${HOLD_COLUMNS} FROM h`),
       [input.holdId, input.amount, input.usage?.feature ?? "", describeUsage(input.usage), usageJson(input.usage)],
@@ -414,10 +416,10 @@ export class LedgerStore {
            WHERE id = $1 AND kind = 'user' AND status = 'open'
              AND NOT EXISTS (SELECT 1 FROM idempotency_keys k WHERE k.account_id = $1 AND k.scope = 'grant' AND k.key = $4)
            RETURNING balance
-         ), entries AS (
-           INSERT INTO ledger_entries (transfer_id, account_id, amount, kind, reason, reference, description, created_at)
-           SELECT $5::uuid, side.account_id, side.amount, 'grant', $3, $4, $3, now()
-           FROM acct CROSS JOIN (VALUES ($1::text, $2::bigint), ('${GRANTS_ACCOUNT}', -$2::bigint)) AS side(account_id, amount)
+         ), transfer AS (
+           INSERT INTO ledger_transfers (id, debit_account_id, credit_account_id, amount, kind, reason, reference, description, created_at)
+           SELECT $5::uuid, '${GRANTS_ACCOUNT}', $1, $2, 'grant', $3, $4, $3, now()
+           FROM acct
          )
          INSERT INTO idempotency_keys (account_id, scope, key, fingerprint, response)
          SELECT $1, 'grant', $4, $6, jsonb_build_object('transferId', $5::text, 'amount', $2::text,
@@ -458,22 +460,24 @@ export class LedgerStore {
     try {
       const r = await this.sql.query<{ amount: string; created_us: string }>(
         `WITH orig AS (
-           SELECT account_id, amount, kind FROM ledger_entries WHERE transfer_id = $1
+           SELECT id, debit_account_id, credit_account_id, amount, kind FROM ledger_transfers WHERE id = $1
          ), usr AS (
-           SELECT o.account_id, -o.amount AS delta FROM orig o JOIN accounts a ON a.id = o.account_id AND a.kind = 'user'
+           -- the user side of the transfer gives back what it received, or gets back what it paid
+           SELECT a.id AS account_id, CASE WHEN a.id = o.credit_account_id THEN -o.amount ELSE o.amount END AS delta
+           FROM orig o JOIN accounts a ON a.id IN (o.debit_account_id, o.credit_account_id) AND a.kind = 'user'
          ), acct AS (
            UPDATE accounts a SET balance = a.balance + usr.delta FROM usr
            WHERE a.id = usr.account_id AND a.balance - a.held + usr.delta >= 0
              AND NOT EXISTS (SELECT 1 FROM orig WHERE kind = 'reversal')
-             AND NOT EXISTS (SELECT 1 FROM ledger_entries r WHERE r.reverses_transfer_id = $1)
+             AND NOT EXISTS (SELECT 1 FROM ledger_transfers r WHERE r.reverses_transfer_id = $1)
            RETURNING a.id
          ), ins AS (
-           INSERT INTO ledger_entries (transfer_id, account_id, amount, kind, reverses_transfer_id, reason, reference, description, created_at)
-           SELECT $2::uuid, o.account_id, -o.amount, 'reversal', $1, $3, $1::text, 'Reversal: ' || $3, now()
+           INSERT INTO ledger_transfers (id, debit_account_id, credit_account_id, amount, kind, reverses_transfer_id, reason, reference, description, created_at)
+           SELECT $2::uuid, o.credit_account_id, o.debit_account_id, o.amount, 'reversal', o.id, $3, $1::text, 'Reversal: ' || $3, now()
            FROM orig o WHERE EXISTS (SELECT 1 FROM acct)
            RETURNING amount
          )
-         SELECT max(abs(amount))::text AS amount, ${micros("now()")}::text AS created_us FROM ins HAVING count(*) > 0`,
+         SELECT amount::text, ${micros("now()")}::text AS created_us FROM ins`,
         [transferId, reversalId, reason],
       );
       const row = r.rows[0];
@@ -484,11 +488,12 @@ export class LedgerStore {
       if (pgCode(err) !== PG_UNIQUE_VIOLATION) throw err;
     }
     const r = await this.sql.query<{ kind: string; amount: string; user_available: string | null; reversal_id: string | null; reversal_us: string | null }>(
-      `SELECT o.kind, abs(o.amount)::text AS amount, (a.balance - a.held)::text AS user_available,
-         (SELECT r.transfer_id::text FROM ledger_entries r WHERE r.reverses_transfer_id = $1 LIMIT 1) AS reversal_id,
-         (SELECT ${micros("r.created_at")}::text FROM ledger_entries r WHERE r.reverses_transfer_id = $1 LIMIT 1) AS reversal_us
-       FROM ledger_entries o JOIN accounts a ON a.id = o.account_id AND a.kind = 'user'
-       WHERE o.transfer_id = $1 LIMIT 1`,
+      `SELECT o.kind, o.amount::text AS amount, (a.balance - a.held)::text AS user_available,
+         r.id::text AS reversal_id, ${micros("r.created_at")}::text AS reversal_us
+       FROM ledger_transfers o
+       LEFT JOIN accounts a ON a.id IN (o.debit_account_id, o.credit_account_id) AND a.kind = 'user'
+       LEFT JOIN ledger_transfers r ON r.reverses_transfer_id = o.id
+       WHERE o.id = $1 LIMIT 1`,
       [transferId],
     );
     const row = r.rows[0];
@@ -505,8 +510,8 @@ export class LedgerStore {
   // ---- history ----------------------------------------------------------------------------------------------------
 
   /**
-   * An account's history, newest first: its ledger entries plus the released part of every resolved hold. Keyset
-   * pagination on (created_at, id); `after` is the last item of the previous page.
+   * An account's history, newest first: its transfers (debits negative, credits positive) plus the released part of
+   * every resolved hold. Keyset pagination on (created_at, id); `after` is the last item of the previous page.
    */
   async listHistory(accountId: string, limit: number, after?: { at: bigint; id: string }): Promise<HistoryItem[]> {
     const r = await this.sql.query<{
@@ -514,9 +519,13 @@ export class LedgerStore {
       hold_id: string | null; reason: string; reference: string; description: string; usage: unknown; at_us: string;
     }>(
       `SELECT * FROM (
-         SELECT 'e' || lpad(e.id::text, 20, '0') AS id, e.kind, abs(e.amount)::text AS amount, e.amount::text AS balance_delta,
-                e.transfer_id::text, e.hold_id::text, e.reason, e.reference, e.description, e.usage, ${micros("e.created_at")} AS at_us
-         FROM ledger_entries e WHERE e.account_id = $1
+         SELECT 'e' || t.id::text AS id, t.kind, t.amount::text AS amount,
+                (CASE WHEN t.credit_account_id = $1 THEN t.amount ELSE -t.amount END)::text AS balance_delta,
+                t.id::text AS transfer_id, t.hold_id::text, t.reason, t.reference, t.description, t.usage, ${micros("t.created_at")} AS at_us
+         -- (the kinds repeat the partial indexes' predicates: only the user's side of a transfer is indexed)
+         FROM ledger_transfers t
+         WHERE (t.debit_account_id = $1 AND t.kind IN ('charge', 'reversal'))
+            OR (t.credit_account_id = $1 AND t.kind IN ('grant', 'reversal'))
          UNION ALL
          SELECT 'r' || h.id::text, 'release', (h.amount - h.charged)::text, '0', NULL, h.id::text, h.reason, h.reference,
                 CASE h.status WHEN 'expired' THEN 'Hold expired' WHEN 'committed' THEN 'Unused part of the hold released'
