@@ -7,9 +7,8 @@
  */
 import { fileURLToPath } from "node:url";
 import type { ConnectRouter } from "@connectrpc/connect";
-import type { MethodRules, Metrics, ReadinessCheck, Redis } from "@luna/kit";
+import { createPgPool, type MethodRules, type Metrics, type ReadinessCheck, type Redis } from "@luna/kit";
 import type { JetStreamClient } from "@nats-io/jetstream";
-import pg from "pg";
 import type { BillingConfig } from "./config.js";
 import { LedgerStore } from "./data/ledger-store.js";
 import { startUserEventConsumer } from "./events/user-events.js";
@@ -66,8 +65,7 @@ const FAIL_OPEN_LOG_EVERY_MS = 10_000;
 
 export async function createBillingModule(config: BillingConfig, infra: BillingInfra): Promise<BillingModule> {
   const { log } = infra;
-  const pool = new pg.Pool({ connectionString: infra.databaseUrl, max: config.BILLING_DB_POOL_SIZE, application_name: "billing" });
-  pool.on("error", (err) => log.warn({ err }, "idle postgres connection failed"));
+  const pool = createPgPool({ url: infra.databaseUrl, max: config.BILLING_DB_POOL_SIZE, name: "billing", log });
   const metrics = createBillingMetrics(infra.metrics.registry);
   const ledger = new Ledger(new LedgerStore(pool), pool, metrics, {
     holdDefaultTtlMs: config.BILLING_HOLD_DEFAULT_TTL,
