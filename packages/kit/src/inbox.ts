@@ -1,5 +1,6 @@
 // Consumer-side deduplication: a consumer records the event id in the same transaction as its effect, so a
 // redelivered (or re-published) event never applies its effect twice. Table: packages/kit/sql/outbox_inbox.sql.
+import pg from "pg";
 import type { SqlTx } from "./outbox.js";
 
 /**
@@ -9,13 +10,39 @@ import type { SqlTx } from "./outbox.js";
  * for the first transaction and then gets false (or true if the first rolled back).
  */
 export async function recordInbox(tx: SqlTx, consumer: string, eventId: string): Promise<boolean> {
-  if (typeof consumer !== "string" || consumer.length === 0) throw new Error("recordInbox: consumer must be a non-empty string");
-  if (typeof eventId !== "string" || eventId.length === 0) throw new Error("recordInbox: eventId must be a non-empty string");
+  checkInboxKey(consumer, eventId);
   const inserted = await tx.$executeRawUnsafe(
     "INSERT INTO inbox_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
     consumer, eventId,
   );
   return inserted === 1;
+}
+
+/**
+ * The statement `recordInbox` runs, with its two values (consumer, event id) as placeholders numbered from `first`:
+ * for a service that records the event inside one of its own statements (`WITH fresh AS (...) SELECT ...`), saving
+ * a round trip. It returns one row (`fresh`) only the first time; same semantics as `recordInbox`.
+ */
+export function inboxInsertSql(first: number): string {
+  if (!Number.isInteger(first) || first < 1) throw new Error("inboxInsertSql: first must be an integer >= 1");
+  return inboxInsert(`$${first}`, `$${first + 1}`);
+}
+
+/**
+ * `inboxInsertSql` with the values written in as quoted literals, for SQL sent without parameters (e.g. together
+ * with BEGIN in one simple-protocol round trip).
+ */
+export function inboxInsertLiteralSql(consumer: string, eventId: string): string {
+  checkInboxKey(consumer, eventId);
+  return inboxInsert(pg.escapeLiteral(consumer), pg.escapeLiteral(eventId));
+}
+
+const inboxInsert = (consumer: string, eventId: string): string =>
+  `INSERT INTO inbox_events (consumer, event_id) VALUES (${consumer}, ${eventId}) ON CONFLICT DO NOTHING RETURNING true AS fresh`;
+
+function checkInboxKey(consumer: string, eventId: string): void {
+  if (typeof consumer !== "string" || consumer.length === 0) throw new Error("recordInbox: consumer must be a non-empty string");
+  if (typeof eventId !== "string" || eventId.length === 0) throw new Error("recordInbox: eventId must be a non-empty string");
 }
 
 /**

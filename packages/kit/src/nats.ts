@@ -94,6 +94,12 @@ export interface ConnectNatsOptions {
   reconnectTimeWaitMs?: number;
   /** Client ping interval; a dead server is noticed after 2 missed pings (default 20 s). */
   pingIntervalMs?: number;
+  /**
+   * Capture the caller's stack for every request, so a request that times out or fails shows where it was made
+   * (default false: it costs several stack captures per request, and the outbox relay, the consumers and every
+   * JetStream publish make requests all the time; the error still says what failed).
+   */
+  asyncTraces?: boolean;
 }
 
 /**
@@ -113,6 +119,7 @@ export async function connectNats(opts: ConnectNatsOptions): Promise<NatsConnect
     reconnectTimeWait: opts.reconnectTimeWaitMs ?? 2 * SECOND,
     pingInterval: opts.pingIntervalMs ?? 20 * SECOND,
     maxPingOut: 2,
+    noAsyncTraces: !(opts.asyncTraces ?? false),
   });
   const log = opts.log;
   log.info({ server: nc.getServer(), name: opts.name }, "nats connected");
@@ -487,6 +494,11 @@ export interface ConsumedMessage {
   working(): void;
   /** Aborted when `stop()` is called; a long handler may give up early and return "retry". */
   signal: AbortSignal;
+  /**
+   * Gives back the admission this message was pulled under (see `RunConsumerOptions.admit`) before the handler
+   * returns, so another slot may pull while this handler finishes. Idempotent; a no-op without `admit`.
+   */
+  releaseAdmission(): void;
 }
 
 export interface RunConsumerOptions {
@@ -511,6 +523,16 @@ export interface RunConsumerOptions {
   concurrency?: number;
   /** How long one pull waits on the server for a message (default 10 s). */
   pullExpiresMs?: number;
+  /**
+   * Admission to pull (default: none, every free slot pulls). Before each pull a slot awaits `admit()` and holds
+   * what it resolves to (a release function) while the pull waits and, when a message arrives, while its handler
+   * runs; the handler may give it back early with `msg.releaseAdmission()`. It is released at the latest once the
+   * message is settled, and at once when the pull brings nothing. With `concurrency` > 1 this lets the next message
+   * be pulled as soon as a shared resource is free again while the previous handler finishes its tail (the image
+   * worker: its ComfyUI is free while the previous job's result is still being published), without a second
+   * message waiting in this client that another client could have taken.
+   */
+  admit?: () => Promise<() => void>;
   /** Wait after a pull/bind failure, doubling up to `maxErrorBackoffMs` (defaults 500 ms and 10 s). */
   errorBackoffMs?: number;
   maxErrorBackoffMs?: number;
@@ -630,7 +652,7 @@ export function runConsumer(opts: RunConsumerOptions): ConsumerHandle {
       deadLetterSubject: dlqSubject }, "message dead-lettered");
   };
 
-  const settle = async (m: JsMsg): Promise<void> => {
+  const settle = async (m: JsMsg, releaseAdmission: () => void): Promise<void> => {
     const hdrs = headersToRecord(m.headers);
     const deliveryCount = m.info.deliveryCount;
     const msgCtx = { ...logCtx, subject: m.subject, streamSeq: m.seq, deliveryCount };
@@ -642,7 +664,7 @@ export function runConsumer(opts: RunConsumerOptions): ConsumerHandle {
     const parent = extractTraceContext((key) => hdrs[key], ROOT_CONTEXT);
     const event: ConsumedMessage = {
       subject: m.subject, data: m.data, headers: hdrs, msgId: hdrs[MSG_ID_HEADER], deliveryCount, streamSeq: m.seq,
-      working: () => m.working(), signal: stopper.signal,
+      working: () => m.working(), signal: stopper.signal, releaseAdmission,
     };
     let failure: unknown;
     const result: HandlerResult = await tracer.startActiveSpan(`${m.subject} process`, {
@@ -685,13 +707,33 @@ export function runConsumer(opts: RunConsumerOptions): ConsumerHandle {
     }
   };
 
+  /** Waits for admission to pull (see `admit`); undefined when stopped first (a late admission is given back). */
+  const admitted = async (): Promise<(() => void) | undefined> => {
+    if (!opts.admit) return () => undefined;
+    const pending = opts.admit();
+    const release = await untilStopped(pending);
+    if (release === undefined) {
+      void pending.then((r) => r(), () => undefined);
+      return undefined;
+    }
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      release();
+    };
+  };
+
   const slot = async (): Promise<void> => {
     let failures = 0;
     while (!stopper.signal.aborted) {
       let pull: ConsumerMessages | undefined;
+      let release: (() => void) | undefined;
       try {
         const consumer = await untilStopped(bind());
         if (!consumer) break;
+        release = await admitted();
+        if (!release) break;
         pull = await consumer.fetch({ max_messages: 1, expires: pullExpiresMs });
         pulls.add(pull);
         let msg: JsMsg | undefined;
@@ -709,7 +751,7 @@ export function runConsumer(opts: RunConsumerOptions): ConsumerHandle {
           break;
         }
         try {
-          await settle(msg);
+          await settle(msg, release);
         } catch (err) {
           // Only the ack/nak/term itself can fail here (connection closed); the server redelivers after ack_wait.
           log.warn({ ...logCtx, err, subject: msg.subject, streamSeq: msg.seq }, "could not settle message; it will be redelivered");
@@ -731,6 +773,8 @@ export function runConsumer(opts: RunConsumerOptions): ConsumerHandle {
         await sleep(wait, undefined, { signal: stopper.signal }).catch(() => undefined);
       } finally {
         if (pull) pulls.delete(pull);
+        // No message (expired pull, error, stop) or a settled one: either way the admission is given back.
+        release?.();
       }
     }
   };

@@ -2,11 +2,11 @@
 // (`enqueueEvent`); the relay (`startOutboxRelay`) publishes committed rows to JetStream in order, with
 // `Nats-Msg-Id` = event id so a re-publish after a crash is dropped by the stream's duplicate window.
 // Tables: packages/kit/sql/outbox_inbox.sql.
-import { setTimeout as sleep } from "node:timers/promises";
 import pg from "pg";
 import type { JetStreamClient } from "@nats-io/jetstream";
 import { assertHeaders, assertPublishSubject, publishEvent } from "./nats.js";
 import type { MinimalLogger } from "./nats.js";
+import { createPgPool } from "./pg.js";
 import { injectTraceHeaders } from "./tracing.js";
 
 /**
@@ -119,13 +119,13 @@ export interface OutboxRelayOptions {
   databaseUrl?: string;
   js: Pick<JetStreamClient, "publish">;
   log: MinimalLogger;
-  /** Rows published per transaction (default 100). */
+  /** Rows published per transaction (default 100); a batch's publishes are sent together and their acks awaited together. */
   batchSize?: number;
   /** Fallback poll when no kick or NOTIFY arrives (default 200 ms). */
   pollIntervalMs?: number;
   /** Retry delay after a failure starts at 100 ms and doubles up to this (default 10 s). */
   maxBackoffMs?: number;
-  /** Time to wait for JetStream's ack of one publish (default 5 s). */
+  /** Time to wait for JetStream's acks of a batch's publishes (default 5 s). */
   publishTimeoutMs?: number;
   /** Published rows are deleted after `retainMs` (default 7 days), checked every `intervalMs` (default 1 h); false = never. */
   prune?: { retainMs: number; intervalMs: number } | false;
@@ -143,22 +143,53 @@ export interface OutboxRelay {
 }
 
 // Two-key advisory lock (a separate key space from single bigint keys, e.g. a migration lock).
-const LOCK_SQL = "SELECT pg_try_advisory_xact_lock(hashtext('luna'), hashtext('outbox_relay')) AS locked";
+const LOCK_KEYS = "hashtext('luna'), hashtext('outbox_relay')";
+
+/**
+ * Opens a batch in one round trip (a simple-protocol query string of two statements; nothing in it comes from
+ * outside: the limit is a validated integer): the transaction, the relay lock and the rows. The uncorrelated
+ * sub-select runs once (an init plan) and takes the transaction-scoped lock; when another relay holds it, no row is
+ * selected, so none is row-locked either (a row lock would make the lock holder's SKIP LOCKED skip it and publish
+ * later rows first).
+ */
+const openBatchSql = (limit: number): string =>
+  `BEGIN; SELECT id, subject, payload, headers FROM outbox_events
+    WHERE published_at IS NULL AND (SELECT pg_try_advisory_xact_lock(${LOCK_KEYS}))
+    ORDER BY seq LIMIT ${limit} FOR UPDATE SKIP LOCKED`;
+
+/** Marks rows published and commits, in one round trip; the ids are UUIDs read from the table (checked again). */
+const markAndCommitSql = (ids: string[]): string => {
+  for (const id of ids) if (!UUID_RE.test(id)) throw new Error(`outbox relay: unexpected event id ${JSON.stringify(id)}`);
+  return `UPDATE outbox_events SET published_at = now() WHERE id IN (${ids.map((id) => `'${id}'`).join(", ")}); COMMIT`;
+};
+
+/** Whether any row waits (an index-only probe of the partial index, outside any transaction). */
+const PENDING_PROBE_SQL = "SELECT EXISTS (SELECT 1 FROM outbox_events WHERE published_at IS NULL) AS pending";
 
 /**
  * Starts the outbox relay loop. Each batch runs in one transaction: take the relay lock, select unpublished rows in
- * `seq` order (`FOR UPDATE SKIP LOCKED`), publish them one by one (each awaits its stream ack), mark the published
- * ones, commit. Guarantees:
- * - never drops: a row is marked only after JetStream stored it; on any failure the rest of the batch stays
- *   unpublished and is retried with capped backoff, forever (logged at warn with the event id on the first
+ * `seq` order (`FOR UPDATE SKIP LOCKED`), publish them (all sent at once, in order, on the one NATS connection,
+ * which the server stores in that order; the acks are awaited together), mark the acknowledged ones in one
+ * statement, commit. Two database round trips per batch. Guarantees:
+ * - never drops: a row is marked only after JetStream stored it; on any failure the rows not acknowledged stay
+ *   unpublished and are retried with capped backoff, forever (logged at warn with the event id on the first
  *   failure and every 20th after, so a row that can never be published is visible);
- * - never reorders: publishing stops at the first failure, and the transaction-scoped advisory lock lets one replica
- *   publish at a time (SKIP LOCKED alone would let a second replica publish later rows before earlier ones);
- *   several replicas are safe and take over from each other;
+ * - order: rows reach the stream in `seq` order, and after a failure the relay retries one row at a time (a
+ *   failed row holds up every later one) until a publish succeeds again. The one exception: a failure of one
+ *   message the server reports while it stores the later messages of the same batch (e.g. a subject no stream
+ *   captures); those later rows (already stored) are marked and stay ahead of the failed one. A connection or
+ *   server failure fails the rest of the batch as well, so it reorders nothing.
+ * - one relay at a time: the transaction-scoped advisory lock lets one replica publish at a time (SKIP LOCKED alone
+ *   would let a second replica publish later rows before earlier ones); several replicas are safe and take over
+ *   from each other;
  * - a crash between publish and mark rolls the marks back; the re-publish carries the same `Nats-Msg-Id` and the
  *   stream drops it within its duplicate window (2 min); later than that the consumer's inbox drops it.
  * Order is `seq` order, i.e. insert order; writers that must be ordered per aggregate should change the aggregate's
  * row before enqueueing, so the row lock orders their transactions.
+ *
+ * Wake-ups: `kick()` (in-process writers, after their commit) opens a batch at once; NOTIFY (any process) and the
+ * poll first probe with one cheap statement whether anything waits. A commit of this process usually arrives both
+ * as a kick and as a NOTIFY, so the NOTIFY echo costs that probe rather than a batch transaction.
  */
 export function startOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
   const batchSize = opts.batchSize ?? 100;
@@ -177,37 +208,59 @@ export function startOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
   if (opts.pool && (opts.pool.options.max ?? 10) < 2) throw new Error("startOutboxRelay: the pool needs max >= 2 connections");
   const { js, log } = opts;
   const ownPool = !opts.pool;
-  const pool = opts.pool ?? new pg.Pool({
-    connectionString: opts.databaseUrl, max: 2, application_name: "luna-outbox-relay", connectionTimeoutMillis: 5_000,
-  });
-  if (ownPool) pool.on("error", (err) => log.warn({ err }, "outbox relay: idle database connection failed"));
+  const pool = opts.pool ?? createPgPool({ url: opts.databaseUrl!, max: 2, name: "luna-outbox-relay", log, connectTimeoutMs: 5_000 });
 
-  const stopper = new AbortController();
-  let wake: (() => void) | undefined;
+  let stopped = false;
+  const stopWaiters = new Set<() => void>();
+  // Wake-ups, cleared when a pass starts, so one that arrives during a pass is not lost: `kicked` by a writer of
+  // this process after its commit (rows are waiting), `notified` by NOTIFY or the listener's catch-up (often the
+  // echo of a commit that also kicked, so it is probed first).
   let kicked = false;
+  let notified = false;
+  let wake: (() => void) | undefined;
+  const wakeUp = (): void => {
+    const w = wake;
+    wake = undefined;
+    w?.();
+  };
   const kick = (): void => {
     kicked = true;
-    wake?.();
+    wakeUp();
   };
-  // Waits for a kick, a NOTIFY, stop() or the timeout, whichever comes first.
-  const idle = async (ms: number): Promise<void> => {
-    if (kicked || stopper.signal.aborted) return;
-    const ac = new AbortController();
-    const woken = new Promise<void>((resolve) => { wake = resolve; });
-    const onStop = (): void => ac.abort();
-    stopper.signal.addEventListener("abort", onStop, { once: true });
-    try {
-      await Promise.race([woken, sleep(ms, undefined, { signal: ac.signal }).catch(() => undefined)]);
-    } finally {
-      wake = undefined;
-      ac.abort();
-      stopper.signal.removeEventListener("abort", onStop);
-    }
+  const notify = (): void => {
+    notified = true;
+    wakeUp();
   };
+  // Waits for a kick, a NOTIFY, stop() or the timeout, whichever comes first. A plain timer and a resolver: a
+  // wake-up costs no AbortController and no rejected promise.
+  const idle = (ms: number): Promise<void> => new Promise<void>((resolve) => {
+    if (kicked || notified || stopped) return resolve();
+    const done = (): void => {
+      clearTimeout(timer);
+      if (wake === done) wake = undefined;
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    wake = done;
+  });
+  // Backoff after a failure is not cut short by kicks (a burst of commits would otherwise hammer a dead NATS).
+  const idleUnkickable = (ms: number): Promise<void> => new Promise<void>((resolve) => {
+    if (stopped) return resolve();
+    const done = (): void => {
+      clearTimeout(timer);
+      stopWaiters.delete(done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    stopWaiters.add(done);
+  });
 
-  type BatchResult = { published: number; duplicates: number; busy: boolean; error?: unknown; failedId?: string };
+  type BatchResult = { published: number; duplicates: number; selected: number; error?: unknown; failedId?: string };
 
-  const relayBatch = async (): Promise<BatchResult> => {
+  type Row = { id: string; subject: string; payload: Buffer; headers: Record<string, string> | null };
+  type Sent = { ok: true; duplicate: boolean } | { ok: false; err: unknown };
+
+  const relayBatch = async (limit: number): Promise<BatchResult> => {
     const client = await pool.connect();
     let broken: Error | undefined;
     // A connection lost between queries (e.g. while publishing) is reported as an 'error' event; without a listener
@@ -215,40 +268,33 @@ export function startOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
     const onError = (err: Error): void => { broken = err; };
     client.on("error", onError);
     try {
-      await client.query("BEGIN");
-      const lock = await client.query<{ locked: boolean }>(LOCK_SQL);
-      if (!lock.rows[0]?.locked) {
-        await client.query("ROLLBACK");
-        return { published: 0, duplicates: 0, busy: true };
+      const opened = (await client.query(openBatchSql(limit))) as unknown as pg.QueryResult[];
+      const rows = (opened[1]?.rows ?? []) as Row[];
+      if (rows.length === 0) {
+        await client.query("COMMIT");
+        return { published: 0, duplicates: 0, selected: 0 };
       }
-      const { rows } = await client.query<{ id: string; subject: string; payload: Buffer; headers: Record<string, string> | null }>(
-        `SELECT id, subject, payload, headers FROM outbox_events
-          WHERE published_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED`,
-        [batchSize],
-      );
+      // All sent now, in seq order; the client writes them to the socket together and the server stores them in
+      // the order it reads them.
+      const sent = await Promise.all(rows.map((row): Promise<Sent> => publishEvent(js, row.subject, row.payload, {
+        msgId: row.id, headers: row.headers ?? {}, timeoutMs: publishTimeoutMs,
+      }).then((ack) => ({ ok: true, duplicate: ack.duplicate }), (err: unknown) => ({ ok: false, err }))));
       const done: string[] = [];
       let duplicates = 0;
       let error: unknown;
       let failedId: string | undefined;
-      for (const row of rows) {
-        if (broken) break; // the session is gone: its marks cannot commit, so stop publishing this batch
-        try {
-          const ack = await publishEvent(js, row.subject, row.payload, {
-            msgId: row.id, headers: row.headers ?? {}, timeoutMs: publishTimeoutMs,
-          });
-          done.push(row.id);
-          if (ack.duplicate) duplicates++;
-        } catch (err) {
-          error = err;
-          failedId = row.id;
-          break; // later rows must wait: publishing them now would reorder
+      sent.forEach((r, i) => {
+        if (r.ok) {
+          done.push(rows[i]!.id);
+          if (r.duplicate) duplicates++;
+        } else if (error === undefined) {
+          error = r.err;
+          failedId = rows[i]!.id;
         }
-      }
-      if (done.length > 0) {
-        await client.query("UPDATE outbox_events SET published_at = now() WHERE id = ANY($1::uuid[])", [done]);
-      }
-      await client.query("COMMIT");
-      return { published: done.length, duplicates, busy: false, error, failedId };
+      });
+      if (broken) throw broken; // the session is gone: its marks cannot commit; the rows are published again
+      await client.query(done.length > 0 ? markAndCommitSql(done) : "COMMIT");
+      return { published: done.length, duplicates, selected: rows.length, error, failedId };
     } catch (err) {
       broken = err instanceof Error ? err : new Error(String(err));
       await client.query("ROLLBACK").catch(() => undefined);
@@ -257,6 +303,12 @@ export function startOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
       client.off("error", onError);
       client.release(broken); // a failed connection is destroyed, not returned to the pool
     }
+  };
+
+  /** Whether unpublished rows exist (see the wake-up note above). */
+  const anyPending = async (): Promise<boolean> => {
+    const { rows } = await pool.query<{ pending: boolean }>(PENDING_PROBE_SQL);
+    return rows[0]?.pending === true;
   };
 
   let lastPrune = 0;
@@ -273,13 +325,24 @@ export function startOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
 
   const loop = async (): Promise<void> => {
     let failures = 0;
-    while (!stopper.signal.aborted) {
+    // A full batch at start, after a failure and after a full batch; otherwise a pass not caused by a writer's kick
+    // (NOTIFY, poll) first probes whether anything waits: one cheap statement instead of a batch transaction.
+    let batchNext = true;
+    while (!stopped) {
+      const probe = !batchNext && !kicked;
       kicked = false;
+      notified = false;
+      batchNext = false;
       let result: BatchResult;
       try {
-        result = await relayBatch();
+        if (probe && !(await anyPending())) {
+          await idle(pollIntervalMs);
+          continue;
+        }
+        // After a failure, one row at a time until a publish succeeds again (see the ordering note).
+        result = await relayBatch(failures > 0 ? 1 : batchSize);
       } catch (err) {
-        result = { published: 0, duplicates: 0, busy: false, error: err };
+        result = { published: 0, duplicates: 0, selected: 0, error: err };
       }
       if (result.published > 0) opts.onPublished?.({ count: result.published, duplicates: result.duplicates });
       if (result.error !== undefined) {
@@ -290,24 +353,28 @@ export function startOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
         log[level]({ err: result.error, eventId: result.failedId, failures, retryInMs: wait },
           "outbox relay: publish or database step failed; retrying");
         await idleUnkickable(wait);
+        batchNext = true;
         continue;
       }
-      if (failures > 0) log.info({ failures }, "outbox relay: recovered");
-      failures = 0;
-      if (result.published === batchSize) continue; // probably more waiting
+      if (failures > 0) {
+        log.info({ failures }, "outbox relay: recovered");
+        failures = 0;
+        batchNext = true; // back to full batches at once
+        continue;
+      }
+      if (result.selected === batchSize) {
+        batchNext = true; // probably more waiting
+        continue;
+      }
       await maybePrune();
       await idle(pollIntervalMs);
     }
-  };
-  // Backoff after a failure is not cut short by kicks (a burst of commits would otherwise hammer a dead NATS).
-  const idleUnkickable = async (ms: number): Promise<void> => {
-    await sleep(ms, undefined, { signal: stopper.signal }).catch(() => undefined);
   };
 
   // LISTEN on a dedicated connection so commits in other processes wake this relay within milliseconds.
   const listen = async (): Promise<void> => {
     let failures = 0;
-    while (!stopper.signal.aborted) {
+    while (!stopped) {
       let client: pg.PoolClient | undefined;
       let failed: Error | undefined;
       try {
@@ -317,18 +384,21 @@ export function startOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
           c.on("error", (err) => { failed = err; resolve(); });
           c.on("end", () => resolve());
         });
-        c.on("notification", () => kick());
+        c.on("notification", notify);
         await c.query(`LISTEN ${OUTBOX_CHANNEL}`);
         failures = 0;
-        kick(); // rows committed while we were not listening
+        notify(); // rows committed while we were not listening
+        let onStop: (() => void) | undefined;
         await Promise.race([ended, new Promise<void>((resolve) => {
-          if (stopper.signal.aborted) resolve();
-          stopper.signal.addEventListener("abort", () => resolve(), { once: true });
+          onStop = resolve;
+          if (stopped) resolve();
+          else stopWaiters.add(resolve);
         })]);
+        if (onStop) stopWaiters.delete(onStop);
         if (failed) throw failed;
       } catch (err) {
         failed = err instanceof Error ? err : new Error(String(err));
-        if (stopper.signal.aborted) break;
+        if (stopped) break;
         failures++;
         if (failures % 20 === 1) log.warn({ err }, "outbox relay: LISTEN connection failed; polling until it is back");
         await idleUnkickable(Math.min(500 * 2 ** (failures - 1), maxBackoffMs));
@@ -352,8 +422,9 @@ export function startOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
     },
     stop(): Promise<void> {
       stopping ??= (async () => {
-        stopper.abort();
+        stopped = true;
         wake?.();
+        for (const w of [...stopWaiters]) w();
         await running;
         if (ownPool) await pool.end();
       })();

@@ -15,6 +15,8 @@ export interface PgPoolOptions {
   connectTimeoutMs?: number;
   /** Close connections idle this long (default 30 s; 0 = never). */
   idleTimeoutMs?: number;
+  /** Postgres ends a session left idle inside a transaction this long (a stuck caller); default: not set. */
+  idleInTransactionTimeoutMs?: number;
 }
 
 /**
@@ -31,6 +33,7 @@ export function createPgPool(opts: PgPoolOptions): pg.Pool {
     application_name: opts.name,
     connectionTimeoutMillis: opts.connectTimeoutMs ?? 10_000,
     idleTimeoutMillis: opts.idleTimeoutMs ?? 30_000,
+    ...(opts.idleInTransactionTimeoutMs ? { options: `-c idle_in_transaction_session_timeout=${Math.round(opts.idleInTransactionTimeoutMs)}` } : {}),
   });
   pool.on("error", (err) => opts.log.warn({ err, pool: opts.name }, "an idle Postgres connection failed; it is replaced"));
   // An idle client's error reaches the pool's listener too: the client's own listener speaks only for checked-out ones.

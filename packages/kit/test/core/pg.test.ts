@@ -61,4 +61,17 @@ describe("createPgPool", () => {
       await db.drop();
     }
   });
+
+  it("names its connections and sets the idle-in-transaction timeout when asked", async () => {
+    const db = await createTestDatabase({ prefix: "kitpg" });
+    const pool = createPgPool({ url: db.url, max: 1, name: "kit-test", log: recorder().log, idleInTransactionTimeoutMs: 1500 });
+    try {
+      const r = await pool.query<{ app: string; t: string }>(
+        "SELECT current_setting('application_name') AS app, current_setting('idle_in_transaction_session_timeout') AS t");
+      expect(r.rows[0]).toEqual({ app: "kit-test", t: "1500ms" });
+    } finally {
+      await pool.end();
+      await db.drop();
+    }
+  });
 });

@@ -214,6 +214,78 @@ describe("runConsumer", () => {
     expect(maxInFlight).toBe(3);
   });
 
+  it("with admit, pulls only when admitted; releaseAdmission lets the next message in while the handler finishes", async () => {
+    // One admission at a time (a FIFO lock): what the image worker does with its ComfyUI.
+    let tail = Promise.resolve();
+    const admit = () => {
+      let release!: () => void;
+      const held = new Promise<void>((r) => { release = r; });
+      const prev = tail;
+      tail = prev.then(() => held);
+      return prev.then(() => release);
+    };
+    const finishFirst = gate();
+    const events: string[] = [];
+    const t = setup(async (m) => {
+      const text = decode(m.data);
+      events.push(`start ${text}`);
+      if (text === "first") {
+        m.releaseAdmission(); // its "resource" is free: the other slot may pull while this handler finishes
+        await finishFirst.wait;
+      }
+      events.push(`end ${text}`);
+      return "ack";
+    }, { concurrency: 2, admit });
+    await t.publish("first");
+    await t.publish("second");
+    t.start();
+    await waitFor("second handled", () => events.includes("end second"));
+    expect(events).toEqual(["start first", "start second", "end second"]);
+    finishFirst.open();
+    await waitFor("first handled", () => events.includes("end first"));
+  });
+
+  it("with admit, a handler that keeps its admission holds back the other slots, which take no message meanwhile", async () => {
+    let admitted = 0;
+    let tail = Promise.resolve();
+    const admit = () => {
+      let release!: () => void;
+      const held = new Promise<void>((r) => { release = r; });
+      const prev = tail;
+      tail = prev.then(() => held);
+      return prev.then(() => {
+        admitted++;
+        return release;
+      });
+    };
+    const finishFirst = gate();
+    const firstStarted = gate();
+    const handled: string[] = [];
+    const t = setup(async (m) => {
+      if (decode(m.data) === "first") {
+        firstStarted.open();
+        await finishFirst.wait;
+      }
+      handled.push(decode(m.data));
+      return "ack";
+    }, { concurrency: 2, admit });
+    await t.publish("first");
+    await t.publish("second");
+    const h = t.start();
+    await firstStarted.wait;
+    await new Promise((r) => setTimeout(r, 300));
+    // The second slot waits for admission: it has not pulled, so "second" is still in the stream for anyone.
+    const info = await jsm.consumers.info(STREAM, t.durable);
+    expect(info.num_ack_pending).toBe(1);
+    expect(info.num_pending).toBe(1);
+    expect(admitted).toBe(1);
+    finishFirst.open();
+    await waitFor("both handled", () => handled.length === 2);
+    expect(handled).toEqual(["first", "second"]);
+    // stop() while a slot waits for admission (or for a message) returns.
+    await h.stop();
+  });
+
   it("runs the handler in the publisher's trace", async () => {
     ensureContextManager();
     const traceId = "0af7651916cd43dd8448eb211c80319c";

@@ -9,7 +9,7 @@ import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
 import { createTestDatabase, testServers } from "../../src/testing/index.js";
 import { connectNats, ensureStreams, publishEvent, runConsumer } from "../../src/nats.js";
 import type { ConsumedMessage, ConsumerHandle, HandlerResult } from "../../src/nats.js";
-import { recordInbox, pruneInbox } from "../../src/inbox.js";
+import { inboxInsertLiteralSql, inboxInsertSql, recordInbox, pruneInbox } from "../../src/inbox.js";
 import { sqlTxFromPg } from "../../src/outbox.js";
 import { OUTBOX_INBOX_SQL, captureLog, testPool, decode, encode, gate, inTransaction, uniq, waitFor } from "./helpers.js";
 
@@ -92,6 +92,24 @@ describe("recordInbox", () => {
   it("rejects empty names", async () => {
     await expect(recordInbox(sqlTxFromPg(pool), "", "e")).rejects.toThrow(/consumer/);
     await expect(recordInbox(sqlTxFromPg(pool), "a", "")).rejects.toThrow(/eventId/);
+  });
+
+  it("inboxInsertSql and inboxInsertLiteralSql record inside the caller's own statement, fresh only the first time", async () => {
+    const once = (sql: string, values: unknown[] = []) =>
+      pool.query<{ fresh: boolean }>(`WITH fresh AS (${sql}) SELECT EXISTS (SELECT 1 FROM fresh) AS fresh`, values);
+    expect((await once(inboxInsertSql(1), ["a", "e3"])).rows[0]!.fresh).toBe(true);
+    // Numbered from `first`: here after a value of the caller's own.
+    const again = await pool.query<{ one: number; fresh: boolean }>(
+      `WITH fresh AS (${inboxInsertSql(2)}) SELECT $1::int AS one, EXISTS (SELECT 1 FROM fresh) AS fresh`, [1, "a", "e3"]);
+    expect(again.rows[0]).toEqual({ one: 1, fresh: false });
+    expect(await recordInbox(sqlTxFromPg(pool), "a", "e3")).toBe(false); // the same record recordInbox makes
+    // Literals are quoted, whatever the id holds.
+    const tricky = "e4'); DROP TABLE inbox_events; --\\";
+    expect((await once(inboxInsertLiteralSql("a", tricky))).rows[0]!.fresh).toBe(true);
+    expect((await once(inboxInsertLiteralSql("a", tricky))).rows[0]!.fresh).toBe(false);
+    expect(await recordInbox(sqlTxFromPg(pool), "a", tricky)).toBe(false);
+    expect(() => inboxInsertLiteralSql("", "e")).toThrow(/consumer/);
+    expect(() => inboxInsertSql(0)).toThrow(/first/);
   });
 
   it("prunes rows processed before the cutoff", async () => {

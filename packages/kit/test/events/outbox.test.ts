@@ -9,7 +9,7 @@ import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
 import { ROOT_CONTEXT, context, trace, TraceFlags } from "@opentelemetry/api";
 import { createTestDatabase, testServers } from "../../src/testing/index.js";
 import { connectNats, ensureStreams, runConsumer } from "../../src/nats.js";
-import { MAX_OUTBOX_PAYLOAD_BYTES, enqueueEvent, pruneOutbox, sqlTxFromPg, startOutboxRelay } from "../../src/outbox.js";
+import { MAX_OUTBOX_PAYLOAD_BYTES, OUTBOX_CHANNEL, enqueueEvent, pruneOutbox, sqlTxFromPg, startOutboxRelay } from "../../src/outbox.js";
 import type { OutboxRelay } from "../../src/outbox.js";
 import { ensureContextManager } from "../../src/tracing.js";
 import { OUTBOX_INBOX_SQL, captureLog, testPool, decode, encode, inTransaction, repeated, streamMessages, uniq, waitFor } from "./helpers.js";
@@ -154,6 +154,82 @@ describe("outbox relay", () => {
         { timeoutMs: 10_000 });
     } finally {
       await pool.query("ALTER TABLE outbox_events ENABLE TRIGGER outbox_events_notify");
+    }
+  });
+
+  it("publishes a batch together (acks awaited together) and marks it in one statement", async () => {
+    let inFlight = 0;
+    let maxInFlight = 0;
+    const countingJs = {
+      publish: async (...args: Parameters<JetStreamClient["publish"]>) => {
+        inFlight++;
+        maxInFlight = Math.max(maxInFlight, inFlight);
+        try {
+          return await js.publish(...args);
+        } finally {
+          inFlight--;
+        }
+      },
+    };
+    const ids = await enqueueInTx(10);
+    const r = relay({ js: countingJs });
+    await waitFor("outbox drained", async () => (await r.pending()) === 0);
+    expect(maxInFlight).toBe(10);
+    expect((await streamMessages(jsm, STREAM)).map((m) => m.msgId)).toEqual(ids);
+  });
+
+  it("after a failed publish, marks what was stored, retries the failed row on its own, then resumes", async () => {
+    const ids = await enqueueInTx(6);
+    const attempts: string[] = [];
+    let failing = true;
+    // The connection drops while the 3rd event is sent: it and every later one of the batch fail.
+    const flakyJs = {
+      publish: async (...args: Parameters<JetStreamClient["publish"]>) => {
+        const msgId = (args[2] as { msgID: string }).msgID;
+        attempts.push(msgId);
+        if (failing && ids.indexOf(msgId) >= 2) throw new Error("connection lost");
+        return js.publish(...args);
+      },
+    };
+    const r = relay({ js: flakyJs, maxBackoffMs: 100 });
+    await waitFor("first batch tried", () => attempts.length >= 6);
+    await waitFor("retried alone", () => attempts.length >= 7);
+    expect(await pendingRows()).toBe(4); // the two stored ones are marked
+    failing = false;
+    await waitFor("outbox drained", async () => (await r.pending()) === 0);
+    // The retry after the failure carried one row; then full batches again.
+    expect(attempts.slice(6, 7)).toEqual([ids[2]]);
+    const msgs = await streamMessages(jsm, STREAM);
+    expect(msgs.map((m) => m.msgId)).toEqual(ids);
+  });
+
+  it("a NOTIFY with nothing to publish costs one probe, not a batch transaction", async () => {
+    const statements: string[] = [];
+    const probePool = testPool(db.url, { max: 3 });
+    probePool.on("connect", (client) => {
+      const query = client.query.bind(client) as (...a: unknown[]) => unknown;
+      (client as unknown as { query: (...a: unknown[]) => unknown }).query = (...a: unknown[]) => {
+        const text = typeof a[0] === "string" ? a[0] : (a[0] as { text?: string } | undefined)?.text ?? "";
+        statements.push(text.trim().split(/\s+/).slice(0, 2).join(" "));
+        return query(...a);
+      };
+    });
+    try {
+      const r = relay({ pool: probePool, pollIntervalMs: 120_000 });
+      await waitFor("relay idle", async () => (await r.pending()) === 0);
+      await new Promise((res) => setTimeout(res, 300));
+      statements.length = 0;
+      await pool.query(`NOTIFY ${OUTBOX_CHANNEL}`);
+      await waitFor("probed", () => statements.includes("SELECT EXISTS"));
+      await new Promise((res) => setTimeout(res, 200));
+      expect(statements).toEqual(["SELECT EXISTS"]);
+      // A NOTIFY for a commit with an event: the probe finds it and a batch publishes it.
+      const [eid] = await enqueueInTx(1);
+      await waitFor("event published", async () => (await streamMessages(jsm, STREAM)).some((m) => m.msgId === eid));
+      expect(statements.filter((q) => q.startsWith("BEGIN;"))).toHaveLength(1);
+    } finally {
+      await Promise.all(relays.splice(0).map((x) => x.stop()));
+      await probePool.end();
     }
   });
 
