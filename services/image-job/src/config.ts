@@ -44,6 +44,11 @@ export const configSchema = z.object({
   IMAGE_BILLING_TIMEOUT: duration("5s"),
   /** Postgres connections of this process. */
   IMAGE_DB_POOL_SIZE: int(10, 2, 200),
+  /**
+   * Jobs this process dispatched whose owner, workflow and model it remembers until a worker starts them, so
+   * StartJob is one statement instead of two (a job dispatched by another replica is read). 0 = remember none.
+   */
+  IMAGE_START_CACHE_SIZE: int(10_000, 0, 1_000_000),
 });
 
 export type ImageJobConfig = z.infer<typeof configSchema>;

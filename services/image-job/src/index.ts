@@ -79,13 +79,13 @@ export async function createImageJobModule(config: ImageJobConfig, infra: ImageJ
     }
   }
   const imageStore = createImageStore(config, { urlSecret, publicBaseUrl: config.IMAGE_PUBLIC_BASE_URL });
-  const pool = createPool(infra.databaseUrl, config.IMAGE_DB_POOL_SIZE);
-  pool.on("error", (err) => log.warn({ err }, "idle postgres connection failed"));
+  const pool = createPool(infra.databaseUrl, config.IMAGE_DB_POOL_SIZE, log);
   let relay: OutboxRelay | undefined;
   const store = createJobStore({
     pool,
     maxRunningPerUser: config.IMAGE_MAX_RUNNING_PER_USER,
     maxQueuedPerUser: config.IMAGE_MAX_QUEUED_PER_USER,
+    startCacheSize: config.IMAGE_START_CACHE_SIZE,
     afterCommit: () => relay?.kick(),
   });
   const metrics = createImageJobMetrics(infra.metrics.registry, () => store.queueDepths());

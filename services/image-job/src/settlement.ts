@@ -8,7 +8,7 @@ import type { ImageJobMetrics } from "./metrics.js";
 
 export interface Settler {
   /** Settles one job now (no-op if it owes nothing or another call is settling it). */
-  settle(job: Pick<JobRow, "id" | "settlement" | "settledAt" | "holdId" | "creditsCharged" | "modelId" | "imagesProduced">): Promise<void>;
+  settle(job: Pick<JobRow, "id" | "userId" | "settlement" | "settledAt" | "holdId" | "creditsCharged" | "modelId" | "imagesProduced">): Promise<void>;
 }
 
 interface Log {
@@ -27,7 +27,7 @@ export function createSettler(opts: { store: JobStore; billing: Transport; log: 
       inflight.add(job.id);
       try {
         if (!job.holdId) {
-          await store.markSettled(job.id, job.settlement === "commit" ? { charged: 0n } : {});
+          await store.markSettled(job, job.settlement === "commit" ? { charged: 0n } : {});
           return;
         }
         try {
@@ -37,10 +37,10 @@ export function createSettler(opts: { store: JobStore; billing: Transport; log: 
               amount: job.creditsCharged,
               usage: { model: job.modelId, feature: "image", images: job.imagesProduced },
             }, { timeoutMs: opts.callTimeoutMs });
-            await store.markSettled(job.id, { charged: r.hold?.charged ?? job.creditsCharged });
+            await store.markSettled(job, { charged: r.hold?.charged ?? job.creditsCharged });
           } else {
             await credits.release({ holdId: job.holdId }, { timeoutMs: opts.callTimeoutMs });
-            await store.markSettled(job.id, {});
+            await store.markSettled(job, {});
           }
         } catch (err) {
           const ce = ConnectError.from(err);
@@ -48,7 +48,7 @@ export function createSettler(opts: { store: JobStore; billing: Transport; log: 
             // Billing will never accept this action (e.g. the hold expired before the job finished): nothing was
             // charged. Recorded so it is not retried forever; visible in the log and the job's settle_error.
             log.error({ jobId: job.id, holdId: job.holdId, action: job.settlement, err: ce.message }, "billing refused to settle an image job");
-            await store.markSettled(job.id, job.settlement === "commit" ? { charged: 0n, error: ce.message } : { error: ce.message });
+            await store.markSettled(job, job.settlement === "commit" ? { charged: 0n, error: ce.message } : { error: ce.message });
           } else {
             opts.metrics.settleFailures.inc({ action: job.settlement });
             log.warn({ jobId: job.id, action: job.settlement, err: ce.message }, "billing settlement failed; will retry");

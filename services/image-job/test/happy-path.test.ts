@@ -11,10 +11,13 @@ import { eventually, PNG_SIGNATURE, startHarness, type Harness } from "./harness
 import { waitForJob } from "./helpers.js";
 
 let h: Harness;
+let worker: Promise<unknown> | undefined;
+/** Starts the in-process worker once (the first test starts it only when its watch is open). */
+const ensureWorker = (): Promise<unknown> => (worker ??= h.startWorker());
 
 beforeAll(async () => {
   // Slow enough sampling (4 steps × 60 ms) that RUNNING and progress are observable.
-  h = await startHarness({ sim: { stepMs: 60 } });
+  h = await startHarness({ sim: { stepMs: 60 }, worker0: false });
 });
 
 afterAll(async () => {
@@ -24,7 +27,7 @@ afterAll(async () => {
 describe("happy path", () => {
   it("submits, watches and serves the PNGs; charges exactly the images produced", async () => {
     const usage: UsageRecorded[] = [];
-    const sub = h.nc.subscribe("luna.events.usage.recorded", { callback: (_e, m) => usage.push(fromBinary(UsageRecordedSchema, m.data)) });
+    const sub = h.nc.subscribe("luna.events.usage.recorded", { callback: (_e, m) => { usage.push(fromBinary(UsageRecordedSchema, m.data)); } });
     const user = await h.newUser();
     const { job } = await user.client.submitJob({ workflowId: "flux-schnell", prompt: "a lighthouse at dusk", count: 2, seed: 42n,
       idempotencyKey: "happy-1" });
@@ -38,10 +41,14 @@ describe("happy path", () => {
     let progress = 0;
     let last: Job | undefined;
     for await (const update of user.client.watchJob({ jobId: job!.id })) {
+      // No worker runs until the watch is open: dispatch takes milliseconds, so otherwise the job could be RUNNING
+      // before the stream's first read.
+      void ensureWorker();
       if (seen[seen.length - 1] !== update.job!.status) seen.push(update.job!.status);
       progress = Math.max(progress, update.progressPercent);
       last = update.job;
     }
+    await ensureWorker();
     expect(last!.status).toBe(JobStatus.SUCCEEDED);
     expect(seen[seen.length - 1]).toBe(JobStatus.SUCCEEDED);
     expect(seen[0]).toBe(JobStatus.QUEUED);
@@ -96,6 +103,7 @@ describe("happy path", () => {
   });
 
   it("forgets a deleted user's jobs and images (user.deleted)", async () => {
+    await ensureWorker();
     const user = await h.newUser();
     const { job } = await user.client.submitJob({ workflowId: "flux-schnell", prompt: "soon gone" });
     const done = await waitForJob(user.client, job!.id);

@@ -25,7 +25,7 @@ let store: JobStore;
 
 beforeAll(async () => {
   db = await createTestDatabase({ migrationsDir, prefix: "imgroutes" });
-  pool = createPool(db.url, 4);
+  pool = createPool(db.url, 4, { warn: () => undefined });
   store = createJobStore({ pool, maxRunningPerUser: 1, maxQueuedPerUser: 5, afterCommit: () => undefined });
 });
 

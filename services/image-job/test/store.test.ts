@@ -8,6 +8,9 @@ import { assertSchemaMatchesDatabase, createTestDatabase, type TestDatabase } fr
 import { Registry } from "prom-client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type pg from "pg";
+import { fromBinary } from "@bufbuild/protobuf";
+import { ImageJobUpdatedSchema } from "@luna/contracts/luna/events/v1/image_events_pb.js";
+import { JobStatus } from "@luna/contracts/luna/image/v1/image_pb.js";
 import { createJobStore, createPool, type JobStore, type NewJob } from "../src/data/job-store.js";
 import { resultEventId, Subjects, usageEventId } from "../src/domain/job.js";
 import { migrationsDir } from "../src/index.js";
@@ -24,7 +27,7 @@ let seq = 0;
 
 beforeAll(async () => {
   db = await createTestDatabase({ migrationsDir, prefix: "imgstore" });
-  pool = createPool(db.url, 4);
+  pool = createPool(db.url, 4, { warn: () => undefined });
   store = createJobStore({ pool, maxRunningPerUser: 1, maxQueuedPerUser: 2, afterCommit: () => undefined });
 });
 
@@ -86,6 +89,23 @@ describe("dispatch and results", () => {
     const queued = (await outboxSubjects()).filter((s) => s === Subjects.jobQueue("flux1-schnell")).length;
     expect(queued - before).toBe(2);
     expect(await store.startJob(a.job.id, "w3")).toEqual({ kind: "skip", reason: "succeeded" });
+  });
+
+  it("StartJob writes one RUNNING event with the job's identity, whether or not this replica dispatched the job", async () => {
+    // `store` remembers the jobs it dispatched; `other` (another replica, remembering nothing) reads the identity.
+    const other = createJobStore({ pool, maxRunningPerUser: 1, maxQueuedPerUser: 2, startCacheSize: 0, afterCommit: () => undefined });
+    const mine = await store.submit(newJob("ident1", { workflowId: "wf-a", modelId: "model-a" }), hold(100n));
+    const theirs = await store.submit(newJob("ident2", { workflowId: "wf-b", modelId: "model-b" }), hold(100n));
+    expect(await store.startJob(mine.job.id, "w1")).toMatchObject({ kind: "run", resumed: false });
+    expect(await other.startJob(theirs.job.id, "w2")).toMatchObject({ kind: "run", resumed: false });
+    expect(await other.startJob(mine.job.id, "w3")).toMatchObject({ kind: "run", resumed: true });
+    const running = async (jobId: string) => (await pool.query<{ payload: Buffer }>(
+      "SELECT payload FROM outbox_events WHERE subject = $1 ORDER BY seq", [Subjects.updated])).rows
+      .map((r) => fromBinary(ImageJobUpdatedSchema, r.payload))
+      .filter((e) => e.jobId === jobId && e.status === JobStatus.RUNNING);
+    expect(await running(mine.job.id)).toEqual([expect.objectContaining({ userId: "ident1", workflowId: "wf-a", modelId: "model-a" })]);
+    expect(await running(theirs.job.id)).toEqual([expect.objectContaining({ userId: "ident2", workflowId: "wf-b", modelId: "model-b" })]);
+    expect(await other.startJob(crypto.randomUUID(), "w4")).toEqual({ kind: "skip", reason: "not_found" });
   });
 
   it("a SUCCEEDED result without usable images fails the job (no_outputs)", async () => {

@@ -5,9 +5,14 @@
 // Every status change runs in one transaction that also writes its events to the outbox. Changes to a user's set
 // of open jobs are serialized by a per-user advisory lock, always taken before any row lock, which makes the
 // per-user limits and the dispatch of the user's next job exact.
+//
+// Round trips are what the hot paths cost (each is a socket write and a wake-up on both sides), so a state change
+// and its outbox rows are one statement where the event can be built before it (data-modifying CTEs), a
+// transaction opens together with its first statement (a simple-protocol string), and single-statement changes run
+// without BEGIN/COMMIT.
 import { randomUUID } from "node:crypto";
 import pg from "pg";
-import { enqueueEvent, recordInbox, sqlTxFromPg } from "@luna/kit";
+import { OUTBOX_INSERT, createPgPool, inboxInsertLiteralSql, outboxRow, outboxValuesSql, type Logger, type OutboxEvent } from "@luna/kit";
 import { ErrorCodes, RESULT_CONSUMER, isFinal, jobStoragePrefix } from "../domain/job.js";
 import type { PageCursor } from "../domain/page-token.js";
 import { jobQueuedEvent, jobUpdatedEvent, usageRecordedEvent } from "../events/messages.js";
@@ -17,15 +22,40 @@ export type { ImageRow, JobRow, JobWithImages } from "./rows.js";
 
 type Db = pg.PoolClient;
 
-/** A connection pool for the service's database; a transaction left idle (a stuck caller) is ended by Postgres. */
-export function createPool(databaseUrl: string, size: number): pg.Pool {
-  return new pg.Pool({
-    connectionString: databaseUrl,
-    max: size,
-    application_name: "image-job",
-    connectionTimeoutMillis: 10_000,
-    options: "-c idle_in_transaction_session_timeout=60000",
+/** `INSERT INTO outbox_events ... VALUES (...), (...)` for the events, with their values from `$first` on. */
+function outboxInsert(events: OutboxEvent[], first: number): { sql: string; values: unknown[] } {
+  const values: unknown[] = [];
+  const tuples = events.map((ev) => {
+    const row = outboxRow(ev);
+    const at = first + values.length;
+    values.push(row.id, row.subject, row.payload, row.headers);
+    return `(${outboxValuesSql(at)})`;
   });
+  return { sql: `${OUTBOX_INSERT} VALUES ${tuples.join(", ")}`, values };
+}
+
+/**
+ * The statement that takes a user's advisory lock, for a transaction's opening string (simple protocol, so the id is
+ * quoted as a literal; `escapeLiteral` makes any string safe there).
+ */
+const lockUserSql = (userId: string): string =>
+  `SELECT pg_advisory_xact_lock(hashtext('luna.image-job.user'), hashtext(${pg.escapeLiteral(userId)}))`;
+
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** A job id as a quoted literal (it must be a UUID: checked here). */
+const jobIdLiteral = (jobId: string): string => {
+  if (!UUID_RE.test(jobId)) throw new Error(`not a job id: ${JSON.stringify(jobId)}`);
+  return `'${jobId}'`;
+};
+
+/** The statement that takes the lock of a job's user (read from the job: user ids never change). */
+const lockJobUserSql = (jobId: string): string =>
+  `SELECT pg_advisory_xact_lock(hashtext('luna.image-job.user'), hashtext(user_id)) FROM image_jobs WHERE id = ${jobIdLiteral(jobId)}`;
+
+/** A connection pool for the service's database; a transaction left idle (a stuck caller) is ended by Postgres. */
+export function createPool(databaseUrl: string, size: number, log: Pick<Logger, "warn">): pg.Pool {
+  return createPgPool({ url: databaseUrl, max: size, name: "image-job", log, idleInTransactionTimeoutMs: 60_000 });
 }
 
 /** The user already has as many open jobs as allowed. */
@@ -83,6 +113,8 @@ export interface JobStoreOptions {
   pool: pg.Pool;
   maxRunningPerUser: number;
   maxQueuedPerUser: number;
+  /** Dispatched jobs whose identity is remembered for StartJob (default 10 000; 0 = none). */
+  startCacheSize?: number;
   /** Called after each commit that wrote outbox events (wakes the relay). */
   afterCommit: () => void;
 }
@@ -98,17 +130,56 @@ interface FinishPatch {
 
 const PNG = "image/png";
 
+/**
+ * A job's image rows as one JSON array (column names as keys; the bigint seed as text, so no precision is lost;
+ * see imageFromJson).
+ */
+const IMAGES_JSON = `coalesce(json_agg(json_build_object('id', i.id, 'job_id', i.job_id, 'user_id', i.user_id, 'batch_index', i.batch_index,
+  'storage_key', i.storage_key, 'content_type', i.content_type, 'width', i.width, 'height', i.height, 'size_bytes', i.size_bytes,
+  'prompt', i.prompt, 'negative_prompt', i.negative_prompt, 'seed', i.seed::text, 'workflow_id', i.workflow_id, 'model_id', i.model_id,
+  'style_id', i.style_id, 'created_at', i.created_at) ORDER BY i.batch_index), '[]'::json)`;
+
+/** An image row from IMAGES_JSON. */
+const imageFromJson = (r: Record<string, unknown>): ImageRow => imageFromRow({ ...r, created_at: new Date(r.created_at as string) });
+
+/** Dispatch order: oldest first (as the dispatch statement picks them). */
+const byAge = (a: JobRow, b: JobRow): number => a.createdAt.getTime() - b.createdAt.getTime() || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+
 export type JobStore = ReturnType<typeof createJobStore>;
+
+/** What never changes about a job, and what the RUNNING event carries besides its status. */
+interface JobIdentity {
+  userId: string;
+  workflowId: string;
+  modelId: string;
+}
 
 export function createJobStore(opts: JobStoreOptions) {
   const { pool } = opts;
+  const startCacheSize = opts.startCacheSize ?? 10_000;
+  /**
+   * Identities of jobs this process dispatched, until a worker starts them (insertion order: the oldest is dropped
+   * first when full). Always right when present: identities never change.
+   */
+  const dispatched = new Map<string, JobIdentity>();
+  const remember = (job: { id: string } & JobIdentity): void => {
+    if (startCacheSize === 0) return;
+    dispatched.set(job.id, { userId: job.userId, workflowId: job.workflowId, modelId: job.modelId });
+    if (dispatched.size > startCacheSize) dispatched.delete(dispatched.keys().next().value!);
+  };
 
-  async function transaction<T>(fn: (db: Db) => Promise<T>): Promise<T> {
+  /**
+   * Runs `fn` in a transaction. `first` is parameterless SQL (one or more statements, each with its own snapshot)
+   * sent with the BEGIN in one round trip; `fn` gets the result of its last statement.
+   */
+  async function transaction<T>(fn: (db: Db, first: pg.QueryResult | undefined) => Promise<T>, first?: string): Promise<T> {
     const db = await pool.connect();
     let broken: Error | undefined;
     try {
-      await db.query("BEGIN");
-      const out = await fn(db);
+      let opened: pg.QueryResult | undefined;
+      if (first) opened = ((await db.query(`BEGIN; ${first}`)) as unknown as pg.QueryResult[]).at(-1);
+      else await db.query("BEGIN");
+      const out = await fn(db, opened);
       await db.query("COMMIT");
       return out;
     } catch (err) {
@@ -119,9 +190,6 @@ export function createJobStore(opts: JobStoreOptions) {
     }
   }
 
-  const lockUser = (db: Db, userId: string) =>
-    db.query("SELECT pg_advisory_xact_lock(hashtext('luna.image-job.user'), hashtext($1))", [userId]);
-
   const lockJob = async (db: Db, jobId: string): Promise<JobRow | undefined> => {
     const r = await db.query("SELECT * FROM image_jobs WHERE id = $1 FOR UPDATE", [jobId]);
     return r.rows[0] ? jobFromRow(r.rows[0]) : undefined;
@@ -130,36 +198,73 @@ export function createJobStore(opts: JobStoreOptions) {
   const imagesOf = async (db: pg.Pool | Db, jobId: string): Promise<ImageRow[]> =>
     (await db.query("SELECT * FROM images WHERE job_id = $1 ORDER BY batch_index", [jobId])).rows.map(imageFromRow);
 
-  const userIdOf = async (jobId: string): Promise<string | undefined> =>
-    (await pool.query<{ user_id: string }>("SELECT user_id FROM image_jobs WHERE id = $1", [jobId])).rows[0]?.user_id;
-
-  /** Sends the user's oldest waiting jobs to their pools while the user is below the running limit. */
-  const dispatchWaiting = async (db: Db, userId: string): Promise<number> => {
-    let sent = 0;
-    for (;;) {
-      // One statement per job: the limit check and the pick (usually nothing waits and nothing is updated).
-      const r = await db.query(
-        `UPDATE image_jobs SET dispatched_at = now() WHERE id = (
-           SELECT id FROM image_jobs WHERE user_id = $1 AND status = 'QUEUED' AND dispatched_at IS NULL
-            ORDER BY created_at, id LIMIT 1)
-           AND (SELECT count(*) FROM image_jobs WHERE user_id = $1 AND status IN ('QUEUED', 'RUNNING') AND dispatched_at IS NOT NULL) < $2
-         RETURNING *`, [userId, opts.maxRunningPerUser]);
-      if (!r.rows[0]) return sent;
-      await enqueueEvent(sqlTxFromPg(db), jobQueuedEvent(jobFromRow(r.rows[0])));
-      sent++;
-    }
+  /**
+   * The user's oldest waiting jobs, dispatched while the user is below the running limit (`except`: a job this
+   * statement's caller is finishing, not counted and not picked). A fragment of a statement whose `$u` is the user id
+   * and `$m` the limit.
+   */
+  const dispatchSql = (u: string, m: string, except?: string) => {
+    const other = except ? ` AND id <> ${except}` : "";
+    return `UPDATE image_jobs SET dispatched_at = now() WHERE id IN (
+       SELECT id FROM image_jobs WHERE user_id = ${u} AND status = 'QUEUED' AND dispatched_at IS NULL${other}
+        ORDER BY created_at, id
+        LIMIT greatest(0, ${m} - (SELECT count(*) FROM image_jobs
+          WHERE user_id = ${u} AND status IN ('QUEUED', 'RUNNING') AND dispatched_at IS NOT NULL${other})))
+     RETURNING *`;
   };
 
-  /** Final transition: status, billing action owed, event, and the user's next job dispatched. Caller holds the user lock. */
+  /** Writes the queue messages of jobs just dispatched (one statement; nothing when there are none). */
+  const enqueueDispatched = async (db: Db, jobs: JobRow[]): Promise<void> => {
+    if (jobs.length === 0) return;
+    const ins = outboxInsert(jobs.map(jobQueuedEvent), 1);
+    await db.query(ins.sql, ins.values);
+    // Remembered before the commit: a worker cannot take the job before it (the relay publishes after it), and a
+    // rolled-back job's entry is never used (an id that does not exist is never started).
+    jobs.forEach(remember);
+  };
+
+  /** Sends the user's oldest waiting jobs to their pools while the user is below the running limit. Caller holds the user lock. */
+  const dispatchWaiting = async (db: Db, userId: string): Promise<number> => {
+    const r = await db.query(dispatchSql("$1", "$2"), [userId, opts.maxRunningPerUser]);
+    const jobs = r.rows.map(jobFromRow).sort(byAge);
+    await enqueueDispatched(db, jobs);
+    return jobs.length;
+  };
+
+  /**
+   * Final transition: status, billing action owed, event, and the user's next job dispatched, in one statement (plus
+   * the queue messages of the jobs it dispatched); the images of a success are inserted by the same statement.
+   * Caller holds the user lock and the job's row lock.
+   */
   const finish = async (db: Db, job: JobRow, p: FinishPatch, images: ImageRow[] = []): Promise<JobWithImages> => {
+    // The event carries what this statement writes, so it is built before it.
+    const event = jobUpdatedEvent({ ...job, status: p.status, imagesProduced: p.imagesProduced ?? 0, creditsCharged: p.creditsCharged ?? 0n,
+      errorCode: p.errorCode ?? "" });
+    const values: unknown[] = [job.id, p.status, p.settlement, p.errorCode ?? "", p.errorMessage ?? "", p.imagesProduced ?? 0,
+      (p.creditsCharged ?? 0n).toString(), job.userId, opts.maxRunningPerUser];
+    const ev = outboxInsert([event], values.length + 1);
+    values.push(...ev.values);
+    let imagesCte = "";
+    if (images.length > 0) {
+      const tuples = images.map((i) => {
+        const at = values.length;
+        values.push(i.id, i.jobId, i.userId, i.batchIndex, i.storageKey, i.contentType, i.width, i.height, i.sizeBytes, i.prompt,
+          i.negativePrompt, i.seed.toString(), i.workflowId, i.modelId, i.styleId, i.createdAt);
+        return `(${Array.from({ length: 16 }, (_, k) => `$${at + k + 1}`).join(", ")})`;
+      });
+      imagesCte = `img AS (INSERT INTO images (id, job_id, user_id, batch_index, storage_key, content_type, width, height, size_bytes,
+        prompt, negative_prompt, seed, workflow_id, model_id, style_id, created_at) VALUES ${tuples.join(", ")}), `;
+    }
     const r = await db.query(
-      `UPDATE image_jobs SET status = $2, settlement = $3, error_code = $4, error_message = $5, images_produced = $6,
-              credits_charged = $7, finished_at = now()
-        WHERE id = $1 RETURNING *`,
-      [job.id, p.status, p.settlement, p.errorCode ?? "", p.errorMessage ?? "", p.imagesProduced ?? 0, (p.creditsCharged ?? 0n).toString()]);
-    const updated = jobFromRow(r.rows[0]);
-    await enqueueEvent(sqlTxFromPg(db), jobUpdatedEvent(updated));
-    await dispatchWaiting(db, job.userId);
+      `WITH ${imagesCte}fin AS (
+         UPDATE image_jobs SET status = $2, settlement = $3, error_code = $4, error_message = $5, images_produced = $6,
+                credits_charged = $7, finished_at = now()
+          WHERE id = $1 RETURNING *),
+       disp AS (${dispatchSql("$8", "$9", "$1")}),
+       ev AS (${ev.sql})
+       SELECT false AS dispatched, * FROM fin UNION ALL SELECT true, * FROM disp`, values);
+    const updated = jobFromRow(r.rows.find((row: { dispatched: boolean }) => !row.dispatched));
+    await enqueueDispatched(db, r.rows.filter((row: { dispatched: boolean }) => row.dispatched).map(jobFromRow).sort(byAge));
     return { ...updated, images };
   };
 
@@ -171,12 +276,12 @@ export function createJobStore(opts: JobStoreOptions) {
     pool,
 
     async findJob(jobId: string, userId?: string): Promise<JobWithImages | undefined> {
-      const r = userId === undefined
-        ? await pool.query("SELECT * FROM image_jobs WHERE id = $1", [jobId])
-        : await pool.query("SELECT * FROM image_jobs WHERE id = $1 AND user_id = $2", [jobId, userId]);
+      // The job and, once it succeeded, its images in one query.
+      const r = await pool.query(
+        `SELECT j.*, CASE WHEN j.status = 'SUCCEEDED' THEN (SELECT ${IMAGES_JSON} FROM images i WHERE i.job_id = j.id) END AS images_json
+           FROM image_jobs j WHERE j.id = $1 AND ($2::text IS NULL OR j.user_id = $2)`, [jobId, userId ?? null]);
       if (!r.rows[0]) return undefined;
-      const job = jobFromRow(r.rows[0]);
-      return { ...job, images: job.status === "SUCCEEDED" ? await imagesOf(pool, jobId) : [] };
+      return { ...jobFromRow(r.rows[0]), images: ((r.rows[0].images_json ?? []) as Array<Record<string, unknown>>).map(imageFromJson) };
     },
 
     /**
@@ -186,15 +291,9 @@ export function createJobStore(opts: JobStoreOptions) {
      * same hold; without a retry, billing's sweeper releases it at its deadline.
      */
     async submit(input: NewJob, reserve: () => Promise<{ holdId: string; amount: bigint }>): Promise<{ job: JobWithImages; replayed: boolean }> {
-      const out = await transaction(async (db) => {
-        await lockUser(db, input.userId);
-        // The job of this key (if any) and the user's open jobs, in one round trip.
-        const r0 = await db.query(
-          `SELECT j.*, c.open, c.dispatched FROM (
-             SELECT count(*)::int AS open, (count(*) FILTER (WHERE dispatched_at IS NOT NULL))::int AS dispatched
-               FROM image_jobs WHERE user_id = $1 AND status IN ('QUEUED', 'RUNNING')) c
-           LEFT JOIN image_jobs j ON j.user_id = $1 AND j.idempotency_key = $2`, [input.userId, input.idempotencyKey]);
-        const row0 = r0.rows[0] as { id: string | null; open: number; dispatched: number };
+      const user = pg.escapeLiteral(input.userId);
+      const out = await transaction(async (db, r0) => {
+        const row0 = r0!.rows[0] as { id: string | null; open: number; dispatched: number };
         if (row0.id !== null) {
           const job = jobFromRow(row0);
           if (job.requestHash !== input.requestHash) {
@@ -208,56 +307,82 @@ export function createJobStore(opts: JobStoreOptions) {
         }
         const hold = await reserve();
         const dispatchNow = dispatched < opts.maxRunningPerUser;
-        // created_at is written from this clock at millisecond precision: page tokens carry milliseconds.
+        // The job and its events in one statement: the events need nothing the database assigns. The queue message
+        // comes first, so the relay publishes it first.
+        const identity = { id: input.id, userId: input.userId, workflowId: input.workflowId, modelId: input.modelId };
+        const events = [
+          ...(dispatchNow ? [jobQueuedEvent(identity)] : []),
+          jobUpdatedEvent({ ...identity, status: "QUEUED", imagesProduced: 0, creditsCharged: 0n, errorCode: "" }),
+        ];
+        const values: unknown[] = [input.id, input.userId, input.idempotencyKey, input.requestHash, input.workflowId, input.modelId, input.prompt,
+          input.negativePrompt, input.width, input.height, input.count, input.steps, input.seed.toString(), input.styleId,
+          input.pricePerImage.toString(), hold.holdId, hold.amount.toString(), input.runTimeoutMs, input.queueDeadline,
+          // created_at is written from this clock at millisecond precision: page tokens carry milliseconds.
+          new Date(), dispatchNow];
+        const ev = outboxInsert(events, values.length + 1);
         const r = await db.query(
-          `INSERT INTO image_jobs (id, user_id, idempotency_key, request_hash, workflow_id, model_id, status, prompt, negative_prompt,
-             width, height, count, steps, seed, style_id, price_per_image, hold_id, credits_reserved, run_timeout_ms,
-             queue_deadline, created_at, dispatched_at)
-           VALUES ($1, $2, $3, $4, $5, $6, 'QUEUED', $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
-             $20::timestamptz, CASE WHEN $21::boolean THEN $20::timestamptz END)
-           RETURNING *`,
-          [input.id, input.userId, input.idempotencyKey, input.requestHash, input.workflowId, input.modelId, input.prompt,
-            input.negativePrompt, input.width, input.height, input.count, input.steps, input.seed.toString(), input.styleId,
-            input.pricePerImage.toString(), hold.holdId, hold.amount.toString(), input.runTimeoutMs, input.queueDeadline,
-            new Date(), dispatchNow]);
+          `WITH job AS (
+             INSERT INTO image_jobs (id, user_id, idempotency_key, request_hash, workflow_id, model_id, status, prompt, negative_prompt,
+               width, height, count, steps, seed, style_id, price_per_image, hold_id, credits_reserved, run_timeout_ms,
+               queue_deadline, created_at, dispatched_at)
+             VALUES ($1, $2, $3, $4, $5, $6, 'QUEUED', $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
+               $20::timestamptz, CASE WHEN $21::boolean THEN $20::timestamptz END)
+             RETURNING *),
+           ev AS (${ev.sql})
+           SELECT * FROM job`,
+          [...values, ...ev.values]);
         const job = jobFromRow(r.rows[0]);
-        const sql = sqlTxFromPg(db);
-        if (dispatchNow) await enqueueEvent(sql, jobQueuedEvent(job));
-        await enqueueEvent(sql, jobUpdatedEvent(job));
+        if (dispatchNow) remember(job);
         return { job: { ...job, images: [] }, replayed: false };
-      });
+      },
+      // With the BEGIN, after the user's lock (so it sees every commit of the user's before it): the job of this key
+      // (if any) and the user's open jobs.
+      `${lockUserSql(input.userId)};
+       SELECT j.*, c.open, c.dispatched FROM (
+         SELECT count(*)::int AS open, (count(*) FILTER (WHERE dispatched_at IS NOT NULL))::int AS dispatched
+           FROM image_jobs WHERE user_id = ${user} AND status IN ('QUEUED', 'RUNNING')) c
+       LEFT JOIN image_jobs j ON j.user_id = ${user} AND j.idempotency_key = ${pg.escapeLiteral(input.idempotencyKey)}`);
       if (!out.replayed) opts.afterCommit();
       return out;
     },
 
     /** A worker takes a job: QUEUED → RUNNING, or a RUNNING job resumed after a redelivery; final jobs are skipped. */
     async startJob(jobId: string, workerId: string): Promise<StartOutcome> {
-      // Fast path, one statement under the row lock: the common cases change no user's open-job count, so they need
-      // no user lock (and cannot deadlock with one).
-      const fast = await transaction(async (db): Promise<StartOutcome | undefined> => {
-        const r = await db.query(
-          `UPDATE image_jobs SET
+      // The job's identity (it never changes), for the RUNNING event: built before the statement that writes it.
+      let identity = dispatched.get(jobId);
+      dispatched.delete(jobId);
+      if (!identity) {
+        const who = await pool.query<{ user_id: string; workflow_id: string; model_id: string }>(
+          "SELECT user_id, workflow_id, model_id FROM image_jobs WHERE id = $1", [jobId]);
+        const row = who.rows[0];
+        if (!row) return { kind: "skip", reason: "not_found" };
+        identity = { userId: row.user_id, workflowId: row.workflow_id, modelId: row.model_id };
+      }
+      const running = jobUpdatedEvent({ id: jobId, ...identity, status: "RUNNING", imagesProduced: 0, creditsCharged: 0n, errorCode: "" });
+      const ev = outboxRow(running);
+      // Fast path, one statement (atomic without BEGIN/COMMIT) under the row lock: the common cases change no user's
+      // open-job count, so they need no user lock (and cannot deadlock with one). The event is written only for
+      // QUEUED → RUNNING (a resumed job was RUNNING already).
+      const r = await pool.query(
+        `WITH job AS (
+           UPDATE image_jobs SET
               status = 'RUNNING', worker_id = $2, attempts = attempts + 1,
               started_at = CASE WHEN status = 'QUEUED' THEN now() ELSE started_at END,
               run_deadline = CASE WHEN status = 'QUEUED' THEN now() + run_timeout_ms * interval '1 millisecond' ELSE run_deadline END
             WHERE id = $1 AND ((status = 'QUEUED' AND queue_deadline > now()) OR (status = 'RUNNING' AND run_deadline > now()))
-            RETURNING *, (attempts > 1) AS resumed`, [jobId, workerId]);
-        if (!r.rows[0]) return undefined;
+            RETURNING *, (attempts > 1) AS resumed),
+         ev AS (${OUTBOX_INSERT} SELECT ${outboxValuesSql(3)} FROM job WHERE NOT job.resumed)
+         SELECT * FROM job`, [jobId, workerId, ev.id, ev.subject, ev.payload, ev.headers]);
+      if (r.rows[0]) {
         const job = jobFromRow(r.rows[0]);
         const resumed = r.rows[0].resumed as boolean;
-        if (!resumed) await enqueueEvent(sqlTxFromPg(db), jobUpdatedEvent(job));
+        if (!resumed) opts.afterCommit();
         return { kind: "run", job, resumed };
-      });
-      if (fast) {
-        if (fast.kind === "run" && !fast.resumed) opts.afterCommit();
-        return fast;
       }
       // Final, unknown, or past a deadline (fail it now).
-      const userId = await userIdOf(jobId);
-      if (userId === undefined) return { kind: "skip", reason: "not_found" };
+      const userId = identity.userId;
       let wrote = false;
       const out = await transaction(async (db): Promise<StartOutcome> => {
-        await lockUser(db, userId);
         const job = await lockJob(db, jobId);
         if (!job) return { kind: "skip", reason: "not_found" };
         if (isFinal(job.status)) return { kind: "skip", reason: job.status.toLowerCase() };
@@ -271,23 +396,18 @@ export function createJobStore(opts: JobStoreOptions) {
           return { kind: "skip", reason: "failed", finished: { job: await finish(db, job, DEADLINE), previousStatus: "RUNNING" } };
         }
         throw new Error(`job ${jobId} could not be started in status ${job.status}`);
-      });
+      }, lockUserSql(userId));
       if (wrote) opts.afterCommit();
       return out;
     },
 
     /** Applies a worker's result once (inbox); the first result of a job wins, later ones are ignored. */
     async applyResult(r: ResultInput): Promise<ApplyOutcome> {
-      const userId = await userIdOf(r.jobId);
-      if (userId === undefined) {
-        await recordInbox(sqlTxFromPg(pool), RESULT_CONSUMER, r.eventId);
-        return { kind: "unknown_job" };
-      }
-      const out = await transaction(async (db): Promise<ApplyOutcome> => {
-        await lockUser(db, userId);
-        if (!(await recordInbox(sqlTxFromPg(db), RESULT_CONSUMER, r.eventId))) return { kind: "duplicate" };
-        const job = await lockJob(db, r.jobId);
-        if (!job) return { kind: "unknown_job" };
+      const out = await transaction(async (db, q): Promise<ApplyOutcome> => {
+        // An unknown job's result is recorded too, so a redelivery is dropped at once.
+        if (!q?.rows[0]) return { kind: "unknown_job" };
+        if (!q.rows[0].fresh) return { kind: "duplicate" };
+        const job = jobFromRow(q.rows[0]);
         const offeredKeys = r.images.map((i) => i.storageKey);
         if (isFinal(job.status)) return { kind: "ignored", job, orphanKeys: r.outcome === "SUCCEEDED" ? offeredKeys : [] };
 
@@ -305,23 +425,19 @@ export function createJobStore(opts: JobStoreOptions) {
             const updated = await finish(db, job, failPatch(ErrorCodes.noOutputs, "ComfyUI finished without producing an image"));
             return { kind: "applied", job: updated, previous: job, orphanKeys };
           }
+          // Every column is known here, so the records are written by the finishing statement itself.
           const now = new Date();
-          const values: unknown[] = [];
-          const tuples = valid.map((i) => {
-            const base = values.length;
-            values.push(randomUUID(), job.id, job.userId, i.index, i.storageKey, i.contentType || PNG, i.width, i.height, i.sizeBytes,
-              job.prompt, job.negativePrompt, job.seed.toString(), job.workflowId, job.modelId, job.styleId, now);
-            return `(${Array.from({ length: 16 }, (_, k) => `$${base + k + 1}`).join(", ")})`;
-          });
-          const inserted = await db.query(
-            `INSERT INTO images (id, job_id, user_id, batch_index, storage_key, content_type, width, height, size_bytes, prompt,
-               negative_prompt, seed, workflow_id, model_id, style_id, created_at) VALUES ${tuples.join(", ")} RETURNING *`, values);
+          const images: ImageRow[] = valid.map((i) => ({
+            id: randomUUID(), jobId: job.id, userId: job.userId, batchIndex: i.index, storageKey: i.storageKey, contentType: i.contentType || PNG,
+            width: i.width, height: i.height, sizeBytes: i.sizeBytes, prompt: job.prompt, negativePrompt: job.negativePrompt, seed: job.seed,
+            workflowId: job.workflowId, modelId: job.modelId, styleId: job.styleId, createdAt: now,
+          })).sort((a, b) => a.batchIndex - b.batchIndex);
           const charged = job.pricePerImage * BigInt(valid.length);
           const updated = await finish(db, job, {
             status: "SUCCEEDED", imagesProduced: valid.length,
             creditsCharged: charged > job.creditsReserved ? job.creditsReserved : charged,
             settlement: job.holdId ? "commit" : "",
-          }, inserted.rows.map(imageFromRow).sort((a, b) => a.batchIndex - b.batchIndex));
+          }, images);
           return { kind: "applied", job: updated, previous: job, orphanKeys };
         }
         if (r.outcome === "CANCELLED") {
@@ -330,7 +446,12 @@ export function createJobStore(opts: JobStoreOptions) {
         }
         const updated = await finish(db, job, failPatch(r.errorCode || ErrorCodes.executionError, r.errorMessage.slice(0, 2000) || "generation failed"));
         return { kind: "applied", job: updated, previous: job, orphanKeys: offeredKeys };
-      });
+      },
+      // With the BEGIN, in this order: the lock of the job's user (taken before any row lock, as everywhere), then
+      // the inbox record and the job's row lock in one statement (a duplicate is recognised before anything changes).
+      `${lockJobUserSql(r.jobId)};
+       WITH fresh AS (${inboxInsertLiteralSql(RESULT_CONSUMER, r.eventId)})
+       SELECT j.*, EXISTS (SELECT 1 FROM fresh) AS fresh FROM image_jobs j WHERE j.id = ${jobIdLiteral(r.jobId)} FOR UPDATE OF j`);
       if (out.kind === "applied") opts.afterCommit();
       return out;
     },
@@ -338,14 +459,13 @@ export function createJobStore(opts: JobStoreOptions) {
     /** Cancels an open job of the user. Undefined when the user has no such job; final jobs come back unchanged. */
     async cancel(jobId: string, userId: string): Promise<{ job: JobWithImages; previousStatus: string } | undefined> {
       const out = await transaction(async (db) => {
-        await lockUser(db, userId);
         const job = await lockJob(db, jobId);
         if (!job || job.userId !== userId) return undefined;
         if (isFinal(job.status)) return { job: { ...job, images: await imagesOf(db, jobId) }, previousStatus: job.status };
         const updated = await finish(db, job, { status: "CANCELLED", errorCode: ErrorCodes.cancelled, errorMessage: "cancelled by its owner",
           settlement: job.holdId ? "release" : "" });
         return { job: updated, previousStatus: job.status };
-      });
+      }, lockUserSql(userId));
       if (out && out.previousStatus !== out.job.status) opts.afterCommit();
       return out;
     },
@@ -362,7 +482,6 @@ export function createJobStore(opts: JobStoreOptions) {
       const done: FinishedJob[] = [];
       for (const c of candidates.rows) {
         const out = await transaction(async (db) => {
-          await lockUser(db, c.user_id);
           const job = await lockJob(db, c.id);
           if (!job) return undefined;
           const t = Date.now();
@@ -371,7 +490,7 @@ export function createJobStore(opts: JobStoreOptions) {
             return { job: await finish(db, job, DEADLINE), previousStatus: "RUNNING" };
           }
           return undefined;
-        });
+        }, lockUserSql(c.user_id));
         if (out) done.push(out);
       }
       if (done.length > 0) opts.afterCommit();
@@ -384,10 +503,7 @@ export function createJobStore(opts: JobStoreOptions) {
         "SELECT DISTINCT user_id FROM image_jobs WHERE status = 'QUEUED' AND dispatched_at IS NULL LIMIT $1", [batch]);
       let sent = 0;
       for (const { user_id: userId } of users.rows) {
-        sent += await transaction(async (db) => {
-          await lockUser(db, userId);
-          return dispatchWaiting(db, userId);
-        });
+        sent += await transaction((db) => dispatchWaiting(db, userId), lockUserSql(userId));
       }
       if (sent > 0) opts.afterCommit();
       return sent;
@@ -402,23 +518,24 @@ export function createJobStore(opts: JobStoreOptions) {
     },
 
     /**
-     * Records the billing action as done (once). For a commit, writes `usage.recorded` in the same transaction;
+     * Records the billing action as done (once). For a commit, writes `usage.recorded` in the same statement;
      * `charged` is what billing actually charged (0 when the hold could no longer be committed).
      */
-    async markSettled(jobId: string, s: { charged?: bigint; error?: string }): Promise<boolean> {
-      const wroteUsage = await transaction(async (db) => {
-        const r = await db.query(
-          `UPDATE image_jobs SET settled_at = now(), settle_error = $2, credits_charged = coalesce($3::bigint, credits_charged)
-            WHERE id = $1 AND settled_at IS NULL RETURNING *`,
-          [jobId, s.error ?? "", s.charged === undefined ? null : s.charged.toString()]);
-        if (!r.rows[0]) return false;
-        const job = jobFromRow(r.rows[0]);
-        if (job.settlement === "commit" && s.charged !== undefined && s.charged > 0n) {
-          await enqueueEvent(sqlTxFromPg(db), usageRecordedEvent(job, s.charged));
-          return true;
-        }
-        return false;
-      });
+    async markSettled(job: Pick<JobRow, "id" | "userId" | "modelId" | "imagesProduced">, s: { charged?: bigint; error?: string }): Promise<boolean> {
+      const values: unknown[] = [job.id, s.error ?? "", s.charged === undefined ? null : s.charged.toString()];
+      let usage = "";
+      if (s.charged !== undefined && s.charged > 0n) {
+        // Built before the statement (it needs nothing the statement writes); written only if this call settles a commit.
+        const ev = outboxRow(usageRecordedEvent(job, s.charged));
+        usage = `, ev AS (${OUTBOX_INSERT} SELECT ${outboxValuesSql(4)} FROM job WHERE job.settlement = 'commit' RETURNING 1)`;
+        values.push(ev.id, ev.subject, ev.payload, ev.headers);
+      }
+      const r = await pool.query<{ wrote: boolean }>(
+        `WITH job AS (
+           UPDATE image_jobs SET settled_at = now(), settle_error = $2, credits_charged = coalesce($3::bigint, credits_charged)
+            WHERE id = $1 AND settled_at IS NULL RETURNING settlement)${usage}
+         SELECT ${usage ? "EXISTS (SELECT 1 FROM ev)" : "false"} AS wrote`, values);
+      const wroteUsage = r.rows[0]?.wrote === true;
       if (wroteUsage) opts.afterCommit();
       return wroteUsage;
     },

@@ -43,7 +43,7 @@ export function jobUpdatedEvent(job: JobIdentity & { status: string; imagesProdu
 }
 
 /** `usage.recorded` for a committed charge; its id is derived from the job, so it is written once per job. */
-export function usageRecordedEvent(job: JobIdentity & { imagesProduced: number }, charged: bigint): OutboxEvent {
+export function usageRecordedEvent(job: Pick<JobIdentity, "id" | "userId" | "modelId"> & { imagesProduced: number }, charged: bigint): OutboxEvent {
   const id = usageEventId(job.id);
   const payload = toBinary(UsageRecordedSchema, create(UsageRecordedSchema, {
     meta: eventMeta(id, job.userId), userId: job.userId, modelId: job.modelId, feature: "image",

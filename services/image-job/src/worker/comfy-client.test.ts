@@ -1,4 +1,6 @@
 // The worker's ComfyUI client: parsers (fuzzed: never a crash) and every call against the ComfyUI simulator.
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import fc from "fast-check";
 import { startComfySim, type ComfySim } from "@luna/sim-comfyui";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -126,5 +128,23 @@ describe("against the simulator", () => {
     const down = new ComfyClient({ baseUrl: "http://127.0.0.1:9", clientId: "x", requestTimeoutMs: 1000, log: quiet });
     await expect(down.ping()).rejects.toBeInstanceOf(ComfyUnavailableError);
     await expect(down.history("x")).rejects.toBeInstanceOf(ComfyUnavailableError);
+  });
+
+  it("gives up on a ComfyUI that accepts the request but never finishes its answer (deadline over the whole exchange)", async () => {
+    // Headers at once, then a body that never ends.
+    const stuck = createServer((_req, res) => {
+      res.writeHead(200, { "content-type": "application/json" });
+      res.write("{");
+    });
+    await new Promise<void>((r) => stuck.listen(0, "127.0.0.1", r));
+    const { port } = stuck.address() as AddressInfo;
+    const client = new ComfyClient({ baseUrl: `http://127.0.0.1:${port}`, clientId: "x", requestTimeoutMs: 300, log: quiet });
+    try {
+      await expect(client.history("x")).rejects.toThrow(/ComfyUI GET \/history\/x: no complete answer within 300 ms/);
+    } finally {
+      client.close();
+      stuck.closeAllConnections();
+      await new Promise((r) => stuck.close(r));
+    }
   });
 });

@@ -2,6 +2,8 @@
 // is an error, never a crash), plus one websocket per worker that routes events to the prompt they belong to. The
 // websocket is a fast path only: it is known to stall, so callers also poll /history.
 import { EventEmitter } from "node:events";
+import http from "node:http";
+import https from "node:https";
 import WebSocket from "ws";
 
 /** A file ComfyUI wrote (`/view?filename=&subfolder=&type=`). */
@@ -120,8 +122,20 @@ export interface ComfyClientOptions {
   reconnectMs?: number;
 }
 
+/** An HTTP answer of ComfyUI, read completely (JSON documents and output images: small enough to buffer). */
+interface ComfyResponse {
+  status: number;
+  body: Buffer;
+}
+
 export class ComfyClient {
   private readonly base: string;
+  private readonly url: URL;
+  /**
+   * node:http with a keep-alive agent rather than fetch: the worker makes a handful of small requests per job to
+   * one host, and undici's fetch (WHATWG streams, abort signals) cost several times the CPU of a plain request.
+   */
+  private readonly agent: http.Agent;
   private ws: WebSocket | undefined;
   private stopped = true;
   private reconnectTimer: NodeJS.Timeout | undefined;
@@ -131,6 +145,8 @@ export class ComfyClient {
 
   constructor(private readonly opts: ComfyClientOptions) {
     this.base = opts.baseUrl.replace(/\/+$/, "");
+    this.url = new URL(this.base);
+    this.agent = this.url.protocol === "https:" ? new https.Agent({ keepAlive: true }) : new http.Agent({ keepAlive: true });
     this.events.setMaxListeners(0);
   }
 
@@ -141,24 +157,51 @@ export class ComfyClient {
   /** When ComfyUI last answered (any HTTP status below 500). */
   lastAnswerAt = 0;
 
-  private async request(path: string, init: RequestInit = {}, timeoutMs = this.opts.requestTimeoutMs): Promise<Response> {
-    try {
-      const res = await fetch(`${this.base}${path}`, { ...init, signal: AbortSignal.timeout(timeoutMs) });
-      if (res.status < 500) this.lastAnswerAt = Date.now();
-      return res;
-    } catch (err) {
-      throw new ComfyUnavailableError(`ComfyUI ${init.method ?? "GET"} ${path.split("?")[0]}: ${(err as Error).message}`);
-    }
+  /** One request with a deadline over the whole exchange (connect, answer, body); network faults are transient. */
+  private request(path: string, init: { method?: "GET" | "POST"; body?: string } = {}): Promise<ComfyResponse> {
+    const method = init.method ?? "GET";
+    const what = `ComfyUI ${method} ${path.split("?")[0]}`;
+    const lib = this.url.protocol === "https:" ? https : http;
+    return new Promise<ComfyResponse>((resolve, reject) => {
+      const body = init.body === undefined ? undefined : Buffer.from(init.body);
+      const req = lib.request({
+        protocol: this.url.protocol, hostname: this.url.hostname, port: this.url.port || undefined,
+        path: `${this.url.pathname.replace(/\/+$/, "")}${path}`, method, agent: this.agent,
+        headers: body ? { "content-type": "application/json", "content-length": body.length } : {},
+      });
+      let settled = false;
+      const fail = (err: Error) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        req.destroy();
+        reject(new ComfyUnavailableError(`${what}: ${err.message}`));
+      };
+      const timer = setTimeout(() => fail(new Error(`no complete answer within ${this.opts.requestTimeoutMs} ms`)), this.opts.requestTimeoutMs);
+      req.on("error", fail);
+      req.on("response", (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("error", fail);
+        res.on("aborted", () => fail(new Error("answer cut off")));
+        res.on("end", () => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(timer);
+          const status = res.statusCode ?? 0;
+          if (status < 500) this.lastAnswerAt = Date.now();
+          resolve({ status, body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks) });
+        });
+      });
+      req.end(body);
+    });
   }
 
-  private async json(path: string, init?: RequestInit): Promise<{ status: number; body: unknown }> {
+  private async json(path: string, init?: { method?: "GET" | "POST"; body?: string }): Promise<{ status: number; body: unknown }> {
     const res = await this.request(path, init);
-    const text = await res.text().catch((err: unknown) => {
-      throw new ComfyUnavailableError(`ComfyUI ${path}: ${(err as Error).message}`);
-    });
     let body: unknown;
     try {
-      body = text.length > 0 ? JSON.parse(text) : undefined;
+      body = res.body.length > 0 ? JSON.parse(res.body.toString("utf8")) : undefined;
     } catch {
       body = undefined;
     }
@@ -167,7 +210,7 @@ export class ComfyClient {
   }
 
   private post(path: string, body: unknown): Promise<{ status: number; body: unknown }> {
-    return this.json(path, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+    return this.json(path, { method: "POST", body: JSON.stringify(body) });
   }
 
   /** Resolves when ComfyUI answers; throws ComfyUnavailableError otherwise. */
@@ -220,16 +263,11 @@ export class ComfyClient {
     const q = new URLSearchParams({ filename: ref.filename, subfolder: ref.subfolder, type: ref.type });
     const res = await this.request(`/view?${q.toString()}`);
     if (res.status !== 200) {
-      await res.body?.cancel().catch(() => undefined);
       const msg = `ComfyUI /view ${ref.subfolder ? `${ref.subfolder}/` : ""}${ref.filename}: HTTP ${res.status}`;
       if (res.status >= 500) throw new ComfyUnavailableError(msg);
       throw new Error(msg);
     }
-    try {
-      return Buffer.from(await res.arrayBuffer());
-    } catch (err) {
-      throw new ComfyUnavailableError(`ComfyUI /view: ${(err as Error).message}`);
-    }
+    return res.body;
   }
 
   /** Subscribes to a prompt's websocket events; returns the unsubscribe function. */
@@ -249,6 +287,7 @@ export class ComfyClient {
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     this.ws?.terminate();
     this.ws = undefined;
+    this.agent.destroy(); // idle keep-alive sockets; a later request opens a new one
   }
 
   private open(): void {

@@ -16,6 +16,26 @@ describe("Mutex", () => {
     await Promise.all([run("a", 20), run("b", 1), run("c", 1)]);
     expect(log).toEqual(["a+", "a-", "b+", "b-", "c+", "c-"]);
   });
+
+  it("idle() waits for the holder and the waiters of the moment, without taking the lock", async () => {
+    const m = new Mutex();
+    await m.idle(); // free: resolves at once
+    const log: string[] = [];
+    const releaseA = await m.lock();
+    const b = m.lock().then((release) => { log.push("b+"); return release; });
+    const idle = m.idle().then(() => log.push("idle"));
+    await new Promise((r) => setTimeout(r, 10));
+    expect(log).toEqual([]);
+    releaseA();
+    const releaseB = await b;
+    await new Promise((r) => setTimeout(r, 10));
+    expect(log).toEqual(["b+"]);
+    releaseB();
+    await idle;
+    expect(log).toEqual(["b+", "idle"]);
+    // idle() took nothing: the lock is free.
+    (await m.lock())();
+  });
 });
 
 describe("LiveQueue", () => {

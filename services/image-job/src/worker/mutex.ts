@@ -10,4 +10,9 @@ export class Mutex {
     this.tail = prev.then(() => held);
     return prev.then(() => release);
   }
+
+  /** Resolves once every holder and waiter at the time of the call has released the lock (it takes nothing). */
+  idle(): Promise<void> {
+    return this.tail;
+  }
 }

@@ -42,6 +42,11 @@ export interface RunJobOptions {
   /** Marks the moment ComfyUI accepted the prompt / reported it finished (for metrics and results). */
   onSubmitted?(): void;
   onFinished?(): void;
+  /**
+   * ComfyUI says (websocket) it finished executing the prompt, before the history is read: it is free for the next
+   * job. May come more than once, or never (a silent websocket: then onFinished is the first sign).
+   */
+  onComfyDone?(): void;
   log: { info(obj: object, msg?: string): void; warn(obj: object, msg?: string): void; debug(obj: object, msg?: string): void };
   settings: {
     historyPollMs: number;
@@ -121,6 +126,7 @@ export async function runJob(o: RunJobOptions): Promise<JobOutcome> {
     } else if (ev.type === "preview") {
       latestPreview = { image: ev.image, contentType: ev.contentType };
     } else {
+      o.onComfyDone?.();
       finishedHint = true;
       wake?.();
     }

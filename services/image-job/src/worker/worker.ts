@@ -1,6 +1,11 @@
 // The image worker: one durable pull consumer per model pool on LUNA_IMAGE_JOBS, one job at a time on its ComfyUI.
 // It needs no database: it asks image-job (ImageWorkerService.StartJob, internal RPC) whether and what to run, and
 // reports the result as an event through JetStream (msg id derived from the job id), which image-job applies once.
+//
+// ComfyUI is the scarce resource, so it is held only while it works for a job: from taking the job until ComfyUI
+// reports it finished. The job's tail (downloading and storing the images, publishing the result, acking the
+// message) runs while the next job is already pulled and started: each pool's consumer has two slots, and a slot
+// may pull only while ComfyUI is free (the consumer's `admit`), so no job waits in this worker while ComfyUI is busy.
 import { randomUUID } from "node:crypto";
 import { hostname } from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -17,7 +22,7 @@ import {
 import { ImageWorkerService, StartJobAction } from "@luna/contracts/luna/image/v1/image_worker_service_pb.js";
 import { IMAGE_JOBS_STREAM, publishEvent, runConsumer, type ConsumedMessage, type ConsumerHandle, type HandlerResult } from "@luna/kit";
 import type { JetStreamClient } from "@nats-io/jetstream";
-import type { NatsConnection } from "@nats-io/nats-core";
+import type { NatsConnection, Subscription } from "@nats-io/nats-core";
 import { Counter, Histogram, type Registry } from "prom-client";
 import { Subjects, poolDurable, resultEventId } from "../domain/job.js";
 import { eventMeta } from "../events/messages.js";
@@ -84,11 +89,26 @@ export function createImageWorker(config: ImageWorkerConfig, deps: ImageWorkerDe
   const comfy = new ComfyClient({ baseUrl: config.COMFYUI_URL, clientId: `luna-${id}-${randomUUID().slice(0, 8)}`,
     requestTimeoutMs: config.IMAGE_WORKER_COMFY_TIMEOUT, log });
   const rpc = createClient(ImageWorkerService, deps.transport);
+  /** Held while ComfyUI works for one of our jobs. */
   const gpu = new Mutex();
   const metrics = workerMetrics(deps.registry);
   const heartbeatMs = Math.max(500, Math.floor(config.IMAGE_WORKER_ACK_WAIT / 3));
   let consumers: ConsumerHandle[] = [];
-  let lastJobEnd: number | undefined;
+  /** When ComfyUI was last given back (for the idle-time metric). */
+  let gpuFreeSince: number | undefined;
+  /**
+   * Set while a job holds ComfyUI but has not reached it yet (StartJob, render, submit): resolves when it has (or
+   * ended without). A finished job's result waits for it, so the next job's start does not compete with the
+   * previous job's result being applied (see IMAGE_WORKER_RESULT_YIELD).
+   */
+  let nextJobReaching: Promise<void> | undefined;
+  /**
+   * Jobs this worker runs, by id → how to stop them when image-job says they ended (cancel or deadline). One
+   * wildcard subscription serves them all, subscribed before any job is taken, so a cancel sent once a job is
+   * RUNNING cannot be missed (and no subscribe/unsubscribe per job).
+   */
+  const cancels = new Map<string, () => void>();
+  let cancelSub: Subscription | undefined;
 
   /** Waits (holding the message) until ComfyUI answers; false when it did not within the configured time. */
   const waitForComfy = async (signal: AbortSignal): Promise<boolean> => {
@@ -140,10 +160,29 @@ export function createImageWorker(config: ImageWorkerConfig, deps: ImageWorkerDe
   };
 
   const handle = (pool: string) => async (msg: ConsumedMessage): Promise<HandlerResult> => {
-    const taken = Date.now();
     const heartbeat = setInterval(() => msg.working(), heartbeatMs);
-    const release = await gpu.lock();
-    if (lastJobEnd !== undefined) metrics?.idleSeconds.observe((taken - lastJobEnd) / 1000);
+    const releaseGpu = await gpu.lock();
+    // ComfyUI is ours: the pool's other slot may now wait for it to be free again (see `admit` in start()).
+    msg.releaseAdmission();
+    const taken = Date.now();
+    if (gpuFreeSince !== undefined) metrics?.idleSeconds.observe((taken - gpuFreeSince) / 1000);
+    let reached!: () => void;
+    const reaching = new Promise<void>((resolve) => { reached = resolve; });
+    nextJobReaching = reaching;
+    /** This job is on ComfyUI (or will not get there): a finished job may publish its result now. */
+    const onComfy = () => {
+      if (nextJobReaching === reaching) nextJobReaching = undefined;
+      reached();
+    };
+    let gpuHeld = true;
+    /** ComfyUI is done with this job (or never got it): the next job may start while this one finishes. */
+    const freeGpu = () => {
+      onComfy();
+      if (!gpuHeld) return;
+      gpuHeld = false;
+      gpuFreeSince = Date.now();
+      releaseGpu();
+    };
     try {
       let jobId: string;
       try {
@@ -159,8 +198,9 @@ export function createImageWorker(config: ImageWorkerConfig, deps: ImageWorkerDe
       const stop = new AbortController();
       const onShutdown = () => stop.abort("shutdown" satisfies StopReason);
       msg.signal.addEventListener("abort", onShutdown, { once: true });
-      // Subscribed before StartJob, so a cancel sent once the job is RUNNING cannot be missed.
-      const cancelSub = nats.subscribe(Subjects.cancel(jobId), { callback: () => stop.abort("cancelled" satisfies StopReason) });
+      // Registered before StartJob (the subscription itself is older), so a cancel sent once the job is RUNNING
+      // cannot be missed.
+      cancels.set(jobId, () => stop.abort("cancelled" satisfies StopReason));
       let deadlineTimer: NodeJS.Timeout | undefined;
       try {
         if (!(await waitForComfy(stop.signal))) return "retry";
@@ -191,11 +231,19 @@ export function createImageWorker(config: ImageWorkerConfig, deps: ImageWorkerDe
           signal: stop.signal,
           log: { info: (o, m) => log.info({ ...jlog, ...o }, m), warn: (o, m) => log.warn({ ...jlog, ...o }, m), debug: (o, m) => log.debug({ ...jlog, ...o }, m) },
           settings: { historyPollMs: config.IMAGE_WORKER_HISTORY_POLL, maxResubmits: config.IMAGE_WORKER_MAX_RESUBMITS },
-          onSubmitted: () => { times.submittedAt ??= new Date(); },
+          onSubmitted: () => {
+            times.submittedAt ??= new Date();
+            onComfy();
+          },
           onFinished: () => {
             times.finishedAt = new Date();
             if (times.submittedAt) metrics?.comfySeconds.observe({ pool }, (times.finishedAt.getTime() - times.submittedAt.getTime()) / 1000);
+            // The prompt is in ComfyUI's history: ComfyUI is free. Its outputs stay readable (/view) while it runs
+            // the next job, so downloading them, storing them and publishing the result overlap the next job.
+            freeGpu();
           },
+          // Its websocket said so a moment earlier: the next job is pulled while the history is read.
+          onComfyDone: freeGpu,
           onProgress: (percent, preview) => {
             const now = Date.now();
             if (percent < 100 && now - lastProgress < config.IMAGE_WORKER_PROGRESS_INTERVAL) return;
@@ -216,6 +264,10 @@ export function createImageWorker(config: ImageWorkerConfig, deps: ImageWorkerDe
           log.info(jlog, "worker stopping: job handed back to the queue");
           return "retry";
         }
+        // ComfyUI no longer works for this job (finished, interrupted or never given it): the next one may start.
+        freeGpu();
+        const next = nextJobReaching;
+        if (next && config.IMAGE_WORKER_RESULT_YIELD > 0) await yieldTo(next, config.IMAGE_WORKER_RESULT_YIELD);
         if (!(await publishResult(jobId, start.attempt, outcome, times, msg.signal))) return "retry";
         metrics?.jobs.inc({ pool, outcome: outcome.outcome.toLowerCase() });
         log.info({ ...jlog, outcome: outcome.outcome, ...(outcome.outcome === "FAILED" ? { code: outcome.code, message: outcome.message } : {}),
@@ -223,14 +275,20 @@ export function createImageWorker(config: ImageWorkerConfig, deps: ImageWorkerDe
         return "ack";
       } finally {
         if (deadlineTimer) clearTimeout(deadlineTimer);
-        cancelSub.unsubscribe();
+        cancels.delete(jobId);
         msg.signal.removeEventListener("abort", onShutdown);
       }
     } finally {
       clearInterval(heartbeat);
-      lastJobEnd = Date.now();
-      release();
+      freeGpu();
     }
+  };
+
+  /** Waits until `next` settles, at most `ms`. */
+  const yieldTo = async (next: Promise<void>, ms: number): Promise<void> => {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([next, new Promise<void>((resolve) => { timer = setTimeout(resolve, ms); })]);
+    clearTimeout(timer);
   };
 
   return {
@@ -238,25 +296,47 @@ export function createImageWorker(config: ImageWorkerConfig, deps: ImageWorkerDe
     async start() {
       if (consumers.length > 0) return;
       comfy.connect();
-      consumers = config.IMAGE_WORKER_POOLS.map((pool) => runConsumer({
-        js,
-        stream: IMAGE_JOBS_STREAM,
-        durable: poolDurable(pool),
-        filterSubject: Subjects.jobQueue(pool),
-        ackWaitMs: config.IMAGE_WORKER_ACK_WAIT,
-        maxDeliver: config.IMAGE_WORKER_MAX_DELIVER,
-        // Short waits: a redelivered job resumes by prompt id, so retrying soon is cheap and safe.
-        backoffMs: [500, 2000, 5000, 10_000],
-        concurrency: 1,
-        log,
-        handle: handle(pool),
-      }));
+      const cancelPrefix = Subjects.cancel("");
+      cancelSub = nats.subscribe(Subjects.cancel("*"), {
+        callback: (err, m) => {
+          if (!err) cancels.get(m.subject.slice(cancelPrefix.length))?.();
+        },
+      });
+      await nats.flush(); // the server has the subscription before the first job is taken
+      consumers = config.IMAGE_WORKER_POOLS.map((pool) => {
+        // One slot of the pool at a time waits to pull, and only while ComfyUI is free; the turn passes on once the
+        // job pulled under it holds ComfyUI (handle: releaseAdmission). With several pools, each pool may have one
+        // pull waiting while ComfyUI is free, so a message of one pool can wait for the job another pool started
+        // at the same moment.
+        const turn = new Mutex();
+        return runConsumer({
+          js,
+          stream: IMAGE_JOBS_STREAM,
+          durable: poolDurable(pool),
+          filterSubject: Subjects.jobQueue(pool),
+          ackWaitMs: config.IMAGE_WORKER_ACK_WAIT,
+          maxDeliver: config.IMAGE_WORKER_MAX_DELIVER,
+          // Short waits: a redelivered job resumes by prompt id, so retrying soon is cheap and safe.
+          backoffMs: [500, 2000, 5000, 10_000],
+          // One job on ComfyUI and the previous job's tail.
+          concurrency: 2,
+          admit: async () => {
+            const releaseTurn = await turn.lock();
+            await gpu.idle();
+            return releaseTurn;
+          },
+          log,
+          handle: handle(pool),
+        });
+      });
       await Promise.all(consumers.map((c) => c.ready));
       log.info({ workerId: id, pools: config.IMAGE_WORKER_POOLS, comfyui: config.COMFYUI_URL }, "image worker started");
     },
     async stop() {
       await Promise.all(consumers.map((c) => c.stop()));
       consumers = [];
+      cancelSub?.unsubscribe();
+      cancelSub = undefined;
       comfy.close();
     },
     readiness: { name: "comfyui", check: () => comfy.ping() },
