@@ -1,7 +1,7 @@
 // Consumer-side deduplication: a consumer records the event id in the same transaction as its effect, so a
 // redelivered (or re-published) event never applies its effect twice. Table: packages/kit/sql/outbox_inbox.sql.
 import pg from "pg";
-import type { SqlTx } from "./outbox.js";
+import { sqlTxFromPg, type SqlTx } from "./outbox.js";
 
 /**
  * Records that `consumer` processed `eventId`; call it inside the transaction that applies the effect.
@@ -60,4 +60,55 @@ export async function pruneInbox(tx: SqlTx, olderThan: Date, batchSize = 10_000)
     total += n;
     if (n < batchSize) return total;
   }
+}
+
+/** Default retention of inbox rows: twice LUNA_EVENTS' max age (7 days), so no redelivery can outlive its row. */
+export const INBOX_RETAIN_MS = 14 * 24 * 3600_000;
+
+export interface InboxPrunerOptions {
+  pool: pg.Pool;
+  log: { info(obj: object, msg?: string): void; warn(obj: object, msg?: string): void };
+  /** Rows processed longer ago than this are deleted (default {@link INBOX_RETAIN_MS}). */
+  retainMs?: number;
+  /** How often (default 1 h; the first run comes one interval after the start). */
+  intervalMs?: number;
+}
+
+export interface InboxPruner {
+  /** Runs one prune now; resolves with the rows deleted. */
+  pruneNow(): Promise<number>;
+  /** Stops the timer and waits for a running prune. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Deletes old inbox rows every `intervalMs`, so a consumer's table does not grow forever (one row per event
+ * processed). Failures are logged and retried at the next interval.
+ */
+export function startInboxPruner(opts: InboxPrunerOptions): InboxPruner {
+  const retainMs = opts.retainMs ?? INBOX_RETAIN_MS;
+  const intervalMs = opts.intervalMs ?? 3600_000;
+  if (!(retainMs >= 0)) throw new Error("startInboxPruner: retainMs must be >= 0");
+  if (!(intervalMs > 0)) throw new Error("startInboxPruner: intervalMs must be > 0");
+  let running: Promise<number> | undefined;
+  const pruneNow = (): Promise<number> => {
+    running ??= pruneInbox(sqlTxFromPg(opts.pool), new Date(Date.now() - retainMs))
+      .then((n) => {
+        if (n > 0) opts.log.info({ deleted: n }, "inbox: pruned rows of old events");
+        return n;
+      })
+      .finally(() => (running = undefined));
+    return running;
+  };
+  const timer = setInterval(() => {
+    pruneNow().catch((err: unknown) => opts.log.warn({ err }, "inbox: pruning failed; retried at the next interval"));
+  }, intervalMs);
+  timer.unref();
+  return {
+    pruneNow,
+    async stop() {
+      clearInterval(timer);
+      await running?.catch(() => undefined);
+    },
+  };
 }

@@ -7,7 +7,7 @@
  */
 import { fileURLToPath } from "node:url";
 import type { ConnectRouter } from "@connectrpc/connect";
-import { createPgPool, type MethodRules, type Metrics, type ReadinessCheck, type Redis } from "@luna/kit";
+import { createPgPool, startInboxPruner, type MethodRules, type Metrics, type ReadinessCheck, type Redis } from "@luna/kit";
 import type { JetStreamClient } from "@nats-io/jetstream";
 import type { BillingConfig } from "./config.js";
 import { LedgerStore } from "./data/ledger-store.js";
@@ -108,6 +108,8 @@ export async function createBillingModule(config: BillingConfig, infra: BillingI
         if (n > 0) log.info({ holds: n }, "released expired holds");
       }, log);
       stoppers.push(() => sweeper.stop());
+      const inboxPruner = startInboxPruner({ pool, log });
+      stoppers.push(() => inboxPruner.stop());
       if (config.BILLING_INVARIANT_CHECK_INTERVAL > 0) {
         const checker = startLoop("invariant check", config.BILLING_INVARIANT_CHECK_INTERVAL, async () => {
           const r = await ledger.checkInvariants();

@@ -10,10 +10,12 @@ import type { ConnectRouter } from "@connectrpc/connect";
 import {
   createCatalogCache,
   createPgPool,
+  startInboxPruner,
   startOutboxRelay,
   type CatalogCache,
   type ConsumerHandle,
   type HostLookup,
+  type InboxPruner,
   type MethodRules,
   type OutboxRelay,
   type ReadinessCheck,
@@ -117,6 +119,7 @@ export async function createChatRouterModule(config: ChatRouterConfig, infra: Se
   let sweepTimer: NodeJS.Timeout | undefined;
   let sweeping: Promise<unknown> | undefined;
   let consumer: ConsumerHandle | undefined;
+  let inboxPruner: InboxPruner | undefined;
   let started = false;
 
   return {
@@ -137,6 +140,7 @@ export async function createChatRouterModule(config: ChatRouterConfig, infra: Se
       hub.start();
       await catalog.start();
       relay = startOutboxRelay({ pool, js: infra.js, log });
+      inboxPruner = startInboxPruner({ pool, log });
       if (config.CHAT_SWEEP_INTERVAL > 0) {
         sweepTimer = setInterval(() => {
           sweeping ??= sweep().catch((err: unknown) => log.warn({ err }, "orphan sweep failed")).finally(() => (sweeping = undefined));
@@ -152,6 +156,7 @@ export async function createChatRouterModule(config: ChatRouterConfig, infra: Se
       await engine.shutdown();
       await sweeping;
       await consumer?.stop();
+      await inboxPruner?.stop();
       await relay?.stop();
       hub.stop();
       await catalog.stop();

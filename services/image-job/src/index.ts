@@ -12,8 +12,10 @@ import { createClient } from "@connectrpc/connect";
 import { CreditsService } from "@luna/contracts/luna/billing/v1/credits_service_pb.js";
 import {
   createCatalogCache,
+  startInboxPruner,
   startOutboxRelay,
   type ConsumerHandle,
+  type InboxPruner,
   type MethodRules,
   type NodeServerRequest,
   type NodeServerResponse,
@@ -81,6 +83,7 @@ export async function createImageJobModule(config: ImageJobConfig, infra: ImageJ
   const imageStore = createImageStore(config, { urlSecret, publicBaseUrl: config.IMAGE_PUBLIC_BASE_URL });
   const pool = createPool(infra.databaseUrl, config.IMAGE_DB_POOL_SIZE, log);
   let relay: OutboxRelay | undefined;
+  let inboxPruner: InboxPruner | undefined;
   const store = createJobStore({
     pool,
     maxRunningPerUser: config.IMAGE_MAX_RUNNING_PER_USER,
@@ -127,6 +130,7 @@ export async function createImageJobModule(config: ImageJobConfig, infra: ImageJ
     ],
     async start() {
       relay = startOutboxRelay({ pool, js: infra.js, log });
+      inboxPruner = startInboxPruner({ pool, log });
       await catalog.start();
       consumer = startResultConsumer({ js: infra.js, store, lifecycle, log, concurrency: config.IMAGE_RESULT_CONCURRENCY });
       await consumer.ready;
@@ -138,6 +142,7 @@ export async function createImageJobModule(config: ImageJobConfig, infra: ImageJ
       await sweeper?.stop();
       await consumer?.stop();
       await userDeleted?.stop();
+      await inboxPruner?.stop();
       await catalog.stop();
       await relay?.stop();
       await pool.end();

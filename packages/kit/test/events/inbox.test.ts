@@ -9,7 +9,7 @@ import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
 import { createTestDatabase, testServers } from "../../src/testing/index.js";
 import { connectNats, ensureStreams, publishEvent, runConsumer } from "../../src/nats.js";
 import type { ConsumedMessage, ConsumerHandle, HandlerResult } from "../../src/nats.js";
-import { inboxInsertLiteralSql, inboxInsertSql, recordInbox, pruneInbox } from "../../src/inbox.js";
+import { inboxInsertLiteralSql, inboxInsertSql, recordInbox, pruneInbox, startInboxPruner } from "../../src/inbox.js";
 import { sqlTxFromPg } from "../../src/outbox.js";
 import { OUTBOX_INBOX_SQL, captureLog, testPool, decode, encode, gate, inTransaction, uniq, waitFor } from "./helpers.js";
 
@@ -119,6 +119,25 @@ describe("recordInbox", () => {
     await pool.query("UPDATE inbox_events SET processed_at = now() - interval '30 days' WHERE event_id = 'old'");
     expect(await pruneInbox(tx, new Date(Date.now() - 14 * 24 * 3600_000))).toBe(1);
     expect(await recordInbox(tx, "a", "new")).toBe(false);
+  });
+
+  it("prunes on a timer with startInboxPruner, keeping rows younger than the retention", async () => {
+    const tx = sqlTxFromPg(pool);
+    await recordInbox(tx, "p", "ancient");
+    await recordInbox(tx, "p", "recent");
+    await pool.query("UPDATE inbox_events SET processed_at = now() - interval '15 days' WHERE consumer = 'p' AND event_id = 'ancient'");
+    const logged: string[] = [];
+    const pruner = startInboxPruner({ pool, log: { info: (_o, m) => void logged.push(m ?? ""), warn: () => undefined }, intervalMs: 50 });
+    try {
+      for (let i = 0; i < 100 && logged.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+      expect(logged).toContain("inbox: pruned rows of old events");
+      const left = await pool.query<{ event_id: string }>("SELECT event_id FROM inbox_events WHERE consumer = 'p' ORDER BY event_id");
+      expect(left.rows.map((r) => r.event_id)).toEqual(["recent"]);
+      expect(await pruner.pruneNow()).toBe(0);
+    } finally {
+      await pruner.stop();
+    }
+    expect(() => startInboxPruner({ pool, log: console, intervalMs: 0 })).toThrow(/intervalMs/);
   });
 });
 
