@@ -58,6 +58,21 @@ async function deadLetters(durable: string) {
   return all.filter((m) => m.subject === deadLetterSubject(STREAM, durable));
 }
 
+/** An admission lock granting one holder at a time, in request order; `onAdmit` runs as each is granted. */
+function fifoAdmission(onAdmit: () => void = () => undefined): () => Promise<() => void> {
+  let tail = Promise.resolve();
+  return () => {
+    let release!: () => void;
+    const held = new Promise<void>((r) => { release = r; });
+    const prev = tail;
+    tail = prev.then(() => held);
+    return prev.then(() => {
+      onAdmit();
+      return release;
+    });
+  };
+}
+
 describe("runConsumer", () => {
   it("retries with the backoff delays, then acks", async () => {
     const seen: { n: number; at: number }[] = [];
@@ -216,14 +231,7 @@ describe("runConsumer", () => {
 
   it("with admit, pulls only when admitted; releaseAdmission lets the next message in while the handler finishes", async () => {
     // One admission at a time (a FIFO lock): what the image worker does with its ComfyUI.
-    let tail = Promise.resolve();
-    const admit = () => {
-      let release!: () => void;
-      const held = new Promise<void>((r) => { release = r; });
-      const prev = tail;
-      tail = prev.then(() => held);
-      return prev.then(() => release);
-    };
+    const admit = fifoAdmission();
     const finishFirst = gate();
     const events: string[] = [];
     const t = setup(async (m) => {
@@ -247,17 +255,7 @@ describe("runConsumer", () => {
 
   it("with admit, a handler that keeps its admission holds back the other slots, which take no message meanwhile", async () => {
     let admitted = 0;
-    let tail = Promise.resolve();
-    const admit = () => {
-      let release!: () => void;
-      const held = new Promise<void>((r) => { release = r; });
-      const prev = tail;
-      tail = prev.then(() => held);
-      return prev.then(() => {
-        admitted++;
-        return release;
-      });
-    };
+    const admit = fifoAdmission(() => admitted++);
     const finishFirst = gate();
     const firstStarted = gate();
     const handled: string[] = [];
