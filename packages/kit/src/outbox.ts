@@ -2,7 +2,7 @@
 // (`enqueueEvent`); the relay (`startOutboxRelay`) publishes committed rows to JetStream in order, with
 // `Nats-Msg-Id` = event id so a re-publish after a crash is dropped by the stream's duplicate window.
 // Tables: packages/kit/sql/outbox_inbox.sql.
-import pg from "pg";
+import type pg from "pg";
 import type { JetStreamClient } from "@nats-io/jetstream";
 import { assertHeaders, assertPublishSubject, publishEvent } from "./nats.js";
 import type { MinimalLogger } from "./nats.js";
