@@ -17,6 +17,7 @@ export * from "./inbox.js";
 export * from "./redis.js";
 export * from "./migrate.js";
 export * from "./pg.js";
+export * from "./ids.js";
 export * from "./catalog.js";
 export * from "./service.js";
 export * from "./direct-transport.js";

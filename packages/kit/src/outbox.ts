@@ -6,6 +6,7 @@ import type pg from "pg";
 import type { JetStreamClient } from "@nats-io/jetstream";
 import { assertHeaders, assertPublishSubject, publishEvent } from "./nats.js";
 import type { MinimalLogger } from "./nats.js";
+import { isUuid } from "./ids.js";
 import { createPgPool } from "./pg.js";
 import { injectTraceHeaders } from "./tracing.js";
 
@@ -46,7 +47,6 @@ export interface OutboxEvent {
 /** NATS' default max_payload is 1 MiB; headers travel in the same frame, so leave them room. */
 export const MAX_OUTBOX_PAYLOAD_BYTES = 1024 * 1024 - 64 * 1024;
 
-const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** An outbox row's column values, validated and with the trace headers captured (see {@link outboxRow}). */
 export interface OutboxRow {
@@ -71,7 +71,7 @@ export function outboxValuesSql(first: number): string {
  * could never publish would hold up every later event.
  */
 export function outboxRow(ev: OutboxEvent): OutboxRow {
-  if (typeof ev.id !== "string" || !UUID_RE.test(ev.id)) throw new Error(`enqueueEvent: id must be a UUID, got ${JSON.stringify(ev.id)}`);
+  if (!isUuid(ev.id)) throw new Error(`enqueueEvent: id must be a UUID, got ${JSON.stringify(ev.id)}`);
   assertPublishSubject(ev.subject);
   if (!(ev.payload instanceof Uint8Array)) throw new Error("enqueueEvent: payload must be a Uint8Array");
   if (ev.payload.byteLength > MAX_OUTBOX_PAYLOAD_BYTES) {
@@ -159,7 +159,7 @@ const openBatchSql = (limit: number): string =>
 
 /** Marks rows published and commits, in one round trip; the ids are UUIDs read from the table (checked again). */
 const markAndCommitSql = (ids: string[]): string => {
-  for (const id of ids) if (!UUID_RE.test(id)) throw new Error(`outbox relay: unexpected event id ${JSON.stringify(id)}`);
+  for (const id of ids) if (!isUuid(id)) throw new Error(`outbox relay: unexpected event id ${JSON.stringify(id)}`);
   return `UPDATE outbox_events SET published_at = now() WHERE id IN (${ids.map((id) => `'${id}'`).join(", ")}); COMMIT`;
 };
 

@@ -2,6 +2,8 @@
  * Keyset pagination for newest-first lists: the token is the (created_at, id) of the last item returned, opaque to
  * clients (base64url JSON). Keyset rather than offset so inserts while paging never repeat or skip items.
  */
+import { isUuid } from "@luna/kit";
+
 export type Cursor = { createdAt: Date; id: string };
 
 export const DEFAULT_PAGE_SIZE = 50;
@@ -18,7 +20,7 @@ export function decodePageToken(token: string): Cursor | undefined {
     const v: unknown = JSON.parse(Buffer.from(token, "base64url").toString("utf8"));
     if (typeof v !== "object" || v === null) return undefined;
     const { t, id } = v as Record<string, unknown>;
-    if (typeof t !== "string" || typeof id !== "string" || !UUID.test(id)) return undefined;
+    if (typeof t !== "string" || !isUuid(id)) return undefined;
     const createdAt = new Date(t);
     return Number.isNaN(createdAt.getTime()) ? undefined : { createdAt, id };
   } catch {
@@ -30,5 +32,3 @@ export function decodePageToken(token: string): Cursor | undefined {
 export function pageSize(requested: number): number {
   return requested === 0 ? DEFAULT_PAGE_SIZE : Math.min(requested, MAX_PAGE_SIZE);
 }
-
-export const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;

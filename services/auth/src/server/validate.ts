@@ -1,5 +1,5 @@
 import type { Duration } from "@bufbuild/protobuf/wkt";
-import { invalidArgument } from "@luna/kit";
+import { invalidArgument, isUuid } from "@luna/kit";
 import type { PageRequest } from "@luna/contracts/luna/common/v1/common_pb.js";
 import { Role as RoleProto } from "@luna/contracts/luna/auth/v1/auth_pb.js";
 import { normalizeEmail, MAX_EMAIL_LENGTH } from "../domain/email.js";
@@ -7,7 +7,7 @@ import { normalizeDisplayName, MAX_DISPLAY_NAME_LENGTH } from "../domain/display
 import { passwordProblem, type PasswordPolicy } from "../domain/password-policy.js";
 import { canonicalInviteCode, INVITE_CODE_SYMBOLS } from "../domain/invite-code.js";
 import { looksLikeRefreshToken, REFRESH_TOKEN_PREFIX } from "../domain/refresh-token.js";
-import { decodePageToken, pageSize, UUID, type Cursor } from "../domain/page-token.js";
+import { decodePageToken, pageSize, type Cursor } from "../domain/page-token.js";
 import type { Role } from "../accounts.js";
 
 /**
@@ -63,7 +63,7 @@ export function refreshToken(field: string, raw: string): string {
 
 export function uuid(field: string, raw: string): string {
   if (raw.length === 0) throw invalidArgument(field, "is required");
-  if (!UUID.test(raw)) throw invalidArgument(field, "must be a UUID");
+  if (!isUuid(raw)) throw invalidArgument(field, "must be a UUID");
   return raw.toLowerCase();
 }
 

@@ -1,7 +1,5 @@
 // Opaque page tokens (base64url JSON) for keyset pagination. A token that does not decode is INVALID_ARGUMENT.
-import { invalidArgument } from "@luna/kit";
-
-const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+import { invalidArgument, isUuid } from "@luna/kit";
 
 /** Position after a conversation in "newest activity first" order. */
 export interface ConversationCursor {
@@ -17,7 +15,7 @@ export function decodeConversationCursor(field: string, token: string): Conversa
   if (token === "") return undefined;
   try {
     const o = JSON.parse(Buffer.from(token, "base64url").toString("utf8")) as { t?: unknown; i?: unknown };
-    if (typeof o.t === "string" && /^\d{1,20}$/.test(o.t) && typeof o.i === "string" && UUID_RE.test(o.i)) {
+    if (typeof o.t === "string" && /^\d{1,20}$/.test(o.t) && isUuid(o.i)) {
       return { micros: BigInt(o.t), id: o.i };
     }
   } catch {

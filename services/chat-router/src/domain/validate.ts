@@ -1,8 +1,7 @@
 // Request field checks. Each failure is INVALID_ARGUMENT naming the field (kit `invalidArgument`), raised before
 // anything is written.
-import { invalidArgument } from "@luna/kit";
+import { invalidArgument, isUuid } from "@luna/kit";
 
-const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const MODEL_ID_RE = /^[a-z0-9][a-z0-9.-]{0,63}$/;
 const CLIENT_ID_RE = /^[\x21-\x7e]{1,100}$/;
 
@@ -15,7 +14,7 @@ export const PREVIEW_CHARS = 200;
 /** A UUID (lower-cased); `what` names it in the error. */
 export function checkId(field: string, value: string): string {
   if (value.length === 0) throw invalidArgument(field, "is required");
-  if (!UUID_RE.test(value)) throw invalidArgument(field, "must be a UUID");
+  if (!isUuid(value)) throw invalidArgument(field, "must be a UUID");
   return value.toLowerCase();
 }
 

@@ -12,7 +12,7 @@
 // without BEGIN/COMMIT.
 import { randomUUID } from "node:crypto";
 import pg from "pg";
-import { OUTBOX_INSERT, createPgPool, inboxInsertLiteralSql, outboxRow, outboxValuesSql, type Logger, type OutboxEvent } from "@luna/kit";
+import { OUTBOX_INSERT, createPgPool, inboxInsertLiteralSql, isUuid, outboxRow, outboxValuesSql, type Logger, type OutboxEvent } from "@luna/kit";
 import { ErrorCodes, RESULT_CONSUMER, isFinal, jobStoragePrefix } from "../domain/job.js";
 import type { PageCursor } from "../domain/page-token.js";
 import { jobQueuedEvent, jobUpdatedEvent, usageRecordedEvent } from "../events/messages.js";
@@ -41,11 +41,10 @@ function outboxInsert(events: OutboxEvent[], first: number): { sql: string; valu
 const lockUserSql = (userId: string): string =>
   `SELECT pg_advisory_xact_lock(hashtext('luna.image-job.user'), hashtext(${pg.escapeLiteral(userId)}))`;
 
-const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** A job id as a quoted literal (it must be a UUID: checked here). */
 const jobIdLiteral = (jobId: string): string => {
-  if (!UUID_RE.test(jobId)) throw new Error(`not a job id: ${JSON.stringify(jobId)}`);
+  if (!isUuid(jobId)) throw new Error(`not a job id: ${JSON.stringify(jobId)}`);
   return `'${jobId}'`;
 };
 
