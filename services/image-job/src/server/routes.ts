@@ -92,6 +92,21 @@ class BillingCallError extends Error {
   }
 }
 
+/** A list request's page size (0 = `defaultSize`, at most 100) and decoded cursor; INVALID_ARGUMENT naming the field. */
+function pageRequest(page: { pageSize: number; pageToken: string } | undefined, defaultSize: number): { size: number; cursor: ReturnType<typeof decodePageToken> } {
+  let size: number;
+  try {
+    size = pageSize(page?.pageSize ?? 0, defaultSize, 100);
+  } catch (err) {
+    throw invalidArgument("page.page_size", (err as Error).message);
+  }
+  try {
+    return { size, cursor: decodePageToken(page?.pageToken ?? "") };
+  } catch (err) {
+    throw invalidArgument("page.page_token", (err as Error).message);
+  }
+}
+
 export function routes(deps: RouteDeps): (router: ConnectRouter) => void {
   const { store, catalog, credits, lifecycle, signer, settings } = deps;
   let warnedShortHold = false;
@@ -246,18 +261,7 @@ export function routes(deps: RouteDeps): (router: ConnectRouter) => void {
 
       async listJobs(req, ctx) {
         const { userId } = requirePrincipal(ctx, "user");
-        let size: number;
-        let cursor;
-        try {
-          size = pageSize(req.page?.pageSize ?? 0, 20, 100);
-        } catch (err) {
-          throw invalidArgument("page.page_size", (err as Error).message);
-        }
-        try {
-          cursor = decodePageToken(req.page?.pageToken ?? "");
-        } catch (err) {
-          throw invalidArgument("page.page_token", (err as Error).message);
-        }
+        const { size, cursor } = pageRequest(req.page, 20);
         let status: string | undefined;
         if (req.status !== JobStatus.UNSPECIFIED) {
           status = jobStatusFromProto(req.status);
@@ -274,18 +278,7 @@ export function routes(deps: RouteDeps): (router: ConnectRouter) => void {
 
       async listImages(req, ctx) {
         const { userId } = requirePrincipal(ctx, "user");
-        let size: number;
-        let cursor;
-        try {
-          size = pageSize(req.page?.pageSize ?? 0, 30, 100);
-        } catch (err) {
-          throw invalidArgument("page.page_size", (err as Error).message);
-        }
-        try {
-          cursor = decodePageToken(req.page?.pageToken ?? "");
-        } catch (err) {
-          throw invalidArgument("page.page_token", (err as Error).message);
-        }
+        const { size, cursor } = pageRequest(req.page, 30);
         const rows = await store.listImages(userId, cursor, size);
         const page = rows.slice(0, size);
         const last = page[page.length - 1];
