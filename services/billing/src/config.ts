@@ -24,6 +24,13 @@ export const billingConfigSchema = z.object({
   BILLING_INVARIANT_CHECK_INTERVAL: duration("5m"),
   /** Postgres connections of this process. */
   BILLING_DB_POOL_SIZE: int(20, 1, 500),
+  /**
+   * Concurrent reserves (and, apart, commits) that arrive while a ledger statement of their kind is in flight are
+   * coalesced into one multi-row statement of up to this many calls; 1 turns coalescing off.
+   */
+  BILLING_LEDGER_BATCH_SIZE: int(64, 1, 1000),
+  /** Ledger statements of each kind (reserve, commit) in flight at once while coalescing. */
+  BILLING_LEDGER_BATCH_IN_FLIGHT: int(1, 1, 100),
   /** Consume `user.created`/`user.deleted` (turn off only in tests or tools that run billing without NATS). */
   BILLING_CONSUME_USER_EVENTS: bool(true),
   /** Envoy's rate limit `domain` this service answers for; other domains get no limits. */

@@ -10,7 +10,7 @@ import type { ConnectRouter } from "@connectrpc/connect";
 import { createPgPool, startInboxPruner, type MethodRules, type Metrics, type ReadinessCheck, type Redis } from "@luna/kit";
 import type { JetStreamClient } from "@nats-io/jetstream";
 import type { BillingConfig } from "./config.js";
-import { LedgerStore } from "./data/ledger-store.js";
+import { replicaLedgerStore } from "./data/ledger-store.js";
 import { startUserEventConsumer } from "./events/user-events.js";
 import { Ledger, startLoop, type MinimalLog } from "./ledger.js";
 import { createRateLimiter, type RateLimiter } from "./limits/limiter.js";
@@ -67,7 +67,8 @@ export async function createBillingModule(config: BillingConfig, infra: BillingI
   const { log } = infra;
   const pool = createPgPool({ url: infra.databaseUrl, max: config.BILLING_DB_POOL_SIZE, name: "billing", log });
   const metrics = createBillingMetrics(infra.metrics.registry);
-  const ledger = new Ledger(new LedgerStore(pool), pool, metrics, {
+  const store = replicaLedgerStore(pool, config, (statement, size) => metrics.ledgerBatchSize.observe({ statement }, size));
+  const ledger = new Ledger(store, pool, metrics, {
     holdDefaultTtlMs: config.BILLING_HOLD_DEFAULT_TTL,
     holdMaxTtlMs: config.BILLING_HOLD_MAX_TTL,
     signupCredits: config.BILLING_SIGNUP_CREDITS,

@@ -12,6 +12,7 @@ export interface BillingMetrics {
   released: Counter<"how">;
   openHolds: Gauge;
   reserveDuration: Histogram;
+  ledgerBatchSize: Histogram<"statement">;
   insufficientCredits: Counter;
   idempotentReplays: Counter<"operation">;
   invariantViolations: Gauge<"invariant">;
@@ -37,6 +38,13 @@ export function createBillingMetrics(registry: Registry): BillingMetrics {
       name: "luna_billing_reserve_duration_seconds",
       help: "Latency of the reserve statement, successful or not",
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
+      registers,
+    }),
+    ledgerBatchSize: new Histogram({
+      name: "luna_billing_ledger_batch_size",
+      help: "Reserves or commits per ledger statement (concurrent calls coalesced; 1 = ran alone)",
+      labelNames: ["statement"],
+      buckets: [1, 2, 4, 8, 16, 32, 64, 128],
       registers,
     }),
     insufficientCredits: new Counter({

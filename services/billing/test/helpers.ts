@@ -6,7 +6,9 @@ import pg from "pg";
 import { Registry } from "prom-client";
 import { expect } from "vitest";
 import { checkInvariants } from "../src/data/invariants.js";
-import { LedgerStore } from "../src/data/ledger-store.js";
+import { loadConfig } from "@luna/kit";
+import { billingConfigSchema } from "../src/config.js";
+import { LedgerStore, replicaLedgerStore } from "../src/data/ledger-store.js";
 import { Ledger } from "../src/ledger.js";
 import { createBillingMetrics, type BillingMetrics } from "../src/metrics.js";
 
@@ -25,7 +27,7 @@ export interface LedgerDb {
   close(): Promise<void>;
 }
 
-export async function openLedgerDb(opts: { poolSize?: number; signupCredits?: number } = {}): Promise<LedgerDb> {
+export async function openLedgerDb(opts: { poolSize?: number; signupCredits?: number; plainStore?: boolean } = {}): Promise<LedgerDb> {
   const db = await createTestDatabase({ migrationsDir: MIGRATIONS_DIR, prefix: "billing" });
   const pool = new pg.Pool({ connectionString: db.url, max: opts.poolSize ?? 10 });
   // Teardown drops the database WITH (FORCE): the server then terminates connections that may still be closing, and
@@ -34,7 +36,8 @@ export async function openLedgerDb(opts: { poolSize?: number; signupCredits?: nu
   pool.on("connect", (client) => client.on("error", () => undefined));
   const registry = new Registry();
   const metrics = createBillingMetrics(registry);
-  const store = new LedgerStore(pool);
+  // As a replica builds it (coalescing concurrent reserves and commits), unless a test asks for the plain store.
+  const store = opts.plainStore ? new LedgerStore(pool) : replicaLedgerStore(pool, loadConfig(billingConfigSchema, {}));
   const ledger = new Ledger(store, pool, metrics, {
     holdDefaultTtlMs: 600_000,
     holdMaxTtlMs: 7_200_000,

@@ -13,10 +13,11 @@
  * by construction; an account's history is its debits (shown negative) plus its credits. Only the user's side is
  * indexed (a charge's debit, a grant's credit, both sides of a reversal).
  *
- * Lock order is always hold row → account row (reserve and grant lock only the account), so statements cannot
- * deadlock. System accounts are never updated (their balances are derived from their transfers), so no hot row
- * serializes charges across users. When a statement changes nothing, a follow-up read explains why (replay, not
- * found, insufficient credits, ...).
+ * Lock order is always hold rows → account rows, accounts in id order when a statement touches several (reserve and
+ * grant lock only accounts), so statements cannot deadlock. System accounts are never updated (their balances are
+ * derived from their transfers), so no hot row serializes charges across users. When a statement changes nothing, a
+ * follow-up read explains why (replay, not found, insufficient credits, ...). Under load, concurrent reserves (and,
+ * apart, commits) share one multi-row statement with the same rules (see batcher.ts and `reserveMany`/`commitMany`).
  */
 import { randomUUID } from "node:crypto";
 import {
@@ -42,6 +43,7 @@ import {
   type ReversalResult,
   type Usage,
 } from "../domain/ledger.js";
+import { Batcher } from "./batcher.js";
 import { PG_UNIQUE_VIOLATION, big, bigOrNull, micros, named, pgCode, type Sql } from "./sql.js";
 
 const HOLD_COLUMNS = `h.id, h.account_id, h.amount::text, h.status, h.charged::text, h.reason, h.reference,
@@ -133,6 +135,11 @@ function usageFromJson(v: unknown): Usage | null {
   };
 }
 
+/** Guards the multi-row statements: two calls on one row in a statement would update it once for both. */
+function assertDistinct(keys: string[], message: string): void {
+  if (new Set(keys).size !== keys.length) throw new Error(message);
+}
+
 /** A charge is booked as transfer `hold.id`; a commit of 0 credits books none. */
 const chargeTransferId = (hold: Hold): string => (hold.charged > 0n ? hold.id : "");
 
@@ -145,16 +152,66 @@ export interface Outcome<T> {
 export interface LedgerStoreOptions {
   /** Generates hold and transfer ids; injectable for tests. */
   newId?: () => string;
+  /**
+   * Coalesce concurrent reserves and commits into multi-row statements (see batcher.ts). Only for a store over a
+   * pool: a store bound to one client (inside a transaction) runs every call on its own.
+   */
+  batching?: {
+    /** Statements of each kind (reserve, commit) in flight at once. */
+    maxInFlight: number;
+    /** Calls per statement at most; 1 turns batching off. */
+    maxSize: number;
+    /** Each statement's number of calls as it starts (metrics). */
+    onBatch?(statement: "reserve" | "commit", size: number): void;
+  };
+}
+
+/** The coalescing settings of a billing replica (config.ts). */
+export interface LedgerBatchConfig {
+  BILLING_LEDGER_BATCH_SIZE: number;
+  BILLING_LEDGER_BATCH_IN_FLIGHT: number;
+}
+
+/** The store as every billing replica builds it over its pool: coalescing as configured. */
+export function replicaLedgerStore(
+  pool: Sql,
+  config: LedgerBatchConfig,
+  onBatch?: (statement: "reserve" | "commit", size: number) => void,
+): LedgerStore {
+  return new LedgerStore(pool, {
+    batching: { maxSize: config.BILLING_LEDGER_BATCH_SIZE, maxInFlight: config.BILLING_LEDGER_BATCH_IN_FLIGHT, onBatch },
+  });
 }
 
 export class LedgerStore {
   private readonly newId: () => string;
+  private readonly reserves?: Batcher<ReserveInput, Outcome<ReserveResult>>;
+  private readonly commits?: Batcher<CommitInput, Outcome<CommitResult>>;
 
   constructor(
     private readonly sql: Sql,
     opts: LedgerStoreOptions = {},
   ) {
     this.newId = opts.newId ?? randomUUID;
+    if (opts.batching && opts.batching.maxSize > 1) {
+      const { maxInFlight, maxSize, onBatch } = opts.batching;
+      this.reserves = new Batcher({
+        maxInFlight,
+        maxSize,
+        key: (input) => input.accountId,
+        runOne: (input) => this.reserveOne(input),
+        runMany: (inputs) => this.reserveMany(inputs),
+        onBatch: onBatch && ((size) => onBatch("reserve", size)),
+      });
+      this.commits = new Batcher({
+        maxInFlight,
+        maxSize,
+        key: (input) => input.holdId,
+        runOne: (input) => this.commitOne(input),
+        runMany: (inputs) => this.commitMany(inputs),
+        onBatch: onBatch && ((size) => onBatch("commit", size)),
+      });
+    }
   }
 
   // ---- accounts -------------------------------------------------------------------------------------------------
@@ -243,7 +300,11 @@ export class LedgerStore {
   // ---- holds ----------------------------------------------------------------------------------------------------
 
   /** Holds `amount` credits if available. Throws InsufficientCreditsError, not_found or failed_precondition. */
-  async reserve(input: ReserveInput): Promise<Outcome<ReserveResult>> {
+  reserve(input: ReserveInput): Promise<Outcome<ReserveResult>> {
+    return this.reserves ? this.reserves.run(input) : this.reserveOne(input);
+  }
+
+  private async reserveOne(input: ReserveInput): Promise<Outcome<ReserveResult>> {
     try {
       const r = await this.sql.query<ReserveRow>(
         named("ledger_reserve", `WITH acct AS (
@@ -265,6 +326,50 @@ export class LedgerStore {
       if (pgCode(err) !== PG_UNIQUE_VIOLATION) throw err;
     }
     return { result: await this.explainReserveMiss(input), replayed: true };
+  }
+
+  /**
+   * Several reserves (distinct accounts) in one statement: the single-row statement's conditional UPDATE per row.
+   * The accounts are locked in id order first, so two batches (or a batch and a commit) never wait on each other in
+   * a cycle. A call without a row (a replay, insufficient credits, ...) is left unsettled: it runs alone and is
+   * explained there. A unique violation (a concurrent retry's key) rolls the batch back; every call then runs alone.
+   */
+  private async reserveMany(inputs: ReserveInput[]): Promise<(Outcome<ReserveResult> | undefined)[]> {
+    assertDistinct(inputs.map((i) => i.accountId), "reserveMany: one call per account");
+    const ids = inputs.map(() => this.newId());
+    const r = await this.sql.query<ReserveRow>(
+      named("ledger_reserve_many", `WITH req AS MATERIALIZED (
+         SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::uuid[], $7::double precision[])
+           AS r(account_id, amount, reason, reference, idempotency_key, hold_id, ttl_ms)
+       ), locked AS MATERIALIZED (
+         SELECT a.id FROM accounts a WHERE a.id IN (SELECT account_id FROM req) ORDER BY a.id FOR NO KEY UPDATE
+       ), acct AS (
+         UPDATE accounts a SET held = a.held + r.amount
+         FROM req r JOIN locked l ON l.id = r.account_id
+         WHERE a.id = r.account_id AND a.kind = 'user' AND a.status = 'open' AND a.balance - a.held >= r.amount
+           AND NOT EXISTS (SELECT 1 FROM holds k WHERE k.account_id = r.account_id AND k.idempotency_key = r.idempotency_key)
+         RETURNING a.id, a.balance - a.held AS available
+       )
+       INSERT INTO holds (id, account_id, amount, reason, reference, idempotency_key, available_after, created_at, expires_at)
+       SELECT r.hold_id, r.account_id, r.amount, r.reason, r.reference, r.idempotency_key, acct.available, now(),
+              now() + make_interval(secs => r.ttl_ms / 1000)
+       FROM req r JOIN acct ON acct.id = r.account_id
+       RETURNING ${RESERVE_COLUMNS}`),
+      [
+        inputs.map((i) => i.accountId),
+        inputs.map((i) => i.amount),
+        inputs.map((i) => i.reason),
+        inputs.map((i) => i.reference),
+        inputs.map((i) => i.idempotencyKey),
+        ids,
+        inputs.map((i) => i.ttlMs),
+      ],
+    );
+    const byId = new Map(r.rows.map((row) => [row.id, row]));
+    return ids.map((id) => {
+      const row = byId.get(id);
+      return row ? { result: toReserveResult(row), replayed: false } : undefined;
+    });
   }
 
   /** Why a reserve changed nothing: a replay (returns the original response) or an error (throws). */
@@ -299,7 +404,11 @@ export class LedgerStore {
   }
 
   /** Charges `amount` ≤ the hold and releases the rest, exactly once. Replays return the committed hold. */
-  async commit(input: CommitInput): Promise<Outcome<CommitResult>> {
+  commit(input: CommitInput): Promise<Outcome<CommitResult>> {
+    return this.commits ? this.commits.run(input) : this.commitOne(input);
+  }
+
+  private async commitOne(input: CommitInput): Promise<Outcome<CommitResult>> {
     const r = await this.sql.query<HoldRow>(
       named("ledger_commit", `WITH h AS (
          UPDATE holds SET status = 'committed', charged = $2, resolved_at = now()
@@ -324,6 +433,53 @@ export class LedgerStore {
       return { result: { hold, transferId: chargeTransferId(hold) }, replayed: false };
     }
     return { result: await this.explainCommitMiss(input), replayed: true };
+  }
+
+  /**
+   * Several commits (distinct holds) in one statement: each hold resolves as in the single-row statement; the
+   * accounts are then locked in id order and updated once each with the sum of their holds. A hold without a row
+   * (a replay, past its deadline, ...) is left unsettled: it runs alone and is explained there.
+   */
+  private async commitMany(inputs: CommitInput[]): Promise<(Outcome<CommitResult> | undefined)[]> {
+    assertDistinct(inputs.map((i) => i.holdId), "commitMany: one call per hold");
+    const r = await this.sql.query<HoldRow>(
+      named("ledger_commit_many", `WITH req AS MATERIALIZED (
+         SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::jsonb[]) AS r(hold_id, charged, feature, details, usage)
+       ), h AS (
+         UPDATE holds SET status = 'committed', charged = r.charged, resolved_at = now()
+         FROM req r
+         WHERE holds.id = r.hold_id AND holds.status = 'open' AND holds.expires_at > now() AND holds.amount >= r.charged
+         RETURNING holds.*, r.feature AS charge_feature, r.details AS charge_details, r.usage AS charge_usage
+       ), locked AS MATERIALIZED (
+         SELECT a.id FROM accounts a WHERE a.id IN (SELECT account_id FROM h) ORDER BY a.id FOR NO KEY UPDATE
+       ), per_account AS (
+         SELECT h.account_id, sum(h.amount) AS held, sum(h.charged) AS charged FROM h GROUP BY h.account_id
+       ), acct AS (
+         UPDATE accounts a SET held = a.held - p.held, balance = a.balance - p.charged
+         FROM per_account p JOIN locked l ON l.id = p.account_id WHERE a.id = p.account_id
+         RETURNING a.id
+       ), charge AS (
+         INSERT INTO ledger_transfers (id, debit_account_id, credit_account_id, amount, kind, hold_id, reason, reference, description, usage, created_at)
+         SELECT h.id, h.account_id, '${REVENUE_ACCOUNT}', h.charged, 'charge', h.id, h.reason, h.reference,
+                coalesce(nullif(h.charge_feature, ''), h.reason) || h.charge_details, h.charge_usage, h.resolved_at
+         FROM h WHERE h.charged > 0
+       )
+       SELECT ${HOLD_COLUMNS} FROM h`),
+      [
+        inputs.map((i) => i.holdId),
+        inputs.map((i) => i.amount),
+        inputs.map((i) => i.usage?.feature ?? ""),
+        inputs.map((i) => describeUsage(i.usage)),
+        inputs.map((i) => usageJson(i.usage)),
+      ],
+    );
+    const byId = new Map(r.rows.map((row) => [row.id, row]));
+    return inputs.map((input) => {
+      const row = byId.get(input.holdId);
+      if (!row) return undefined;
+      const hold = toHold(row);
+      return { result: { hold, transferId: chargeTransferId(hold) }, replayed: false };
+    });
   }
 
   private async explainCommitMiss(input: CommitInput): Promise<CommitResult> {

@@ -1,13 +1,21 @@
 // A separate billing process for the concurrency test: its own Postgres pool, the real ledger code. Connects, says
 // "ready", waits for "go" on stdin (so every process fires at once), sends COUNT 1-credit reserves concurrently and
-// prints the tally as JSON.
+// prints the tally as JSON. Concurrent reserves on different accounts share statements (the store coalesces them).
 import pg from "pg";
-import { LedgerStore } from "../../src/data/ledger-store.js";
+import { loadConfig } from "@luna/kit";
+import { billingConfigSchema } from "../../src/config.js";
+import { replicaLedgerStore } from "../../src/data/ledger-store.js";
 import { BillingError } from "../../src/domain/errors.js";
 
 const { DATABASE_URL, ACCOUNT, COUNT, WORKER, POOL_SIZE } = process.env;
+/** ACCOUNT may list several accounts (comma-separated): reserve i goes to account i mod n. */
+const accounts = ACCOUNT!.split(",");
 const pool = new pg.Pool({ connectionString: DATABASE_URL, max: Number(POOL_SIZE ?? 10) });
-const store = new LedgerStore(pool);
+// Built as a replica builds it (BILLING_LEDGER_BATCH_* from the environment, else the defaults).
+let largestStatement = 0;
+const store = replicaLedgerStore(pool, loadConfig(billingConfigSchema, process.env), (_statement, size) => {
+  largestStatement = Math.max(largestStatement, size);
+});
 // Open every connection before the start signal so the burst measures the ledger, not connection setup.
 await Promise.all(Array.from({ length: Number(POOL_SIZE ?? 10) }, () => pool.query("SELECT 1")));
 process.stdout.write("ready\n");
@@ -18,7 +26,7 @@ await Promise.all(
   Array.from({ length: Number(COUNT) }, async (_, i) => {
     try {
       const r = await store.reserve({
-        accountId: ACCOUNT!,
+        accountId: accounts[i % accounts.length]!,
         amount: 1n,
         reason: "chat",
         reference: `w${WORKER}-${i}`,
@@ -34,4 +42,4 @@ await Promise.all(
   }),
 );
 await pool.end();
-process.stdout.write(`${JSON.stringify(tally)}\n`);
+process.stdout.write(`${JSON.stringify({ ...tally, largestStatement })}\n`);
