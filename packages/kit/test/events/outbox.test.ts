@@ -203,6 +203,38 @@ describe("outbox relay", () => {
     expect(msgs.map((m) => m.msgId)).toEqual(ids);
   });
 
+  it("notifyDelayMs: the commits of a burst share one batch, and a kick ends the wait at once", async () => {
+    const batches: number[] = [];
+    const r = relay({ pollIntervalMs: 120_000, notifyDelayMs: 1000, onPublished: (i) => batches.push(i.count) });
+    await waitFor("relay idle", async () => (await r.pending()) === 0);
+    await new Promise((res) => setTimeout(res, 300));
+    batches.length = 0;
+    // Five commits, each with its NOTIFY: one pass publishes them all, in order.
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) ids.push(...await enqueueInTx(1));
+    await waitFor("burst published", async () => (await r.pending()) === 0, { timeoutMs: 10_000 });
+    expect(batches).toEqual([5]);
+    expect((await streamMessages(jsm, STREAM)).map((m) => m.msgId)).toEqual(ids);
+
+    // A NOTIFY starts a long wait (the delay raised by a fresh relay); a kick ends it: both rows go out together.
+    await Promise.all(relays.splice(0).map((x) => x.stop()));
+    batches.length = 0;
+    const slow = relay({ pollIntervalMs: 120_000, notifyDelayMs: 120_000, onPublished: (i) => batches.push(i.count) });
+    await waitFor("relay idle", async () => (await slow.pending()) === 0);
+    await new Promise((res) => setTimeout(res, 300));
+    const [first] = await enqueueInTx(1);
+    await new Promise((res) => setTimeout(res, 200));
+    expect(await pendingRows()).toBe(1); // gathering, not published yet
+    const [second] = await enqueueInTx(1);
+    slow.kick();
+    await waitFor("kicked batch published", async () => (await slow.pending()) === 0, { timeoutMs: 10_000 });
+    expect(batches).toEqual([2]);
+    expect((await streamMessages(jsm, STREAM)).map((m) => m.msgId).slice(-2)).toEqual([first, second]);
+    // stop() ends a wait too.
+    await enqueueInTx(1);
+    await slow.stop();
+  });
+
   it("a NOTIFY with nothing to publish costs one probe, not a batch transaction", async () => {
     const statements: string[] = [];
     const probePool = testPool(db.url, { max: 3 });
