@@ -1,7 +1,7 @@
 // image-job's own settings (the runtime's shared ones — database, NATS, Redis, ports, auth — are read by the kit).
 // Read once by main.ts (or the all-in-one process) and passed down; nothing below reads process.env.
 import * as z from "zod";
-import { duration } from "@luna/kit";
+import { bool, duration } from "@luna/kit";
 import { storageConfigSchema } from "./storage/config.js";
 
 const int = (def: number, min: number, max: number) =>
@@ -49,6 +49,23 @@ export const configSchema = z.object({
    * StartJob is one statement instead of two (a job dispatched by another replica is read). 0 = remember none.
    */
   IMAGE_START_CACHE_SIZE: int(10_000, 0, 1_000_000),
+  /**
+   * Publish a dispatched job's queue message right after the commit, from this process, instead of waiting for the
+   * outbox relay's next batch (the row stays in the outbox: the relay publishes it if this does not). Saves the
+   * relay's select round trip on the dispatch path.
+   */
+  IMAGE_FAST_DISPATCH: bool(true),
+  /**
+   * Rows sent by that fast path are marked published in one statement this long after (the relay has usually marked
+   * them by then; this covers a relay held up by an earlier row). Far below the stream's 2-minute duplicate window.
+   */
+  IMAGE_FAST_DISPATCH_MARK_DELAY: duration("200ms"),
+  /**
+   * The outbox relay starts a pass woken by NOTIFY this long after it (commits in between share one batch). With
+   * the fast path nothing else image-job writes is urgent (status and usage events), so the relay is not kicked
+   * after commits and batches them instead of running a probe and a batch per commit.
+   */
+  IMAGE_RELAY_NOTIFY_DELAY: duration("20ms"),
 });
 
 export type ImageJobConfig = z.infer<typeof configSchema>;

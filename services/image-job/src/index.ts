@@ -12,6 +12,7 @@ import { createClient } from "@connectrpc/connect";
 import { CreditsService } from "@luna/contracts/luna/billing/v1/credits_service_pb.js";
 import {
   createCatalogCache,
+  publishEvent,
   startInboxPruner,
   startOutboxRelay,
   type ConsumerHandle,
@@ -90,6 +91,11 @@ export async function createImageJobModule(config: ImageJobConfig, infra: ImageJ
     maxQueuedPerUser: config.IMAGE_MAX_QUEUED_PER_USER,
     startCacheSize: config.IMAGE_START_CACHE_SIZE,
     afterCommit: () => relay?.kick(),
+    publish: config.IMAGE_FAST_DISPATCH
+      ? (row) => publishEvent(infra.js, row.subject, row.payload, { msgId: row.id, headers: JSON.parse(row.headers) as Record<string, string> })
+      : undefined,
+    markDelayMs: config.IMAGE_FAST_DISPATCH_MARK_DELAY,
+    log,
   });
   const metrics = createImageJobMetrics(infra.metrics.registry, () => store.queueDepths());
   const billing = lazyTransport(() => infra.clients.transport("billing"));
@@ -129,7 +135,7 @@ export async function createImageJobModule(config: ImageJobConfig, infra: ImageJ
       catalog.readiness,
     ],
     async start() {
-      relay = startOutboxRelay({ pool, js: infra.js, log });
+      relay = startOutboxRelay({ pool, js: infra.js, log, notifyDelayMs: config.IMAGE_RELAY_NOTIFY_DELAY });
       inboxPruner = startInboxPruner({ pool, log });
       await catalog.start();
       consumer = startResultConsumer({ js: infra.js, store, lifecycle, log, concurrency: config.IMAGE_RESULT_CONCURRENCY });

@@ -72,6 +72,8 @@ export interface Harness {
   nc: NatsConnection;
   natsUrl: string;
   imageDir: string;
+  /** image-job's database. */
+  jobDatabaseUrl: string;
   /** A new user with the sign-up credits. */
   newUser(): Promise<{ id: string; client: Client<typeof ImageService>; transport: Transport }>;
   /** Starts an in-process worker with its own NATS connection. */
@@ -180,7 +182,7 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
     });
 
     const harness: Harness = {
-      baseUrl, sim, imageJob, billing, nc, natsUrl: natsServer.url, imageDir,
+      baseUrl, sim, imageJob, billing, nc, natsUrl: natsServer.url, imageDir, jobDatabaseUrl: jobDb.url,
       async newUser() {
         const id = `user-${process.pid}-${++userCounter}-${Math.random().toString(36).slice(2, 8)}`;
         await billing.ledger.openAccountWithSignupGrant(id);

@@ -14,6 +14,7 @@ import { JobStatus } from "@luna/contracts/luna/image/v1/image_pb.js";
 import { createJobStore, createPool, type JobStore, type NewJob } from "../src/data/job-store.js";
 import { resultEventId, Subjects, usageEventId } from "../src/domain/job.js";
 import { migrationsDir } from "../src/index.js";
+import { eventually } from "./harness.js";
 import { createImageJobMetrics } from "../src/metrics.js";
 import { createSettler } from "../src/settlement.js";
 import { sweepOnce } from "../src/sweeper.js";
@@ -113,6 +114,88 @@ describe("dispatch and results", () => {
     await store.startJob(job.id, "w");
     const out = await store.applyResult({ eventId: crypto.randomUUID(), jobId: job.id, outcome: "SUCCEEDED", errorCode: "", errorMessage: "", workerId: "w", images: [] });
     expect(out).toMatchObject({ kind: "applied", job: { status: "FAILED", errorCode: "no_outputs", settlement: "release" } });
+  });
+});
+
+describe("queue position read with the job", () => {
+  it("gives a queued job its pool's counts from the submit and from findJob, and none once it left the queue", async () => {
+    const modelId = `model-pos-${++seq}`;
+    const first = await store.submit(newJob("pos1", { modelId }), hold(100n));
+    const second = await store.submit(newJob("pos2", { modelId }), hold(100n));
+    expect(first.job.pool).toEqual({ ahead: 0, running: 0 });
+    expect(second.job.pool).toEqual({ ahead: 1, running: 0 });
+    expect((await store.findJob(second.job.id))!.pool).toEqual({ ahead: 1, running: 0 });
+    await store.startJob(first.job.id, "w");
+    expect((await store.findJob(second.job.id))!.pool).toEqual({ ahead: 0, running: 1 });
+    expect((await store.findJob(first.job.id))!.pool).toBeUndefined();
+    // A replayed submission reads its position afresh (the counts read before its first insert are stale).
+    expect((await store.submit({ ...newJob("pos2", { modelId }), id: second.job.id, idempotencyKey: second.job.idempotencyKey, requestHash: "h" },
+      hold(100n))).job.pool).toBeUndefined();
+  });
+});
+
+describe("fast-path publish of queue messages", () => {
+  const published = async (id: string) =>
+    (await pool.query<{ at: Date | null }>("SELECT published_at AS at FROM outbox_events WHERE id = $1", [id])).rows[0]?.at ?? null;
+
+  it("publishes a dispatched job's queue message once, after the commit, and marks its row a little later", async () => {
+    const sent: Array<{ id: string; subject: string; committed: boolean }> = [];
+    let kicks = 0;
+    const fast = createJobStore({ pool, maxRunningPerUser: 1, maxQueuedPerUser: 2, afterCommit: () => void kicks++, markDelayMs: 20,
+      publish: async (row) => {
+        // Another connection sees the row: the transaction has committed before the publish.
+        const seen = await pool.query("SELECT 1 FROM outbox_events WHERE id = $1", [row.id]);
+        sent.push({ id: row.id, subject: row.subject, committed: seen.rowCount === 1 });
+      } });
+    const first = await fast.submit(newJob("fast1"), hold(100n));
+    const second = await fast.submit(newJob("fast1"), hold(100n)); // waits undispatched: no queue message yet
+    await eventually(() => (sent.length === 1 ? true : undefined));
+    const queueRows = (await pool.query<{ id: string; payload: Buffer }>(
+      "SELECT id FROM outbox_events WHERE subject = $1 AND id = $2", [Subjects.jobQueue("flux1-schnell"), sent[0]!.id])).rows;
+    expect(queueRows).toHaveLength(1);
+    expect(sent[0]).toMatchObject({ subject: Subjects.jobQueue("flux1-schnell"), committed: true });
+    await eventually(async () => ((await published(sent[0]!.id)) !== null ? true : undefined), 2000, "the row marked published");
+    // The job's status event is left to the relay.
+    const updated = await pool.query<{ at: Date | null }>(
+      "SELECT published_at AS at FROM outbox_events WHERE subject = $1 AND seq > (SELECT seq FROM outbox_events WHERE id = $2) ORDER BY seq LIMIT 1",
+      [Subjects.updated, sent[0]!.id]);
+    expect(updated.rows[0]!.at).toBeNull();
+
+    // Finishing the first job dispatches the second: its message takes the fast path too.
+    await fast.startJob(first.job.id, "w");
+    await fast.applyResult({ eventId: crypto.randomUUID(), jobId: first.job.id, outcome: "FAILED", errorCode: "x", errorMessage: "boom", workerId: "w", images: [] });
+    await eventually(() => (sent.length === 2 ? true : undefined));
+    expect(sent[1]!.committed).toBe(true);
+    expect((await fast.findJob(second.job.id))!.dispatchedAt).not.toBeNull();
+    // Nothing else it wrote (status events) needed the relay at once: it was never kicked.
+    expect(kicks).toBe(0);
+  });
+
+  it("leaves the row to the relay (kicked at once) when the publish fails, and publishes nothing for a transaction that rolled back", async () => {
+    const tried: string[] = [];
+    let kicks = 0;
+    const failing = createJobStore({ pool, maxRunningPerUser: 1, maxQueuedPerUser: 2, afterCommit: () => void kicks++, markDelayMs: 1,
+      publish: (row) => {
+        tried.push(row.id);
+        throw new Error("nats down"); // thrown at once: the committed submission still stands
+      } });
+    const { job } = await failing.submit(newJob("fast2"), hold(100n));
+    expect(job.status).toBe("QUEUED");
+    expect(tried).toHaveLength(1);
+    await new Promise((r) => setTimeout(r, 30));
+    expect(await published(tried[0]!)).toBeNull();
+    expect(kicks).toBe(1); // the relay is woken at once to publish it
+
+    await expect(failing.submit(newJob("fast3"), async () => { throw new Error("billing refused"); })).rejects.toThrow("billing refused");
+    expect(tried).toHaveLength(1);
+    expect(await failing.countJobs("fast3")).toBe(0);
+  });
+
+  it("writes values safely as literals when the insert travels with the COMMIT", async () => {
+    const nasty = "it's a \\ back'slash; $1 $21 -- DROP TABLE image_jobs; \u00e9\u{1F600}";
+    const { job } = await store.submit(newJob("lit'user\\", { prompt: nasty, negativePrompt: "$2", styleId: "'", seed: 9007199254740993n }), hold(100n));
+    const back = await store.findJob(job.id);
+    expect(back).toMatchObject({ userId: "lit'user\\", prompt: nasty, negativePrompt: "$2", styleId: "'", seed: 9007199254740993n });
   });
 });
 

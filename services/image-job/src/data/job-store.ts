@@ -8,30 +8,75 @@
 //
 // Round trips are what the hot paths cost (each is a socket write and a wake-up on both sides), so a state change
 // and its outbox rows are one statement where the event can be built before it (data-modifying CTEs), a
-// transaction opens together with its first statement (a simple-protocol string), and single-statement changes run
-// without BEGIN/COMMIT.
+// transaction opens together with its first statement (a simple-protocol string), the submit's insert closes it
+// together with its COMMIT (values inlined as literals), and single-statement changes run without BEGIN/COMMIT.
+// A dispatched job's queue message is published right after the commit by this process (see publishQueued).
 import { randomUUID } from "node:crypto";
 import pg from "pg";
-import { OUTBOX_INSERT, createPgPool, inboxInsertLiteralSql, isUuid, outboxRow, outboxValuesSql, type Logger, type OutboxEvent } from "@luna/kit";
+import {
+  OUTBOX_INSERT,
+  createPgPool,
+  inboxInsertLiteralSql,
+  isUuid,
+  outboxRow,
+  outboxValuesSql,
+  type Logger,
+  type OutboxEvent,
+  type OutboxRow,
+} from "@luna/kit";
 import { ErrorCodes, RESULT_CONSUMER, isFinal, jobStoragePrefix } from "../domain/job.js";
 import type { PageCursor } from "../domain/page-token.js";
 import { jobQueuedEvent, jobUpdatedEvent, usageRecordedEvent } from "../events/messages.js";
 import { imageFromRow, jobFromRow, type ImageRow, type JobRow, type JobWithImages } from "./rows.js";
 
-export type { ImageRow, JobRow, JobWithImages } from "./rows.js";
+export type { ImageRow, JobRow, JobWithImages, PoolCounts } from "./rows.js";
 
 type Db = pg.PoolClient;
 
 /** `INSERT INTO outbox_events ... VALUES (...), (...)` for the events, with their values from `$first` on. */
-function outboxInsert(events: OutboxEvent[], first: number): { sql: string; values: unknown[] } {
+function outboxInsert(events: OutboxEvent[], first: number): { sql: string; values: unknown[]; rows: OutboxRow[] } {
   const values: unknown[] = [];
-  const tuples = events.map((ev) => {
-    const row = outboxRow(ev);
+  const rows = events.map(outboxRow);
+  const tuples = rows.map((row) => {
     const at = first + values.length;
     values.push(row.id, row.subject, row.payload, row.headers);
     return `(${outboxValuesSql(at)})`;
   });
-  return { sql: `${OUTBOX_INSERT} VALUES ${tuples.join(", ")}`, values };
+  return { sql: `${OUTBOX_INSERT} VALUES ${tuples.join(", ")}`, values, rows };
+}
+
+/**
+ * A value as an SQL literal, for a statement sent in the simple protocol (which has no parameters) so that it can
+ * travel in one round trip with the COMMIT. Strings are quoted by `escapeLiteral` (safe for any string); numbers
+ * must be finite integers; byte strings become hex.
+ */
+export function sqlLiteral(v: unknown): string {
+  if (v === null || v === undefined) return "NULL";
+  if (typeof v === "string") return pg.escapeLiteral(v);
+  if (typeof v === "bigint") return v.toString();
+  if (typeof v === "boolean") return v ? "true" : "false";
+  if (typeof v === "number") {
+    if (!Number.isSafeInteger(v)) throw new Error(`sqlLiteral: not an integer: ${v}`);
+    return String(v);
+  }
+  if (v instanceof Date) {
+    if (Number.isNaN(v.getTime())) throw new Error("sqlLiteral: invalid date");
+    return `'${v.toISOString()}'`;
+  }
+  if (v instanceof Uint8Array) return `decode('${Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString("hex")}', 'hex')`;
+  throw new Error(`sqlLiteral: unsupported value of type ${typeof v}`);
+}
+
+/**
+ * A parameterized statement with its `$n` placeholders replaced by literals of `values` (one pass over the
+ * statement's own text, so nothing inside a value is ever read as a placeholder).
+ */
+export function inlineParams(sql: string, values: unknown[]): string {
+  return sql.replace(/\$(\d+)/g, (_, n: string) => {
+    const i = Number(n) - 1;
+    if (i < 0 || i >= values.length) throw new Error(`inlineParams: no value for $${n}`);
+    return sqlLiteral(values[i]);
+  });
 }
 
 /**
@@ -114,8 +159,21 @@ export interface JobStoreOptions {
   maxQueuedPerUser: number;
   /** Dispatched jobs whose identity is remembered for StartJob (default 10 000; 0 = none). */
   startCacheSize?: number;
-  /** Called after each commit that wrote outbox events (wakes the relay). */
+  /**
+   * Wakes the relay at once. Called after each commit that wrote outbox events, unless the queue messages take the
+   * fast path (`publish`): then nothing else this store writes needs the relay before its NOTIFY pass, and it is
+   * called only when a fast publish failed.
+   */
   afterCommit: () => void;
+  /**
+   * Fast path of the queue messages (see `publishQueued` below): publishes one committed outbox row to JetStream
+   * with `Nats-Msg-Id` = its id, resolving once the stream stored it. Unset: the relay alone publishes them.
+   */
+  publish?: (row: OutboxRow) => Promise<unknown>;
+  /** Fast-path rows are marked published in batches this long after their publish (default 200 ms). */
+  markDelayMs?: number;
+  /** Where a failed fast-path publish is noted (it is not an error: the relay publishes the row). */
+  log?: Pick<Logger, "debug">;
 }
 
 interface FinishPatch {
@@ -140,6 +198,15 @@ const IMAGES_JSON = `coalesce(json_agg(json_build_object('id', i.id, 'job_id', i
 
 /** An image row from IMAGES_JSON. */
 const imageFromJson = (r: Record<string, unknown>): ImageRow => imageFromRow({ ...r, created_at: new Date(r.created_at as string) });
+
+/**
+ * A pool's counts for a queue position (as poolSnapshot): its QUEUED jobs matching `aheadOf` and its RUNNING jobs;
+ * no row at all unless `when` holds (a condition on an outer row: then nothing is scanned). `model` is an SQL
+ * expression (a column or a literal).
+ */
+const POOL_COUNTS_SQL = (model: string, aheadOf: string, when = "true") =>
+  `SELECT (count(*) FILTER (WHERE q.status = 'QUEUED' ${aheadOf}))::int AS ahead, (count(*) FILTER (WHERE q.status = 'RUNNING'))::int AS running
+     FROM image_jobs q WHERE ${when} AND q.model_id = ${model} AND q.status IN ('QUEUED', 'RUNNING') HAVING ${when}`;
 
 /** Dispatch order: oldest first (as the dispatch statement picks them). */
 const byAge = (a: JobRow, b: JobRow): number => a.createdAt.getTime() - b.createdAt.getTime() || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
@@ -167,24 +234,77 @@ export function createJobStore(opts: JobStoreOptions) {
     if (dispatched.size > startCacheSize) dispatched.delete(dispatched.keys().next().value!);
   };
 
+  /** Queue messages written by the transaction open on a connection, published right after its commit. */
+  const queuedIn = new WeakMap<Db, OutboxRow[]>();
+
+  /**
+   * The fast path of a job's queue message: published by the committing process itself right after the commit,
+   * instead of one relay round trip later (the relay's select). The outbox row stays the record: a crash or a
+   * failure before this publish leaves it to the relay, as without the fast path. The relay, woken by the same
+   * commit, usually sends the row again at once: the same `Nats-Msg-Id` makes that copy a duplicate JetStream
+   * drops, and the relay marks the row. Rows the stream stored are also marked here, in batches a little later
+   * (`markDelayMs`, one statement that normally finds them marked already and stays off the dispatch path), for a
+   * relay held up by an earlier failing row: its copy sent after the stream's duplicate window would be a second
+   * message for the job.
+   * Order: such a message can reach the stream ahead of rows other transactions committed just before and the relay
+   * has not published yet. Nothing depends on that order: a job's message is its first event on its stream, its
+   * other events are on LUNA_EVENTS, and jobs dispatched for one user together may run at the same time anyway.
+   */
+  const markDelayMs = opts.markDelayMs ?? 200;
+  const afterCommit = (): void => {
+    if (!opts.publish) opts.afterCommit();
+  };
+  const toMark = new Set<string>();
+  let markTimer: NodeJS.Timeout | undefined;
+  const markPublished = (): void => {
+    markTimer = undefined;
+    const ids = [...toMark];
+    toMark.clear();
+    pool.query("UPDATE outbox_events SET published_at = now() WHERE id = ANY($1::uuid[]) AND published_at IS NULL", [ids])
+      .catch((err: unknown) => opts.log?.debug({ err, eventIds: ids }, "marking fast-path rows failed; the outbox relay marks them"));
+  };
+  const publishQueued = (rows: OutboxRow[]): void => {
+    const publish = opts.publish;
+    if (!publish) return;
+    for (const row of rows) {
+      // A publisher that throws at once is a failed publish too: the commit stands.
+      new Promise((resolve) => resolve(publish(row))).then(() => {
+        toMark.add(row.id);
+        if (!markTimer) {
+          markTimer = setTimeout(markPublished, markDelayMs);
+          markTimer.unref();
+        }
+      }, (err: unknown) => {
+        opts.log?.debug({ err, eventId: row.id }, "fast-path publish failed; the outbox relay publishes the job");
+        opts.afterCommit();
+      });
+    }
+  };
+
   /**
    * Runs `fn` in a transaction. `first` is parameterless SQL (one or more statements, each with its own snapshot)
-   * sent with the BEGIN in one round trip; `fn` gets the result of its last statement.
+   * sent with the BEGIN in one round trip; `fn` gets the result of its last statement. `fn` may end the
+   * transaction itself (its last statement sent together with the COMMIT) and say so with `committed`.
    */
-  async function transaction<T>(fn: (db: Db, first: pg.QueryResult | undefined) => Promise<T>, first?: string): Promise<T> {
+  async function transaction<T>(fn: (db: Db, first: pg.QueryResult | undefined, committed: () => void) => Promise<T>, first?: string): Promise<T> {
     const db = await pool.connect();
     let broken: Error | undefined;
+    const queued: OutboxRow[] = [];
+    queuedIn.set(db, queued);
     try {
       let opened: pg.QueryResult | undefined;
       if (first) opened = ((await db.query(`BEGIN; ${first}`)) as unknown as pg.QueryResult[]).at(-1);
       else await db.query("BEGIN");
-      const out = await fn(db, opened);
-      await db.query("COMMIT");
+      let done = false;
+      const out = await fn(db, opened, () => { done = true; });
+      if (!done) await db.query("COMMIT");
+      publishQueued(queued);
       return out;
     } catch (err) {
       await db.query("ROLLBACK").catch((e: unknown) => { broken = e as Error; });
       throw err;
     } finally {
+      queuedIn.delete(db);
       db.release(broken);
     }
   }
@@ -217,6 +337,7 @@ export function createJobStore(opts: JobStoreOptions) {
     if (jobs.length === 0) return;
     const ins = outboxInsert(jobs.map(jobQueuedEvent), 1);
     await db.query(ins.sql, ins.values);
+    queuedIn.get(db)?.push(...ins.rows);
     // Remembered before the commit: a worker cannot take the job before it (the relay publishes after it), and a
     // rolled-back job's entry is never used (an id that does not exist is never started).
     jobs.forEach(remember);
@@ -275,12 +396,18 @@ export function createJobStore(opts: JobStoreOptions) {
     pool,
 
     async findJob(jobId: string, userId?: string): Promise<JobWithImages | undefined> {
-      // The job and, once it succeeded, its images in one query.
+      // The job and, once it succeeded, its images, or while it is queued, its place in the pool, in one query.
       const r = await pool.query(
-        `SELECT j.*, CASE WHEN j.status = 'SUCCEEDED' THEN (SELECT ${IMAGES_JSON} FROM images i WHERE i.job_id = j.id) END AS images_json
-           FROM image_jobs j WHERE j.id = $1 AND ($2::text IS NULL OR j.user_id = $2)`, [jobId, userId ?? null]);
-      if (!r.rows[0]) return undefined;
-      return { ...jobFromRow(r.rows[0]), images: ((r.rows[0].images_json ?? []) as Array<Record<string, unknown>>).map(imageFromJson) };
+        `SELECT j.*, CASE WHEN j.status = 'SUCCEEDED' THEN (SELECT ${IMAGES_JSON} FROM images i WHERE i.job_id = j.id) END AS images_json,
+                p.ahead AS pool_ahead, p.running AS pool_running
+           FROM image_jobs j
+           LEFT JOIN LATERAL (${POOL_COUNTS_SQL("j.model_id", "AND (q.created_at, q.id) < (j.created_at, j.id)", "j.status = 'QUEUED'")}) p ON true
+          WHERE j.id = $1 AND ($2::text IS NULL OR j.user_id = $2)`, [jobId, userId ?? null]);
+      const row = r.rows[0];
+      if (!row) return undefined;
+      const job: JobWithImages = { ...jobFromRow(row), images: ((row.images_json ?? []) as Array<Record<string, unknown>>).map(imageFromJson) };
+      if (row.pool_ahead !== null) job.pool = { ahead: row.pool_ahead as number, running: row.pool_running as number };
+      return job;
     },
 
     /**
@@ -291,8 +418,8 @@ export function createJobStore(opts: JobStoreOptions) {
      */
     async submit(input: NewJob, reserve: () => Promise<{ holdId: string; amount: bigint }>): Promise<{ job: JobWithImages; replayed: boolean }> {
       const user = pg.escapeLiteral(input.userId);
-      const out = await transaction(async (db, r0) => {
-        const row0 = r0!.rows[0] as { id: string | null; open: number; dispatched: number };
+      const out = await transaction(async (db, r0, committed) => {
+        const row0 = r0!.rows[0] as { id: string | null; open: number; dispatched: number; pool_ahead: number; pool_running: number };
         if (row0.id !== null) {
           const job = jobFromRow(row0);
           if (job.requestHash !== input.requestHash) {
@@ -319,7 +446,8 @@ export function createJobStore(opts: JobStoreOptions) {
           // created_at is written from this clock at millisecond precision: page tokens carry milliseconds.
           new Date(), dispatchNow];
         const ev = outboxInsert(events, values.length + 1);
-        const r = await db.query(
+        // Sent with the COMMIT in one round trip (simple protocol, so the values go in as literals).
+        const statement = inlineParams(
           `WITH job AS (
              INSERT INTO image_jobs (id, user_id, idempotency_key, request_hash, workflow_id, model_id, status, prompt, negative_prompt,
                width, height, count, steps, seed, style_id, price_per_image, hold_id, credits_reserved, run_timeout_ms,
@@ -330,18 +458,27 @@ export function createJobStore(opts: JobStoreOptions) {
            ev AS (${ev.sql})
            SELECT * FROM job`,
           [...values, ...ev.values]);
-        const job = jobFromRow(r.rows[0]);
-        if (dispatchNow) remember(job);
-        return { job: { ...job, images: [] }, replayed: false };
+        const [r] = (await db.query(`${statement}; COMMIT`)) as unknown as pg.QueryResult[];
+        committed();
+        const job = jobFromRow(r!.rows[0]);
+        if (dispatchNow) {
+          remember(job);
+          // The queue message is the first event (see publishQueued).
+          queuedIn.get(db)?.push(ev.rows[0]!);
+        }
+        // Its place in the pool as read before the insert (every queued job then was older): the response needs it,
+        // and reading it here saves a query after the commit.
+        return { job: { ...job, images: [], pool: { ahead: row0.pool_ahead, running: row0.pool_running } }, replayed: false };
       },
       // With the BEGIN, after the user's lock (so it sees every commit of the user's before it): the job of this key
-      // (if any) and the user's open jobs.
+      // (if any), the user's open jobs and the pool's counts (for the new job's queue position).
       `${lockUserSql(input.userId)};
-       SELECT j.*, c.open, c.dispatched FROM (
+       SELECT j.*, c.open, c.dispatched, p.ahead AS pool_ahead, p.running AS pool_running FROM (
          SELECT count(*)::int AS open, (count(*) FILTER (WHERE dispatched_at IS NOT NULL))::int AS dispatched
            FROM image_jobs WHERE user_id = ${user} AND status IN ('QUEUED', 'RUNNING')) c
+       CROSS JOIN (${POOL_COUNTS_SQL(pg.escapeLiteral(input.modelId), "")}) p
        LEFT JOIN image_jobs j ON j.user_id = ${user} AND j.idempotency_key = ${pg.escapeLiteral(input.idempotencyKey)}`);
-      if (!out.replayed) opts.afterCommit();
+      if (!out.replayed) afterCommit();
       return out;
     },
 
@@ -375,7 +512,7 @@ export function createJobStore(opts: JobStoreOptions) {
       if (r.rows[0]) {
         const job = jobFromRow(r.rows[0]);
         const resumed = r.rows[0].resumed as boolean;
-        if (!resumed) opts.afterCommit();
+        if (!resumed) afterCommit();
         return { kind: "run", job, resumed };
       }
       // Final, unknown, or past a deadline (fail it now).
@@ -396,7 +533,7 @@ export function createJobStore(opts: JobStoreOptions) {
         }
         throw new Error(`job ${jobId} could not be started in status ${job.status}`);
       }, lockUserSql(userId));
-      if (wrote) opts.afterCommit();
+      if (wrote) afterCommit();
       return out;
     },
 
@@ -451,7 +588,7 @@ export function createJobStore(opts: JobStoreOptions) {
       `${lockJobUserSql(r.jobId)};
        WITH fresh AS (${inboxInsertLiteralSql(RESULT_CONSUMER, r.eventId)})
        SELECT j.*, EXISTS (SELECT 1 FROM fresh) AS fresh FROM image_jobs j WHERE j.id = ${jobIdLiteral(r.jobId)} FOR UPDATE OF j`);
-      if (out.kind === "applied") opts.afterCommit();
+      if (out.kind === "applied") afterCommit();
       return out;
     },
 
@@ -465,7 +602,7 @@ export function createJobStore(opts: JobStoreOptions) {
           settlement: job.holdId ? "release" : "" });
         return { job: updated, previousStatus: job.status };
       }, lockUserSql(userId));
-      if (out && out.previousStatus !== out.job.status) opts.afterCommit();
+      if (out && out.previousStatus !== out.job.status) afterCommit();
       return out;
     },
 
@@ -492,7 +629,7 @@ export function createJobStore(opts: JobStoreOptions) {
         }, lockUserSql(c.user_id));
         if (out) done.push(out);
       }
-      if (done.length > 0) opts.afterCommit();
+      if (done.length > 0) afterCommit();
       return done;
     },
 
@@ -504,7 +641,7 @@ export function createJobStore(opts: JobStoreOptions) {
       for (const { user_id: userId } of users.rows) {
         sent += await transaction((db) => dispatchWaiting(db, userId), lockUserSql(userId));
       }
-      if (sent > 0) opts.afterCommit();
+      if (sent > 0) afterCommit();
       return sent;
     },
 
@@ -535,7 +672,7 @@ export function createJobStore(opts: JobStoreOptions) {
             WHERE id = $1 AND settled_at IS NULL RETURNING settlement)${usage}
          SELECT ${usage ? "EXISTS (SELECT 1 FROM ev)" : "false"} AS wrote`, values);
       const wroteUsage = r.rows[0]?.wrote === true;
-      if (wroteUsage) opts.afterCommit();
+      if (wroteUsage) afterCommit();
       return wroteUsage;
     },
 

@@ -58,7 +58,14 @@ export interface ImageRow {
   createdAt: Date;
 }
 
-export type JobWithImages = JobRow & { images: ImageRow[] };
+/** A queued job's place in its pool: QUEUED jobs of the pool created before it, and the pool's RUNNING jobs. */
+export interface PoolCounts {
+  ahead: number;
+  running: number;
+}
+
+/** A job with its images; `pool`, when the job is QUEUED and it was read in the same statement (else undefined). */
+export type JobWithImages = JobRow & { images: ImageRow[]; pool?: PoolCounts };
 
 type Raw = Record<string, unknown>;
 

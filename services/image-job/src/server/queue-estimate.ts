@@ -1,5 +1,5 @@
 // Queue position and estimated start of QUEUED jobs, from the database (so every replica agrees).
-import type { JobStore } from "../data/job-store.js";
+import type { JobStore, PoolCounts } from "../data/job-store.js";
 import { estimateStartMs } from "../domain/queue.js";
 
 export interface QueueInfo {
@@ -7,7 +7,8 @@ export interface QueueInfo {
   estimatedStartAt: Date;
 }
 
-export type QueueEstimator = (job: { id: string; status: string; modelId: string; createdAt: Date }) => Promise<QueueInfo | undefined>;
+/** `pool`: the job's place in its pool when the caller read it with the job (saves a query); else it is read here. */
+export type QueueEstimator = (job: { id: string; status: string; modelId: string; createdAt: Date; pool?: PoolCounts }) => Promise<QueueInfo | undefined>;
 
 /** Recent run times are cached per pool for `cacheMs` (they change slowly; the position itself is never cached). */
 export function createQueueEstimator(opts: { store: JobStore; defaultRunMs: number; cacheMs?: number; now?: () => number }): QueueEstimator {
@@ -23,7 +24,7 @@ export function createQueueEstimator(opts: { store: JobStore; defaultRunMs: numb
   };
   return async (job) => {
     if (job.status !== "QUEUED") return undefined;
-    const [snap, avg] = await Promise.all([opts.store.poolSnapshot(job), avgRunMs(job.modelId)]);
+    const [snap, avg] = await Promise.all([job.pool ?? opts.store.poolSnapshot(job), avgRunMs(job.modelId)]);
     const t = now();
     return { position: snap.ahead, estimatedStartAt: new Date(estimateStartMs(t, { ...snap, avgRunMs: avg })) };
   };
