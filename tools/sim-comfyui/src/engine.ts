@@ -7,7 +7,7 @@ import { createHash, randomUUID } from "node:crypto";
 import type { Catalog } from "./catalog.js";
 import { ImageStore, OutsideOutputError, type ImageRef } from "./images.js";
 import { EXECUTORS, NodeError, type NodeContext, type NodeResult, type SampledValue, imageKey } from "./nodes.js";
-import { checkFaults, type ResolvedOptions, type SimFaults, type SimStats } from "./options.js";
+import { checkFaults, type ResolvedOptions, type SimFaults, type SimStats, type SimTiming } from "./options.js";
 import { PREVIEW_COMPRESSION_LEVEL, renderPng } from "./png.js";
 import { dict, validatePrompt, type ErrorInfo, type NodeErrors, type Prompt, type PromptNode } from "./validate.js";
 
@@ -110,6 +110,7 @@ export class Engine {
   private started = 0;
   private rng: () => number;
   private faultSet: SimFaults;
+  private timingSet: SimTiming;
   private statistics = emptyStats();
   /** Messages sent for the running prompt, and whether its client has gone silent (wsSilentAfter). */
   private promptMessages = 0;
@@ -125,6 +126,7 @@ export class Engine {
     private readonly onCrash: (downMs: number) => void,
   ) {
     this.images = new ImageStore(opts.maxImages);
+    this.timingSet = { stepMs: opts.stepMs, nodeMs: opts.nodeMs };
     this.faultSet = opts.faults;
     this.rng = prng(opts.faultSeed);
   }
@@ -138,6 +140,19 @@ export class Engine {
   /** Replaces the active faults (validated; throws RangeError on a bad field). */
   setFaults(f: unknown): void {
     this.faultSet = checkFaults(f);
+  }
+
+  get timing(): SimTiming {
+    return { ...this.timingSet };
+  }
+
+  /** Changes the time per sampler step and per other node for prompts from now on (the one running included). */
+  setTiming(t: Partial<SimTiming>): void {
+    for (const [k, v] of Object.entries(t)) {
+      if (k !== "stepMs" && k !== "nodeMs") throw new RangeError(`unknown timing field ${k}`);
+      if (typeof v !== "number" || !Number.isFinite(v) || v < 0) throw new RangeError(`${k} must be a non-negative number, got ${String(v)}`);
+    }
+    this.timingSet = { ...this.timingSet, ...t };
   }
 
   stats(): SimStats {
@@ -161,6 +176,7 @@ export class Engine {
     this.statistics = emptyStats();
     this.started = 0;
     this.faultSet = this.opts.faults;
+    this.timingSet = { stepMs: this.opts.stepMs, nodeMs: this.opts.nodeMs };
     this.rng = prng(this.opts.faultSeed);
   }
 
@@ -544,7 +560,7 @@ export class Engine {
         }
         this.lastNodeId = nodeId;
         toClient("executing", { node: nodeId, display_node: nodeId, prompt_id: promptId });
-        await this.sleep(this.opts.nodeMs);
+        await this.sleep(this.timingSet.nodeMs);
         check(nodeId);
         if (nodeId === failAt) {
           throw new NodeError(this.faultSet.failExceptionType ?? "RuntimeError", this.faultSet.failMessage ?? "Simulated failure injected by sim-comfyui");
@@ -567,7 +583,7 @@ export class Engine {
           sample: async (steps: number, latent: SampledValue) => {
             const crashAt = Math.ceil(steps / 2);
             for (let step = 1; step <= steps; step++) {
-              await this.sleep(this.opts.stepMs);
+              await this.sleep(this.timingSet.stepMs);
               check(nodeId);
               if (crashPending && step === crashAt) crash();
               addProgress(step, steps, latent);

@@ -9,10 +9,10 @@
  * await sim.close();
  * ```
  */
-import { resolveOptions, type ComfySimOptions, type SimFaults, type SimStats } from "./options.js";
+import { resolveOptions, type ComfySimOptions, type SimFaults, type SimStats, type SimTiming } from "./options.js";
 import { SimServer } from "./server.js";
 
-export type { ComfySimOptions, SimFaults, SimStats } from "./options.js";
+export type { ComfySimOptions, SimFaults, SimStats, SimTiming } from "./options.js";
 export { DEFAULTS } from "./options.js";
 export { DEFAULT_MODELS, SAMPLERS, SCHEDULERS } from "./catalog.js";
 export type { HistoryEntry, QueueTuple } from "./engine.js";
@@ -41,6 +41,13 @@ export interface ComfySim {
   setFaults(faults: SimFaults): void;
   /** The active faults. */
   faults(): SimFaults;
+  /**
+   * Changes the generation pace (`stepMs` per sampler step, `nodeMs` per other node) from now on; `reset()` restores
+   * the startup values. Throws a RangeError naming an invalid field.
+   */
+  setTiming(timing: Partial<SimTiming>): void;
+  /** The current generation pace. */
+  timing(): SimTiming;
   /** Counters observed so far (a copy). */
   stats(): SimStats;
   /** Empties queue, history, images, cache and stats, and restores the startup faults. */
@@ -68,6 +75,8 @@ export async function startComfySim(opts: ComfySimOptions = {}): Promise<ComfySi
     },
     setFaults: (f) => server.engine.setFaults(f),
     faults: () => server.engine.faults,
+    setTiming: (t) => server.engine.setTiming(t),
+    timing: () => server.engine.timing,
     stats: () => server.engine.stats(),
     reset: () => server.engine.reset(),
   };

@@ -33,6 +33,12 @@ export interface SimFaults {
   crashDownMs?: number;
 }
 
+/** The simulated generation pace (see the options of the same names); changeable at run time. */
+export interface SimTiming {
+  stepMs: number;
+  nodeMs: number;
+}
+
 /** Options of {@link startComfySim}. Every field is optional. */
 export interface ComfySimOptions {
   /** TCP port; 0 (the default here) picks a free one. The CLI defaults to 8188. */

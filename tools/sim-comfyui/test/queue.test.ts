@@ -190,3 +190,25 @@ describe("queue and history", () => {
     expect((nextEntry.outputs as Record<string, { images: { filename: string }[] }>)["9"]?.images[0]?.filename).toBe("job_00003_.png");
   });
 });
+
+describe("generation pace", () => {
+  it("setTiming changes the time per step for the next prompts, and reset restores the startup pace", async () => {
+    sim.setTiming({ stepMs: 40 });
+    expect(sim.timing()).toEqual({ stepMs: 40, nodeMs: 0 });
+    await submit({ prompt: sdxlGraph({ steps: 5, width: 64, height: 64, text: "paced" }), prompt_id: "paced" });
+    const entry = await waitForHistory(sim.url, "paced");
+    const messages = (entry.status as { messages: Array<[string, { timestamp: number }]> }).messages;
+    const at = (name: string) => messages.find((m) => m[0] === name)![1].timestamp;
+    // Five sampler steps of 40 ms each at least (more on a busy machine, never less).
+    expect(at("execution_success") - at("execution_start")).toBeGreaterThanOrEqual(5 * 40 - 1);
+    sim.reset();
+    expect(sim.timing()).toEqual({ stepMs: 2, nodeMs: 0 });
+  });
+
+  it("setTiming refuses what is not a pace", () => {
+    expect(() => sim.setTiming({ stepMs: -1 })).toThrow(RangeError);
+    expect(() => sim.setTiming({ nodeMs: Number.NaN })).toThrow(/nodeMs must be a non-negative number/);
+    expect(() => sim.setTiming({ speed: 2 } as never)).toThrow(/unknown timing field speed/);
+    expect(sim.timing()).toEqual({ stepMs: 2, nodeMs: 0 });
+  });
+});
