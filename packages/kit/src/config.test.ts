@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import * as z from "zod";
 import { bool, ConfigError, csv, duration, loadConfig, parseDuration, port, url } from "./config.js";
+import { eventRetentionConfigSchema, inboxPruneOf, outboxPruneOf } from "./inbox.js";
 
 const schema = z.object({
   LUNA_PORT: port(8080),
@@ -48,7 +49,7 @@ describe("loadConfig", () => {
     expect(byVar.LUNA_PORT).toBe('expected a port number 1-65535, got "abc"');
     expect(byVar.ADMIN_PORT).toBe('expected a port number 1-65535, got "70000"');
     expect(byVar.DATABASE_URL).toBe("required but not set");
-    expect(byVar.HOLD_TTL).toBe('expected a duration like 250ms, 30s, 5m or 1h, got "5 minutes"');
+    expect(byVar.HOLD_TTL).toBe('expected a duration like 250ms, 30s, 5m, 1h or 7d, got "5 minutes"');
     expect(byVar.DEBUG_SQL).toBe('expected true, false, 1 or 0, got "yes"');
     expect(byVar.LOG_LEVEL).toMatch(/debug/);
     expect(Object.keys(byVar).sort()).toEqual(["ADMIN_PORT", "DATABASE_URL", "DEBUG_SQL", "HOLD_TTL", "LOG_LEVEL", "LUNA_PORT"]);
@@ -88,11 +89,26 @@ describe("parseDuration", () => {
     expect(parseDuration("1.5s")).toBe(1500);
     expect(parseDuration("5m")).toBe(300_000);
     expect(parseDuration("1h")).toBe(3_600_000);
+    expect(parseDuration("7d")).toBe(604_800_000);
   });
   it("rejects malformed values", () => {
-    for (const bad of ["", "30", "s", "-1s", "1d", "1 s", "1e3ms"]) expect(parseDuration(bad)).toBeUndefined();
+    for (const bad of ["", "30", "s", "-1s", "1w", "1 s", "1e3ms"]) expect(parseDuration(bad)).toBeUndefined();
   });
   it("rejects an invalid default at schema definition", () => {
     expect(() => duration("soon")).toThrow(/invalid default/);
+  });
+});
+
+describe("eventRetentionConfigSchema", () => {
+  it("keeps outbox rows 7 days and inbox rows 14 days, pruned hourly, unless told otherwise", () => {
+    const c = loadConfig(eventRetentionConfigSchema, {});
+    expect(c).toEqual({ LUNA_OUTBOX_RETAIN: 604_800_000, LUNA_INBOX_RETAIN: 1_209_600_000, LUNA_EVENT_PRUNE_INTERVAL: 3_600_000 });
+    expect(outboxPruneOf(c)).toEqual({ retainMs: 604_800_000, intervalMs: 3_600_000 });
+    expect(inboxPruneOf(loadConfig(eventRetentionConfigSchema, { LUNA_INBOX_RETAIN: "30d", LUNA_EVENT_PRUNE_INTERVAL: "10m" })))
+      .toEqual({ retainMs: 2_592_000_000, intervalMs: 600_000 });
+  });
+
+  it("names a bad retention", () => {
+    expect(() => loadConfig(eventRetentionConfigSchema, { LUNA_OUTBOX_RETAIN: "a week" })).toThrow(/LUNA_OUTBOX_RETAIN: expected a duration/);
   });
 });

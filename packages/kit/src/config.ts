@@ -51,22 +51,22 @@ export function port(def?: number) {
   return def === undefined ? schema : schema.optional().transform((v) => v ?? def);
 }
 
-const DURATION_RE = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/;
-const UNIT_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 } as const;
+const DURATION_RE = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/;
+const UNIT_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
 
-/** Parses "250ms", "30s", "1.5s", "5m", "1h" to whole milliseconds; undefined when malformed. */
+/** Parses "250ms", "30s", "1.5s", "5m", "1h", "7d" to whole milliseconds; undefined when malformed. */
 export function parseDuration(value: string): number | undefined {
   const m = DURATION_RE.exec(value.trim());
   if (!m) return undefined;
   return Math.round(Number(m[1]) * UNIT_MS[m[2] as keyof typeof UNIT_MS]);
 }
 
-/** A duration string ("250ms", "30s", "5m", "1h") parsed to milliseconds; `def` (same syntax) when unset. */
+/** A duration string ("250ms", "30s", "5m", "1h", "7d") parsed to milliseconds; `def` (same syntax) when unset. */
 export function duration(def?: string) {
   const schema = z.string().transform((v, ctx) => {
     const ms = parseDuration(v);
     if (ms === undefined) {
-      ctx.addIssue({ code: "custom", message: `expected a duration like 250ms, 30s, 5m or 1h, got ${shown(v)}` });
+      ctx.addIssue({ code: "custom", message: `expected a duration like 250ms, 30s, 5m, 1h or 7d, got ${shown(v)}` });
       return z.NEVER;
     }
     return ms;

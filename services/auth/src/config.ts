@@ -1,5 +1,5 @@
 import * as z from "zod";
-import { bool, duration } from "@luna/kit";
+import { bool, duration, eventRetentionConfigSchema } from "@luna/kit";
 
 const int = (def: number, min: number, max: number) => z.coerce.number().int().min(min).max(max).default(def);
 
@@ -72,6 +72,8 @@ export const authConfigSchema = z.object({
   AUTH_ADMIN_EMAIL: z.string().optional(),
   /** Its password; unset: a random one is generated and printed once to the log. */
   AUTH_ADMIN_PASSWORD: z.string().optional(),
+  /** LUNA_OUTBOX_RETAIN, LUNA_INBOX_RETAIN, LUNA_EVENT_PRUNE_INTERVAL (kit: event tables' retention). */
+  ...eventRetentionConfigSchema.shape,
 });
 
 export type AuthConfig = z.infer<typeof authConfigSchema>;

@@ -6,7 +6,7 @@ import { createHash } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import type { HandlerContext } from "@connectrpc/connect";
 import type { JetStreamClient } from "@nats-io/jetstream";
-import { peerAddressKey, startOutboxRelay, type Logger, type OutboxRelay, type ReadinessCheck, type Redis, type ServiceModule } from "@luna/kit";
+import { outboxPruneOf, peerAddressKey, startOutboxRelay, type Logger, type OutboxRelay, type ReadinessCheck, type Redis, type ServiceModule } from "@luna/kit";
 import { Accounts } from "./accounts.js";
 import type { AuthConfig } from "./config.js";
 import { createDb } from "./data/db.js";
@@ -140,7 +140,7 @@ export async function createAuthModule(config: AuthConfig, infra: AuthInfra, opt
     async start() {
       await keys.rotateIfDue();
       keys.start();
-      relay = startOutboxRelay({ databaseUrl: infra.databaseUrl, js: infra.js, log });
+      relay = startOutboxRelay({ databaseUrl: infra.databaseUrl, js: infra.js, log, prune: outboxPruneOf(config) });
       await accounts.ensureFirstAdmin({ email: config.AUTH_ADMIN_EMAIL, password: config.AUTH_ADMIN_PASSWORD });
     },
     async stop() {

@@ -2,7 +2,7 @@
  * Billing's configuration, read once in main.ts (kit's loadConfig) and passed down. Every tunable number is here
  * with its default; nothing below main.ts reads process.env.
  */
-import { bool, duration } from "@luna/kit";
+import { bool, duration, eventRetentionConfigSchema } from "@luna/kit";
 import * as z from "zod";
 import { parseLimitPolicy } from "./limits/policy.js";
 
@@ -50,6 +50,8 @@ export const billingConfigSchema = z.object({
         return z.NEVER;
       }
     }),
+  /** LUNA_OUTBOX_RETAIN, LUNA_INBOX_RETAIN, LUNA_EVENT_PRUNE_INTERVAL (kit: event tables' retention). */
+  ...eventRetentionConfigSchema.shape,
 });
 
 export type BillingConfig = z.infer<typeof billingConfigSchema>;

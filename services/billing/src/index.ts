@@ -7,7 +7,7 @@
  */
 import { fileURLToPath } from "node:url";
 import type { ConnectRouter } from "@connectrpc/connect";
-import { createPgPool, startInboxPruner, type MethodRules, type Metrics, type ReadinessCheck, type Redis } from "@luna/kit";
+import { inboxPruneOf, createPgPool, startInboxPruner, type MethodRules, type Metrics, type ReadinessCheck, type Redis } from "@luna/kit";
 import type { JetStreamClient } from "@nats-io/jetstream";
 import type { BillingConfig } from "./config.js";
 import { replicaLedgerStore } from "./data/ledger-store.js";
@@ -109,7 +109,7 @@ export async function createBillingModule(config: BillingConfig, infra: BillingI
         if (n > 0) log.info({ holds: n }, "released expired holds");
       }, log);
       stoppers.push(() => sweeper.stop());
-      const inboxPruner = startInboxPruner({ pool, log });
+      const inboxPruner = startInboxPruner({ pool, log, ...inboxPruneOf(config) });
       stoppers.push(() => inboxPruner.stop());
       if (config.BILLING_INVARIANT_CHECK_INTERVAL > 0) {
         const checker = startLoop("invariant check", config.BILLING_INVARIANT_CHECK_INTERVAL, async () => {

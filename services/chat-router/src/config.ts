@@ -3,7 +3,7 @@
  * reads process.env (except upstream API keys, which the catalog names at run time: see index.ts). The runtime's
  * shared variables (ports, database, NATS, auth) are the kit's.
  */
-import { bool, duration } from "@luna/kit";
+import { bool, duration, eventRetentionConfigSchema } from "@luna/kit";
 import * as z from "zod";
 
 const int = (def: number, min: number, max: number) =>
@@ -103,6 +103,8 @@ export const chatRouterConfigSchema = z.object({
 
   /** Consume `luna.events.user.deleted` and delete the user's conversations. */
   CHAT_CONSUME_USER_EVENTS: bool(true),
+  /** LUNA_OUTBOX_RETAIN, LUNA_INBOX_RETAIN, LUNA_EVENT_PRUNE_INTERVAL (kit: event tables' retention). */
+  ...eventRetentionConfigSchema.shape,
 });
 
 export type ChatRouterConfig = z.infer<typeof chatRouterConfigSchema>;

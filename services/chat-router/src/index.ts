@@ -8,6 +8,8 @@
 import { fileURLToPath } from "node:url";
 import type { ConnectRouter } from "@connectrpc/connect";
 import {
+  outboxPruneOf,
+  inboxPruneOf,
   createCatalogCache,
   createPgPool,
   startInboxPruner,
@@ -139,8 +141,8 @@ export async function createChatRouterModule(config: ChatRouterConfig, infra: Se
       started = true;
       hub.start();
       await catalog.start();
-      relay = startOutboxRelay({ pool, js: infra.js, log });
-      inboxPruner = startInboxPruner({ pool, log });
+      relay = startOutboxRelay({ pool, js: infra.js, log, prune: outboxPruneOf(config) });
+      inboxPruner = startInboxPruner({ pool, log, ...inboxPruneOf(config) });
       if (config.CHAT_SWEEP_INTERVAL > 0) {
         sweepTimer = setInterval(() => {
           sweeping ??= sweep().catch((err: unknown) => log.warn({ err }, "orphan sweep failed")).finally(() => (sweeping = undefined));

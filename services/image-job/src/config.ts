@@ -1,7 +1,7 @@
 // image-job's own settings (the runtime's shared ones — database, NATS, Redis, ports, auth — are read by the kit).
 // Read once by main.ts (or the all-in-one process) and passed down; nothing below reads process.env.
 import * as z from "zod";
-import { bool, duration } from "@luna/kit";
+import { bool, duration, eventRetentionConfigSchema } from "@luna/kit";
 import { storageConfigSchema } from "./storage/config.js";
 
 const int = (def: number, min: number, max: number) =>
@@ -66,6 +66,8 @@ export const configSchema = z.object({
    * after commits and batches them instead of running a probe and a batch per commit.
    */
   IMAGE_RELAY_NOTIFY_DELAY: duration("20ms"),
+  /** LUNA_OUTBOX_RETAIN, LUNA_INBOX_RETAIN, LUNA_EVENT_PRUNE_INTERVAL (kit: event tables' retention). */
+  ...eventRetentionConfigSchema.shape,
 });
 
 export type ImageJobConfig = z.infer<typeof configSchema>;

@@ -11,6 +11,8 @@ import type { ConnectRouter, Transport } from "@connectrpc/connect";
 import { createClient } from "@connectrpc/connect";
 import { CreditsService } from "@luna/contracts/luna/billing/v1/credits_service_pb.js";
 import {
+  outboxPruneOf,
+  inboxPruneOf,
   createCatalogCache,
   publishEvent,
   startInboxPruner,
@@ -135,8 +137,8 @@ export async function createImageJobModule(config: ImageJobConfig, infra: ImageJ
       catalog.readiness,
     ],
     async start() {
-      relay = startOutboxRelay({ pool, js: infra.js, log, notifyDelayMs: config.IMAGE_RELAY_NOTIFY_DELAY });
-      inboxPruner = startInboxPruner({ pool, log });
+      relay = startOutboxRelay({ pool, js: infra.js, log, notifyDelayMs: config.IMAGE_RELAY_NOTIFY_DELAY, prune: outboxPruneOf(config) });
+      inboxPruner = startInboxPruner({ pool, log, ...inboxPruneOf(config) });
       await catalog.start();
       consumer = startResultConsumer({ js: infra.js, store, lifecycle, log, concurrency: config.IMAGE_RESULT_CONCURRENCY });
       await consumer.ready;

@@ -1,6 +1,6 @@
 // The model registry's own settings (the runtime's shared ones — database, NATS, ports, auth — are read by the kit).
 import * as z from "zod";
-import { bool, duration, url } from "@luna/kit";
+import { bool, duration, url, eventRetentionConfigSchema } from "@luna/kit";
 
 const positiveInt = (def: number) =>
   z
@@ -24,6 +24,8 @@ export const configSchema = z.object({
   REGISTRY_HEALTH_TIMEOUT: duration("2s"),
   /** Consecutive failed probes before a replica that was healthy counts as unhealthy (one success heals). */
   REGISTRY_HEALTH_FAILURES: positiveInt(2),
+  /** LUNA_OUTBOX_RETAIN, LUNA_INBOX_RETAIN, LUNA_EVENT_PRUNE_INTERVAL (kit: event tables' retention). */
+  ...eventRetentionConfigSchema.shape,
 });
 
 export type RegistryConfig = z.infer<typeof configSchema>;

@@ -1,7 +1,7 @@
 // The model registry as a module the kit's runtime (one service per process, or all in one) can host.
 import { fileURLToPath } from "node:url";
 import type { ConnectRouter } from "@connectrpc/connect";
-import { startOutboxRelay, type HostLookup, type Logger, type MethodRules, type Metrics, type OutboxRelay, type ReadinessCheck } from "@luna/kit";
+import { outboxPruneOf, startOutboxRelay, type HostLookup, type Logger, type MethodRules, type Metrics, type OutboxRelay, type ReadinessCheck } from "@luna/kit";
 import type { RegistryConfig } from "./config.js";
 import { createPrismaClient, createPrismaStore } from "./data/prisma-store.js";
 import { createStatusMetrics } from "./health/metrics.js";
@@ -97,7 +97,7 @@ export async function createModelRegistryModule(
       },
     ],
     async start() {
-      relay = startOutboxRelay({ databaseUrl: infra.databaseUrl, js: infra.js, log });
+      relay = startOutboxRelay({ databaseUrl: infra.databaseUrl, js: infra.js, log, prune: outboxPruneOf(config) });
       if (config.REGISTRY_SEED) {
         await seedCatalog(store, { vllmUrl: config.REGISTRY_SEED_VLLM_URL, comfyuiUrl: config.REGISTRY_SEED_COMFYUI_URL }, log);
       }
