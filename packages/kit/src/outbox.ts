@@ -257,8 +257,13 @@ export function startOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
     const timer = setTimeout(done, ms);
     wake = done;
   });
-  const gather = (ms: number): Promise<void> => new Promise<void>((resolve) => {
-    if (kicked || stopped) return resolve();
+  /**
+   * Waits `ms`, ended early by stop() only (`kickable` false: the backoff after a failure, which a burst of commits
+   * must not cut short against a dead NATS) or also by a kick (`kickable` true: the `notifyDelayMs` wait, there to
+   * gather NOTIFYs, not kicks).
+   */
+  const pause = (ms: number, kickable: boolean): Promise<void> => new Promise<void>((resolve) => {
+    if (stopped || (kickable && kicked)) return resolve();
     const done = (): void => {
       clearTimeout(timer);
       stopWaiters.delete(done);
@@ -266,18 +271,7 @@ export function startOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
       resolve();
     };
     const timer = setTimeout(done, ms);
-    gathering = done;
-    stopWaiters.add(done);
-  });
-  // Backoff after a failure is not cut short by kicks (a burst of commits would otherwise hammer a dead NATS).
-  const idleUnkickable = (ms: number): Promise<void> => new Promise<void>((resolve) => {
-    if (stopped) return resolve();
-    const done = (): void => {
-      clearTimeout(timer);
-      stopWaiters.delete(done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
+    if (kickable) gathering = done;
     stopWaiters.add(done);
   });
 
@@ -357,7 +351,7 @@ export function startOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
     while (!stopped) {
       // A pass not asked for by a kick (nor owed: start, failure, full batch) first lets a burst's commits gather.
       if (notifyDelayMs > 0 && !batchNext && !kicked) {
-        await gather(notifyDelayMs);
+        await pause(notifyDelayMs, true);
         if (stopped) break;
       }
       const probe = !batchNext && !kicked;
@@ -383,7 +377,7 @@ export function startOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
         const level = failures % 20 === 1 ? "warn" : "debug";
         log[level]({ err: result.error, eventId: result.failedId, failures, retryInMs: wait },
           "outbox relay: publish or database step failed; retrying");
-        await idleUnkickable(wait);
+        await pause(wait, false);
         batchNext = true;
         continue;
       }
@@ -432,7 +426,7 @@ export function startOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
         if (stopped) break;
         failures++;
         if (failures % 20 === 1) log.warn({ err }, "outbox relay: LISTEN connection failed; polling until it is back");
-        await idleUnkickable(Math.min(500 * 2 ** (failures - 1), maxBackoffMs));
+        await pause(Math.min(500 * 2 ** (failures - 1), maxBackoffMs), false);
       } finally {
         // Destroy rather than return: a pooled connection must not keep listening.
         client?.release(failed ?? true);
