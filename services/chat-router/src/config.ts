@@ -44,6 +44,12 @@ export const chatRouterConfigSchema = z.object({
   // ---- credits and limits
   /** The smallest reply worth starting: with less affordable, SendMessage fails with RESOURCE_EXHAUSTED. */
   CHAT_MIN_REPLY_TOKENS: int(16, 1, 100_000),
+  /**
+   * Place the credit hold together with the first database and limit calls, for an upper bound of the prompt, when
+   * this process knows the conversation's history (a new conversation, or one whose latest reply it stored). Saves a
+   * round trip before the first token; a bound that turns out short is released and the exact hold placed instead.
+   */
+  CHAT_SPECULATIVE_RESERVE: bool(true),
   /** Lifetime of a reply's credit hold (billing releases it after that if this service never resolves it). */
   CHAT_HOLD_TTL: duration("30m"),
   /** Lifetime of the concurrent-stream lease; renewed every CHAT_LEASE_RENEW_INTERVAL while the reply streams. */
@@ -88,7 +94,7 @@ export const chatRouterConfigSchema = z.object({
   CHAT_STALE_STREAM_AFTER: duration("2m"),
   /** How often the sweeper looks for orphaned replies ("0ms" = never). */
   CHAT_SWEEP_INTERVAL: duration("30s"),
-  /** Conversations (owner, model, system prompt) cached in memory for the hot path. */
+  /** Conversations (owner, model, system prompt size, known history size) cached in memory for the hot path. */
   CHAT_CONVERSATION_CACHE_SIZE: int(10_000, 0, 10_000_000),
 
   // ---- titles

@@ -112,7 +112,7 @@ export async function createChatRouterModule(config: ChatRouterConfig, infra: Se
   const stopReply = (id: string) => {
     if (!engine.stopLocal(id, "cancelled")) hub.requestStop(id);
   };
-  const conversations = new Conversations({ store, catalog, tokens, stopReply, forget: (id) => engine.forget(id), remember: (c) => engine.remember(c) });
+  const conversations = new Conversations({ store, catalog, tokens, stopReply, forget: (id) => engine.forget(id), remember: (c) => engine.remember(c, 0) });
   const sweep = () => sweepOrphanedReplies({
     store, billing, catalog, staleMs: config.CHAT_STALE_STREAM_AFTER, localIds: () => engine.activeRuns().map((r) => r.plan.assistantMessageId),
     kickOutbox, log,

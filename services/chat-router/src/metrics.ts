@@ -15,6 +15,8 @@ export interface ChatMetrics {
   activeReplies: Gauge;
   upstreamFailures: Counter<"model" | "kind">;
   retries: Counter<"model">;
+  /** Credit holds placed early (see CHAT_SPECULATIVE_RESERVE), by outcome. */
+  speculativeReserves: Counter<"outcome">;
   creditsCharged: Counter<"model">;
   breakerOpen: Gauge<"replica">;
 }
@@ -52,6 +54,12 @@ export function createChatMetrics(registry: Registry, breakers: () => Array<{ ba
       registers,
     }),
     retries: new Counter({ name: "luna_chat_upstream_retries_total", help: "Requests retried on another replica before the first token", labelNames: ["model"], registers }),
+    speculativeReserves: new Counter({
+      name: "luna_chat_speculative_reserves_total",
+      help: "Credit holds placed before the exact prompt was known, by outcome: used, released (the bound fell short), refused (billing said no)",
+      labelNames: ["outcome"],
+      registers,
+    }),
     creditsCharged: new Counter({ name: "luna_chat_credits_charged_total", help: "Credits charged for replies", labelNames: ["model"], registers }),
     breakerOpen: new Gauge({
       name: "luna_chat_breaker_open",

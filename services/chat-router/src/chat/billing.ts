@@ -36,6 +36,8 @@ export interface ReserveReplyInput {
   outputTokens: number;
   minOutputTokens: number;
   ttlMs: number;
+  /** Default: the message id (a retry of the same message finds the same hold). */
+  idempotencyKey?: string;
 }
 
 const RESERVE_ATTEMPTS = 3;
@@ -119,7 +121,7 @@ export class BillingClient {
       let replayed = false;
       try {
         const r = await this.credits.reserve(
-          { accountId: i.userId, amount, reason: "chat", reference: i.messageId, idempotencyKey: i.messageId, ttl: durationFromMs(i.ttlMs) },
+          { accountId: i.userId, amount, reason: "chat", reference: i.messageId, idempotencyKey: i.idempotencyKey ?? i.messageId, ttl: durationFromMs(i.ttlMs) },
           { onHeader: (h) => { replayed = h.get("idempotent-replayed") === "true"; } },
         );
         if (replayed) await this.assertOpen(r.holdId);

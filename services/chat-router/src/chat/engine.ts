@@ -3,8 +3,14 @@
  *
  * SendMessage's path to the first token is kept short: one statement that inserts the user message with the reply's
  * placeholder and reads the conversation with its history, the rate-limit check, the stream lease and the token
- * count of the new message all run at once; then the one reserve; then the model. Writes that are not needed before the first token
- * (the hold id on the placeholder, checkpoints) run in the background.
+ * count of the new message all run at once; then the one reserve; then the model. Writes that are not needed before
+ * the first token (the hold id on the placeholder, checkpoints) run in the background.
+ *
+ * When this process knows the conversation's history (it created the conversation or stored its latest reply), the
+ * reserve joins that first wave too: it is placed for an upper bound of the prompt (the new message's UTF-8 bytes as
+ * its tokens), and used only if, once the exact prompt is known, it covers that prompt and grants the full reply
+ * budget. Otherwise it is released and the exact reserve follows, as without speculation: the model is never called
+ * before a hold covers the worst case, and what is charged is always the actual usage.
  */
 import { randomUUID } from "node:crypto";
 import type { Model } from "@luna/contracts/luna/models/v1/models_pb.js";
@@ -20,6 +26,7 @@ import {
   type Principal,
 } from "@luna/kit";
 import { sendMessageIds } from "../domain/ids.js";
+import { tokenUpperBound } from "../domain/tokens.js";
 import { buildPrompt, type HistoryMessage } from "../domain/prompt.js";
 import type { TokenPrices } from "../domain/pricing.js";
 import { previewOf } from "../domain/validate.js";
@@ -28,6 +35,7 @@ import { finalFromRow, startedFromRow } from "../server/convert.js";
 import type { ReplyEvent, ReplyReader } from "../live/reply.js";
 import type { ChatRouterConfig } from "../config.js";
 import { ReplyRun, type RunDeps, type StopReason } from "./reply-run.js";
+import type { ReplyHold } from "./billing.js";
 import type { TokenCounter } from "./tokens.js";
 import type { TitleWriter } from "./titles.js";
 
@@ -62,10 +70,27 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
   });
 }
 
-/** Conversation facts that never change (owner, model): cached so the hot path can start counting tokens early. */
+/**
+ * Conversation facts cached so the hot path can start early: owner and model (they never change), and what the
+ * history adds to a prompt when this process knows it (the speculative reserve's basis).
+ */
 interface ConversationFacts {
   userId: string;
   modelId: string;
+  /** The system prompt with its template overhead, in tokens (0 without one). */
+  systemTokens: number;
+  /**
+   * An upper bound of the tokens the history adds to the next prompt (content plus per-message overhead), known when
+   * this process created the conversation or stored its latest reply; undefined otherwise (another replica may have
+   * added messages, or a reply is being generated).
+   */
+  historyTokens: number | undefined;
+}
+
+/** A reserve placed before the exact prompt was known: the prompt tokens it was sized for, and its outcome. */
+interface SpeculativeHold {
+  promptTokens: number;
+  result: Promise<ReplyHold | undefined>;
 }
 
 export class ChatEngine {
@@ -80,15 +105,19 @@ export class ChatEngine {
 
   // ---- helpers --------------------------------------------------------------------------------------------------
 
-  /** Caches a conversation's owner and model (they never change). */
-  remember(c: Pick<ConversationRow, "id" | "userId" | "modelId">): void {
+  /**
+   * Caches a conversation's facts; `historyTokens`: what its history adds to a prompt when known (0 for a new
+   * conversation), undefined when this process cannot know it.
+   */
+  remember(c: Pick<ConversationRow, "id" | "userId" | "modelId" | "systemPrompt" | "systemPromptTokens">, historyTokens: number | undefined): void {
     const max = this.deps.config.CHAT_CONVERSATION_CACHE_SIZE;
     if (max === 0) return;
     if (this.facts.size >= max && !this.facts.has(c.id)) {
       const oldest = this.facts.keys().next().value;
       if (oldest !== undefined) this.facts.delete(oldest);
     }
-    this.facts.set(c.id, { userId: c.userId, modelId: c.modelId });
+    const systemTokens = c.systemPrompt ? c.systemPromptTokens + this.deps.config.CHAT_MESSAGE_OVERHEAD_TOKENS : 0;
+    this.facts.set(c.id, { userId: c.userId, modelId: c.modelId, systemTokens, historyTokens });
   }
 
   forget(conversationId: string): void {
@@ -117,16 +146,21 @@ export class ChatEngine {
     return rows.map((h) => ({ role: h.role, content: h.content, tokens: h.tokenCount ?? this.deps.tokens.estimate(h.content) }));
   }
 
+  /** The reply budget asked for: the request's, within the model's maximum. */
+  private maxOutput(model: Model, requestedMax: number): number {
+    const modelMax = model.maxOutputTokens > 0 ? model.maxOutputTokens : Math.max(1, Math.floor(model.contextWindow / 4));
+    return requestedMax > 0 ? Math.min(requestedMax, modelMax) : modelMax;
+  }
+
   /** Fits the prompt into the model's window; INVALID_ARGUMENT when the new message alone is too long. */
   private prompt(conv: ConversationRow, model: Model, history: HistoryMessage[], requestedMax: number) {
     const cfg = this.deps.config;
-    const modelMax = model.maxOutputTokens > 0 ? model.maxOutputTokens : Math.max(1, Math.floor(model.contextWindow / 4));
     const p = buildPrompt({
       systemPrompt: conv.systemPrompt,
       systemTokens: conv.systemPromptTokens,
       history,
       contextWindow: model.contextWindow,
-      maxOutputTokens: requestedMax > 0 ? Math.min(requestedMax, modelMax) : modelMax,
+      maxOutputTokens: this.maxOutput(model, requestedMax),
       minOutputTokens: cfg.CHAT_MIN_REPLY_TOKENS,
       overhead: { perMessage: cfg.CHAT_MESSAGE_OVERHEAD_TOKENS, perPrompt: cfg.CHAT_PROMPT_OVERHEAD_TOKENS },
     });
@@ -134,6 +168,47 @@ export class ChatEngine {
       throw invalidArgument("text", `is too long for ${model.id}: with the system prompt and a minimal reply it needs about ${p.requiredTokens} tokens, the model's context window is ${p.contextWindow}`);
     }
     return p;
+  }
+
+  /**
+   * The reserve for an upper bound of the prompt, started with the first wave (see the module comment); undefined
+   * when this process does not know the history or the bound leaves no room for a reply.
+   */
+  private speculate(p: Principal, facts: ConversationFacts | undefined, model: Model | undefined, text: string, requestedMax: number,
+    messageId: string): SpeculativeHold | undefined {
+    const cfg = this.deps.config;
+    if (!cfg.CHAT_SPECULATIVE_RESERVE || !facts || !model || facts.historyTokens === undefined) return undefined;
+    // As buildPrompt counts: the fixed part (generation prompt, system prompt, the new message), then the history.
+    const fixed = cfg.CHAT_PROMPT_OVERHEAD_TOKENS + facts.systemTokens + tokenUpperBound(text) + cfg.CHAT_MESSAGE_OVERHEAD_TOKENS;
+    const room = model.contextWindow - fixed;
+    if (room < cfg.CHAT_MIN_REPLY_TOKENS) return undefined;
+    const outputTokens = Math.min(this.maxOutput(model, requestedMax), room);
+    const promptTokens = Math.min(fixed + facts.historyTokens, model.contextWindow - outputTokens);
+    const result = this.deps.billing.reserveReply({
+      userId: p.userId, messageId, prices: this.prices(model), promptTokens, outputTokens, minOutputTokens: outputTokens,
+      ttlMs: cfg.CHAT_HOLD_TTL, idempotencyKey: `${messageId}/${randomUUID()}`,
+    }).catch(() => undefined); // refused or failed: the exact reserve decides (and says why)
+    return { promptTokens, result };
+  }
+
+  /**
+   * The speculative hold if it covers the exact prompt with the full reply budget (then it is what the exact reserve
+   * would have placed, or a little more); undefined otherwise (the caller releases it).
+   */
+  private async useSpeculation(spec: SpeculativeHold, promptTokens: number, outputTokens: number): Promise<ReplyHold | undefined> {
+    const hold = await spec.result;
+    if (hold && spec.promptTokens >= promptTokens && hold.outputTokens >= outputTokens) {
+      this.deps.metrics.speculativeReserves.inc({ outcome: "used" });
+      return { ...hold, outputTokens };
+    }
+    this.deps.metrics.speculativeReserves.inc({ outcome: hold ? "released" : "refused" });
+    return undefined;
+  }
+
+  /** Releases a speculative hold that is not used (retried; should that fail, billing releases it at its deadline). */
+  private async discard(spec: SpeculativeHold): Promise<void> {
+    const hold = await spec.result;
+    if (hold?.holdId) await this.deps.billing.release(hold.holdId);
   }
 
   // ---- SendMessage ----------------------------------------------------------------------------------------------
@@ -144,12 +219,16 @@ export class ChatEngine {
     const { store, billing, tokens } = this.deps;
     if (this.closing) throw unavailable("the service is shutting down; try again");
     const ids = sendMessageIds(req.conversationId, req.clientMessageId);
-    const known = this.facts.get(req.conversationId);
-    const knownModel = known && known.userId === p.userId ? this.deps.catalog.getModel(known.modelId) : undefined;
+    const cached = this.facts.get(req.conversationId);
+    const known = cached && cached.userId === p.userId ? cached : undefined;
+    const knownModel = known ? this.deps.catalog.getModel(known.modelId) : undefined;
 
     // Everything that does not depend on anything else, at once.
     const countP = knownModel ? tokens.count(knownModel.id, req.conversationId, req.text) : undefined;
     countP?.catch(() => undefined);
+    let spec = this.speculate(p, known, knownModel, req.text, req.maxOutputTokens, ids.assistantMessageId);
+    // A reply is generated from here on: the history is not known again until it is stored.
+    if (known) known.historyTokens = undefined;
     const [insertR, rateR, leaseR] = await Promise.allSettled([
       store.insertSend({
         userId: p.userId, conversationId: req.conversationId, userMessageId: ids.userMessageId, assistantMessageId: ids.assistantMessageId,
@@ -171,7 +250,7 @@ export class ChatEngine {
         return await this.replaySend(p, ids, req.text);
       }
       const ctx = insertR.value;
-      this.remember(ctx.conversation);
+      this.remember(ctx.conversation, undefined);
       if (rateR.status === "rejected") throw rateR.reason;
       if (leaseR.status === "rejected") throw leaseR.reason;
 
@@ -183,10 +262,21 @@ export class ChatEngine {
       history.push({ role: "user", content: req.text, tokens: userTokens });
       const prompt = this.prompt(ctx.conversation, model, history, req.maxOutputTokens);
       const prices = this.prices(model);
-      const hold = await billing.reserveReply({
-        userId: p.userId, messageId: ids.assistantMessageId, prices, promptTokens: prompt.promptTokens, outputTokens: prompt.outputTokens,
-        minOutputTokens: cfg.CHAT_MIN_REPLY_TOKENS, ttlMs: cfg.CHAT_HOLD_TTL,
-      });
+      let hold = spec && knownModel === model ? await this.useSpeculation(spec, prompt.promptTokens, prompt.outputTokens) : undefined;
+      if (hold) spec = undefined;
+      else {
+        // The speculative hold (if any) is released while the exact one is placed.
+        const releasing = spec ? this.discard(spec) : undefined;
+        spec = undefined;
+        try {
+          hold = await billing.reserveReply({
+            userId: p.userId, messageId: ids.assistantMessageId, prices, promptTokens: prompt.promptTokens, outputTokens: prompt.outputTokens,
+            minOutputTokens: cfg.CHAT_MIN_REPLY_TOKENS, ttlMs: cfg.CHAT_HOLD_TTL,
+          });
+        } finally {
+          await releasing;
+        }
+      }
       handedOver = true;
       const heldAt = performance.now();
       this.deps.metrics.ttftPhase.observe({ phase: "reserve" }, (heldAt - preparedAt) / 1000);
@@ -197,12 +287,13 @@ export class ChatEngine {
       const run = this.startRun({
         userId: p.userId, conversationId: req.conversationId, modelId: model.id, userMessageId: ids.userMessageId,
         assistantMessageId: ids.assistantMessageId, messages: prompt.messages, promptTokens: prompt.promptTokens, prices, hold, leaseId, startedAt, heldAt,
-      }, ctx.conversation.title === "" ? req.text : undefined);
+      }, ctx.conversation.title === "" ? req.text : undefined, this.historyTokensOf(ctx.history, userTokens));
       return this.localStream(run.reply.read(0), {
         $typeName: "luna.chat.v1.ReplyStarted", userMessageId: ids.userMessageId, assistantMessageId: ids.assistantMessageId,
         creditsHeld: hold.amount, maxOutputTokens: hold.outputTokens, modelId: model.id, replayed: false,
       });
     } finally {
+      if (spec) await this.discard(spec);
       if (!handedOver) {
         if (leaseId) billing.releaseStreamLease(leaseId);
         if (inserted) {
@@ -251,7 +342,7 @@ export class ChatEngine {
       if (ctx.busy) throw failedPrecondition("a reply is already being generated in this conversation; wait for it or stop it");
       if (rateR.status === "rejected") throw rateR.reason;
       if (leaseR.status === "rejected") throw leaseR.reason;
-      this.remember(conversation);
+      this.remember(conversation, undefined);
       const model = this.servableModel(conversation.modelId);
       const rows = ctx.history;
       const last = rows[rows.length - 1];
@@ -276,7 +367,7 @@ export class ChatEngine {
       const run = this.startRun({
         userId: p.userId, conversationId: conversation.id, modelId: model.id, userMessageId: target.parentId, assistantMessageId,
         messages: prompt.messages, promptTokens: prompt.promptTokens, prices, hold, leaseId, startedAt, heldAt: performance.now(),
-      }, undefined);
+      }, undefined, undefined);
       return this.localStream(run.reply.read(0), {
         $typeName: "luna.chat.v1.ReplyStarted", userMessageId: target.parentId, assistantMessageId,
         creditsHeld: hold.amount, maxOutputTokens: hold.outputTokens, modelId: model.id, replayed: false,
@@ -294,19 +385,38 @@ export class ChatEngine {
 
   // ---- runs -----------------------------------------------------------------------------------------------------
 
-  /** `titleFrom`: the first user message, when the conversation still needs a title. */
-  private startRun(plan: ReplyRun["plan"], titleFrom: string | undefined): ReplyRun {
+  /** What the history read with the new message adds to the next prompt once the reply is stored, without the reply. */
+  private historyTokensOf(rows: HistoryRow[], userTokens: number): number {
+    const perMessage = this.deps.config.CHAT_MESSAGE_OVERHEAD_TOKENS;
+    let n = userTokens + perMessage;
+    for (const h of rows) n += (h.tokenCount ?? this.deps.tokens.estimate(h.content)) + perMessage;
+    return n;
+  }
+
+  /**
+   * `titleFrom`: the first user message, when the conversation still needs a title. `historyTokens`: what the
+   * history adds to a prompt before this reply (undefined: unknown), so that the next message can reserve early.
+   */
+  private startRun(plan: ReplyRun["plan"], titleFrom: string | undefined, historyTokens: number | undefined): ReplyRun {
     const run = new ReplyRun(this.runDeps, plan);
     this.runs.set(plan.assistantMessageId, run);
     if (titleFrom !== undefined) this.titleSources.set(plan.assistantMessageId, titleFrom);
+    if (historyTokens !== undefined) this.historyBefore.set(plan.assistantMessageId, historyTokens);
     return run;
   }
 
   private readonly titleSources = new Map<string, string>();
+  private readonly historyBefore = new Map<string, number>();
 
   private onFinal(run: ReplyRun, status: string): void {
     const id = run.plan.assistantMessageId;
     this.runs.delete(id);
+    const before = this.historyBefore.get(id);
+    this.historyBefore.delete(id);
+    const facts = this.facts.get(run.plan.conversationId);
+    if (facts && before !== undefined && run.result?.stored) {
+      facts.historyTokens = before + run.result.completionTokens + this.deps.config.CHAT_MESSAGE_OVERHEAD_TOKENS;
+    }
     const titleFrom = this.titleSources.get(id);
     this.titleSources.delete(id);
     if (titleFrom !== undefined && this.deps.titles && (status === "complete" || status === "stopped") && run.result?.content) {

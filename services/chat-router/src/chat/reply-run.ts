@@ -69,6 +69,9 @@ export interface RunResult {
   status: Exclude<MessageStatus, "streaming">;
   content: string;
   creditsCharged: bigint;
+  completionTokens: number;
+  /** Whether the final message was stored (else the sweeper finishes it). */
+  stored: boolean;
 }
 
 function finishReasonOf(upstream: string): FinishReason {
@@ -326,7 +329,7 @@ export class ReplyRun {
     deps.metrics.replies.inc({ model: plan.modelId, outcome: status });
     deps.metrics.tokens.inc({ model: plan.modelId }, completionTokens);
     if (charged > 0n) deps.metrics.creditsCharged.inc({ model: plan.modelId }, Number(charged));
-    this.result = { status, content, creditsCharged: charged };
+    this.result = { status, content, creditsCharged: charged, completionTokens, stored: stored !== false };
 
     let event: ReplyEvent;
     if (status === "failed") {
