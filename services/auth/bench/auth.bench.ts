@@ -16,6 +16,7 @@ import { createClient, createRouterTransport } from "@connectrpc/connect";
 import { hash, verify, type Algorithm } from "@node-rs/argon2";
 import { applyMigrations, connectRedis, createJwtVerifier, createLogger, loadConfig } from "@luna/kit";
 import { startPostgres, startRedis } from "@luna/kit/localstack";
+import { markdownTable } from "@luna/kit/bench";
 import { AuthService } from "@luna/contracts/luna/auth/v1/auth_service_pb.js";
 import { authConfigSchema, createAuthModule } from "../src/index.js";
 
@@ -99,12 +100,8 @@ async function main(): Promise<void> {
     rmSync(dir, { recursive: true, force: true });
   }
 
-  const widths = [0, 1, 2].map((c) => Math.max(...[["metric", "value", "note"][c]!.length, ...rows.map((r) => [r.metric, r.value, r.note][c]!.length)]));
-  const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(" | ")} |`;
   console.log(`\nauth benchmark (${seconds} s per phase, Node ${process.version})\n`);
-  console.log(line(["metric", "value", "note"]));
-  console.log(`|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`);
-  for (const r of rows) console.log(line([r.metric, r.value, r.note]));
+  console.log(markdownTable(["metric", "value", "note"], rows.map((r) => [r.metric, r.value, r.note])));
 }
 
 main().then(

@@ -27,6 +27,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { findPgBinDir, startPostgres } from "@luna/kit/localstack";
 import { applyMigrations } from "@luna/kit/migrate";
+import { median, percentile } from "@luna/kit/bench";
 import pg from "pg";
 import { loadConfig } from "@luna/kit";
 import { billingConfigSchema } from "../src/config.js";
@@ -95,17 +96,6 @@ function walBetween(binDir: string, walDir: string, start: string, end: string):
   return { records: Number(m[1]), fpiBytes: Number(m[3]), bytes: Number(m[4]) };
 }
 
-function percentile(sorted: number[], p: number): number {
-  if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
-}
-
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-};
-
 let keySeq = 0;
 /** Calls per ledger statement, in order (the store's onBatch hook). */
 const batchSizes: number[] = [];
@@ -136,7 +126,6 @@ async function runPairs(store: LedgerStore, total: number, pickAccount: () => st
   );
   const seconds = (performance.now() - started) / 1000;
   const cpu = process.cpuUsage(cpu0);
-  latencies.sort((a, b) => a - b);
   const batches = batchSizes.slice(batches0);
   return {
     pairs: latencies.length,

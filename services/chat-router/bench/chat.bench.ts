@@ -29,12 +29,13 @@
 import { fork, type ChildProcess } from "node:child_process";
 import { chmodSync, mkdtempSync, rmSync } from "node:fs";
 import http from "node:http";
-import { loadavg, tmpdir } from "node:os";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { startNats, startPostgres, startRedis } from "@luna/kit/localstack";
+import { loadAverage, markdownTable, mean, percentile as pct } from "@luna/kit/bench";
 import { ChatService } from "@luna/contracts/luna/chat/v1/chat_service_pb.js";
 import { interpretChunk, SseParser } from "../src/domain/sse.js";
 
@@ -52,12 +53,6 @@ interface Sample {
   ttftMs: number;
   itlMs: number;
   tokens: number;
-}
-
-function pct(values: number[], p: number): number {
-  if (values.length === 0) return NaN;
-  const s = [...values].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
 }
 
 function child(script: string, env: Record<string, string>, extraArgs: string[] = []): ChildProcess {
@@ -135,8 +130,7 @@ function phaseMs(a: Phases, b: Phases, name: string): number {
   return ((x.sum - y.sum) / (x.count - y.count)) * 1000;
 }
 
-const mean = (v: number[]) => v.reduce((a, b) => a + b, 0) / v.length;
-const load = () => loadavg().map((x) => x.toFixed(2)).join(" ");
+const load = loadAverage;
 
 /** `streams` closed loops of `total / streams` requests each; returns the samples and the wall time. */
 async function run(streams: number, total: number, one: (stream: number, i: number) => Promise<Sample>, staggerMs = 0): Promise<{ samples: Sample[]; wallS: number }> {
@@ -275,14 +269,7 @@ async function main(): Promise<void> {
     }
     const inv = await ask<{ ok: boolean; violations: number }>(platform, "invariants");
 
-    const table = (head: string[], body: string[][]) => {
-      const widths = head.map((h, i) => Math.max(h.length, ...body.map((r) => r[i]!.length)));
-      const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(" | ")} |`;
-      console.log(line(head));
-      console.log(`|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`);
-      for (const r of body) console.log(line(r));
-      console.log("");
-    };
+    const table = (head: string[], body: string[][]) => console.log(`${markdownTable(head, body)}\n`);
     console.log(`chat-router relay overhead: ${REPLY_TOKENS}-token replies, closed loops, ${ROUNDS} alternating rounds; "saturated" = a zero-time vLLM simulator`
       + ` (the machine at its limit: throughput and CPU), "${PACED_TPS} tok/s" = the simulator decoding at a model's pace, streams starting spread out (the latency aims)`);
     console.log(`load average (1/5/15 min) before: ${loadBefore}, after: ${load()} (2 shared cores: compare runs made together)\n`);

@@ -26,6 +26,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
+import { mean, percentile as pct } from "@luna/kit/bench";
 import { ImageService } from "@luna/contracts/luna/image/v1/image_service_pb.js";
 import { JobStatus } from "@luna/contracts/luna/image/v1/image_pb.js";
 import { ModelAdminService } from "@luna/contracts/luna/models/v1/model_admin_service_pb.js";
@@ -61,12 +62,7 @@ const PACED_BACKLOG = Number(process.env.BENCH_PACED_BACKLOG ?? 60);
 const TINY_STEPS = 4;
 const BILLING_MIGRATIONS = fileURLToPath(new URL("../../billing/prisma/migrations", import.meta.url));
 
-function pct(values: number[], p: number): number {
-  const s = [...values].sort((a, b) => a - b);
-  return s.length === 0 ? NaN : s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
-}
 const ms = (v: number) => `${v.toFixed(1)} ms`;
-const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length;
 
 const TINY_GRAPH = {
   "1": { class_type: "CheckpointLoaderSimple", inputs: { ckpt_name: "flux1-schnell-fp8.safetensors" } },
