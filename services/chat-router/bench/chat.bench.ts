@@ -10,17 +10,20 @@
 //
 // Starts its own Postgres, Redis and NATS (temporary), the two simulators in child processes and the platform
 // (chat-router with the real billing and model-registry modules, hosted as in the all-in-one process) in another;
-// this process is the load generator. For each level it runs the same requests twice: straight to the simulator
-// (POST /v1/chat/completions, streamed) and through chat-router (SendMessage over gRPC), and reports:
-// - TTFT: request sent → first token received; "added" = through chat-router minus direct (p50, p99);
+// this process is the load generator. For each level it runs the same requests three ways: straight to the simulator
+// (POST /v1/chat/completions, streamed), through chat-router (SendMessage over gRPC), and through the floor — a
+// relay in its own process that does none of chat-router's work (floor-child.ts: gRPC in, the same upstream client
+// out, no auth, database, billing or limits) — and reports:
+// - TTFT: request sent → first token received; "added" = through chat-router minus direct (p50, p99); "floor" = the
+//   floor minus direct, what one more process and gRPC hop cost on this machine before any of chat-router's work;
 // - ITL: per reply, (last token − first token) / (tokens − 1); "added" = p50 through chat-router minus direct;
 // - tokens/s relayed (all streams together), and the platform process's CPU per 1k tokens relayed.
 // - where the routed TTFT goes (means): chat-router's own phase histograms (prepare = conversation read, inserts,
 //   limit checks and token count in parallel; reserve = the credit hold; upstream headers; upstream first token),
 //   the server-side total, and the rest (gRPC transport, auth, the first delta's relay and the client's decoding).
 // Closed loops (each stream sends its next request when the previous reply ends); every SendMessage goes to a
-// fresh conversation so prompts stay the same size. Direct and routed requests run in alternating rounds (which one
-// goes first alternates too), so load from other processes on the shared machine hits both alike; the machine's
+// fresh conversation so prompts stay the same size. Direct, routed and floor requests run in alternating rounds (the
+// order rotates), so load from other processes on the shared machine hits all alike; the machine's
 // load average is printed with the results. Both paths reuse their connections (keep-alive agent / one HTTP/2
 // connection per user) and are warmed up first.
 // Tunables (env): BENCH_REPLY_TOKENS (128), BENCH_REQUESTS (per saturated level, default 240), BENCH_LEVELS
@@ -165,6 +168,10 @@ async function main(): Promise<void> {
       BENCH_USERS: String(maxStreams), LOG_LEVEL: process.env.LOG_LEVEL ?? "warn",
     }, process.env.BENCH_PROFILE_DIR ? ["--cpu-prof", `--cpu-prof-dir=${process.env.BENCH_PROFILE_DIR}`] : []);
     children.push(platform);
+    const floor = child("./floor-child.ts", {});
+    children.push(floor);
+    const floorPort = await new Promise<number>((resolve) => floor.once("message", (m: { port: number }) => resolve(m.port)));
+    const floorChats = Array.from({ length: maxStreams }, () => createClient(ChatService, createGrpcTransport({ baseUrl: `http://127.0.0.1:${floorPort}` })));
     const { port, tokens } = await new Promise<{ port: number; tokens: string[] }>((resolve, reject) => {
       platform.once("exit", (code) => reject(new Error(`the platform exited (${code})`)));
       platform.on("message", (m: { type: string; port: number; tokens: string[] }) => m.type === "ready" && resolve(m));
@@ -189,6 +196,7 @@ async function main(): Promise<void> {
     const warm = await newConversations(40, 4, "bench-model");
     await run(4, 40, () => direct(agent, simUrl));
     await run(4, 40, (s) => routed(chats[s]!, warm[s]!.pop()!));
+    await run(4, 40, (s) => routed(floorChats[s]!, simUrl));
 
     const rows: string[][] = [];
     const breakdown: string[][] = [];
@@ -202,6 +210,7 @@ async function main(): Promise<void> {
       const convs = await newConversations(ROUNDS * Math.ceil(per / streams) * streams, streams, lv.modelId);
       const d = { samples: [] as Sample[], wallS: 0 };
       const r = { samples: [] as Sample[], wallS: 0 };
+      const f = { samples: [] as Sample[], wallS: 0 };
       let cpu = 0;
       const ph0 = (await ask<{ phases: Phases }>(platform, "phases")).phases;
       for (let round = 0; round < ROUNDS; round++) {
@@ -217,28 +226,31 @@ async function main(): Promise<void> {
           r.samples.push(...x.samples);
           r.wallS += x.wallS;
         };
-        if (round % 2 === 0) {
-          await directRound();
-          await routedRound();
-        } else {
-          await routedRound();
-          await directRound();
-        }
+        const floorRound = async () => {
+          const x = await run(streams, per, (s) => routed(floorChats[s]!, lv.simUrl), lv.staggerMs);
+          f.samples.push(...x.samples);
+          f.wallS += x.wallS;
+        };
+        const order = [directRound, routedRound, floorRound];
+        for (let i = 0; i < order.length; i++) await order[(round + i) % order.length]!();
       }
       const ph1 = (await ask<{ phases: Phases }>(platform, "phases")).phases;
       if (r.samples.some((x) => x.tokens !== REPLY_TOKENS)) throw new Error("a reply through chat-router had the wrong length");
       const dT = d.samples.map((x) => x.ttftMs);
       const rT = r.samples.map((x) => x.ttftMs);
+      const fT = f.samples.map((x) => x.ttftMs);
       const dI = d.samples.map((x) => x.itlMs);
       const rI = r.samples.map((x) => x.itlMs);
       const rTokens = r.samples.reduce((n, x) => n + x.tokens, 0);
       const dTokens = d.samples.reduce((n, x) => n + x.tokens, 0);
-      const added = { p50: pct(rT, 50) - pct(dT, 50), p99: pct(rT, 99) - pct(dT, 99), itl: pct(rI, 50) - pct(dI, 50) };
+      const added = { p50: pct(rT, 50) - pct(dT, 50), p99: pct(rT, 99) - pct(dT, 99), itl: pct(rI, 50) - pct(dI, 50),
+        floorP50: pct(fT, 50) - pct(dT, 50), floorP99: pct(fT, 99) - pct(dT, 99) };
       rows.push([
         lv.label, String(streams), String(r.samples.length),
         `${pct(dT, 50).toFixed(2)} / ${pct(dT, 99).toFixed(2)}`,
         `${pct(rT, 50).toFixed(2)} / ${pct(rT, 99).toFixed(2)}`,
         `${added.p50.toFixed(2)} / ${added.p99.toFixed(2)}`,
+        `${added.floorP50.toFixed(2)} / ${added.floorP99.toFixed(2)}`,
         `${(pct(dI, 50) * 1000).toFixed(0)} / ${(pct(rI, 50) * 1000).toFixed(0)}`,
         (added.itl * 1000).toFixed(0),
         `${(dTokens / d.wallS).toFixed(0)} / ${(rTokens / r.wallS).toFixed(0)}`,
@@ -264,16 +276,19 @@ async function main(): Promise<void> {
       // pace, closed loops started together would stay in lockstep and every request would arrive in a burst.
       const replyMs = (REPLY_TOKENS / PACED_TPS) * 1000;
       const added = await level(PACED_STREAMS, PACED_REQUESTS, { label: `${PACED_TPS} tok/s`, modelId: "bench-model-paced", simUrl: pacedSimUrl, staggerMs: replyMs / PACED_STREAMS });
-      checks.push(`added TTFT p50 at ${PACED_STREAMS} streams decoding ${PACED_TPS} tok/s: ${added.p50.toFixed(2)} ms (aim ≤ 2 ms) ${added.p50 <= 2 ? "✓" : "✗"}`);
-      checks.push(`added TTFT p99 at ${PACED_STREAMS} streams decoding ${PACED_TPS} tok/s: ${added.p99.toFixed(2)} ms (aim ≤ 10 ms) ${added.p99 <= 10 ? "✓" : "✗"}`);
+      checks.push(`added TTFT p50 at ${PACED_STREAMS} streams decoding ${PACED_TPS} tok/s: ${added.p50.toFixed(2)} ms (aim ≤ 2 ms) ${added.p50 <= 2 ? "✓" : "✗"}`
+        + ` — the floor (a no-op gRPC relay in its own process) adds ${added.floorP50.toFixed(2)} ms here`);
+      checks.push(`added TTFT p99 at ${PACED_STREAMS} streams decoding ${PACED_TPS} tok/s: ${added.p99.toFixed(2)} ms (aim ≤ 10 ms) ${added.p99 <= 10 ? "✓" : "✗"}`
+        + ` — floor ${added.floorP99.toFixed(2)} ms`);
     }
     const inv = await ask<{ ok: boolean; violations: number }>(platform, "invariants");
 
     const table = (head: string[], body: string[][]) => console.log(`${markdownTable(head, body)}\n`);
     console.log(`chat-router relay overhead: ${REPLY_TOKENS}-token replies, closed loops, ${ROUNDS} alternating rounds; "saturated" = a zero-time vLLM simulator`
-      + ` (the machine at its limit: throughput and CPU), "${PACED_TPS} tok/s" = the simulator decoding at a model's pace, streams starting spread out (the latency aims)`);
-    console.log(`load average (1/5/15 min) before: ${loadBefore}, after: ${load()} (2 shared cores: compare runs made together)\n`);
-    table(["model", "streams", "requests", "TTFT direct ms p50/p99", "TTFT via router ms p50/p99", "added TTFT ms p50/p99",
+      + ` (the machine at its limit: throughput and CPU), "${PACED_TPS} tok/s" = the simulator decoding at a model's pace, streams starting spread out (the latency aims);`
+      + ` "floor" = a relay that does none of chat-router's work (gRPC in, the same upstream client out), minus direct`);
+    console.log(`load average (1/5/15 min) before: ${loadBefore}, after: ${load()} (shared cores: compare runs made together)\n`);
+    table(["model", "streams", "requests", "TTFT direct ms p50/p99", "TTFT via router ms p50/p99", "added TTFT ms p50/p99", "floor added ms p50/p99",
       "ITL µs direct/router p50", "added ITL µs", "tokens/s direct/router", "router CPU ms / 1k tok"], rows);
     console.log("where the routed TTFT goes (means, ms; phases measured inside chat-router):\n");
     table(["model", "streams", "direct", "routed", "prepare", "reserve", "upstream headers", "upstream 1st token", "server total",

@@ -105,7 +105,8 @@ process.on("message", (m: { type: string }) => {
       const out: Record<string, { sum: number; count: number }> = {};
       for (const name of ["luna_chat_ttft_phase_seconds", "luna_chat_time_to_first_token_seconds"]) {
         const h = await metrics.registry.getSingleMetric(name)?.get();
-        for (const v of h?.values ?? []) {
+        // Histogram values carry the series name (_sum, _count, _bucket) beside the labels.
+        for (const v of (h?.values ?? []) as Array<{ value: number; labels: Record<string, string | number>; metricName?: string }>) {
           const key = name.includes("phase") ? String(v.labels.phase) : "server_ttft";
           const e = (out[key] ??= { sum: 0, count: 0 });
           if (v.metricName?.endsWith("_sum")) e.sum += v.value;
