@@ -78,9 +78,10 @@ lint: $(NPM_STAMP) ## ESLint and buf lint
 	node_modules/.bin/buf lint
 
 .PHONY: typecheck
-typecheck: deps ## Type-check every package (tsc -b)
+typecheck: deps ## Type-check every package (tsc -b), then the tests and benchmarks (tsconfig.tests.json)
 	@echo "==> typecheck"
 	node_modules/.bin/tsc -b
+	node_modules/.bin/tsc -p tsconfig.tests.json
 
 .PHONY: build
 build: deps ## Compile every package to dist/

@@ -91,7 +91,7 @@ it("a statement's calls meet their own outcomes: some succeed, some lack credits
     (first as { value: { result: { holdId: string } } }).value.result.holdId,
   );
   expect(retry).toMatchObject({ ok: true, value: { replayed: true, result: { holdId: earlier.result.holdId } } });
-  expect(conflict.ok).toBe(false);
+  expect(conflict?.ok).toBe(false);
   expect((conflict as { err: unknown }).err).toMatchObject({ kind: "failed_precondition" });
   expect(largest("reserve")).toBeGreaterThan(1);
 
@@ -127,7 +127,7 @@ it("coalesced commits: duplicates resolve once, a mismatched amount and an expir
   expect(out[0]).toMatchObject({ ok: true, value: { replayed: false, result: { hold: { charged: 10n } } } });
   expect(out[1]).toMatchObject({ ok: true, value: { replayed: true, result: { hold: { charged: 10n } } } });
   expect(out[2]).toMatchObject({ ok: true, value: { replayed: false, result: { hold: { charged: 20n } } } });
-  expect(out[3].ok).toBe(false);
+  expect(out[3]?.ok).toBe(false);
   expect((out[3] as { err: BillingError }).err.message).toMatch(/already committed with amount 20/);
   expect(out[4]).toMatchObject({ ok: true, value: { result: { hold: { charged: 50n, released: 0n } } } });
   expect((out[5] as { err: BillingError }).err.message).toMatch(/exceeds the hold's 50 credits/);

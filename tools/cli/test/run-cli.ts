@@ -27,11 +27,11 @@ class Capture extends Writable {
   text = "";
   /** Every write, in order: a reply streamed token by token shows up as many writes. */
   writes: string[] = [];
-  listeners = new Set<() => void>();
+  watchers = new Set<() => void>();
   override _write(chunk: Buffer | string, _enc: BufferEncoding, cb: () => void): void {
     this.text += chunk.toString();
     this.writes.push(chunk.toString());
-    for (const l of this.listeners) l();
+    for (const l of this.watchers) l();
     cb();
   }
 }
@@ -68,16 +68,16 @@ export function startCli(args: string[], env: NodeJS.ProcessEnv): LiveCli {
       return new Promise<void>((resolve, reject) => {
         if (matches()) return resolve();
         const timer = setTimeout(() => {
-          cap.listeners.delete(check);
+          cap.watchers.delete(check);
           reject(new Error(`timed out waiting for ${String(pattern)} on ${stream}; stdout:\n${stdout.text}\nstderr:\n${stderr.text}`));
         }, timeoutMs);
         const check = () => {
           if (!matches()) return;
           clearTimeout(timer);
-          cap.listeners.delete(check);
+          cap.watchers.delete(check);
           resolve();
         };
-        cap.listeners.add(check);
+        cap.watchers.add(check);
       });
     },
     done,

@@ -62,7 +62,8 @@ beforeAll(async () => {
     extraHttp(req, res) {
       if (!req.url?.startsWith("/images/")) return false;
       res.writeHead(200, { "content-type": "image/png", "content-length": "4" });
-      res.end(req.method === "HEAD" ? undefined : Buffer.from([0x89, 0x50, 0x4e, 0x47]));
+      if (req.method === "HEAD") res.end();
+      else res.end(Buffer.from([0x89, 0x50, 0x4e, 0x47]));
       return true;
     },
   });

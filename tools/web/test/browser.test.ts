@@ -141,7 +141,10 @@ describe("web client in Chromium", () => {
       await expect.poll(() => page.locator("#progress").getAttribute("data-status"), { timeout: 60_000 }).toBe("succeeded");
       expect(await page.locator("#job-status").textContent()).toMatch(/^Done — 1 image, \d+ credits?$/);
       const tile = page.locator("#gallery img").first();
-      await expect.poll(() => tile.evaluate((img: HTMLImageElement) => img.complete && img.naturalWidth), { timeout: 20_000 }).toBeGreaterThan(0);
+      await expect.poll(() => tile.evaluate((el) => {
+        const img = el as unknown as { complete: boolean; naturalWidth: number }; // an <img> (no DOM types here)
+        return img.complete && img.naturalWidth;
+      }), { timeout: 20_000 }).toBeGreaterThan(0);
       if (hosts("billing")) await expect.poll(() => page.locator("#balance").textContent()).not.toBe("1,000 credits");
       await page.screenshot({ path: SCREENSHOT_IMAGES });
     }
