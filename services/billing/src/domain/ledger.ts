@@ -3,6 +3,7 @@
  * idempotency fingerprint and the history description of a charge.
  */
 import { createHash } from "node:crypto";
+import { isUuid } from "@luna/kit";
 import { invalid } from "./errors.js";
 
 /** The issuer of every grant (its balance is minus everything ever granted). */
@@ -192,14 +193,11 @@ export function checkText(field: string, value: string, opts: { required: boolea
   return value;
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
-
 /** Hold and transfer ids are UUIDs; anything else cannot exist, so it is bad input rather than "not found". */
 export function checkUuid(field: string, value: string): string {
   if (value.length === 0) throw invalid(field, "is required");
-  const v = value.toLowerCase();
-  if (!UUID.test(v)) throw invalid(field, "must be a UUID");
-  return v;
+  if (!isUuid(value)) throw invalid(field, "must be a UUID");
+  return value.toLowerCase();
 }
 
 const MAX_TOKENS = 100_000_000n;

@@ -1,11 +1,11 @@
 // Opaque keyset page tokens for newest-first lists: the (created_at, id) of the last item returned.
+import { isUuid } from "@luna/kit";
 
 export interface PageCursor {
   createdAt: Date;
   id: string;
 }
 
-const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 export function encodePageToken(c: PageCursor): string {
   return Buffer.from(`${c.createdAt.getTime()}.${c.id}`).toString("base64url");
@@ -18,7 +18,7 @@ export function decodePageToken(token: string): PageCursor | undefined {
   const dot = raw.indexOf(".");
   const ms = Number(raw.slice(0, dot));
   const id = raw.slice(dot + 1);
-  if (dot < 1 || !Number.isSafeInteger(ms) || ms < 0 || !UUID_RE.test(id)) throw new Error("is not a page token this service issued");
+  if (dot < 1 || !Number.isSafeInteger(ms) || ms < 0 || !isUuid(id)) throw new Error("is not a page token this service issued");
   return { createdAt: new Date(ms), id };
 }
 

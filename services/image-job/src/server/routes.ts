@@ -23,6 +23,7 @@ import {
   WorkflowParamError,
   failedPrecondition,
   invalidArgument,
+  isUuid,
   notFound,
   requirePrincipal,
   resolveImageJobParams,
@@ -74,15 +75,14 @@ export interface RouteDeps {
   };
 }
 
-const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const WORKFLOW_ID_RE = /^[a-z0-9][a-z0-9.-]{0,63}$/;
 /** Time a hold must still have when a retried submission gets it back from billing. */
 const MIN_HOLD_LEFT_MS = 60_000;
 
 function checkUuid(field: string, v: string): string {
   if (v === "") throw invalidArgument(field, "is required");
-  if (!UUID_RE.test(v)) throw invalidArgument(field, "must be an id returned by this service (a UUID)");
-  return v;
+  if (!isUuid(v)) throw invalidArgument(field, "must be an id returned by this service (a UUID)");
+  return v.toLowerCase();
 }
 
 /** A billing error during the submission, kept apart from the submission's own errors. */
