@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import * as z from "zod";
 import { bool, ConfigError, csv, duration, loadConfig, parseDuration, port, url } from "./config.js";
-import { eventRetentionConfigSchema, inboxPruneOf, outboxPruneOf } from "./inbox.js";
+import { eventRetentionConfigSchema, inboxPruneOf, outboxPruneOf } from "./retention.js";
 
 const schema = z.object({
   LUNA_PORT: port(8080),

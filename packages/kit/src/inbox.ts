@@ -2,8 +2,7 @@
 // redelivered (or re-published) event never applies its effect twice. Table: packages/kit/sql/outbox_inbox.sql.
 import pg from "pg";
 import { sqlTxFromPg, type SqlTx } from "./outbox.js";
-import * as z from "zod";
-import { duration } from "./config.js";
+import { EVENT_RETENTION_DEFAULTS } from "./retention.js";
 
 /**
  * Records that `consumer` processed `eventId`; call it inside the transaction that applies the effect.
@@ -64,36 +63,12 @@ export async function pruneInbox(tx: SqlTx, olderThan: Date, batchSize = 10_000)
   }
 }
 
-/** Default retention of inbox rows: twice LUNA_EVENTS' max age (7 days), so no redelivery can outlive its row. */
-export const INBOX_RETAIN_MS = 14 * 24 * 3600_000;
-
-/**
- * How long the event tables keep their rows, for every service that has them (spread `.shape` into the service's
- * config schema and pass the values to `startOutboxRelay`'s `prune` and `startInboxPruner`). The inbox must remember
- * an event for longer than it can be redelivered: LUNA_EVENTS keeps messages 7 days.
- */
-export const eventRetentionConfigSchema = z.object({
-  /** Published outbox rows are deleted after this (they are only kept to look into). */
-  LUNA_OUTBOX_RETAIN: duration("7d"),
-  /** Processed inbox rows are deleted after this; shorter than the streams' max age risks applying a redelivery twice. */
-  LUNA_INBOX_RETAIN: duration("14d"),
-  /** How often both are pruned. */
-  LUNA_EVENT_PRUNE_INTERVAL: duration("1h"),
-});
-export type EventRetentionConfig = z.infer<typeof eventRetentionConfigSchema>;
-
-/** `startOutboxRelay`'s `prune` option from the retention settings. */
-export const outboxPruneOf = (c: EventRetentionConfig) => ({ retainMs: c.LUNA_OUTBOX_RETAIN, intervalMs: c.LUNA_EVENT_PRUNE_INTERVAL });
-
-/** `startInboxPruner`'s timing from the retention settings. */
-export const inboxPruneOf = (c: EventRetentionConfig) => ({ retainMs: c.LUNA_INBOX_RETAIN, intervalMs: c.LUNA_EVENT_PRUNE_INTERVAL });
-
 export interface InboxPrunerOptions {
   pool: pg.Pool;
   log: { info(obj: object, msg?: string): void; warn(obj: object, msg?: string): void };
-  /** Rows processed longer ago than this are deleted (default {@link INBOX_RETAIN_MS}). */
+  /** Rows processed longer ago than this are deleted (default: LUNA_INBOX_RETAIN's, 14 days). */
   retainMs?: number;
-  /** How often (default 1 h; the first run comes one interval after the start). */
+  /** How often (default: LUNA_EVENT_PRUNE_INTERVAL's, 1 h; the first run comes one interval after the start). */
   intervalMs?: number;
 }
 
@@ -109,8 +84,8 @@ export interface InboxPruner {
  * processed). Failures are logged and retried at the next interval.
  */
 export function startInboxPruner(opts: InboxPrunerOptions): InboxPruner {
-  const retainMs = opts.retainMs ?? INBOX_RETAIN_MS;
-  const intervalMs = opts.intervalMs ?? 3600_000;
+  const retainMs = opts.retainMs ?? EVENT_RETENTION_DEFAULTS.LUNA_INBOX_RETAIN;
+  const intervalMs = opts.intervalMs ?? EVENT_RETENTION_DEFAULTS.LUNA_EVENT_PRUNE_INTERVAL;
   if (!(retainMs >= 0)) throw new Error("startInboxPruner: retainMs must be >= 0");
   if (!(intervalMs > 0)) throw new Error("startInboxPruner: intervalMs must be > 0");
   let running: Promise<number> | undefined;

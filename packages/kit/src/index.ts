@@ -14,6 +14,7 @@ export * from "./auth.js";
 export * from "./nats.js";
 export * from "./outbox.js";
 export * from "./inbox.js";
+export * from "./retention.js";
 export * from "./redis.js";
 export * from "./migrate.js";
 export * from "./pg.js";

@@ -9,6 +9,7 @@ import type { MinimalLogger } from "./nats.js";
 import { isUuid } from "./ids.js";
 import { createPgPool } from "./pg.js";
 import { injectTraceHeaders } from "./tracing.js";
+import { EVENT_RETENTION_DEFAULTS, outboxPruneOf } from "./retention.js";
 
 /**
  * The raw-SQL surface of a Prisma client or of a Prisma interactive-transaction client (`$transaction(async (tx) =>
@@ -134,7 +135,10 @@ export interface OutboxRelayOptions {
   maxBackoffMs?: number;
   /** Time to wait for JetStream's acks of a batch's publishes (default 5 s). */
   publishTimeoutMs?: number;
-  /** Published rows are deleted after `retainMs` (default 7 days), checked every `intervalMs` (default 1 h); false = never. */
+  /**
+   * Published rows are deleted after `retainMs`, checked every `intervalMs` (default: LUNA_OUTBOX_RETAIN's and
+   * LUNA_EVENT_PRUNE_INTERVAL's defaults, 7 days and 1 h); false = never.
+   */
   prune?: { retainMs: number; intervalMs: number } | false;
   /** Called after each batch with the rows published (and how many JetStream reported as duplicates). */
   onPublished?: (info: { count: number; duplicates: number }) => void;
@@ -206,7 +210,7 @@ export function startOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
   const notifyDelayMs = opts.notifyDelayMs ?? 0;
   const maxBackoffMs = opts.maxBackoffMs ?? 10_000;
   const publishTimeoutMs = opts.publishTimeoutMs ?? 5_000;
-  const prune = opts.prune === undefined ? { retainMs: 7 * 24 * 3600_000, intervalMs: 3600_000 } : opts.prune;
+  const prune = opts.prune === undefined ? outboxPruneOf(EVENT_RETENTION_DEFAULTS) : opts.prune;
   if (!Number.isInteger(batchSize) || batchSize < 1) throw new Error("startOutboxRelay: batchSize must be an integer >= 1");
   if (!(pollIntervalMs > 0)) throw new Error("startOutboxRelay: pollIntervalMs must be > 0");
   if (!(notifyDelayMs >= 0)) throw new Error("startOutboxRelay: notifyDelayMs must be >= 0");
