@@ -236,6 +236,7 @@ async function main(): Promise<void> {
       }
       const ph1 = (await ask<{ phases: Phases }>(platform, "phases")).phases;
       if (r.samples.some((x) => x.tokens !== REPLY_TOKENS)) throw new Error("a reply through chat-router had the wrong length");
+      if (f.samples.some((x) => x.tokens !== REPLY_TOKENS)) throw new Error("a reply through the floor relay had the wrong length");
       const dT = d.samples.map((x) => x.ttftMs);
       const rT = r.samples.map((x) => x.ttftMs);
       const fT = f.samples.map((x) => x.ttftMs);
