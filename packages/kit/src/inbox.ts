@@ -12,11 +12,7 @@ import { EVENT_RETENTION_DEFAULTS } from "./retention.js";
  */
 export async function recordInbox(tx: SqlTx, consumer: string, eventId: string): Promise<boolean> {
   checkInboxKey(consumer, eventId);
-  const inserted = await tx.$executeRawUnsafe(
-    "INSERT INTO inbox_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-    consumer, eventId,
-  );
-  return inserted === 1;
+  return (await tx.$executeRawUnsafe(inboxInsertSql(1), consumer, eventId)) === 1;
 }
 
 /**
