@@ -9,7 +9,8 @@ export default defineConfig({
   ssr: { resolve: { conditions, externalConditions: ["luna-source"] } },
   test: {
     include: ["packages/*/src/**/*.test.ts", "packages/*/test/**/*.test.ts", "services/*/src/**/*.test.ts",
-      "services/*/test/**/*.test.ts", "tools/*/src/**/*.test.ts", "tools/*/test/**/*.test.ts", "gateway/test/**/*.test.ts"],
+      "services/*/test/**/*.test.ts", "tools/*/src/**/*.test.ts", "tools/*/test/**/*.test.ts", "gateway/test/**/*.test.ts",
+      "charts/test/**/*.test.ts", "k8s/test/**/*.test.ts"],
     exclude: ["**/node_modules/**", "**/dist/**"],
     globalSetup: ["packages/kit/src/testing/global-setup.ts"],
     testTimeout: 60_000,
