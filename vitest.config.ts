@@ -13,6 +13,8 @@ export default defineConfig({
       "charts/test/**/*.test.ts", "k8s/test/**/*.test.ts"],
     exclude: ["**/node_modules/**", "**/dist/**"],
     globalSetup: ["packages/kit/src/testing/global-setup.ts"],
+    // Imports its JSON schema without an import attribute (written for bundlers): let vite transform it.
+    server: { deps: { inline: ["@actions/workflow-parser"] } },
     testTimeout: 60_000,
     hookTimeout: 120_000,
     pool: "forks",
