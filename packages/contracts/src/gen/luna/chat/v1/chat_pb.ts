@@ -12,7 +12,7 @@ import type { Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file luna/chat/v1/chat.proto.
  */
 export const file_luna_chat_v1_chat: GenFile = /*@__PURE__*/
-  fileDesc("ChdsdW5hL2NoYXQvdjEvY2hhdC5wcm90bxIMbHVuYS5jaGF0LnYxIu0BCgxDb252ZXJzYXRpb24SCgoCaWQYASABKAkSEAoIbW9kZWxfaWQYAiABKAkSDQoFdGl0bGUYAyABKAkSFQoNc3lzdGVtX3Byb21wdBgEIAEoCRIuCgpjcmVhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI0ChBsYXN0X2FjdGl2aXR5X2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIcChRsYXN0X21lc3NhZ2VfcHJldmlldxgHIAEoCRIVCg1tZXNzYWdlX2NvdW50GAggASgFIu4DCgdNZXNzYWdlEgoKAmlkGAEgASgJEhcKD2NvbnZlcnNhdGlvbl9pZBgCIAEoCRInCgRyb2xlGAMgASgOMhkubHVuYS5jaGF0LnYxLk1lc3NhZ2VSb2xlEg8KB2NvbnRlbnQYBCABKAkSKwoGc3RhdHVzGAUgASgOMhsubHVuYS5jaGF0LnYxLk1lc3NhZ2VTdGF0dXMSEQoJcGFyZW50X2lkGAYgASgJEg4KBmFjdGl2ZRgHIAEoCBIZChFjbGllbnRfbWVzc2FnZV9pZBgIIAEoCRIQCghtb2RlbF9pZBgJIAEoCRIxCg1maW5pc2hfcmVhc29uGAogASgOMhoubHVuYS5jaGF0LnYxLkZpbmlzaFJlYXNvbhIVCg1wcm9tcHRfdG9rZW5zGAsgASgDEhkKEWNvbXBsZXRpb25fdG9rZW5zGAwgASgDEhcKD2NyZWRpdHNfY2hhcmdlZBgNIAEoAxISCgplcnJvcl9jb2RlGA4gASgJEhUKDWVycm9yX21lc3NhZ2UYDyABKAkSLgoKY3JlYXRlZF9hdBgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgRIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAimgEKDFJlcGx5U3RhcnRlZBIXCg91c2VyX21lc3NhZ2VfaWQYASABKAkSHAoUYXNzaXN0YW50X21lc3NhZ2VfaWQYAiABKAkSFAoMY3JlZGl0c19oZWxkGAMgASgDEhkKEW1heF9vdXRwdXRfdG9rZW5zGAQgASgFEhAKCG1vZGVsX2lkGAUgASgJEhAKCHJlcGxheWVkGAYgASgIIioKClJlcGx5RGVsdGESDAoEdGV4dBgBIAEoCRIOCgZvZmZzZXQYAiABKAMipAEKDVJlcGx5RmluaXNoZWQSMQoNZmluaXNoX3JlYXNvbhgBIAEoDjIaLmx1bmEuY2hhdC52MS5GaW5pc2hSZWFzb24SFQoNcHJvbXB0X3Rva2VucxgCIAEoAxIZChFjb21wbGV0aW9uX3Rva2VucxgDIAEoAxIXCg9jcmVkaXRzX2NoYXJnZWQYBCABKAMSFQoNYmFsYW5jZV9hZnRlchgFIAEoAyKNAQoKUmVwbHlFcnJvchIMCgRjb2RlGAEgASgJEg8KB21lc3NhZ2UYAiABKAkSFQoNcHJvbXB0X3Rva2VucxgDIAEoAxIZChFjb21wbGV0aW9uX3Rva2VucxgEIAEoAxIXCg9jcmVkaXRzX2NoYXJnZWQYBSABKAMSFQoNYmFsYW5jZV9hZnRlchgGIAEoAyLKAQoJQ2hhdEV2ZW50Ei0KB3N0YXJ0ZWQYASABKAsyGi5sdW5hLmNoYXQudjEuUmVwbHlTdGFydGVkSAASKQoFZGVsdGEYAiABKAsyGC5sdW5hLmNoYXQudjEuUmVwbHlEZWx0YUgAEi8KCGZpbmlzaGVkGAMgASgLMhsubHVuYS5jaGF0LnYxLlJlcGx5RmluaXNoZWRIABIpCgVlcnJvchgEIAEoCzIYLmx1bmEuY2hhdC52MS5SZXBseUVycm9ySABCBwoFZXZlbnQqXgoLTWVzc2FnZVJvbGUSHAoYTUVTU0FHRV9ST0xFX1VOU1BFQ0lGSUVEEAASFQoRTUVTU0FHRV9ST0xFX1VTRVIQARIaChZNRVNTQUdFX1JPTEVfQVNTSVNUQU5UEAIqoQEKDU1lc3NhZ2VTdGF0dXMSHgoaTUVTU0FHRV9TVEFUVVNfVU5TUEVDSUZJRUQQABIcChhNRVNTQUdFX1NUQVRVU19TVFJFQU1JTkcQARIbChdNRVNTQUdFX1NUQVRVU19DT01QTEVURRACEhoKFk1FU1NBR0VfU1RBVFVTX1NUT1BQRUQQAxIZChVNRVNTQUdFX1NUQVRVU19GQUlMRUQQBCqVAQoMRmluaXNoUmVhc29uEh0KGUZJTklTSF9SRUFTT05fVU5TUEVDSUZJRUQQABIWChJGSU5JU0hfUkVBU09OX1NUT1AQARIYChRGSU5JU0hfUkVBU09OX0xFTkdUSBACEhsKF0ZJTklTSF9SRUFTT05fQ0FOQ0VMTEVEEAMSFwoTRklOSVNIX1JFQVNPTl9FUlJPUhAEYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("ChdsdW5hL2NoYXQvdjEvY2hhdC5wcm90bxIMbHVuYS5jaGF0LnYxIu0BCgxDb252ZXJzYXRpb24SCgoCaWQYASABKAkSEAoIbW9kZWxfaWQYAiABKAkSDQoFdGl0bGUYAyABKAkSFQoNc3lzdGVtX3Byb21wdBgEIAEoCRIuCgpjcmVhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI0ChBsYXN0X2FjdGl2aXR5X2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIcChRsYXN0X21lc3NhZ2VfcHJldmlldxgHIAEoCRIVCg1tZXNzYWdlX2NvdW50GAggASgFIu4DCgdNZXNzYWdlEgoKAmlkGAEgASgJEhcKD2NvbnZlcnNhdGlvbl9pZBgCIAEoCRInCgRyb2xlGAMgASgOMhkubHVuYS5jaGF0LnYxLk1lc3NhZ2VSb2xlEg8KB2NvbnRlbnQYBCABKAkSKwoGc3RhdHVzGAUgASgOMhsubHVuYS5jaGF0LnYxLk1lc3NhZ2VTdGF0dXMSEQoJcGFyZW50X2lkGAYgASgJEg4KBmFjdGl2ZRgHIAEoCBIZChFjbGllbnRfbWVzc2FnZV9pZBgIIAEoCRIQCghtb2RlbF9pZBgJIAEoCRIxCg1maW5pc2hfcmVhc29uGAogASgOMhoubHVuYS5jaGF0LnYxLkZpbmlzaFJlYXNvbhIVCg1wcm9tcHRfdG9rZW5zGAsgASgDEhkKEWNvbXBsZXRpb25fdG9rZW5zGAwgASgDEhcKD2NyZWRpdHNfY2hhcmdlZBgNIAEoAxISCgplcnJvcl9jb2RlGA4gASgJEhUKDWVycm9yX21lc3NhZ2UYDyABKAkSLgoKY3JlYXRlZF9hdBgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgRIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAimgEKDFJlcGx5U3RhcnRlZBIXCg91c2VyX21lc3NhZ2VfaWQYASABKAkSHAoUYXNzaXN0YW50X21lc3NhZ2VfaWQYAiABKAkSFAoMY3JlZGl0c19oZWxkGAMgASgDEhkKEW1heF9vdXRwdXRfdG9rZW5zGAQgASgFEhAKCG1vZGVsX2lkGAUgASgJEhAKCHJlcGxheWVkGAYgASgIIioKClJlcGx5RGVsdGESDAoEdGV4dBgBIAEoCRIOCgZvZmZzZXQYAiABKAMipAEKDVJlcGx5RmluaXNoZWQSMQoNZmluaXNoX3JlYXNvbhgBIAEoDjIaLmx1bmEuY2hhdC52MS5GaW5pc2hSZWFzb24SFQoNcHJvbXB0X3Rva2VucxgCIAEoAxIZChFjb21wbGV0aW9uX3Rva2VucxgDIAEoAxIXCg9jcmVkaXRzX2NoYXJnZWQYBCABKAMSFQoNYmFsYW5jZV9hZnRlchgFIAEoAyKNAQoKUmVwbHlFcnJvchIMCgRjb2RlGAEgASgJEg8KB21lc3NhZ2UYAiABKAkSFQoNcHJvbXB0X3Rva2VucxgDIAEoAxIZChFjb21wbGV0aW9uX3Rva2VucxgEIAEoAxIXCg9jcmVkaXRzX2NoYXJnZWQYBSABKAMSFQoNYmFsYW5jZV9hZnRlchgGIAEoAyJeCgxSZXBseVdhaXRpbmcSDgoGcmVhc29uGAEgASgJEhAKCG1vZGVsX2lkGAIgASgJEhIKCmVsYXBzZWRfbXMYAyABKAMSGAoQZXhwZWN0ZWRfd2FpdF9tcxgEIAEoAyL5AQoJQ2hhdEV2ZW50Ei0KB3N0YXJ0ZWQYASABKAsyGi5sdW5hLmNoYXQudjEuUmVwbHlTdGFydGVkSAASKQoFZGVsdGEYAiABKAsyGC5sdW5hLmNoYXQudjEuUmVwbHlEZWx0YUgAEi8KCGZpbmlzaGVkGAMgASgLMhsubHVuYS5jaGF0LnYxLlJlcGx5RmluaXNoZWRIABIpCgVlcnJvchgEIAEoCzIYLmx1bmEuY2hhdC52MS5SZXBseUVycm9ySAASLQoHd2FpdGluZxgFIAEoCzIaLmx1bmEuY2hhdC52MS5SZXBseVdhaXRpbmdIAEIHCgVldmVudCpeCgtNZXNzYWdlUm9sZRIcChhNRVNTQUdFX1JPTEVfVU5TUEVDSUZJRUQQABIVChFNRVNTQUdFX1JPTEVfVVNFUhABEhoKFk1FU1NBR0VfUk9MRV9BU1NJU1RBTlQQAiqhAQoNTWVzc2FnZVN0YXR1cxIeChpNRVNTQUdFX1NUQVRVU19VTlNQRUNJRklFRBAAEhwKGE1FU1NBR0VfU1RBVFVTX1NUUkVBTUlORxABEhsKF01FU1NBR0VfU1RBVFVTX0NPTVBMRVRFEAISGgoWTUVTU0FHRV9TVEFUVVNfU1RPUFBFRBADEhkKFU1FU1NBR0VfU1RBVFVTX0ZBSUxFRBAEKpUBCgxGaW5pc2hSZWFzb24SHQoZRklOSVNIX1JFQVNPTl9VTlNQRUNJRklFRBAAEhYKEkZJTklTSF9SRUFTT05fU1RPUBABEhgKFEZJTklTSF9SRUFTT05fTEVOR1RIEAISGwoXRklOSVNIX1JFQVNPTl9DQU5DRUxMRUQQAxIXChNGSU5JU0hfUkVBU09OX0VSUk9SEARiBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * A conversation with one model, private to the user who created it.
@@ -320,7 +320,7 @@ export type ReplyError = Message$1<"luna.chat.v1.ReplyError"> & {
    * "upstream_unavailable" (no replica answered), "upstream_error" (the model failed mid-reply),
    * "upstream_timeout" (the model stopped sending, or the reply took too long), "context_length_exceeded",
    * "interrupted" (the server generating it stopped), "deleted" (ResumeStream: the conversation was deleted),
-   * "internal".
+   * "warm_up_timeout" (the model woke from zero replicas too slowly; see ReplyWaiting), "internal".
    *
    * @generated from field: string code = 1;
    */
@@ -360,8 +360,53 @@ export const ReplyErrorSchema: GenMessage<ReplyError> = /*@__PURE__*/
   messageDesc(file_luna_chat_v1_chat, 5);
 
 /**
- * One event of a reply stream (SendMessage, RegenerateMessage, ResumeStream): `started`, any number of `delta`s,
- * then exactly one of `finished` or `error`.
+ * Sent after `started` and before the first delta while the reply waits for a replica of its model (the model
+ * scaled to zero and is warming up), then again every few seconds until the reply starts, so clients can say why
+ * nothing comes yet and proxies see a live stream. The credits are already held; nothing is charged for the wait.
+ * A reply that gets no replica within the server's wait limit ends: SendMessage and RegenerateMessage end with the
+ * RPC code UNAVAILABLE (the hold released), and the stored reply is FAILED with error_code "warm_up_timeout".
+ *
+ * @generated from message luna.chat.v1.ReplyWaiting
+ */
+export type ReplyWaiting = Message$1<"luna.chat.v1.ReplyWaiting"> & {
+  /**
+   * Why it waits: "warming_up" (no replica of the model is ready yet).
+   *
+   * @generated from field: string reason = 1;
+   */
+  reason: string;
+
+  /**
+   * @generated from field: string model_id = 2;
+   */
+  modelId: string;
+
+  /**
+   * Time waited so far, in milliseconds.
+   *
+   * @generated from field: int64 elapsed_ms = 3;
+   */
+  elapsedMs: bigint;
+
+  /**
+   * The model's expected wait in total (its expected cold start), in milliseconds; the rest is about
+   * expected_wait_ms - elapsed_ms (when that is not positive: any moment now).
+   *
+   * @generated from field: int64 expected_wait_ms = 4;
+   */
+  expectedWaitMs: bigint;
+};
+
+/**
+ * Describes the message luna.chat.v1.ReplyWaiting.
+ * Use `create(ReplyWaitingSchema)` to create a new message.
+ */
+export const ReplyWaitingSchema: GenMessage<ReplyWaiting> = /*@__PURE__*/
+  messageDesc(file_luna_chat_v1_chat, 6);
+
+/**
+ * One event of a reply stream (SendMessage, RegenerateMessage, ResumeStream): `started`, any number of `waiting`s,
+ * any number of `delta`s, then exactly one of `finished` or `error`.
  *
  * @generated from message luna.chat.v1.ChatEvent
  */
@@ -393,6 +438,12 @@ export type ChatEvent = Message$1<"luna.chat.v1.ChatEvent"> & {
      */
     value: ReplyError;
     case: "error";
+  } | {
+    /**
+     * @generated from field: luna.chat.v1.ReplyWaiting waiting = 5;
+     */
+    value: ReplyWaiting;
+    case: "waiting";
   } | { case: undefined; value?: undefined };
 };
 
@@ -401,7 +452,7 @@ export type ChatEvent = Message$1<"luna.chat.v1.ChatEvent"> & {
  * Use `create(ChatEventSchema)` to create a new message.
  */
 export const ChatEventSchema: GenMessage<ChatEvent> = /*@__PURE__*/
-  messageDesc(file_luna_chat_v1_chat, 6);
+  messageDesc(file_luna_chat_v1_chat, 7);
 
 /**
  * Who wrote a message.

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file luna/image/v1/image.proto.
  */
 export const file_luna_image_v1_image: GenFile = /*@__PURE__*/
-  fileDesc("ChlsdW5hL2ltYWdlL3YxL2ltYWdlLnByb3RvEg1sdW5hLmltYWdlLnYxIsoCCgVJbWFnZRIKCgJpZBgBIAEoCRIOCgZqb2JfaWQYAiABKAkSCwoDdXJsGAMgASgJEjIKDnVybF9leHBpcmVzX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgV3aWR0aBgFIAEoBRIOCgZoZWlnaHQYBiABKAUSFAoMY29udGVudF90eXBlGAcgASgJEhIKCnNpemVfYnl0ZXMYCCABKAMSDQoFaW5kZXgYCSABKAUSDgoGcHJvbXB0GAogASgJEhcKD25lZ2F0aXZlX3Byb21wdBgLIAEoCRIMCgRzZWVkGAwgASgDEhMKC3dvcmtmbG93X2lkGA0gASgJEhAKCHN0eWxlX2lkGA4gASgJEi4KCmNyZWF0ZWRfYXQYDyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIs0ECgNKb2ISCgoCaWQYASABKAkSEwoLd29ya2Zsb3dfaWQYAiABKAkSEAoIbW9kZWxfaWQYAyABKAkSKAoGc3RhdHVzGAQgASgOMhgubHVuYS5pbWFnZS52MS5Kb2JTdGF0dXMSDgoGcHJvbXB0GAUgASgJEhcKD25lZ2F0aXZlX3Byb21wdBgGIAEoCRINCgV3aWR0aBgHIAEoBRIOCgZoZWlnaHQYCCABKAUSDQoFY291bnQYCSABKAUSDQoFc3RlcHMYCiABKAUSDAoEc2VlZBgLIAEoAxIQCghzdHlsZV9pZBgMIAEoCRIYChBjcmVkaXRzX3Jlc2VydmVkGA0gASgDEhcKD2NyZWRpdHNfY2hhcmdlZBgOIAEoAxIkCgZpbWFnZXMYDyADKAsyFC5sdW5hLmltYWdlLnYxLkltYWdlEhIKCmVycm9yX2NvZGUYECABKAkSFQoNZXJyb3JfbWVzc2FnZRgRIAEoCRIWCg5xdWV1ZV9wb3NpdGlvbhgSIAEoBRI2ChJlc3RpbWF0ZWRfc3RhcnRfYXQYEyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmNyZWF0ZWRfYXQYFCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0ZWRfYXQYFSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaGVkX2F0GBYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCqhAQoJSm9iU3RhdHVzEhoKFkpPQl9TVEFUVVNfVU5TUEVDSUZJRUQQABIVChFKT0JfU1RBVFVTX1FVRVVFRBABEhYKEkpPQl9TVEFUVVNfUlVOTklORxACEhgKFEpPQl9TVEFUVVNfU1VDQ0VFREVEEAMSFQoRSk9CX1NUQVRVU19GQUlMRUQQBBIYChRKT0JfU1RBVFVTX0NBTkNFTExFRBAFYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("ChlsdW5hL2ltYWdlL3YxL2ltYWdlLnByb3RvEg1sdW5hLmltYWdlLnYxIsoCCgVJbWFnZRIKCgJpZBgBIAEoCRIOCgZqb2JfaWQYAiABKAkSCwoDdXJsGAMgASgJEjIKDnVybF9leHBpcmVzX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgV3aWR0aBgFIAEoBRIOCgZoZWlnaHQYBiABKAUSFAoMY29udGVudF90eXBlGAcgASgJEhIKCnNpemVfYnl0ZXMYCCABKAMSDQoFaW5kZXgYCSABKAUSDgoGcHJvbXB0GAogASgJEhcKD25lZ2F0aXZlX3Byb21wdBgLIAEoCRIMCgRzZWVkGAwgASgDEhMKC3dvcmtmbG93X2lkGA0gASgJEhAKCHN0eWxlX2lkGA4gASgJEi4KCmNyZWF0ZWRfYXQYDyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIq8FCgNKb2ISCgoCaWQYASABKAkSEwoLd29ya2Zsb3dfaWQYAiABKAkSEAoIbW9kZWxfaWQYAyABKAkSKAoGc3RhdHVzGAQgASgOMhgubHVuYS5pbWFnZS52MS5Kb2JTdGF0dXMSDgoGcHJvbXB0GAUgASgJEhcKD25lZ2F0aXZlX3Byb21wdBgGIAEoCRINCgV3aWR0aBgHIAEoBRIOCgZoZWlnaHQYCCABKAUSDQoFY291bnQYCSABKAUSDQoFc3RlcHMYCiABKAUSDAoEc2VlZBgLIAEoAxIQCghzdHlsZV9pZBgMIAEoCRIYChBjcmVkaXRzX3Jlc2VydmVkGA0gASgDEhcKD2NyZWRpdHNfY2hhcmdlZBgOIAEoAxIkCgZpbWFnZXMYDyADKAsyFC5sdW5hLmltYWdlLnYxLkltYWdlEhIKCmVycm9yX2NvZGUYECABKAkSFQoNZXJyb3JfbWVzc2FnZRgRIAEoCRIWCg5xdWV1ZV9wb3NpdGlvbhgSIAEoBRI2ChJlc3RpbWF0ZWRfc3RhcnRfYXQYEyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmNyZWF0ZWRfYXQYFCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0ZWRfYXQYFSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaGVkX2F0GBYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgtxdWV1ZV9waGFzZRgXIAEoDjIZLmx1bmEuaW1hZ2UudjEuUXVldWVQaGFzZRIwCgxncHVfcmVhZHlfYXQYGCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wKqEBCglKb2JTdGF0dXMSGgoWSk9CX1NUQVRVU19VTlNQRUNJRklFRBAAEhUKEUpPQl9TVEFUVVNfUVVFVUVEEAESFgoSSk9CX1NUQVRVU19SVU5OSU5HEAISGAoUSk9CX1NUQVRVU19TVUNDRUVERUQQAxIVChFKT0JfU1RBVFVTX0ZBSUxFRBAEEhgKFEpPQl9TVEFUVVNfQ0FOQ0VMTEVEEAUqYwoKUXVldWVQaGFzZRIbChdRVUVVRV9QSEFTRV9VTlNQRUNJRklFRBAAEhcKE1FVRVVFX1BIQVNFX0lOX0xJTkUQARIfChtRVUVVRV9QSEFTRV9XQUlUSU5HX0ZPUl9HUFUQAmIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * A generated image (PNG) with the choices that produced it.
@@ -247,6 +247,21 @@ export type Job = Message<"luna.image.v1.Job"> & {
    * @generated from field: google.protobuf.Timestamp finished_at = 22;
    */
   finishedAt?: Timestamp | undefined;
+
+  /**
+   * While QUEUED: whether it waits in line or for its pool to wake ("waiting for a GPU"); UNSPECIFIED otherwise.
+   *
+   * @generated from field: luna.image.v1.QueuePhase queue_phase = 23;
+   */
+  queuePhase: QueuePhase;
+
+  /**
+   * With QUEUE_PHASE_WAITING_FOR_GPU: when the pool's first GPU worker is expected to be ready (estimated_start_at
+   * already includes it).
+   *
+   * @generated from field: google.protobuf.Timestamp gpu_ready_at = 24;
+   */
+  gpuReadyAt?: Timestamp | undefined;
 };
 
 /**
@@ -308,4 +323,36 @@ export enum JobStatus {
  */
 export const JobStatusSchema: GenEnum<JobStatus> = /*@__PURE__*/
   enumDesc(file_luna_image_v1_image, 0);
+
+/**
+ * Why a QUEUED job waits.
+ *
+ * @generated from enum luna.image.v1.QueuePhase
+ */
+export enum QueuePhase {
+  /**
+   * @generated from enum value: QUEUE_PHASE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Its pool has workers; jobs ahead of it (if any) run first.
+   *
+   * @generated from enum value: QUEUE_PHASE_IN_LINE = 1;
+   */
+  IN_LINE = 1,
+
+  /**
+   * Its pool is at zero workers (STANDBY) and is waking a GPU for it: see `gpu_ready_at`.
+   *
+   * @generated from enum value: QUEUE_PHASE_WAITING_FOR_GPU = 2;
+   */
+  WAITING_FOR_GPU = 2,
+}
+
+/**
+ * Describes the enum luna.image.v1.QueuePhase.
+ */
+export const QueuePhaseSchema: GenEnum<QueuePhase> = /*@__PURE__*/
+  enumDesc(file_luna_image_v1_image, 1);
 
