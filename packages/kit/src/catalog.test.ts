@@ -339,7 +339,7 @@ describe("renderWorkflow", () => {
 
 describe("status helpers", () => {
   it("serves AVAILABLE and DEGRADED only", () => {
-    expect([ModelStatus.AVAILABLE, ModelStatus.DEGRADED, ModelStatus.OFFLINE, ModelStatus.DISABLED, ModelStatus.UNSPECIFIED].map(isServable)).toEqual([true, true, false, false, false]);
+    expect([ModelStatus.AVAILABLE, ModelStatus.DEGRADED, ModelStatus.STANDBY, ModelStatus.OFFLINE, ModelStatus.DISABLED, ModelStatus.UNSPECIFIED].map(isServable)).toEqual([true, true, true, false, false, false]);
   });
 
   it("combines a workflow's switch with its model's status", () => {

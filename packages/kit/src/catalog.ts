@@ -31,9 +31,12 @@ export const MODEL_CHANGED_SUBJECT = "luna.events.model.changed";
 // ---------------------------------------------------------------------------------------------------------------
 // Status helpers
 
-/** Whether requests may be sent to a model or workflow in this status (AVAILABLE or DEGRADED). */
+/**
+ * Whether requests may be accepted for a model or workflow in this status: AVAILABLE or DEGRADED, or STANDBY (its
+ * pool is at zero on purpose; the request waits while a replica wakes).
+ */
 export function isServable(status: ModelStatus): boolean {
-  return status === ModelStatus.AVAILABLE || status === ModelStatus.DEGRADED;
+  return status === ModelStatus.AVAILABLE || status === ModelStatus.DEGRADED || status === ModelStatus.STANDBY;
 }
 
 /**

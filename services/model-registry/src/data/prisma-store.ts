@@ -55,6 +55,8 @@ function toModelRecord(r: ModelRow): ModelRecord {
       apiKeyEnv: r.upstreamApiKeyEnv,
       servedModelName: r.servedModelName,
     },
+    scaleToZero: r.scaleToZero,
+    coldStartSeconds: r.coldStartSeconds,
     enabled: r.enabled,
     disabledReason: r.disabledReason,
     health: { status: r.healthStatus as HealthStatusName, reason: r.healthReason, replicas },
@@ -101,6 +103,8 @@ function modelColumns(m: ModelInput) {
     upstreamResolveUrl: m.upstream.resolveUrl,
     upstreamApiKeyEnv: m.upstream.apiKeyEnv,
     servedModelName: m.upstream.servedModelName,
+    scaleToZero: m.scaleToZero,
+    coldStartSeconds: m.coldStartSeconds,
   };
 }
 

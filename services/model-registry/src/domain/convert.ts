@@ -23,6 +23,7 @@ export const STATUS_ENUM: Record<StatusName, ModelStatus> = {
   AVAILABLE: ModelStatus.AVAILABLE,
   DEGRADED: ModelStatus.DEGRADED,
   OFFLINE: ModelStatus.OFFLINE,
+  STANDBY: ModelStatus.STANDBY,
   DISABLED: ModelStatus.DISABLED,
 };
 
@@ -45,6 +46,8 @@ export function modelToProto(m: ModelRecord): Model {
     sortOrder: m.sortOrder,
     version: m.version,
     updatedAt: timestampFromDate(m.updatedAt),
+    scaleToZero: m.scaleToZero,
+    coldStartSeconds: m.coldStartSeconds,
   });
 }
 
@@ -91,6 +94,7 @@ export function workflowToProto(w: WorkflowRecord, model: ModelRecord | undefine
     sortOrder: w.sortOrder,
     version: w.version,
     updatedAt: timestampFromDate(w.updatedAt),
+    coldStartSeconds: model?.coldStartSeconds ?? 0,
   });
 }
 
@@ -117,6 +121,8 @@ export function modelInputToSpec(m: ModelInput): ModelSpec {
     prices: { inputPer1kTokens: m.prices.inputPer1k, outputPer1kTokens: m.prices.outputPer1k, perImage: m.prices.perImage },
     sortOrder: m.sortOrder,
     upstream: m.upstream,
+    scaleToZero: m.scaleToZero,
+    coldStartSeconds: m.coldStartSeconds,
   });
 }
 

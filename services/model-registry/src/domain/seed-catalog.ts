@@ -59,18 +59,23 @@ const SDXL_SIZES = [
   { width: 1216, height: 832 },
 ];
 
-function textModel(m: Omit<ModelInput, "kind" | "prices" | "upstream">, vllmUrl: string): ModelInput {
+/** Seeded models keep replicas (no scale to zero); an operator turns it on per model (ModelSpec.scale_to_zero). */
+const ALWAYS_ON = { scaleToZero: false, coldStartSeconds: 0 };
+
+function textModel(m: Omit<ModelInput, "kind" | "prices" | "upstream" | "scaleToZero" | "coldStartSeconds">, vllmUrl: string): ModelInput {
   return {
     ...m,
+    ...ALWAYS_ON,
     kind: "TEXT",
     prices: { inputPer1k: DEFAULT_PRICES.textPer1k, outputPer1k: DEFAULT_PRICES.textPer1k, perImage: 0n },
     upstream: { baseUrls: [vllmUrl], resolveUrl: "", apiKeyEnv: "", servedModelName: "" },
   };
 }
 
-function imageModel(m: Omit<ModelInput, "kind" | "prices" | "upstream" | "contextWindow" | "maxOutputTokens">, comfyuiUrl: string): ModelInput {
+function imageModel(m: Omit<ModelInput, "kind" | "prices" | "upstream" | "contextWindow" | "maxOutputTokens" | "scaleToZero" | "coldStartSeconds">, comfyuiUrl: string): ModelInput {
   return {
     ...m,
+    ...ALWAYS_ON,
     kind: "IMAGE",
     contextWindow: 0,
     maxOutputTokens: 0,

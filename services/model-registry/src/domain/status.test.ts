@@ -19,6 +19,17 @@ describe("computeHealth", () => {
   it("is AVAILABLE when all are healthy", () => {
     expect(computeHealth([replica("a", true), replica("b", true)])).toEqual({ status: "AVAILABLE", reason: "" });
   });
+  const s2z = { scaleToZero: true, coldStartSeconds: 90 };
+  it("is STANDBY, not OFFLINE, for a scale-to-zero model at zero or still waking, with its wake time", () => {
+    expect(computeHealth([], s2z)).toEqual({ status: "STANDBY", reason: "scaled to zero; wakes on demand in about 90 s" });
+    expect(computeHealth([replica("a", false)], s2z)).toEqual({ status: "STANDBY", reason: "warming up (0 of 1 replicas ready); wakes on demand in about 90 s" });
+    // The same replicas without scale to zero: a model that should have replicas and has none healthy.
+    expect(computeHealth([replica("a", false)], { scaleToZero: false, coldStartSeconds: 0 }).status).toBe("OFFLINE");
+  });
+  it("is the probed health for a scale-to-zero model once a replica is healthy", () => {
+    expect(computeHealth([replica("a", true)], s2z)).toEqual({ status: "AVAILABLE", reason: "" });
+    expect(computeHealth([replica("a", true), replica("b", false)], s2z).status).toBe("DEGRADED");
+  });
 });
 
 describe("effectiveModelStatus", () => {

@@ -4,11 +4,18 @@ export type StatusName = HealthStatusName | "DISABLED";
 
 /**
  * A model's health from its replicas' probes: no replica → OFFLINE, none healthy → OFFLINE, some → DEGRADED,
- * all → AVAILABLE. The reason says why in words an operator (and a client) understands.
+ * all → AVAILABLE. A scale-to-zero model without a healthy replica is STANDBY instead of OFFLINE: its pool is at
+ * zero on purpose (or its first replica is still starting), and a request wakes it. The reason says why in words an
+ * operator (and a client) understands.
  */
-export function computeHealth(replicas: ReplicaHealthRecord[]): { status: HealthStatusName; reason: string } {
-  if (replicas.length === 0) return { status: "OFFLINE", reason: "no replicas configured or resolved" };
+export function computeHealth(replicas: ReplicaHealthRecord[], scaleToZero = { scaleToZero: false, coldStartSeconds: 0 }): { status: HealthStatusName; reason: string } {
   const healthy = replicas.filter((r) => r.healthy).length;
+  if (healthy === 0 && scaleToZero.scaleToZero) {
+    const wake = `wakes on demand in about ${scaleToZero.coldStartSeconds} s`;
+    if (replicas.length === 0) return { status: "STANDBY", reason: `scaled to zero; ${wake}` };
+    return { status: "STANDBY", reason: `warming up (0 of ${replicas.length} replicas ready); ${wake}` };
+  }
+  if (replicas.length === 0) return { status: "OFFLINE", reason: "no replicas configured or resolved" };
   if (healthy === 0) {
     const first = replicas.find((r) => r.detail)?.detail;
     return { status: "OFFLINE", reason: `no healthy replica (0 of ${replicas.length})${first ? `: ${first}` : ""}` };

@@ -2,7 +2,8 @@
 
 export type ModelKindName = "TEXT" | "IMAGE";
 /** Health as probed; DISABLED is not a health state but an operator switch (see `effectiveModelStatus`). */
-export type HealthStatusName = "AVAILABLE" | "DEGRADED" | "OFFLINE";
+/** STANDBY: a scale-to-zero model without a healthy replica (its pool is at zero on purpose, or waking). */
+export type HealthStatusName = "AVAILABLE" | "DEGRADED" | "OFFLINE" | "STANDBY";
 
 export interface Prices {
   inputPer1k: bigint;
@@ -29,6 +30,10 @@ export interface ModelInput {
   prices: Prices;
   sortOrder: number;
   upstream: UpstreamInput;
+  /** The pool may be at zero replicas on purpose: without a healthy replica the model is STANDBY, not OFFLINE. */
+  scaleToZero: boolean;
+  /** Expected seconds from a request to a ready replica when the pool is at zero (0 without scale to zero). */
+  coldStartSeconds: number;
 }
 
 export interface ReplicaHealthRecord {

@@ -47,6 +47,14 @@ describe("validateModelSpec", () => {
     expect(validateModelSpec(imageSpec()).problems).toEqual([]);
   });
 
+  it("takes scale to zero with its expected cold start, and refuses a cold start that does not fit", () => {
+    const { input } = validateModelSpec(textSpec({ scaleToZero: true, coldStartSeconds: 120 }));
+    expect(input).toMatchObject({ scaleToZero: true, coldStartSeconds: 120 });
+    expect(validateModelSpec(textSpec()).input).toMatchObject({ scaleToZero: false, coldStartSeconds: 0 });
+    expect(problemFields(textSpec({ scaleToZero: true, coldStartSeconds: 0 }))).toEqual(["model.cold_start_seconds"]);
+    expect(problemFields(textSpec({ scaleToZero: true, coldStartSeconds: 3601 }))).toEqual(["model.cold_start_seconds"]);
+    expect(problemFields(textSpec({ scaleToZero: false, coldStartSeconds: 30 }))).toEqual(["model.cold_start_seconds"]);
+  });
   it("requires the spec", () => {
     expect(problemFields(undefined)).toEqual(["model"]);
   });

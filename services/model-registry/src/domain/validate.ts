@@ -31,6 +31,8 @@ export const LIMITS = {
   maxPrice: 1_000_000_000n,
   upstreamUrls: 32,
   servedModelNameChars: 256,
+  /** Longest expected cold start accepted (an hour: beyond it a user would rather not wait). */
+  maxColdStartSeconds: 3600,
 } as const;
 
 export function checkId(field: string, id: string, problems: Problem[]): void {
@@ -142,6 +144,13 @@ export function validateModelSpec(spec: ModelSpec | undefined, prefix = "model")
     if (kind === "IMAGE" && prices.outputPer1kTokens !== 0n) problems.push({ field: f("prices.output_per_1k_tokens"), message: "must be 0 for an image model" });
   }
   checkUpstream(f("upstream"), spec.upstream, problems);
+  if (spec.scaleToZero) {
+    if (spec.coldStartSeconds < 1 || spec.coldStartSeconds > LIMITS.maxColdStartSeconds) {
+      problems.push({ field: f("cold_start_seconds"), message: `must be between 1 and ${LIMITS.maxColdStartSeconds} with scale_to_zero (the expected wake time users are shown), got ${spec.coldStartSeconds}` });
+    }
+  } else if (spec.coldStartSeconds !== 0) {
+    problems.push({ field: f("cold_start_seconds"), message: `must be 0 unless scale_to_zero is set, got ${spec.coldStartSeconds}` });
+  }
   if (problems.length > 0 || !kind || !prices || !spec.upstream) return { problems };
   return {
     problems,
@@ -161,6 +170,8 @@ export function validateModelSpec(spec: ModelSpec | undefined, prefix = "model")
         apiKeyEnv: spec.upstream.apiKeyEnv,
         servedModelName: spec.upstream.servedModelName,
       },
+      scaleToZero: spec.scaleToZero,
+      coldStartSeconds: spec.coldStartSeconds,
     },
   };
 }

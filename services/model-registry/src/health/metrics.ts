@@ -5,7 +5,7 @@ import { Gauge, type Registry } from "prom-client";
 import { effectiveModelStatus, type StatusName } from "../domain/status.js";
 import type { ModelRecord } from "../domain/types.js";
 
-const STATUSES: StatusName[] = ["AVAILABLE", "DEGRADED", "OFFLINE", "DISABLED"];
+const STATUSES: StatusName[] = ["AVAILABLE", "DEGRADED", "OFFLINE", "STANDBY", "DISABLED"];
 
 export interface StatusMetrics {
   /** Sets one model's series. */
@@ -17,7 +17,7 @@ export interface StatusMetrics {
 export function createStatusMetrics(registry: Registry): StatusMetrics {
   const status = new Gauge({
     name: "luna_model_status",
-    help: "1 for the model's current catalog status (AVAILABLE, DEGRADED, OFFLINE, DISABLED), 0 for the others.",
+    help: "1 for the model's current catalog status (AVAILABLE, DEGRADED, OFFLINE, STANDBY, DISABLED), 0 for the others.",
     labelNames: ["model", "status"] as const,
     registers: [registry],
   });

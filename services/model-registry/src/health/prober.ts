@@ -1,7 +1,8 @@
 // Periodic health probes of every enabled model's replicas. A text replica is healthy when vLLM's `GET /health`
 // answers 2xx (or 404: a server without that route, such as Ollama) and `GET /v1/models` lists the served model; an image replica when ComfyUI's `GET /system_stats`
 // answers 2xx with JSON. A replica turns unhealthy after `failuresToUnhealthy` failures in a row and healthy again
-// after one success. The model's status (AVAILABLE / DEGRADED / OFFLINE) is stored — and announced as a
+// after one success. The model's status (AVAILABLE / DEGRADED / OFFLINE, or STANDBY for a scale-to-zero model
+// without a healthy replica) is stored — and announced as a
 // `model.changed` event — only when it or the set of healthy replicas changes.
 import { resolveReplicaUrls, type HostLookup } from "@luna/kit";
 import type { CatalogStore } from "../data/store.js";
@@ -143,7 +144,7 @@ export function createHealthProber(opts: HealthProberOptions): HealthProber {
       const s = next.get(baseUrl)!;
       return { baseUrl, healthy: s.healthy, detail: s.detail, checkedAt: s.checkedAt };
     });
-    const { status, reason } = computeHealth(replicas);
+    const { status, reason } = computeHealth(replicas, model);
     const changed = await opts.store.recordHealth(model.id, { status, reason, replicas });
     if (changed) opts.log.info({ model: model.id, status, reason, version: String(changed.version) }, "model health changed");
   }
