@@ -7,3 +7,5 @@ export type { HelmResult, RenderOptions } from "./helm.js";
 export { validateObjects, assertValidObjects, formatIssues, checkKedaTriggers } from "./validate.js";
 export type { K8sObject, ValidationIssue } from "./validate.js";
 export { tgzEntry, zipEntry } from "./archive.js";
+export { ensurePromtool, promtool } from "./promtool.js";
+export type { PromtoolOptions, PromtoolResult } from "./promtool.js";

@@ -6,8 +6,8 @@ import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
 import { chmod, copyFile, mkdir, mkdtemp, readdir, rename, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join, resolve } from "node:path";
+import { repoRoot } from "./helm.js";
 
 /** Result of one promtool run; a non-zero `code` is a result, not an exception (failing checks are expected). */
 export interface PromtoolResult {
@@ -25,17 +25,6 @@ export interface PromtoolOptions {
 
 /** Debian package holding promtool. */
 const PACKAGE = "prometheus";
-
-/** The repository root: the nearest ancestor of this file with a package-lock.json (the npm workspace root). */
-function repoRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    if (existsSync(join(dir, "package-lock.json"))) return dir;
-    const up = dirname(dir);
-    if (up === dir) return process.cwd();
-    dir = up;
-  }
-}
 
 function run(cmd: string, args: string[], opts: { cwd?: string; timeoutMs?: number } = {}): Promise<PromtoolResult> {
   return new Promise((resolveRun, reject) => {
@@ -80,7 +69,7 @@ async function locate(): Promise<string> {
     if (!existsSync(override)) throw new Error(`LUNA_PROMTOOL=${override} does not exist`);
     return override;
   }
-  const cache = join(repoRoot(), "node_modules", ".cache", "luna", "promtool");
+  const cache = join(repoRoot, "node_modules", ".cache", "luna", "promtool");
   // A previous download of any version is good enough: the rules and tests use nothing newer than 2.42.
   if (existsSync(cache)) {
     for (const v of (await readdir(cache)).sort().reverse()) {
