@@ -5,6 +5,7 @@ import type { Interceptor, StreamRequest, StreamResponse, UnaryRequest, UnaryRes
 import { codeToString } from "@connectrpc/connect/protocol-connect";
 import type { Logger } from "./log.js";
 import { currentLogger, currentRequestId } from "./log.js";
+import { isMalformedBinaryMessage, malformedMessageError } from "./malformed-body.js";
 
 /** `INVALID_ARGUMENT` naming the offending field: `"<field>: <message>"`. */
 export function invalidArgument(field: string, message: string): ConnectError {
@@ -47,6 +48,7 @@ function isAbortError(err: unknown): boolean {
  * `Internal` (what {@link toConnectError} turns it into). Used by metrics, logs and traces so they agree.
  */
 export function codeOf(err: unknown): Code {
+  if (isMalformedBinaryMessage(err)) return Code.InvalidArgument;
   if (err instanceof ConnectError) return err.code;
   if (isAbortError(err)) return Code.Canceled;
   return Code.Internal;
@@ -66,11 +68,14 @@ export function codeName(code: Code | undefined): string {
 }
 
 /**
- * Turns any thrown value into something safe to send. ConnectErrors pass through unchanged; an AbortError becomes
+ * Turns any thrown value into something safe to send. ConnectErrors pass through unchanged (except a malformed
+ * binary request message, which becomes `InvalidArgument`); an AbortError becomes
  * `Canceled`; anything else becomes `Internal` with a generic message carrying the request id (so support can find
  * the log line) while the real error, with its stack, is logged here.
  */
 export function toConnectError(err: unknown, log?: Logger): ConnectError {
+  // A binary request message that does not parse is the caller's fault (the library says INTERNAL).
+  if (isMalformedBinaryMessage(err)) return malformedMessageError(err);
   if (err instanceof ConnectError) return err;
   if (isAbortError(err)) return new ConnectError("request canceled", Code.Canceled, undefined, undefined, err);
   const requestId = currentRequestId();

@@ -1,6 +1,6 @@
 // prom-client RED metrics per RPC, plus default process metrics, in a registry the admin server exposes at /metrics.
 // Services register their domain metrics (tokens/s, credits reserved, ...) in the same `registry`.
-import type { Interceptor } from "@connectrpc/connect";
+import type { Code, Interceptor } from "@connectrpc/connect";
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import { codeName, codeOf, interceptCall } from "./errors.js";
 
@@ -18,7 +18,16 @@ export type MetricsOptions = {
 };
 
 /** A service's metrics: its registry and the server interceptor that records RED metrics per RPC method. */
-export type Metrics = { service: string; registry: Registry; interceptor: Interceptor };
+export type Metrics = {
+  service: string;
+  registry: Registry;
+  interceptor: Interceptor;
+  /**
+   * Counts a call that ended before the interceptors ran (the server rejected its request body, see
+   * malformed-body.ts), so `luna_rpc_requests_total` still shows it.
+   */
+  countRejected(service: string, method: string, code: Code): void;
+};
 
 /**
  * Creates a registry and an interceptor recording, per RPC (labels: `service` = proto service such as
@@ -63,5 +72,8 @@ export function createMetrics(opts: MetricsOptions): Metrics {
       },
     });
   };
-  return { service: opts.service, registry, interceptor };
+  const countRejected = (service: string, method: string, code: Code): void => {
+    requests.inc({ service, method, code: codeName(code) });
+  };
+  return { service: opts.service, registry, interceptor, countRejected };
 }

@@ -11,7 +11,9 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { createContextKey, createContextValues } from "@connectrpc/connect";
 import { setMaxListeners } from "node:events";
 import { dualProtocolListener } from "./dual-protocol.js";
-import { errorInterceptor } from "./errors.js";
+import { codeName, errorInterceptor } from "./errors.js";
+import { mapMalformedBodies } from "./malformed-body.js";
+import type { Metrics } from "./metrics.js";
 import type { Logger, RequestLogOptions } from "./log.js";
 import { requestLogInterceptor } from "./log.js";
 import { tracingInterceptor } from "./tracing.js";
@@ -55,6 +57,11 @@ export type ServerOptions = {
   handshakeTimeoutMs?: number;
   /** Largest accepted request message; default 4 MiB (as gRPC), bigger ones fail with RESOURCE_EXHAUSTED. */
   readMaxBytes?: number;
+  /**
+   * Counts calls rejected before the interceptors run (malformed binary bodies) in `luna_rpc_requests_total`; pass
+   * the same metrics whose interceptor is in `interceptors`.
+   */
+  metrics?: Pick<Metrics, "countRejected">;
 };
 
 /**
@@ -130,7 +137,17 @@ export function createServer(opts: ServerOptions): LunaServer {
   const cors = opts.cors ? corsHandler(opts.cors) : undefined;
 
   const connect = connectNodeAdapter({
-    routes: opts.routes,
+    routes(router) {
+      opts.routes(router);
+      // The adapter reads router.handlers after this returns: wrap each one (see malformed-body.ts).
+      router.handlers.forEach((h, i) => {
+        router.handlers[i] = mapMalformedBodies(h, (handler) => {
+          const labels = { service: handler.service.typeName, method: handler.method.name };
+          log.info({ rpc: labels, code: codeName(Code.InvalidArgument) }, "rpc rejected: malformed binary request message");
+          opts.metrics?.countRejected(labels.service, labels.method, Code.InvalidArgument);
+        });
+      });
+    },
     interceptors: [tracingInterceptor(), requestLogInterceptor(log, opts.requestLog), errorInterceptor(log),
       ...(opts.interceptors ?? [])],
     shutdownSignal: shutdown.signal,

@@ -306,6 +306,7 @@ export async function hostModules(opts: {
     extraHttp: (req, res) => httpHandlers.some((h) => h(req, res)),
     log: opts.log,
     shutdownGraceMs: opts.shutdownGraceMs,
+    metrics: opts.metrics,
   });
   const admin: AdminServer = await startAdminServer({
     port: opts.adminPort,
