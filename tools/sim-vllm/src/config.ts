@@ -128,6 +128,12 @@ export interface VllmSimOptions {
   recentRequests?: number;
   /** Called when each generation request ends (for logging). */
   onRequest?: (record: RequestRecord) => void;
+  /**
+   * Cold-start mode: for this many ms after start (and after `POST /_sim/reset`, or for the ms given to
+   * `POST /_sim/cold-start`) the server listens but is still "loading the model": `GET /health` and every `/v1/*`
+   * route answer 503, as a vLLM pod that has just been scheduled on a GPU. Default 0 (ready at once).
+   */
+  coldStartMs?: number;
 }
 
 /** Options after defaults and validation. */
@@ -147,6 +153,7 @@ export interface ResolvedOptions {
   maxBodyBytes: number;
   recentRequests: number;
   onRequest: ((record: RequestRecord) => void) | undefined;
+  coldStartMs: number;
 }
 
 export const DEFAULT_MODEL = "sim-model";
@@ -264,7 +271,9 @@ export function resolveOptions(o: VllmSimOptions = {}): ResolvedOptions {
     maxBodyBytes: o.maxBodyBytes ?? 16 * 1024 * 1024,
     recentRequests: o.recentRequests ?? 100,
     onRequest: o.onRequest,
+    coldStartMs: o.coldStartMs ?? 0,
   };
+  check(isInt(r.coldStartMs, 0), "coldStartMs must be a non-negative integer");
   check(isInt(r.maxNumSeqs, 1), "maxNumSeqs must be a positive integer");
   check(isInt(r.blockSize, 1), "blockSize must be a positive integer");
   check(isInt(r.kvCacheBlocks, 1), "kvCacheBlocks must be a positive integer");

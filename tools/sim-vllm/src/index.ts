@@ -38,8 +38,13 @@ export interface VllmSim {
   faults(): Faults;
   /** Counters since start or the last reset, plus live running/waiting counts. */
   stats(): SimStats;
-  /** Zeroes counters and metrics, empties the prefix cache, restores the initial faults. */
+  /** Zeroes counters and metrics, empties the prefix cache, restores the initial faults (and restarts the configured
+   * cold start). */
   reset(): void;
+  /** Starts a simulated cold start of `ms` (default: the configured `coldStartMs`) now; returns its end (epoch ms). */
+  coldStart(ms?: number): number;
+  /** When the current cold start ends (epoch ms; in the past when the model is ready). */
+  readyAt(): number;
   /** Aborts in-flight requests, closes all connections and stops listening. */
   close(): Promise<void>;
 }
@@ -74,6 +79,8 @@ export async function startVllmSim(opts: VllmSimOptions = {}): Promise<VllmSim> 
     faults: () => ({ ...sim.faults }),
     stats: () => sim.stats(),
     reset: () => sim.reset(),
+    coldStart: (ms) => sim.coldStart(ms),
+    readyAt: () => sim.readyAt,
     close: () => {
       closing ??= new Promise<void>((resolve, reject) => {
         sim.abortAll();

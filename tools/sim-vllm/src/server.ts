@@ -361,11 +361,32 @@ export function createHandler(sim: Simulator): (req: IncomingMessage, res: Serve
     }
   }
 
+  /** GET: the cold-start state; POST `{"ms"?: n}`: start a cold start now (default: the configured length). */
+  async function coldStartRoute(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (req.method === "POST") {
+      const body = parseJsonObject(await readBody(req, opts.maxBodyBytes));
+      const keys = Object.keys(body).filter((k) => k !== "ms");
+      if (keys.length > 0) throw badRequest(`unknown field "${keys[0]}" (known: ms)`);
+      if (body.ms !== undefined && !(Number.isSafeInteger(body.ms) && (body.ms as number) >= 0)) throw badRequest("ms must be a non-negative integer");
+      sim.coldStart(body.ms as number | undefined);
+    }
+    send(res, 200, JSON.stringify({ loading: sim.loading, readyAt: sim.readyAt, remainingMs: Math.max(0, sim.readyAt - Date.now()),
+      coldStartMs: opts.coldStartMs }));
+  }
+
   async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = req.url ?? "/";
     const q = url.indexOf("?");
     const path = q >= 0 ? url.slice(0, q) : url;
     const method = req.method ?? "GET";
+
+    // Cold-start mode: the model is still loading, so only the control routes answer.
+    if (sim.loading && !path.startsWith("/_sim/")) {
+      if (path === "/v1/chat/completions" || path === "/v1/completions") sim.countRequest();
+      res.setHeader("retry-after", String(Math.max(1, Math.ceil((sim.readyAt - Date.now()) / 1000))));
+      sendError(res, new ApiError(503, "The model is loading (simulated cold start)", "ServiceUnavailableError"));
+      return;
+    }
 
     // Like vLLM's --api-key: only the OpenAI routes are protected.
     if (opts.apiKey !== undefined && path.startsWith("/v1") && method !== "OPTIONS" &&
@@ -415,6 +436,9 @@ export function createHandler(sim: Simulator): (req: IncomingMessage, res: Serve
         return;
       case "/_sim/stats":
         if (allow("GET")) send(res, 200, JSON.stringify(sim.stats()));
+        return;
+      case "/_sim/cold-start":
+        if (allow("GET,POST")) await coldStartRoute(req, res);
         return;
       case "/_sim/reset":
         if (allow("POST")) {

@@ -2,7 +2,7 @@
  * Simulator state shared by all routes: one engine per served model, the live fault settings and their dice, and
  * the counters behind `GET /_sim/stats`.
  */
-import { type Faults, type RequestRecord, type ResolvedOptions, validateFaults } from "./config.js";
+import { type Faults, type RequestRecord, type ResolvedOptions, SimConfigError, validateFaults } from "./config.js";
 import { type EngineContext, type PlannedFault, ModelEngine } from "./engine.js";
 import { renderMetrics } from "./metrics.js";
 import { mulberry32 } from "./textgen.js";
@@ -50,8 +50,11 @@ export class Simulator implements EngineContext {
   private rand: () => number;
   private counters = Simulator.zeroCounters();
   private recent: RequestRecord[] = [];
+  /** Epoch ms at which the simulated model load ends (cold-start mode); <= now when ready. */
+  readyAt: number;
 
   constructor(readonly options: ResolvedOptions) {
+    this.readyAt = Date.now() + options.coldStartMs;
     this.faults = { ...options.faults };
     this.initialFaults = { ...options.faults };
     this.rand = mulberry32(options.faultSeed);
@@ -149,8 +152,22 @@ export class Simulator implements EngineContext {
     return s;
   }
 
-  /** Zeroes counters and metrics, empties prefix caches, restores the initial faults and fault dice. */
+  /** Whether the simulated model is still loading (cold-start mode). */
+  get loading(): boolean {
+    return Date.now() < this.readyAt;
+  }
+
+  /** Starts a cold start of `ms` (default: the configured `coldStartMs`) now; returns when it ends (epoch ms). */
+  coldStart(ms = this.options.coldStartMs): number {
+    if (!Number.isSafeInteger(ms) || ms < 0) throw new SimConfigError("cold start ms must be a non-negative integer");
+    this.readyAt = Date.now() + ms;
+    return this.readyAt;
+  }
+
+  /** Zeroes counters and metrics, empties prefix caches, restores the initial faults and fault dice, and starts the
+   * configured cold start again (a fresh pod). */
   reset(): void {
+    this.coldStart();
     this.counters = Simulator.zeroCounters();
     this.recent = [];
     this.faults = { ...this.initialFaults };

@@ -192,3 +192,43 @@ describe("health fault and the control endpoints", () => {
     expect(s.setFaults({ hangRate: 0.5 })).toMatchObject({ hangRate: 0.5 });
   });
 });
+
+describe("cold-start mode", () => {
+  it("answers /health and /v1/* with 503 until the cold start is over, then serves", async () => {
+    const s = await start({ coldStartMs: 400 });
+    const started = Date.now();
+    expect((await get(`${s.url}/health`)).status).toBe(503);
+    const refused = await post(chat(s), body());
+    expect(refused.status).toBe(503);
+    expect(JSON.parse(refused.body).error.type).toBe("ServiceUnavailableError");
+    expect((await get(`${s.url}/v1/models`)).status).toBe(503);
+    // The control routes answer while loading.
+    const state = JSON.parse((await get(`${s.url}/_sim/cold-start`)).body);
+    expect(state).toMatchObject({ loading: true, coldStartMs: 400 });
+    await waitFor(async () => (await get(`${s.url}/health`)).status === 200, "the end of the cold start");
+    expect(Date.now() - started).toBeGreaterThanOrEqual(390);
+    expect(s.readyAt()).toBeLessThanOrEqual(Date.now());
+    expect((await post(chat(s), body())).status).toBe(200);
+  });
+
+  it("starts again after POST /_sim/cold-start (with its own length) and after POST /_sim/reset", async () => {
+    const s = await start({ coldStartMs: 0 });
+    expect((await get(`${s.url}/health`)).status).toBe(200);
+    const r = await post(`${s.url}/_sim/cold-start`, { ms: 300 });
+    expect(JSON.parse(r.body)).toMatchObject({ loading: true });
+    expect((await get(`${s.url}/health`)).status).toBe(503);
+    await waitFor(async () => (await get(`${s.url}/health`)).status === 200, "the end of the cold start");
+    expect((await post(`${s.url}/_sim/cold-start`, { ms: -1 })).status).toBe(400);
+    expect((await post(`${s.url}/_sim/cold-start`, { seconds: 1 })).status).toBe(400);
+    await s.close();
+
+    const t = await start({ coldStartMs: 300 });
+    await waitFor(async () => (await get(`${t.url}/health`)).status === 200, "the end of the cold start");
+    await post(`${t.url}/_sim/reset`, {});
+    expect((await get(`${t.url}/health`)).status).toBe(503);
+  });
+
+  it("rejects a negative cold start", async () => {
+    await expect(start({ coldStartMs: -5 })).rejects.toThrow(/coldStartMs/);
+  });
+});
