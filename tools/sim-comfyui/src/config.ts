@@ -32,6 +32,7 @@ export const SETTINGS: readonly Setting[] = [
   { flag: "max-body-bytes", kind: "int", option: "maxBodyBytes", help: "Largest request body. Default 33554432." },
   { flag: "checkpoints", kind: "list", option: "checkpoints", help: "Comma-separated checkpoint files the server has. Default: SDXL base/refiner/turbo, FLUX.1 schnell/dev fp8, SD 1.5." },
   { flag: "loras", kind: "list", option: "loras", help: "Comma-separated LoRA files the server has." },
+  { flag: "cold-start-ms", kind: "int", option: "coldStartMs", help: "Cold-start mode: refuse prompts (and every API route) with 503 for this long after start or POST /_sim/reset (ms). Default 0." },
   { flag: "fault-seed", kind: "int", option: "faultSeed", help: "Seed of the PRNG behind --fail-rate. Default 1." },
   { flag: "fail-nth", kind: "intlist", fault: "failOnNth", help: "Fail the Nth executed prompt(s), e.g. 3 or 2,5." },
   { flag: "fail-marker", kind: "string", fault: "failMarker", help: "Fail prompts whose text contains this marker." },

@@ -50,8 +50,13 @@ export interface ComfySim {
   timing(): SimTiming;
   /** Counters observed so far (a copy). */
   stats(): SimStats;
-  /** Empties queue, history, images, cache and stats, and restores the startup faults. */
+  /** Empties queue, history, images, cache and stats, and restores the startup faults (and restarts the configured
+   * cold start). */
   reset(): void;
+  /** Starts a simulated cold start of `ms` (default: the configured `coldStartMs`) now; returns its end (epoch ms). */
+  coldStart(ms?: number): number;
+  /** When the current cold start ends (epoch ms; in the past when ready). */
+  readyAt(): number;
 }
 
 /** Starts a simulator; resolves once it is listening. */
@@ -78,6 +83,11 @@ export async function startComfySim(opts: ComfySimOptions = {}): Promise<ComfySi
     setTiming: (t) => server.engine.setTiming(t),
     timing: () => server.engine.timing,
     stats: () => server.engine.stats(),
-    reset: () => server.engine.reset(),
+    reset: () => {
+      server.engine.reset();
+      server.coldStart();
+    },
+    coldStart: (ms) => server.coldStart(ms),
+    readyAt: () => server.readyAt,
   };
 }

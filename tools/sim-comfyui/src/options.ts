@@ -79,6 +79,12 @@ export interface ComfySimOptions {
   faultSeed?: number;
   /** Receives one line per notable event (prompt queued/finished, restarts). Default: discard. */
   log?: (line: string) => void;
+  /**
+   * Cold-start mode: for this many ms after start (and after `POST /_sim/reset`, or for the ms given to
+   * `POST /_sim/cold-start`) the server listens but is still loading: it refuses prompts and every other API route
+   * with 503, as a ComfyUI pod that has just been scheduled on a GPU. Default 0 (ready at once).
+   */
+  coldStartMs?: number;
 }
 
 /** Options with every default filled in. */
@@ -98,6 +104,7 @@ export const DEFAULTS: Omit<ResolvedOptions, "checkpoints" | "loras" | "faults" 
   maxBatchPixels: 64 * 1024 * 1024,
   maxBodyBytes: 32 * 1024 * 1024,
   faultSeed: 1,
+  coldStartMs: 0,
 };
 
 function nonNegative(name: string, v: number | undefined, integer = false): void {
@@ -165,6 +172,7 @@ export function resolveOptions(opts: ComfySimOptions = {}): ResolvedOptions {
     if (!Number.isInteger(r[k]) || r[k] < 1) throw new RangeError(`${k} must be a positive integer, got ${r[k]}`);
   }
   nonNegative("faultSeed", r.faultSeed, true);
+  nonNegative("coldStartMs", r.coldStartMs, true);
   if (r.cache !== "classic" && r.cache !== "none") throw new RangeError(`cache must be "classic" or "none", got ${String(r.cache)}`);
   if (!Array.isArray(r.checkpoints) || !Array.isArray(r.loras)) throw new RangeError("checkpoints and loras must be arrays");
   return r;

@@ -101,7 +101,18 @@ export class SimServer {
   private closed = false;
   private restarting: Promise<void> | null = null;
 
+  /** Epoch ms at which the simulated load ends (cold-start mode); <= now when ready. */
+  readyAt: number;
+
+  /** Starts a cold start of `ms` (default: the configured `coldStartMs`) now; returns when it ends (epoch ms). */
+  coldStart(ms = this.opts.coldStartMs): number {
+    if (!Number.isInteger(ms) || ms < 0) throw new RangeError(`cold start ms must be a non-negative integer, got ${String(ms)}`);
+    this.readyAt = Date.now() + ms;
+    return this.readyAt;
+  }
+
   constructor(private readonly opts: ResolvedOptions) {
+    this.readyAt = Date.now() + opts.coldStartMs;
     this.catalog = buildCatalog({ checkpoints: opts.checkpoints, loras: opts.loras });
     const outbox: Outbox = {
       sendJson: (event, data, sid) => this.send(JSON.stringify({ type: event, data }), sid),
@@ -250,6 +261,13 @@ export class SimServer {
       reply(res, body.ok ? fn(body.value) : jsonError("Invalid JSON body", body.error));
     };
 
+    // Cold-start mode: still loading, so only the control routes answer (prompts are refused).
+    if (Date.now() < this.readyAt && !path.startsWith("/_sim/")) {
+      res.setHeader("Retry-After", String(Math.max(1, Math.ceil((this.readyAt - Date.now()) / 1000))));
+      if (method === "POST" && path === "/prompt") this.engine.countRejected();
+      sendText(res, 503, "503: Service Unavailable (simulated cold start: loading models)");
+      return;
+    }
     const route = `${method} ${path}`;
     switch (route) {
       case "GET /":
@@ -337,8 +355,26 @@ export class SimServer {
         return;
       case "POST /_sim/reset":
         this.engine.reset();
+        this.coldStart();
         sendJson(res, 200, { ok: true });
         return;
+      case "GET /_sim/cold-start":
+      case "POST /_sim/cold-start": {
+        if (method === "POST") {
+          const v = body.ok ? body.value : {};
+          const fields = typeof v === "object" && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
+          const extra = fields ? Object.keys(fields).filter((k) => k !== "ms") : [];
+          const ms = fields?.ms ?? this.opts.coldStartMs;
+          if (!fields || extra.length > 0 || typeof ms !== "number" || !Number.isInteger(ms) || ms < 0) {
+            reply(res, jsonError(extra.length > 0 ? `unknown field "${extra[0]}" (known: ms)` : "ms must be a non-negative integer"));
+            return;
+          }
+          this.coldStart(ms);
+        }
+        sendJson(res, 200, { loading: Date.now() < this.readyAt, readyAt: this.readyAt, remainingMs: Math.max(0, this.readyAt - Date.now()),
+          coldStartMs: this.opts.coldStartMs });
+        return;
+      }
       case "POST /_sim/restart": {
         const v = body.ok ? body.value : {};
         const downMs = typeof v === "object" && v !== null ? (v as Record<string, unknown>).downMs ?? 0 : 0;
@@ -372,7 +408,7 @@ export class SimServer {
       return;
     }
     const known = ["/prompt", "/queue", "/interrupt", "/free", "/history", "/view", "/system_stats", "/object_info",
-      "/embeddings", "/extensions", "/models", "/features", "/_sim/stats", "/_sim/faults", "/_sim/reset", "/_sim/restart"];
+      "/embeddings", "/extensions", "/models", "/features", "/_sim/stats", "/_sim/faults", "/_sim/reset", "/_sim/restart", "/_sim/cold-start"];
     if (known.includes(path) || param) {
       sendText(res, 405, "405: Method Not Allowed");
       return;

@@ -266,3 +266,41 @@ describe("/_sim control endpoint", () => {
     expect((await postJson(sim.url, "/_sim/restart", { downMs: -1 })).status).toBe(400);
   });
 });
+
+describe("cold-start mode", () => {
+  it("refuses prompts (503) for the configured time after start, then runs them", async () => {
+    const cold = await startComfySim({ stepMs: 1, nodeMs: 0, coldStartMs: 400 });
+    try {
+      const started = Date.now();
+      const refused = await postJson(cold.url, "/prompt", { prompt: quick("cold") });
+      expect(refused.status).toBe(503);
+      expect((await getJson(cold.url, "/system_stats")).status).toBe(503);
+      expect((await getJson(cold.url, "/queue")).status).toBe(503);
+      expect(cold.stats().queued).toBe(0);
+      expect((await getJson(cold.url, "/_sim/cold-start")).body).toMatchObject({ loading: true, coldStartMs: 400 });
+      await eventually(async () => (await getJson(cold.url, "/system_stats")).status === 200, 5000, "the end of the cold start");
+      expect(Date.now() - started).toBeGreaterThanOrEqual(390);
+      const id = await submit({ prompt: quick("warm") }, cold);
+      await waitForHistory(cold.url, id);
+    } finally {
+      await cold.close();
+    }
+  });
+
+  it("starts a cold start on POST /_sim/cold-start and after POST /_sim/reset; rejects bad lengths", async () => {
+    expect((await postJson(sim.url, "/_sim/cold-start", { ms: 300 })).status).toBe(200);
+    expect((await postJson(sim.url, "/prompt", { prompt: quick() })).status).toBe(503);
+    await eventually(async () => (await getJson(sim.url, "/queue")).status === 200, 5000, "the end of the cold start");
+    expect((await postJson(sim.url, "/_sim/cold-start", { ms: -1 })).status).toBe(400);
+    expect((await postJson(sim.url, "/_sim/cold-start", { seconds: 1 })).status).toBe(400);
+    const c = await startComfySim({ coldStartMs: 200 });
+    try {
+      await eventually(async () => (await getJson(c.url, "/queue")).status === 200, 5000, "the end of the cold start");
+      expect((await postJson(c.url, "/_sim/reset")).status).toBe(200);
+      expect((await getJson(c.url, "/queue")).status).toBe(503);
+    } finally {
+      await c.close();
+    }
+    await expect(startComfySim({ coldStartMs: -1 })).rejects.toThrow(/coldStartMs/);
+  });
+});
