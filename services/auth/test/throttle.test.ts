@@ -126,6 +126,38 @@ describe("sign-in throttling per account", () => {
   });
 });
 
+describe("sign-in throttling under a burst", () => {
+  let h: Harness;
+  beforeAll(async () => {
+    // A long first delay, so the real time a sequence of 100 calls takes never reopens the gate.
+    h = await startAuth({ AUTH_SIGNIN_BASE_DELAY: "60s", AUTH_SIGNIN_MAX_DELAY: "120s" });
+  });
+  afterAll(() => h?.close());
+
+  /** Real password checks (argon2 + compare) among the outcomes: each one answers UNAUTHENTICATED. */
+  const checks = (codes: Code[]) => codes.filter((c) => c === Code.Unauthenticated).length;
+  const codeOf = (r: PromiseSettledResult<unknown>) => (r.status === "rejected" ? (r.reason as { code: Code }).code : Code.Unknown);
+
+  it("100 concurrent wrong passwords get exactly as many password checks as 100 sent one after another", async () => {
+    const sequenced = uniqueEmail("seq");
+    const burst = uniqueEmail("burst");
+    await h.signUp(sequenced);
+    await h.signUp(burst);
+    const seqCodes: Code[] = [];
+    for (let i = 0; i < 100; i++) seqCodes.push(codeOf((await Promise.allSettled([h.clientsFrom(randomIp()).auth.signIn({ email: sequenced, password: WRONG })]))[0]!));
+    const before = await h.counter("luna_auth_sign_ins_total", "wrong_credentials");
+    const results = await Promise.allSettled(Array.from({ length: 100 }, () => h.clientsFrom(randomIp()).auth.signIn({ email: burst, password: WRONG })));
+    const burstCodes = results.map(codeOf);
+    // 5 free failures; the fifth sets the progressive delay, which outlasts the rest of the run.
+    expect(checks(seqCodes)).toBe(h.config.AUTH_SIGNIN_FREE_FAILURES);
+    expect(checks(burstCodes)).toBe(checks(seqCodes));
+    expect(burstCodes.filter((c) => c === Code.ResourceExhausted)).toHaveLength(100 - checks(seqCodes));
+    expect(await h.counter("luna_auth_sign_ins_total", "wrong_credentials") - before).toBe(checks(seqCodes));
+    // The gate holds for the burst's account like for the sequence's: the right password waits too.
+    expect((await rejection(h.auth.signIn({ email: burst, password: PASSWORD }))).code).toBe(Code.ResourceExhausted);
+  });
+});
+
 describe("sign-in throttling per IP", () => {
   let h: Harness;
   beforeAll(async () => {

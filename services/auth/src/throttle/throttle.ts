@@ -38,8 +38,11 @@ const NO_LIMIT = Number.MAX_SAFE_INTEGER;
 
 const HOUR_MS = 3_600_000;
 
-// KEYS: account log (zset), account streak (hash: n, next), ip log (zset)
-// ARGV: now, attemptId, accountMax, accountWindowMs, ipMax, ipWindowMs, freeFailures, baseDelayMs, maxDelayMs
+// KEYS: account log (zset), account streak (hash: n, next), ip log (zset), account checks in flight (zset)
+// ARGV: now, attemptId, accountMax, accountWindowMs, ipMax, ipWindowMs, freeFailures, baseDelayMs, maxDelayMs,
+//       pendingTtlMs
+// The streak counts an attempt from its admission (n recorded failures + checks still in flight), not from its
+// failure: otherwise a burst sent at once would all be admitted while n still reads 0 (issue 20, defect 3).
 const BEGIN_SIGN_IN = `
 local now = tonumber(ARGV[1])
 local function full(key, max, window)
@@ -54,16 +57,23 @@ local wait = full(KEYS[1], tonumber(ARGV[3]), tonumber(ARGV[4]))
 if wait > 0 then return {0, wait, 'account'} end
 wait = full(KEYS[3], tonumber(ARGV[5]), tonumber(ARGV[6]))
 if wait > 0 then return {0, wait, 'ip'} end
-local n = tonumber(redis.call('HGET', KEYS[2], 'n') or '0')
+-- A check whose outcome was never recorded (its process died) stops counting after pendingTtlMs.
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - tonumber(ARGV[10]))
+local inFlight = redis.call('ZCARD', KEYS[4])
+local n = tonumber(redis.call('HGET', KEYS[2], 'n') or '0') + inFlight
 local nextAt = tonumber(redis.call('HGET', KEYS[2], 'next') or '0')
 if now < nextAt then return {0, nextAt - now, 'delay'} end
 local free = tonumber(ARGV[7])
 if n >= free then
-  -- In delay mode one attempt at a time: hold the gate until this attempt's outcome is recorded.
   local delay = math.floor(math.min(tonumber(ARGV[8]) * 2 ^ math.min(n - free, 30), tonumber(ARGV[9])))
+  -- Checks still in flight will set the gate when they fail, as they would have in a sequence: wait for them.
+  if inFlight > 0 then return {0, delay, 'delay'} end
+  -- In delay mode one attempt at a time: hold the gate until this attempt's outcome is recorded.
   redis.call('HSET', KEYS[2], 'next', now + delay)
   redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[4]))
 end
+redis.call('ZADD', KEYS[4], now, ARGV[2])
+redis.call('PEXPIRE', KEYS[4], tonumber(ARGV[10]))
 redis.call('ZADD', KEYS[1], now, ARGV[2])
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]))
 redis.call('ZADD', KEYS[3], now, ARGV[2])
@@ -71,13 +81,17 @@ redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[6]))
 return {1, 0, ''}
 `;
 
-// KEYS: account streak. ARGV: now, accountWindowMs, freeFailures, baseDelayMs, maxDelayMs
+// KEYS: account streak, account checks in flight. ARGV: now, accountWindowMs, freeFailures, baseDelayMs, maxDelayMs,
+// attemptId. The attempt moves from "in flight" to the failure count.
 const SIGN_IN_FAILED = `
 local now = tonumber(ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[6])
 local n = redis.call('HINCRBY', KEYS[1], 'n', 1)
 local free = tonumber(ARGV[3])
 local nextAt = 0
 if n >= free then nextAt = now + math.floor(math.min(tonumber(ARGV[4]) * 2 ^ math.min(n - free, 30), tonumber(ARGV[5]))) end
+-- Never shorten a gate set meanwhile by a later admission (it counted this attempt too).
+nextAt = math.max(nextAt, tonumber(redis.call('HGET', KEYS[1], 'next') or '0'))
 redis.call('HSET', KEYS[1], 'next', nextAt)
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
 return n
@@ -107,15 +121,19 @@ export function createRedisThrottle(opts: {
   /** Milliseconds since the epoch; injectable so tests can move time instead of waiting. */
   now?: () => number;
   keyPrefix?: string;
+  /** How long an admitted check counts as in flight when its outcome is never recorded (a crash); default 60 s. */
+  pendingTtlMs?: number;
 }): Throttle {
   const { redis, signIn: p, invite, log } = opts;
   const now = opts.now ?? Date.now;
   const prefix = opts.keyPrefix ?? "luna:auth:";
+  const pendingTtlMs = opts.pendingTtlMs ?? 60_000;
   const account = (k: string) => createHash("sha256").update(k, "utf8").digest("hex");
   const keys = {
     accountLog: (k: string) => `${prefix}signin:acct:${account(k)}`,
     streak: (k: string) => `${prefix}signin:streak:${account(k)}`,
     ipLog: (ip: string) => `${prefix}signin:ip:${ip}`,
+    pending: (k: string) => `${prefix}signin:pending:${account(k)}`,
     inviteIp: (ip: string) => `${prefix}invite:ip:${ip}`,
   };
 
@@ -134,15 +152,15 @@ export function createRedisThrottle(opts: {
   return {
     beginSignIn(accountKey, ip) {
       const id = randomUUID();
-      return failOpen("beginSignIn", async () => decision((await redis.eval(BEGIN_SIGN_IN, 3, keys.accountLog(accountKey), keys.streak(accountKey), keys.ipLog(ip),
-        now(), id, p.maxFailuresPerHour, HOUR_MS, ip === UNKNOWN_IP ? NO_LIMIT : p.ipMaxFailures, p.ipWindowMs, p.freeFailures, p.baseDelayMs, p.maxDelayMs)) as ScriptReply, id),
+      return failOpen("beginSignIn", async () => decision((await redis.eval(BEGIN_SIGN_IN, 4, keys.accountLog(accountKey), keys.streak(accountKey), keys.ipLog(ip), keys.pending(accountKey),
+        now(), id, p.maxFailuresPerHour, HOUR_MS, ip === UNKNOWN_IP ? NO_LIMIT : p.ipMaxFailures, p.ipWindowMs, p.freeFailures, p.baseDelayMs, p.maxDelayMs, pendingTtlMs)) as ScriptReply, id),
       { allowed: true, attemptId: id });
     },
-    async signInFailed(accountKey, _ip, _attemptId) {
-      await failOpen("signInFailed", () => redis.eval(SIGN_IN_FAILED, 1, keys.streak(accountKey), now(), HOUR_MS, p.freeFailures, p.baseDelayMs, p.maxDelayMs), 0);
+    async signInFailed(accountKey, _ip, attemptId) {
+      await failOpen("signInFailed", () => redis.eval(SIGN_IN_FAILED, 2, keys.streak(accountKey), keys.pending(accountKey), now(), HOUR_MS, p.freeFailures, p.baseDelayMs, p.maxDelayMs, attemptId), 0);
     },
     async signInSucceeded(accountKey, ip, attemptId) {
-      await failOpen("signInSucceeded", () => redis.multi().zrem(keys.accountLog(accountKey), attemptId).zrem(keys.ipLog(ip), attemptId).del(keys.streak(accountKey)).exec(), null);
+      await failOpen("signInSucceeded", () => redis.multi().zrem(keys.accountLog(accountKey), attemptId).zrem(keys.ipLog(ip), attemptId).zrem(keys.pending(accountKey), attemptId).del(keys.streak(accountKey)).exec(), null);
     },
     beginInviteRedemption(ip) {
       const id = randomUUID();
