@@ -1,13 +1,15 @@
 {{/*
 luna-lib.image: "<registry>/<repository>:<tag>". Call with (dict "image" .Values.image "root" .).
 registry: .Values.global.imageRegistry when set (else image.registry); tag: .Values.global.imageTag when set, else
-image.tag, else the chart's appVersion. image.digest (sha256:...) pins by digest instead of tag.
+image.tag, else the chart's appVersion. image.digest (sha256:...) pins by digest instead of tag. Third-party images
+(Envoy) pass "keepTag" true: global.imageTag is a Luna version and must not replace theirs.
 */}}
 {{- define "luna-lib.image" -}}
 {{- $root := .root -}}
 {{- $g := $root.Values.global | default dict -}}
 {{- $registry := $g.imageRegistry | default .image.registry | default "" -}}
-{{- $tag := $g.imageTag | default .image.tag | default $root.Chart.AppVersion | toString -}}
+{{- $tag := .image.tag | default $root.Chart.AppVersion | toString -}}
+{{- if and $g.imageTag (not .keepTag) }}{{ $tag = $g.imageTag | toString }}{{ end -}}
 {{- $repo := .image.repository -}}
 {{- if $registry }}{{ $repo = printf "%s/%s" (trimSuffix "/" $registry) $repo }}{{ end -}}
 {{- if .image.digest -}}
