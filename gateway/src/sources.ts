@@ -6,7 +6,7 @@ import { readdirSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import type { DescMethod, DescService } from "@bufbuild/protobuf";
-import { ruleOf, type AccessRule, type MethodRules } from "@luna/kit";
+import { ruleOf, type AccessRule, type MethodRules, type ServiceName } from "@luna/kit";
 import { authRules as authServiceRules } from "@luna/auth";
 import { BILLING_AUTH_RULES } from "@luna/billing";
 import { CHAT_AUTH_RULES } from "@luna/chat-router";
@@ -25,14 +25,17 @@ export interface Rpc {
   rule: AccessRule | undefined;
 }
 
-/** Every service's access rules, merged (each service names only its own proto services). */
-export const SERVICE_RULES: MethodRules = {
-  ...authServiceRules,
-  ...BILLING_AUTH_RULES,
-  ...modelRegistryRules,
-  ...CHAT_AUTH_RULES,
-  ...imageJobRules,
+/** Each service's access rules, as its module hands them to the kit (each names only its own proto services). */
+export const RULES_BY_SERVICE: Readonly<Record<ServiceName, MethodRules>> = {
+  auth: authServiceRules,
+  billing: BILLING_AUTH_RULES,
+  "model-registry": modelRegistryRules,
+  "chat-router": CHAT_AUTH_RULES,
+  "image-job": imageJobRules,
 };
+
+/** Every service's access rules, merged. */
+export const SERVICE_RULES: MethodRules = Object.assign({}, ...Object.values(RULES_BY_SERVICE)) as MethodRules;
 
 function files(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
