@@ -6,7 +6,7 @@ export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 NPM_STAMP := node_modules/.package-lock.json
 # One process (no tsx wrapper relaying signals), TypeScript loaded by tsx, workspace sources via the luna-source condition.
 TSX := node --conditions=luna-source --import tsx
-PKG_JSONS := package.json $(wildcard packages/*/package.json services/*/package.json tools/*/package.json)
+PKG_JSONS := package.json gateway/package.json $(wildcard packages/*/package.json services/*/package.json tools/*/package.json)
 PRISMA_SCHEMAS := $(wildcard services/*/prisma/schema.prisma)
 PRISMA_STAMP := node_modules/.cache/luna/prisma.stamp
 
@@ -56,6 +56,10 @@ test: deps lint check-gen typecheck ## Lint, check generated code, typecheck, th
 .PHONY: unit
 unit: deps ## Run the tests of one path quickly: make unit P=services/billing
 	node_modules/.bin/vitest run $(P)
+
+.PHONY: gateway
+gateway: $(NPM_STAMP) ## Regenerate the Envoy config charts/gateway/files/envoy.yaml from gateway/src/routes.ts (checked by make test)
+	$(TSX) gateway/src/generate.ts
 
 .PHONY: gen
 gen: $(NPM_STAMP) ## Regenerate TypeScript from proto/ and the Prisma clients
