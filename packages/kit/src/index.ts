@@ -10,6 +10,7 @@ export * from "./admin.js";
 export * from "./tracing.js";
 export * from "./health.js";
 export * from "./server.js";
+export * from "./client-address.js";
 export * from "./auth.js";
 export * from "./nats.js";
 export * from "./outbox.js";

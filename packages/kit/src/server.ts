@@ -10,6 +10,7 @@ import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { createContextKey, createContextValues } from "@connectrpc/connect";
 import { setMaxListeners } from "node:events";
+import { clientAddressKey, clientAddressResolver, DEFAULT_TRUSTED_PROXIES, type TrustedProxies } from "./client-address.js";
 import { dualProtocolListener } from "./dual-protocol.js";
 import { codeName, errorInterceptor } from "./errors.js";
 import { mapMalformedBodies } from "./malformed-body.js";
@@ -62,11 +63,16 @@ export type ServerOptions = {
    * the same metrics whose interceptor is in `interceptors`.
    */
   metrics?: Pick<Metrics, "countRejected">;
+  /**
+   * Proxies trusted to append the client to `x-forwarded-for`; the resolved address is `clientAddressKey` in every
+   * call's context values. Default {@link DEFAULT_TRUSTED_PROXIES} (one hop: the gateway).
+   */
+  trustedProxies?: TrustedProxies;
 };
 
 /**
  * The TCP peer address of the call (`ctx.values.get(peerAddressKey)`): the gateway's or a direct client's address.
- * Behind a proxy the client's own address is in `x-forwarded-for`; see the auth service for how hops are trusted.
+ * Behind a proxy the client's own address is `clientAddressKey` (resolved from `x-forwarded-for` by the server).
  */
 export const peerAddressKey = createContextKey<string | undefined>(undefined, { description: "luna peer address" });
 
@@ -135,6 +141,7 @@ export function createServer(opts: ServerOptions): LunaServer {
   // Every in-flight call listens on the shutdown signal; the default limit of 10 listeners would warn at 11 calls.
   setMaxListeners(0, shutdown.signal);
   const cors = opts.cors ? corsHandler(opts.cors) : undefined;
+  const clientAddress = clientAddressResolver(opts.trustedProxies ?? DEFAULT_TRUSTED_PROXIES);
 
   const connect = connectNodeAdapter({
     routes(router) {
@@ -151,7 +158,8 @@ export function createServer(opts: ServerOptions): LunaServer {
     interceptors: [tracingInterceptor(), requestLogInterceptor(log, opts.requestLog), errorInterceptor(log),
       ...(opts.interceptors ?? [])],
     shutdownSignal: shutdown.signal,
-    contextValues: (req) => createContextValues().set(peerAddressKey, req.socket?.remoteAddress),
+    contextValues: (req) => createContextValues().set(peerAddressKey, req.socket?.remoteAddress)
+      .set(clientAddressKey, clientAddress(req.socket?.remoteAddress, req.headers["x-forwarded-for"])),
     readMaxBytes: opts.readMaxBytes ?? 4 * 1024 * 1024,
     fallback(req, res) {
       try {

@@ -22,6 +22,7 @@ import {
   type Principal,
 } from "./auth.js";
 import { bool, csv, duration, loadConfig, port } from "./config.js";
+import { trustedProxiesOf, trustedProxyConfigSchema, type TrustedProxies } from "./client-address.js";
 import { createHealth, healthAuthRules, type HealthServer } from "./health.js";
 import { createLogger, type Logger } from "./log.js";
 import { applyMigrations } from "./migrate.js";
@@ -94,6 +95,8 @@ export const runtimeConfigSchema = z.object({
   LUNA_CORS_ORIGINS: csv(["*"]),
   LUNA_MIGRATE_ON_START: bool(true),
   LUNA_SHUTDOWN_GRACE: duration("10s"),
+  /** LUNA_TRUSTED_PROXY_HOPS (default 1: the gateway) and LUNA_TRUSTED_PROXIES (CIDRs): see client-address.ts. */
+  ...trustedProxyConfigSchema.shape,
 });
 export type RuntimeConfig = z.infer<typeof runtimeConfigSchema>;
 
@@ -280,6 +283,8 @@ export async function hostModules(opts: {
   http?: (req: NodeServerRequest, res: NodeServerResponse) => boolean;
   /** Extra interceptors, innermost (e.g. a gateway-equivalent rate limit in the all-in-one mode). */
   interceptors?: Interceptor[];
+  /** Proxies in front of the port (see createServer); the runtime passes `trustedProxiesOf(runtime)`. */
+  trustedProxies?: TrustedProxies;
   /**
    * Serve only what the gateway would route (the all-in-one mode): proto services whose rule is `internal`, and
    * Envoy's rate limit service, are not registered on the port at all (in-process clients reach them directly).
@@ -307,6 +312,7 @@ export async function hostModules(opts: {
     log: opts.log,
     shutdownGraceMs: opts.shutdownGraceMs,
     metrics: opts.metrics,
+    trustedProxies: opts.trustedProxies,
   });
   const admin: AdminServer = await startAdminServer({
     port: opts.adminPort,
@@ -402,6 +408,7 @@ export async function runService<S extends z.ZodObject>(opts: RunServiceOptions<
     const hosted = await hostModules({
       modules: [mod], verifier, metrics, log, host: runtime.LUNA_HOST, port: runtime.LUNA_PORT,
       adminPort: runtime.LUNA_ADMIN_PORT, corsOrigins: runtime.LUNA_CORS_ORIGINS, shutdownGraceMs: runtime.LUNA_SHUTDOWN_GRACE,
+      trustedProxies: trustedProxiesOf(runtime),
       readiness: [
         { name: "redis", check: () => redisReady(redis) },
         { name: "nats", check: () => natsReady(nats) },

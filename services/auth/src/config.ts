@@ -63,11 +63,6 @@ export const authConfigSchema = z.object({
   /** Invite redemption attempts (failed ones) per client IP per window. */
   AUTH_INVITE_IP_MAX_ATTEMPTS: int(20, 1, 1_000_000),
   AUTH_INVITE_IP_WINDOW: duration("1h"),
-  /**
-   * Proxies in front of the service that append to x-forwarded-for (the gateway: 1). The client IP is the entry
-   * this many from the right; 0 ignores the header and uses the peer address.
-   */
-  AUTH_TRUSTED_PROXY_HOPS: int(1, 0, 10),
   /** First admin, created on first start when no account has this email. */
   AUTH_ADMIN_EMAIL: z.string().optional(),
   /** Its password; unset: a random one is generated and printed once to the log. */

@@ -4,9 +4,8 @@
  */
 import { createHash } from "node:crypto";
 import { fileURLToPath } from "node:url";
-import type { HandlerContext } from "@connectrpc/connect";
 import type { JetStreamClient } from "@nats-io/jetstream";
-import { outboxPruneOf, peerAddressKey, startOutboxRelay, type Logger, type OutboxRelay, type ReadinessCheck, type Redis, type ServiceModule } from "@luna/kit";
+import { outboxPruneOf, startOutboxRelay, type Logger, type OutboxRelay, type ReadinessCheck, type Redis, type ServiceModule } from "@luna/kit";
 import { Accounts } from "./accounts.js";
 import type { AuthConfig } from "./config.js";
 import { createDb } from "./data/db.js";
@@ -70,8 +69,6 @@ export interface AuthModule extends ServiceModule {
 }
 
 export type CreateAuthModuleOptions = {
-  /** The TCP peer address of an RPC, when the server exposes it (used when there is no x-forwarded-for). */
-  peerAddress?: (ctx: HandlerContext) => string | undefined;
   /** The service's clock (sessions, invites, throttling, key rotation); tests move it instead of waiting. */
   clock?: () => Date;
 };
@@ -133,7 +130,7 @@ export async function createAuthModule(config: AuthConfig, infra: AuthInfra, opt
 
   return {
     name: "auth",
-    routes: routes({ accounts, policy, openSignUp: config.AUTH_OPEN_SIGNUP, trustedProxyHops: config.AUTH_TRUSTED_PROXY_HOPS, peerAddress: opts.peerAddress ?? ((ctx) => ctx.values.get(peerAddressKey)) }),
+    routes: routes({ accounts, policy, openSignUp: config.AUTH_OPEN_SIGNUP }),
     authRules,
     http: jwksHttpHandler({ jwks: () => keys.jwks(), maxAgeMs: config.AUTH_JWKS_MAX_AGE, log }),
     readiness: [{ name: "auth-postgres", check: async () => void (await db.$queryRaw`SELECT 1`) }],

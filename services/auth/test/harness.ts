@@ -11,7 +11,7 @@ import { fromBinary, type DescMessage, type MessageShape } from "@bufbuild/proto
 import { Registry } from "prom-client";
 import {
   authInterceptor, connectNats, connectRedis, createJwtVerifier, createLogger, createServer, ensureStreams, loadConfig,
-  EVENTS_STREAM, type JwtVerifier, type LunaServer, type Redis,
+  EVENTS_STREAM, type JwtVerifier, type LunaServer, type Redis, type TrustedProxies,
 } from "@luna/kit";
 import { createTestDatabase, testServers, type TestDatabase } from "@luna/kit/testing";
 import { AuthService } from "@luna/contracts/luna/auth/v1/auth_service_pb.js";
@@ -67,8 +67,11 @@ export function uniqueEmail(tag = "user"): string {
   return `${tag}-${randomUUID().slice(0, 8)}@example.com`;
 }
 
-/** Starts the module with `env` over test-friendly defaults (argon2 at its floor parameters). */
-export async function startAuth(env: Record<string, string> = {}): Promise<Harness> {
+/**
+ * Starts the module with `env` over test-friendly defaults (argon2 at its floor parameters). `trustedProxies` is the
+ * server's setting (default: the kit's, one hop).
+ */
+export async function startAuth(env: Record<string, string> = {}, opts: { trustedProxies?: TrustedProxies } = {}): Promise<Harness> {
   const servers = testServers();
   const database = await createTestDatabase({ migrationsDir, prefix: "auth" });
   // Failed RPCs are logged at warn by the kit; tests provoke hundreds of them on purpose.
@@ -93,6 +96,7 @@ export async function startAuth(env: Record<string, string> = {}): Promise<Harne
     extraHttp: module.http,
     interceptors: [authInterceptor({ verifier: lazyVerifier, rules: module.authRules })],
     log,
+    trustedProxies: opts.trustedProxies,
   });
   const { port } = await server.listen(0, "127.0.0.1");
   const baseUrl = `http://127.0.0.1:${port}`;

@@ -1,6 +1,6 @@
 // Brute-force limits and invite redemption races against real Redis and Postgres. Time is the harness clock, moved
 // instead of waited for.
-import { Code } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connectRedis, createLogger } from "@luna/kit";
 import { testServers } from "@luna/kit/testing";
@@ -187,6 +187,41 @@ describe("sign-in throttling per IP", () => {
     const err = await rejection(h.auth.signIn({ email: uniqueEmail(), password: WRONG }, { headers: { "x-forwarded-for": `1.2.3.4, ${ip}` } }));
     expect(err.code).toBe(Code.ResourceExhausted);
   });
+});
+
+describe("client address behind several proxies (the kit's trusted-proxy setting)", () => {
+  // Test clients reach the server from 127.0.0.1: that peer plays the gateway, and x-forwarded-for carries what a
+  // load balancer and the gateway appended. Each case's attacker rotates a fake first entry on every attempt.
+  const attack = async (h: Harness, forwarded: () => string) => {
+    for (let i = 0; i < 5; i++) {
+      const err = await rejection(h.auth.signUp({ email: uniqueEmail(), password: PASSWORD, inviteCode: `ZZZZZ-ZZZZZ-ZZZZZ-ZZZZ${i}`, displayName: "G" }, { headers: { "x-forwarded-for": forwarded() } }));
+      expect(err.code).toBe(Code.PermissionDenied);
+    }
+  };
+  const redeem = async (h: Harness, forwardedFor: string) => {
+    const [code] = await h.invites(1);
+    return h.auth.signUp({ email: uniqueEmail(), password: PASSWORD, inviteCode: code!, displayName: "G" }, { headers: { "x-forwarded-for": forwardedFor } }).then(() => "ok", (e: unknown) => ConnectError.from(e).code);
+  };
+
+  for (const [name, trustedProxies] of [
+    ["hop count (LUNA_TRUSTED_PROXY_HOPS=2)", { hops: 2, cidrs: [] }],
+    ["CIDR list (LUNA_TRUSTED_PROXIES=127.0.0.0/8,10.99.0.0/16)", { hops: 0, cidrs: ["127.0.0.0/8", "10.99.0.0/16"] }],
+  ] as const) {
+    it(`invite throttles key on the client, not on a proxy: ${name}`, async () => {
+      const h = await startAuth({ AUTH_INVITE_IP_MAX_ATTEMPTS: "5" }, { trustedProxies: { hops: trustedProxies.hops, cidrs: [...trustedProxies.cidrs] } });
+      try {
+        const attacker = randomIp().replace(/^10\./, "203.");
+        const balancer = "10.99.0.7";
+        await attack(h, () => `${randomIp()}, ${attacker}, ${balancer}`);
+        // The attacker is out of attempts, whatever it prepends; everybody else behind the same balancer is not.
+        expect(await redeem(h, `${randomIp()}, ${attacker}, ${balancer}`)).toBe(Code.ResourceExhausted);
+        expect(await redeem(h, `198.51.100.23, ${balancer}`)).toBe("ok");
+        expect(await redeem(h, `198.51.100.24, ${balancer}`)).toBe("ok");
+      } finally {
+        await h.close();
+      }
+    });
+  }
 });
 
 describe("requests without a known client IP", () => {

@@ -38,8 +38,7 @@ export const MODULES: ModuleEntry[] = [
     async create(env, infra, ctx) {
       const admin = devAdmin(env, ctx.dataDir);
       ctx.notes.push(`  first admin                    ${admin.email}` + (admin.file ? ` (password in ${admin.file})` : ""));
-      // No gateway in front of the all-in-one: trust no x-forwarded-for hop unless told otherwise.
-      const config = loadConfig(auth.authConfigSchema, { AUTH_TRUSTED_PROXY_HOPS: "0",
+      const config = loadConfig(auth.authConfigSchema, {
         AUTH_KEY_ENCRYPTION_KEY: devSecret(ctx.dataDir, "auth-key-encryption.key"), ...env,
         AUTH_ADMIN_EMAIL: admin.email, AUTH_ADMIN_PASSWORD: admin.password });
       return auth.createAuthModule(config, infra);

@@ -22,6 +22,7 @@ import {
   publicJwkOf,
   redisReady,
   runtimeConfigSchema,
+  trustedProxiesOf,
   type HostedModules,
   type Logger,
   type Redis,
@@ -143,6 +144,8 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
     const hosted: HostedModules = await hostModules({
       modules, verifier, metrics, log, host: platform.LUNA_DEV_HOST, port: runtime.LUNA_PORT, adminPort: runtime.LUNA_ADMIN_PORT,
       corsOrigins: runtime.LUNA_CORS_ORIGINS, shutdownGraceMs: runtime.LUNA_SHUTDOWN_GRACE, publicOnly: true,
+      // No gateway in front of the all-in-one: trust no x-forwarded-for hop unless LUNA_TRUSTED_PROXY_HOPS says so.
+      trustedProxies: trustedProxiesOf(runtime, 0),
       // The reference web client at / (after the modules' own routes: JWKS, signed image URLs).
       http: (req, res) => webClient(req as IncomingMessage, res as ServerResponse),
       readiness: [

@@ -70,7 +70,7 @@ export function upstreamRequestHeaders(req: { method?: string | undefined; url?:
   }
   // gRPC needs `te: trailers` (the only value HTTP/2 allows).
   if (req.headers.te === "trailers") out.te = "trailers";
-  // Envoy (use_remote_address) appends the peer; the auth service trusts exactly one hop (AUTH_TRUSTED_PROXY_HOPS=1).
+  // Envoy (use_remote_address) appends the peer; every service trusts exactly one hop (LUNA_TRUSTED_PROXY_HOPS=1).
   const xff = req.headers["x-forwarded-for"];
   const prior = Array.isArray(xff) ? xff.join(", ") : xff;
   if (client) out["x-forwarded-for"] = prior ? `${prior}, ${client}` : client;

@@ -178,7 +178,7 @@ export async function startSplitPlatform(opts: SplitPlatformOptions): Promise<Sp
       switch (spec.name) {
         case "auth":
           // The dev gateway appends the client's address to x-forwarded-for: one trusted hop, as behind Envoy.
-          defaults.AUTH_TRUSTED_PROXY_HOPS = "1";
+          defaults.LUNA_TRUSTED_PROXY_HOPS = "1";
           defaults.AUTH_KEY_ENCRYPTION_KEY = devSecret(opts.dataDir, "auth-key-encryption.key");
           forced.AUTH_ADMIN_EMAIL = admin.email;
           forced.AUTH_ADMIN_PASSWORD = admin.password;

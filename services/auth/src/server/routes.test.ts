@@ -1,7 +1,7 @@
 import { create } from "@bufbuild/protobuf";
-import { Code, ConnectError, createClient, createRouterTransport } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, createRouterTransport, type Interceptor } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
-import { authInterceptor, type JwtVerifier } from "@luna/kit";
+import { authInterceptor, clientAddressKey, type JwtVerifier } from "@luna/kit";
 import { AuthService } from "@luna/contracts/luna/auth/v1/auth_service_pb.js";
 import { AuthAdminService } from "@luna/contracts/luna/auth/v1/auth_admin_service_pb.js";
 import { Role } from "@luna/contracts/luna/auth/v1/auth_pb.js";
@@ -18,6 +18,13 @@ const GOOD = { email: "ann@example.com", password: "correct horse battery staple
 const now = new Date("2026-01-01T00:00:00Z");
 const fakeUser = { id: USER, email: "ann@example.com", displayName: "Ann", passwordHash: null, role: "user", inviteId: null, disabledAt: null, deletedAt: null, createdAt: now, updatedAt: now };
 const fakeTokens = { accessToken: "a", accessTokenExpiresAt: now, refreshToken: "r", refreshTokenExpiresAt: now };
+
+/** Stands in for the kit's server, which resolves the client address of each call (tested in the kit). */
+const serverResolvedAddress: Interceptor = (next) => (req) => {
+  const address = req.header.get("x-test-client-address");
+  if (address) req.contextValues.set(clientAddressKey, address);
+  return next(req);
+};
 
 function setup(opts: { openSignUp?: boolean } = {}) {
   const calls: Array<{ method: string; args: unknown[] }> = [];
@@ -49,8 +56,8 @@ function setup(opts: { openSignUp?: boolean } = {}) {
     },
   };
   const transport = createRouterTransport(
-    routes({ accounts, policy: { minLength: 8, maxLength: 256, common: loadCommonPasswords() }, openSignUp: opts.openSignUp ?? false, trustedProxyHops: 1 }),
-    { router: { interceptors: [authInterceptor({ verifier, rules: authRules })] } },
+    routes({ accounts, policy: { minLength: 8, maxLength: 256, common: loadCommonPasswords() }, openSignUp: opts.openSignUp ?? false }),
+    { router: { interceptors: [serverResolvedAddress, authInterceptor({ verifier, rules: authRules })] } },
   );
   return { calls, auth: createClient(AuthService, transport), admin: createClient(AuthAdminService, transport) };
 }
@@ -103,9 +110,9 @@ describe("AuthService.SignUp validation", () => {
     expect(res.tokens?.tokenType).toBe("Bearer");
   });
 
-  it("takes the client IP from x-forwarded-for", async () => {
+  it("takes the client IP the kit's server resolved (clientAddressKey), not the raw x-forwarded-for", async () => {
     const { calls, auth } = setup();
-    await auth.signUp(GOOD, { headers: { "x-forwarded-for": "198.51.100.4, 203.0.113.9" } });
+    await auth.signUp(GOOD, { headers: { "x-forwarded-for": "198.51.100.4", "x-test-client-address": "203.0.113.9" } });
     expect(calls[0]!.args[1]).toEqual({ ip: "203.0.113.9" });
   });
 

@@ -1,9 +1,9 @@
 import type { ConnectRouter, HandlerContext } from "@connectrpc/connect";
-import { requirePrincipal, type MethodRules } from "@luna/kit";
+import { clientAddressKey, requirePrincipal, type MethodRules } from "@luna/kit";
 import { AuthService } from "@luna/contracts/luna/auth/v1/auth_service_pb.js";
 import { AuthAdminService } from "@luna/contracts/luna/auth/v1/auth_admin_service_pb.js";
 import type { Accounts, RequestOrigin } from "../accounts.js";
-import { clientIp } from "../domain/client-ip.js";
+import { UNKNOWN_IP } from "../throttle/throttle.js";
 import { encodePageToken } from "../domain/page-token.js";
 import type { PasswordPolicy } from "../domain/password-policy.js";
 import { inviteMessage, tokensMessage, userMessage } from "./convert.js";
@@ -28,17 +28,14 @@ export type RouteDeps = {
   accounts: AccountsApi;
   policy: PasswordPolicy;
   openSignUp: boolean;
-  /** See AUTH_TRUSTED_PROXY_HOPS. */
-  trustedProxyHops: number;
-  /** The TCP peer of the request, when the server exposes it. */
-  peerAddress?: (ctx: HandlerContext) => string | undefined;
 };
 
 /** Registers AuthService and AuthAdminService: validation → use case → response. */
 export function routes(deps: RouteDeps): (router: ConnectRouter) => void {
   const { accounts, policy } = deps;
   const origin = (ctx: HandlerContext): RequestOrigin => ({
-    ip: clientIp({ forwardedFor: ctx.requestHeader.get("x-forwarded-for"), peerAddress: deps.peerAddress?.(ctx), trustedHops: deps.trustedProxyHops }),
+    // The kit's server resolves it once for every service (LUNA_TRUSTED_PROXY_HOPS, LUNA_TRUSTED_PROXIES).
+    ip: ctx.values.get(clientAddressKey) ?? UNKNOWN_IP,
   });
 
   return (router) => {

@@ -29,9 +29,9 @@ export interface Throttle {
 export type InviteThrottlePolicy = { ipMaxAttempts: number; ipWindowMs: number };
 
 /**
- * What clientIp() returns when neither x-forwarded-for nor the peer address is known. Such requests share no IP
- * bucket (it would be one global bucket that any attacker could fill to lock everyone out); the per-account limits
- * still apply.
+ * The client address when the kit resolved none (neither x-forwarded-for nor the peer is known). Such requests share
+ * no IP bucket (it would be one global bucket that any attacker could fill to lock everyone out); the per-account
+ * limits still apply.
  */
 export const UNKNOWN_IP = "unknown";
 const NO_LIMIT = Number.MAX_SAFE_INTEGER;
