@@ -79,6 +79,19 @@ export const chatRouterConfigSchema = z.object({
   /** How often replica lists of `resolve_url` upstreams are re-resolved (DNS). */
   CHAT_REPLICA_REFRESH_INTERVAL: duration("10s"),
 
+  // ---- scale to zero (a model whose pool is at zero replicas: its replies wait while it wakes)
+  /**
+   * Longest wait for a replica of a model that scaled to zero (or whose replicas are all still starting); then the
+   * reply ends with UNAVAILABLE and its hold is released. Keep it above the models' expected cold start.
+   */
+  CHAT_COLD_START_WAIT: duration("180s"),
+  /** How often a waiting reply sends its `waiting` event again (keeps clients informed and proxies' idle timers fed). */
+  CHAT_WAITING_EVENT_INTERVAL: duration("5s"),
+  /** While a reply waits, how often this process probes the model's replicas itself (so it starts within this). */
+  CHAT_WAKE_PROBE_INTERVAL: duration("250ms"),
+  /** Deadline of one such probe. */
+  CHAT_WAKE_PROBE_TIMEOUT: duration("1s"),
+
   // ---- streaming
   /** How often a long reply's text is saved while it streams (also the heartbeat the sweeper watches). */
   CHAT_CHECKPOINT_INTERVAL: duration("2s"),

@@ -23,6 +23,7 @@ import {
   type ReadinessCheck,
   type ServiceInfra,
 } from "@luna/kit";
+import { ModelKind } from "@luna/contracts/luna/models/v1/models_pb.js";
 import { BillingClient } from "./chat/billing.js";
 import { Conversations } from "./chat/conversations.js";
 import { ChatEngine } from "./chat/engine.js";
@@ -36,6 +37,7 @@ import { LiveHub } from "./live/hub.js";
 import { createChatMetrics } from "./metrics.js";
 import { CHAT_AUTH_RULES, chatRoutes } from "./server/routes.js";
 import { ReplicaPool } from "./upstream/pool.js";
+import { WakeGate } from "./upstream/wake.js";
 
 export { chatRouterConfigSchema, type ChatRouterConfig } from "./config.js";
 export { CHAT_AUTH_RULES, chatRoutes } from "./server/routes.js";
@@ -64,6 +66,8 @@ export interface ChatRouterModule {
   catalog: CatalogCache;
   engine: ChatEngine;
   replicas: ReplicaPool;
+  /** Replies waiting for a model that scaled to zero. */
+  wake: WakeGate;
   /** Runs one sweep for orphaned replies now (tests). */
   sweep(): Promise<number>;
 }
@@ -81,10 +85,18 @@ export async function createChatRouterModule(config: ChatRouterConfig, infra: Se
     stickySlack: config.CHAT_STICKY_SLACK,
     refreshIntervalMs: config.CHAT_REPLICA_REFRESH_INTERVAL,
     // Upstream API keys are named by the catalog at run time, so they are the one thing read from the environment here.
-    readSecret: overrides.readSecret ?? ((name) => process.env[name]),
+    readSecret: (name) => readSecret(name),
     lookup: overrides.lookup,
   });
-  const metrics = createChatMetrics(infra.metrics.registry, () => replicas.snapshot());
+  const readSecret = overrides.readSecret ?? ((name: string) => process.env[name]);
+  const wake = new WakeGate({
+    pool: replicas, catalog, probeIntervalMs: config.CHAT_WAKE_PROBE_INTERVAL, probeTimeoutMs: config.CHAT_WAKE_PROBE_TIMEOUT,
+    readSecret, lookup: overrides.lookup, log,
+  });
+  const metrics = createChatMetrics(infra.metrics.registry, () => replicas.snapshot(), {
+    waiting: () => wake.waitingCounts(),
+    textModels: () => catalog.listModels(ModelKind.TEXT).map((m) => m.id),
+  });
   const billing = new BillingClient(infra.clients.transport("billing"), log);
   const hub = new LiveHub(infra.nats, log);
   const tokens = new TokenCounter({ pool: replicas, timeoutMs: config.CHAT_TOKENIZE_TIMEOUT, bytesPerToken: config.CHAT_ESTIMATE_BYTES_PER_TOKEN, log });
@@ -97,7 +109,7 @@ export async function createChatRouterModule(config: ChatRouterConfig, infra: Se
       })
     : undefined;
   const engine = new ChatEngine({
-    config, catalog, tokens, titles, store, pool: replicas, billing, hub, metrics, kickOutbox, log,
+    config, catalog, tokens, titles, store, pool: replicas, wake, billing, hub, metrics, kickOutbox, log,
     timings: {
       connectTimeoutMs: config.CHAT_UPSTREAM_CONNECT_TIMEOUT,
       firstTokenTimeoutMs: config.CHAT_FIRST_TOKEN_TIMEOUT,
@@ -107,6 +119,8 @@ export async function createChatRouterModule(config: ChatRouterConfig, infra: Se
       leaseTtlMs: config.CHAT_LEASE_TTL,
       leaseRenewIntervalMs: config.CHAT_LEASE_RENEW_INTERVAL,
       disconnectGraceMs: config.CHAT_DISCONNECT_GRACE,
+      coldStartWaitMs: config.CHAT_COLD_START_WAIT,
+      waitingIntervalMs: config.CHAT_WAITING_EVENT_INTERVAL,
     },
   });
   const stopReply = (id: string) => {
@@ -135,6 +149,7 @@ export async function createChatRouterModule(config: ChatRouterConfig, infra: Se
     catalog,
     engine,
     replicas,
+    wake,
     sweep,
     async start() {
       if (started) return;
@@ -162,6 +177,7 @@ export async function createChatRouterModule(config: ChatRouterConfig, infra: Se
       await relay?.stop();
       hub.stop();
       await catalog.stop();
+      wake.close();
       replicas.close();
       await pool.end();
     },

@@ -19,12 +19,62 @@ export interface ChatMetrics {
   speculativeReserves: Counter<"outcome">;
   creditsCharged: Counter<"model">;
   breakerOpen: Gauge<"replica">;
+  /**
+   * Scale-to-zero demand (issue 19; the vllm chart's KEDA activation trigger reads these, so their names are part of
+   * the contract with charts/): `luna_chat_model_requests_total{model,outcome}` counts replies by how they met the
+   * model: `started` (a replica was ready), `waited` (none was: the reply waited for the model to wake; counted when
+   * the wait begins), `refused` (no replica and nothing to wait for, or the wait ran out).
+   */
+  modelRequests: Counter<"model" | "outcome">;
+  /** How long replies waited for a replica of a model that scaled to zero, by outcome (ready, timeout, aborted). */
+  wakeWaitSeconds: Histogram<"model" | "outcome">;
 }
 
+/** Reads the demand gauge's inputs at scrape time. */
+export interface DemandSource {
+  /** Replies waiting for a replica now, per model. */
+  waiting(): Map<string, number>;
+  /** Every text model of the catalog (each gets its series, 0 when idle, so the KEDA query never sees "no data"). */
+  textModels(): string[];
+}
+
+export const DEMAND_OUTCOMES = ["started", "waited", "refused"] as const;
+
 /** `breakers`: the replicas' breaker states, read at scrape time. */
-export function createChatMetrics(registry: Registry, breakers: () => Array<{ baseUrl: string; state: string }> = () => []): ChatMetrics {
+export function createChatMetrics(registry: Registry, breakers: () => Array<{ baseUrl: string; state: string }> = () => [],
+  demand: DemandSource = { waiting: () => new Map(), textModels: () => [] }): ChatMetrics {
   const registers = [registry];
+  new Gauge({
+    name: "luna_chat_model_waiting_requests",
+    help: "Replies waiting now for a replica of the model (it scaled to zero and is warming up)",
+    labelNames: ["model"],
+    registers,
+    collect() {
+      this.reset();
+      const waiting = demand.waiting();
+      for (const model of demand.textModels()) {
+        this.set({ model }, waiting.get(model) ?? 0);
+        for (const outcome of DEMAND_OUTCOMES) modelRequests.inc({ model, outcome }, 0);
+      }
+      for (const [model, n] of waiting) this.set({ model }, n);
+    },
+  });
+  // Registered after the gauge, whose collect() creates its zero series, so they are in the same scrape.
+  const modelRequests = new Counter({
+    name: "luna_chat_model_requests_total",
+    help: "Replies per model by how they met it: started (a replica was ready), waited (the model was scaled to zero or waking), refused (no replica)",
+    labelNames: ["model", "outcome"],
+    registers,
+  });
   return {
+    modelRequests,
+    wakeWaitSeconds: new Histogram({
+      name: "luna_chat_wake_wait_seconds",
+      help: "How long replies waited for a replica of a model that scaled to zero, by outcome: ready, timeout, aborted",
+      labelNames: ["model", "outcome"],
+      buckets: [0.1, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 90, 120, 180, 300, 600],
+      registers,
+    }),
     ttft: new Histogram({
       name: "luna_chat_time_to_first_token_seconds",
       help: "From SendMessage/RegenerateMessage to the first token relayed",

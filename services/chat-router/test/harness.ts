@@ -95,6 +95,8 @@ let userCounter = 0;
 
 export interface PlatformOptions {
   chatEnv?: Record<string, string>;
+  /** Extra model-registry settings (e.g. a slow REGISTRY_HEALTH_INTERVAL, so only chat-router's own probes see a wake). */
+  registryEnv?: Record<string, string>;
   /** Billing's limits for role "user" (default: generous, so only tests of limits hit them). */
   limits?: { chatPerMinute?: number; chatStreams?: number };
 }
@@ -138,7 +140,7 @@ export async function startPlatform(opts: PlatformOptions = {}): Promise<Platfor
   );
   modules.push(billing as unknown as ServiceModule);
   const registry = await createModelRegistryModule(
-    loadConfig(registryConfigSchema, { REGISTRY_SEED: "false", REGISTRY_HEALTH_INTERVAL: "250ms", REGISTRY_HEALTH_FAILURES: "1" }),
+    loadConfig(registryConfigSchema, { REGISTRY_SEED: "false", REGISTRY_HEALTH_INTERVAL: "250ms", REGISTRY_HEALTH_FAILURES: "1", ...opts.registryEnv }),
     { log, metrics, js: jetstream(nc), databaseUrl: registryDb.url },
   );
   modules.push(registry as unknown as ServiceModule);
@@ -245,17 +247,23 @@ export interface Collected {
   text: string;
   finished?: Extract<ChatEvent["event"], { case: "finished" }>["value"];
   error?: Extract<ChatEvent["event"], { case: "error" }>["value"];
+  /** `waiting` events (the model was warming up), with when each arrived (Date.now()). */
+  waiting: Array<Extract<ChatEvent["event"], { case: "waiting" }>["value"] & { at: number }>;
+  /** Date.now() when the first delta arrived. */
+  firstDeltaAt?: number;
   order: string[];
 }
 
 export async function collect(stream: AsyncIterable<{ event?: ChatEvent }>, onEvent?: (c: Collected) => void | Promise<void>): Promise<Collected> {
-  const c: Collected = { deltas: [], text: "", order: [] };
+  const c: Collected = { deltas: [], text: "", order: [], waiting: [] };
   for await (const res of stream) {
     const ev = res.event?.event;
     if (!ev || ev.case === undefined) continue;
     c.order.push(ev.case);
     if (ev.case === "started") c.started = ev.value;
+    else if (ev.case === "waiting") c.waiting.push({ ...ev.value, at: Date.now() });
     else if (ev.case === "delta") {
+      c.firstDeltaAt ??= Date.now();
       c.deltas.push({ text: ev.value.text, offset: ev.value.offset });
       c.text += ev.value.text;
     } else if (ev.case === "finished") c.finished = ev.value;

@@ -134,7 +134,10 @@ export class ChatEngine {
     const m = this.deps.catalog.getModel(modelId);
     if (!m || m.kind !== ModelKind.TEXT) throw failedPrecondition(`model ${modelId} is no longer offered`);
     if (m.status === ModelStatus.DISABLED) throw failedPrecondition(`model ${modelId} is disabled${m.statusReason ? `: ${m.statusReason}` : ""}`);
-    if (!isServable(m.status)) throw unavailable(`model ${modelId} is offline${m.statusReason ? `: ${m.statusReason}` : ""}; try again later`);
+    if (!isServable(m.status)) {
+      this.deps.metrics.modelRequests.inc({ model: m.id, outcome: "refused" });
+      throw unavailable(`model ${modelId} is offline${m.statusReason ? `: ${m.statusReason}` : ""}; try again later`);
+    }
     return m;
   }
 
@@ -513,6 +516,11 @@ export class ChatEngine {
             if (signal.aborted) return;
             const ev = await f.next(silenceMs);
             if (ev === undefined || ev === "silent") break;
+            if (ev.case === "waiting") {
+              // Still warming up (before any text): pass the tick on; it also keeps this follow from going silent.
+              if (pos === 0) yield ev;
+              continue;
+            }
             if (ev.case === "delta") {
               const end = Number(ev.value.offset);
               const start = end - ev.value.text.length;

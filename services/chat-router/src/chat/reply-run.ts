@@ -1,10 +1,13 @@
 /**
- * One reply being generated: calls the model (retrying once on another replica if it fails before the first token),
+ * One reply being generated: waits for a replica when its model scaled to zero (see upstream/wake.ts; the readers
+ * get a `waiting` event every CHAT_WAITING_EVENT_INTERVAL meanwhile), calls the model (retrying once on another
+ * replica if it fails before the first token),
  * relays every delta to the reply's readers as it arrives, checkpoints long replies, keeps the stream lease alive,
  * and at the end charges what was produced, stores the final message with its usage event, and tells the readers.
  */
 import type { ReplyError, ReplyFinished } from "@luna/contracts/luna/chat/v1/chat_pb.js";
 import { FinishReason } from "@luna/contracts/luna/chat/v1/chat_pb.js";
+import { ModelStatus } from "@luna/contracts/luna/models/v1/models_pb.js";
 import type { ChatMessage } from "../domain/prompt.js";
 import { replyCost, type TokenPrices } from "../domain/pricing.js";
 import { previewOf } from "../domain/validate.js";
@@ -15,7 +18,11 @@ import { LiveReply, type ReplyEvent } from "../live/reply.js";
 import type { ChatMetrics } from "../metrics.js";
 import { chatRequestBody, isContextOverflow, isReplicaFault, UpstreamStream, type StreamOutcome, type UpstreamFailure } from "../upstream/client.js";
 import type { Lease, ReplicaPool } from "../upstream/pool.js";
+import type { WakeGate } from "../upstream/wake.js";
 import type { BillingClient, ReplyHold } from "./billing.js";
+
+/** ReplyError code of a reply whose model did not wake within CHAT_COLD_START_WAIT (the RPC ends UNAVAILABLE). */
+export const WARM_UP_TIMEOUT = "warm_up_timeout";
 
 /** Why a reply was stopped before the model ended it. */
 export type StopReason = "cancelled" | "client_gone" | "shutdown" | "deadline";
@@ -29,11 +36,16 @@ export interface RunTimings {
   leaseTtlMs: number;
   leaseRenewIntervalMs: number;
   disconnectGraceMs: number;
+  /** Longest wait for a replica of a model that scaled to zero (CHAT_COLD_START_WAIT). */
+  coldStartWaitMs: number;
+  /** How often a waiting reply repeats its `waiting` event (CHAT_WAITING_EVENT_INTERVAL). */
+  waitingIntervalMs: number;
 }
 
 export interface RunDeps {
   store: ChatStore;
   pool: ReplicaPool;
+  wake: WakeGate;
   billing: BillingClient;
   hub: LiveHub;
   metrics: ChatMetrics;
@@ -98,6 +110,12 @@ export class ReplyRun {
   private leaseReleased = false;
   private checkpointedLength = -1;
   private firstTokenSeen = false;
+  /** Aborts a wait for a replica (stop, client gone, shutdown). */
+  private readonly waitAbort = new AbortController();
+  /** The wait for a replica ran out (CHAT_COLD_START_WAIT). */
+  private warmUpTimedOut = false;
+  /** Counted as `waited` in the demand metric (so not also as `started`). */
+  private countedWaited = false;
   /** Someone follows the reply from another replica: it is not stopped when local readers go away. */
   private followedRemotely = false;
   result: RunResult | undefined;
@@ -121,6 +139,7 @@ export class ReplyRun {
   stop(reason: StopReason): void {
     if (this.stopReason || this.reply.final) return;
     this.stopReason = reason;
+    this.waitAbort.abort();
     this.current?.abort();
   }
 
@@ -154,8 +173,6 @@ export class ReplyRun {
       this.leaseTimer = setInterval(() => void deps.billing.renewStreamLease(plan.leaseId, t.leaseTtlMs), t.leaseRenewIntervalMs);
       this.leaseTimer.unref();
     }
-    this.deadlineTimer = setTimeout(() => this.stop("deadline"), t.maxReplyMs);
-    this.deadlineTimer.unref();
     try {
       const outcome = await this.generate();
       await this.finish(outcome);
@@ -174,8 +191,79 @@ export class ReplyRun {
     }
   }
 
-  /** Calls the model; a failure before the first token is retried once on another replica. */
+  /** Whether the model may be at zero replicas on purpose (then a missing replica is waited for, not an error). */
+  private scalesToZero(): boolean {
+    const m = this.deps.pool.model(this.plan.modelId);
+    return m !== undefined && (m.scaleToZero || m.status === ModelStatus.STANDBY);
+  }
+
+  /**
+   * Waits for a ready replica of a model that scaled to zero, telling the readers every `waitingIntervalMs`;
+   * "ready" at once when one is ready (or the model never scales to zero).
+   */
+  private async waitForReplica(): Promise<"ready" | "stopped" | "timeout"> {
+    const { deps, plan } = this;
+    if (!this.scalesToZero() || (await deps.pool.hasReady(plan.modelId))) return "ready";
+    const model = deps.pool.model(plan.modelId);
+    const since = Date.now();
+    const state = { reason: "warming_up", modelId: plan.modelId, since, expectedMs: (model?.coldStartSeconds ?? 0) * 1000 };
+    let ticker: NodeJS.Timeout | undefined;
+    if (!this.countedWaited) deps.metrics.modelRequests.inc({ model: plan.modelId, outcome: "waited" });
+    this.countedWaited = true;
+    const result = await deps.wake.wait(plan.modelId, {
+      signal: this.waitAbort.signal,
+      timeoutMs: deps.timings.coldStartWaitMs,
+      onWaiting: () => {
+        this.reply.setWaiting(state);
+        ticker = setInterval(() => this.reply.setWaiting(state), deps.timings.waitingIntervalMs);
+        ticker.unref();
+      },
+    });
+    clearInterval(ticker);
+    this.reply.setWaiting(undefined);
+    deps.metrics.wakeWaitSeconds.observe({ model: plan.modelId, outcome: result }, (Date.now() - since) / 1000);
+    if (result === "ready") return "ready";
+    if (result === "timeout") {
+      deps.metrics.modelRequests.inc({ model: plan.modelId, outcome: "refused" });
+      return "timeout";
+    }
+    return "stopped";
+  }
+
+  /**
+   * Waits for a replica if the model scaled to zero, then calls it. A scale-to-zero model whose replicas all failed
+   * before the first token (the pool scaled in under the catalog's feet) is waited for once more.
+   */
   private async generate(): Promise<{ outcome: StreamOutcome; unavailable: boolean }> {
+    const t = this.deps.timings;
+    const startDeadline = () => {
+      // The reply's time limit counts from when it can start, not from the wait.
+      if (this.deadlineTimer) return;
+      this.deadlineTimer = setTimeout(() => this.stop("deadline"), t.maxReplyMs);
+      this.deadlineTimer.unref();
+    };
+    let waited = false;
+    for (;;) {
+      const w = await this.waitForReplica();
+      if (w === "stopped" || this.stopReason) return { outcome: { kind: "aborted" }, unavailable: false };
+      if (w === "timeout") {
+        this.warmUpTimedOut = true;
+        const secs = Math.round(t.coldStartWaitMs / 1000);
+        return { outcome: { kind: "failed", failure: { kind: "network", message: `${this.plan.modelId} did not warm up within ${secs} s` } }, unavailable: true };
+      }
+      startDeadline();
+      const r = await this.attempts(!waited);
+      if (r.unavailable && !waited && !this.firstTokenSeen && !this.stopReason && this.scalesToZero()) {
+        this.deps.pool.markAsleep(this.plan.modelId);
+        waited = true;
+        continue;
+      }
+      return r;
+    }
+  }
+
+  /** Calls the model; a failure before the first token is retried once on another replica. */
+  private async attempts(countStart: boolean): Promise<{ outcome: StreamOutcome; unavailable: boolean }> {
     const { deps, plan } = this;
     const t = deps.timings;
     const tried = new Set<Lease["replica"]>();
@@ -186,8 +274,10 @@ export class ReplyRun {
       if (this.stopReason) return { outcome: { kind: "aborted" }, unavailable: false };
       const lease = await deps.pool.pick(plan.modelId, plan.conversationId, tried);
       if (!lease) {
+        if (attempt === 0 && !this.scalesToZero()) deps.metrics.modelRequests.inc({ model: plan.modelId, outcome: "refused" });
         return { outcome: last ?? { kind: "failed", failure: { kind: "network", message: `no replica of ${plan.modelId} is available` } }, unavailable: true };
       }
+      if (attempt === 0 && countStart && !this.countedWaited) deps.metrics.modelRequests.inc({ model: plan.modelId, outcome: "started" });
       tried.add(lease.replica);
       if (attempt > 0) deps.metrics.retries.inc({ model: plan.modelId });
       if (body === undefined || bodyModel !== lease.model) {
@@ -357,6 +447,7 @@ export class ReplyRun {
     }
     if (outcome.kind !== "failed") return { errorCode: "internal", errorMessage: "internal error" };
     const f: UpstreamFailure = outcome.failure;
+    if (this.warmUpTimedOut) return { errorCode: WARM_UP_TIMEOUT, errorMessage: `the model is still warming up: ${f.message}; try again later` };
     if (isContextOverflow(f)) return { errorCode: "context_length_exceeded", errorMessage: f.message };
     if (unavailable && !this.firstTokenSeen) return { errorCode: "upstream_unavailable", errorMessage: `the model is unavailable: ${f.message}` };
     if (f.kind === "timeout") return { errorCode: "upstream_timeout", errorMessage: f.message };

@@ -8,6 +8,7 @@
  */
 import { completeChat } from "../upstream/client.js";
 import type { ReplicaPool } from "../upstream/pool.js";
+import { ModelStatus } from "@luna/contracts/luna/models/v1/models_pb.js";
 import { isServable, type CatalogCache } from "@luna/kit";
 
 export interface TitleJob {
@@ -87,7 +88,8 @@ export class TitleWriter {
 
   private modelFor(job: TitleJob): string {
     const m = this.opts.titleModel ? this.opts.catalog.getModel(this.opts.titleModel) : undefined;
-    return m && isServable(m.status) ? m.id : job.modelId;
+    // A sleeping title model is not woken for a title: the conversation's own model has just replied.
+    return m && isServable(m.status) && m.status !== ModelStatus.STANDBY ? m.id : job.modelId;
   }
 
   private async write(job: TitleJob): Promise<void> {

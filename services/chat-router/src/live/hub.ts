@@ -138,7 +138,7 @@ export class LiveHub {
         if (err) return;
         try {
           const ev = fromBinary(ChatEventSchema, msg.data).event;
-          if (ev.case === "delta" || ev.case === "finished" || ev.case === "error") queue.push(ev);
+          if (ev.case === "delta" || ev.case === "finished" || ev.case === "error" || ev.case === "waiting") queue.push(ev);
         } catch (e) {
           this.log.warn({ err: e }, "undecodable live chat event ignored");
           return;

@@ -14,6 +14,8 @@ export class ReplyReader {
   private part: number;
   /** Characters of `parts[part]` already sent (only when resuming inside a part). */
   private skip: number;
+  /** The reply's `waitingSeq` this reader last reported. */
+  private waitingSeen = 0;
   private wake: (() => void) | undefined;
   closed = false;
 
@@ -51,6 +53,12 @@ export class ReplyReader {
     for (;;) {
       if (this.closed) return undefined;
       const parts = this.reply.parts;
+      // While the reply waits for a replica (before any text), each new `waiting` tick is reported once.
+      const waiting = this.reply.waitingEvent();
+      if (waiting && parts.length === 0 && !this.reply.final && this.reply.waitingSeq !== this.waitingSeen) {
+        this.waitingSeen = this.reply.waitingSeq;
+        return waiting;
+      }
       if (this.part < parts.length) {
         let text: string;
         if (this.part === parts.length - 1 && this.skip === 0) {
@@ -98,6 +106,10 @@ export class LiveReply {
   onReaderAdded: (() => void) | undefined;
   /** Someone follows the reply from another process. */
   onFollowed: (() => void) | undefined;
+  /** Set while the reply waits for a replica of its model (warming up); see `setWaiting`. */
+  private waiting: { reason: string; modelId: string; since: number; expectedMs: number } | undefined;
+  /** Bumped on every `waiting` tick, so each reader reports each tick once. */
+  waitingSeq = 0;
 
   constructor(readonly messageId: string) {}
 
@@ -107,12 +119,37 @@ export class LiveReply {
   }
 
   push(text: string): void {
+    this.waiting = undefined;
     this.parts.push(text);
     this.length += text.length;
     this.deltas++;
     for (const r of this.readers) r.notify();
     const pub = this.onPublish;
     if (pub) pub({ case: "delta", value: { $typeName: "luna.chat.v1.ReplyDelta", text, offset: BigInt(this.length) } }, this.length);
+  }
+
+  /**
+   * Marks the reply as waiting for a replica (`since`: Date.now() when the wait began) and tells the readers: each
+   * call is one `waiting` event for every reader; `undefined` ends the wait.
+   */
+  setWaiting(w: { reason: string; modelId: string; since: number; expectedMs: number } | undefined): void {
+    this.waiting = w;
+    if (!w) return;
+    this.waitingSeq++;
+    for (const r of this.readers) r.notify();
+    const ev = this.waitingEvent();
+    if (ev) this.onPublish?.(ev, this.length);
+  }
+
+  /** The `waiting` event as of now, while the reply waits; undefined otherwise. */
+  waitingEvent(): ReplyEvent | undefined {
+    const w = this.waiting;
+    if (!w) return undefined;
+    return {
+      case: "waiting",
+      value: { $typeName: "luna.chat.v1.ReplyWaiting", reason: w.reason, modelId: w.modelId, elapsedMs: BigInt(Math.max(0, Date.now() - w.since)),
+        expectedWaitMs: BigInt(w.expectedMs) },
+    };
   }
 
   finish(event: ReplyEvent): void {

@@ -1,10 +1,11 @@
 /** Connect handlers of luna.chat.v1.ChatService: validation → use case → protobuf. */
-import type { ConnectRouter, HandlerContext } from "@connectrpc/connect";
+import { Code, ConnectError, type ConnectRouter, type HandlerContext } from "@connectrpc/connect";
 import { ChatService } from "@luna/contracts/luna/chat/v1/chat_service_pb.js";
 import type { ChatEvent } from "@luna/contracts/luna/chat/v1/chat_pb.js";
 import { requirePrincipal, type MethodRules } from "@luna/kit";
 import type { ChatRouterConfig } from "../config.js";
 import type { ChatEngine, ReplyStream } from "../chat/engine.js";
+import { WARM_UP_TIMEOUT } from "../chat/reply-run.js";
 import { CONVERSATIONS_PAGE, MESSAGES_PAGE, type Conversations } from "../chat/conversations.js";
 import type { ReplyEvent } from "../live/reply.js";
 import {
@@ -33,9 +34,11 @@ type StreamResponse<T extends string> = { $typeName: T; event: ChatEvent };
 
 /**
  * Sends a reply stream to the client: `started`, then each event as the reply produces it. A client that goes away
- * closes its reader (the reply then stops after CHAT_DISCONNECT_GRACE unless someone resumes it).
+ * closes its reader (the reply then stops after CHAT_DISCONNECT_GRACE unless someone resumes it). With
+ * `unavailableOnWarmUpTimeout` (SendMessage, RegenerateMessage), a reply whose model did not wake in time ends the
+ * RPC with UNAVAILABLE (its hold is already released) rather than an error event: the request may simply be retried.
  */
-async function* relay<T extends string>(typeName: T, stream: ReplyStream, ctx: HandlerContext): AsyncGenerator<StreamResponse<T>> {
+async function* relay<T extends string>(typeName: T, stream: ReplyStream, ctx: HandlerContext, unavailableOnWarmUpTimeout = false): AsyncGenerator<StreamResponse<T>> {
   const onAbort = () => stream.close();
   if (ctx.signal.aborted) stream.close();
   else ctx.signal.addEventListener("abort", onAbort, { once: true });
@@ -45,6 +48,7 @@ async function* relay<T extends string>(typeName: T, stream: ReplyStream, ctx: H
     for (;;) {
       const ev = await stream.next();
       if (!ev) return;
+      if (unavailableOnWarmUpTimeout && ev.case === "error" && ev.value.code === WARM_UP_TIMEOUT) throw new ConnectError(ev.value.message, Code.Unavailable);
       yield wrap(ev);
       if (ev.case === "finished" || ev.case === "error") return;
     }
@@ -98,7 +102,7 @@ export function chatRoutes(deps: RouteDeps): (router: ConnectRouter) => void {
         const clientMessageId = checkClientMessageId("client_message_id", req.clientMessageId);
         const maxOutputTokens = checkMaxOutputTokens("max_output_tokens", req.maxOutputTokens);
         const stream = await engine.send(p, { conversationId, text, clientMessageId, maxOutputTokens }, startedAt);
-        yield* relay("luna.chat.v1.SendMessageResponse", stream, ctx);
+        yield* relay("luna.chat.v1.SendMessageResponse", stream, ctx, true);
       },
       async stopGeneration(req, ctx) {
         const p = requirePrincipal(ctx, "user");
@@ -110,7 +114,7 @@ export function chatRoutes(deps: RouteDeps): (router: ConnectRouter) => void {
         const messageId = checkId("message_id", req.messageId);
         const maxOutputTokens = checkMaxOutputTokens("max_output_tokens", req.maxOutputTokens);
         const stream = await engine.regenerate(p, { messageId, maxOutputTokens }, startedAt);
-        yield* relay("luna.chat.v1.RegenerateMessageResponse", stream, ctx);
+        yield* relay("luna.chat.v1.RegenerateMessageResponse", stream, ctx, true);
       },
       async *resumeStream(req, ctx) {
         const p = requirePrincipal(ctx, "user");

@@ -5,7 +5,7 @@
  */
 import type http from "node:http";
 import { normalizeBaseUrl, resolveReplicaUrls, type CatalogCache, type HostLookup } from "@luna/kit";
-import type { Model, ModelUpstream } from "@luna/contracts/luna/models/v1/models_pb.js";
+import { ModelStatus, type Model, type ModelUpstream } from "@luna/contracts/luna/models/v1/models_pb.js";
 import { CircuitBreaker } from "../domain/breaker.js";
 import { chooseReplica, hash32, type Candidate } from "../domain/balancer.js";
 import { createAgent, type Endpoint } from "./client.js";
@@ -172,9 +172,52 @@ export class ReplicaPool {
     if (!e || e.replicas.length === 0) return undefined;
     const now = this.now();
     let candidates = e.replicas.filter((r) => r.breaker.available(now) && !e.unhealthy.has(r.baseUrl));
-    if (candidates.length === 0) candidates = e.replicas;
+    if (candidates.length === 0) {
+      // A model at zero (or waking) has nobody to ask: side calls use their fallback instead of a starting replica.
+      const m = this.opts.catalog.getModel(modelId);
+      if (m && (m.scaleToZero || m.status === ModelStatus.STANDBY)) return undefined;
+      candidates = e.replicas;
+    }
     const r = candidates[chooseReplica(candidates, key, this.opts.stickySlack)]!;
     return { endpoint: this.endpoint(e, r), model: e.servedModelName };
+  }
+
+  /**
+   * Whether the model has a replica a request can go to now: resolved, not probed unhealthy (by the registry, or
+   * newer: by the wake prober), breaker not open. A scale-to-zero model without one waits for one (see wake.ts).
+   */
+  async hasReady(modelId: string): Promise<boolean> {
+    const e = await this.entry(modelId);
+    if (!e) return false;
+    const now = this.now();
+    return e.replicas.some((r) => !e.unhealthy.has(r.baseUrl) && r.breaker.available(now));
+  }
+
+  /**
+   * Records replicas the wake prober just found healthy (ahead of the registry's next probe and catalog event): they
+   * join the model's replicas and count as healthy until the catalog says otherwise.
+   */
+  markReady(modelId: string, urls: string[]): void {
+    const upstream = this.opts.catalog.upstreams(modelId);
+    if (!upstream) return;
+    let e = this.byModel.get(modelId);
+    if (!e || e.upstream !== upstream) e = this.compute(modelId, upstream, undefined);
+    for (const url of urls) {
+      const u = normalizeBaseUrl(url);
+      e.unhealthy.delete(u);
+      if (!e.replicas.some((r) => r.baseUrl === u)) e.replicas.push(this.replica(u));
+      // A replica that was down while the pool was at zero must not stay shut out by its old failures.
+      this.replica(u).breaker.onSuccess();
+    }
+  }
+
+  /**
+   * Takes every replica of a scale-to-zero model as not ready (they refused or vanished: the pool scaled in before
+   * the catalog said so); the next requests wait for the wake prober (or the catalog) to see one healthy again.
+   */
+  markAsleep(modelId: string): void {
+    const e = this.byModel.get(modelId);
+    if (e) for (const r of e.replicas) e.unhealthy.add(r.baseUrl);
   }
 
   /** Ends a lease, feeding the breaker. */

@@ -1,3 +1,4 @@
+import { ModelStatus } from "@luna/contracts/luna/models/v1/models_pb.js";
 import { beforeEach, describe, expect, it } from "vitest";
 import { createMemoryStore, type MemoryStore } from "../data/memory-store.js";
 import type { ModelInput } from "../domain/types.js";
@@ -29,6 +30,8 @@ function textModel(over: Partial<ModelInput> = {}): ModelInput {
     prices: { inputPer1k: 10n, outputPer1k: 10n, perImage: 0n },
     sortOrder: 0,
     upstream: { baseUrls: ["http://a:1", "http://b:1"], resolveUrl: "", apiKeyEnv: "", servedModelName: "" },
+    scaleToZero: false,
+    coldStartSeconds: 0,
     ...over,
   };
 }
@@ -91,6 +94,19 @@ describe("health prober", () => {
     expect(m?.health.replicas.find((r) => r.baseUrl === "http://a:1")?.detail).toBe("timed out after 500 ms");
     expect(m?.health.replicas.find((r) => r.baseUrl === "http://b:1")?.detail).toBe("GET /health: HTTP 503");
     expect(store.events.length).toBe(events + 1);
+  });
+
+  it("marks a scale-to-zero model STANDBY (announced) while no replica is healthy, and AVAILABLE once one wakes", async () => {
+    await store.upsertModel(textModel({ scaleToZero: true, coldStartSeconds: 60, upstream: { baseUrls: ["http://a:1"], resolveUrl: "", apiKeyEnv: "", servedModelName: "" } }), 0n);
+    routes.set("http://a:1/health", { status: 503 });
+    const p = prober();
+    await p.probeAll();
+    expect((await store.getModel("m1"))?.health).toMatchObject({ status: "STANDBY", reason: "warming up (0 of 1 replicas ready); wakes on demand in about 60 s" });
+    const announced = store.events.at(-1);
+    expect(announced?.case === "model" && announced.value.model).toMatchObject({ status: ModelStatus.STANDBY, scaleToZero: true, coldStartSeconds: 60 });
+    healthy("http://a:1");
+    await p.probeAll();
+    expect((await store.getModel("m1"))?.health.status).toBe("AVAILABLE");
   });
 
   it("counts a replica that does not serve the model as unhealthy", async () => {
