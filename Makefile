@@ -91,6 +91,18 @@ typecheck: deps ## Type-check every package (tsc -b), then the tests and benchma
 build: deps ## Compile every package to dist/
 	node_modules/.bin/tsc -b
 
+.PHONY: images
+images: $(NPM_STAMP) ## Build every image (luna/<program>:dev) from ./Dockerfile with docker, else podman (installed if missing)
+	$(TSX) tools/images/src/build.ts
+
+.PHONY: image-base
+image-base: $(NPM_STAMP) ## Build only the local Node 24 base images that `make images` uses where no registry is reachable
+	$(TSX) tools/images/src/base-image.ts
+
+.PHONY: image-smoke
+image-smoke: deps ## Run the built images as containers against a local stack behind the dev gateway (see docs/DEPLOY.md)
+	$(TSX) tools/images/src/smoke.ts
+
 .PHONY: breaking
 breaking: $(NPM_STAMP) ## buf breaking against main
 	node_modules/.bin/buf breaking --against '.git#branch=main'
