@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { closeSync, mkdirSync, openSync, readFileSync, readSync, rmSync, fstatSync, writeFileSync, writeSync } from "node:fs";
+import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, realpathSync, rmSync, fstatSync, writeFileSync, writeSync } from "node:fs";
 import net from "node:net";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { which } from "./binaries.js";
 import { DEFAULT_READY_TIMEOUT_MS, DEFAULT_STOP_TIMEOUT_MS, silentLog, type LocalLog, type ManagedServer, type ServerKind } from "./types.js";
@@ -91,11 +91,87 @@ function runsProgram(pid: number, name: string): boolean {
 // Checked against the command line of a pid from a state file before adopting it (the pid may have been reused).
 const processNames: Record<ServerKind, string> = { postgres: "postgres", redis: "redis-server", nats: "nats-server" };
 
-/** A live server recorded in dataDir's state file, if any. */
-export function findRunningServer(dataDir: string, kind: ServerKind): { pid: number; ports: number[] } | undefined {
+/**
+ * The pid file a server writes itself, relative to its data dir (NATS: `-P`). When the server was restarted by hand
+ * with the stack's own command (same data dir, pid file and port), the state file names a dead pid but this names the
+ * live one, and the server is adopted instead of being refused as "another process" on the port.
+ */
+const ownPidFiles: Partial<Record<ServerKind, string>> = { nats: "nats.pid" };
+
+/** TCP ports `pid` listens on (Linux: its socket inodes matched against /proc/net/tcp{,6}); undefined elsewhere. */
+export function listeningPorts(pid: number): Set<number> | undefined {
+  if (process.platform !== "linux") return undefined;
+  const inodes = new Set<string>();
+  try {
+    for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+      try {
+        const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
+        if (m) inodes.add(m[1]!);
+      } catch {
+        // closed meanwhile
+      }
+    }
+  } catch {
+    return undefined;
+  }
+  const ports = new Set<number>();
+  for (const table of ["/proc/net/tcp", "/proc/net/tcp6"]) {
+    let text = "";
+    try {
+      text = readFileSync(table, "utf8");
+    } catch {
+      continue;
+    }
+    for (const line of text.split("\n").slice(1)) {
+      const cols = line.trim().split(/\s+/);
+      // cols: sl, local_address (hex ip:port), rem_address, st (0A = LISTEN), ..., inode at index 9
+      if (cols.length > 9 && cols[3] === "0A" && inodes.has(cols[9]!)) ports.add(parseInt(cols[1]!.split(":")[1]!, 16));
+    }
+  }
+  return ports;
+}
+
+/** Whether `pid` works in `dataDir`: named on its command line or as its working directory. */
+function usesDataDir(pid: number, dataDir: string): boolean {
+  if (process.platform !== "linux") return true;
+  const dir = resolve(dataDir);
+  try {
+    if (readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").some((arg) => arg.includes(dir))) return true;
+    return realpathSync(`/proc/${pid}/cwd`) === realpathSync(dir);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * A live server started by hand from the stack's data dir: the pid in its own pid file runs the right program,
+ * works in `dataDir` and listens on `clientPort`.
+ */
+function findHandStartedServer(dataDir: string, kind: ServerKind, clientPort: number | undefined): number | undefined {
+  const pidFile = ownPidFiles[kind];
+  if (!pidFile || clientPort === undefined) return undefined;
+  let pid: number;
+  try {
+    pid = Number(readFileSync(join(dataDir, pidFile), "utf8").trim().split(/\s+/)[0]);
+  } catch {
+    return undefined;
+  }
+  if (!Number.isInteger(pid) || pid <= 0 || !isAlive(pid) || !runsProgram(pid, processNames[kind]) || !usesDataDir(pid, dataDir)) return undefined;
+  const ports = listeningPorts(pid);
+  return ports === undefined || ports.has(clientPort) ? pid : undefined;
+}
+
+/**
+ * A live server of this data dir: the one its state file records, else one restarted by hand from the stack's own
+ * pid file (see ownPidFiles) on the recorded ports (or `expectedPorts` when there is no state file).
+ */
+export function findRunningServer(dataDir: string, kind: ServerKind, expectedPorts?: (number | undefined)[]): { pid: number; ports: number[]; handStarted?: boolean } | undefined {
   const state = readServerState(dataDir);
-  if (!state || state.kind !== kind || !isAlive(state.pid) || !runsProgram(state.pid, processNames[kind])) return undefined;
-  return { pid: state.pid, ports: state.ports };
+  if (state && state.kind === kind && isAlive(state.pid) && runsProgram(state.pid, processNames[kind])) return { pid: state.pid, ports: state.ports };
+  const ports = state && state.kind === kind ? state.ports
+    : expectedPorts && expectedPorts.every((p) => p !== undefined) ? expectedPorts as number[] : undefined;
+  const pid = findHandStartedServer(dataDir, kind, ports?.[0]);
+  return pid === undefined ? undefined : { pid, ports: ports!, handStarted: true };
 }
 
 /** Free TCP ports on 127.0.0.1, found by binding port 0 (all held until every one is found, so they differ). */
@@ -229,7 +305,7 @@ export class ServerProcess implements ManagedServer {
   static async start(spec: ServerSpec): Promise<ServerProcess> {
     const server = new ServerProcess(spec);
     mkdirSync(spec.dataDir, { recursive: true });
-    const running = findRunningServer(spec.dataDir, spec.kind);
+    const running = findRunningServer(spec.dataDir, spec.kind, spec.requestedPorts);
     if (running) {
       spec.requestedPorts.forEach((want, i) => {
         if (want !== undefined && running.ports[i] !== want) {
@@ -243,7 +319,13 @@ export class ServerProcess implements ManagedServer {
       server.currentPid = running.pid;
       server.reused = true;
       await server.waitReady();
-      server.log.info(`${spec.kind} already running (pid ${running.pid}) on port ${server.port}`);
+      if (running.handStarted) {
+        // From now on it is ours like any other: recorded, so `down`, status and Ctrl-C (when asked to) stop it.
+        server.writeState();
+        server.log.info(`${spec.kind} restarted outside the stack (pid ${running.pid}) from its data dir on port ${server.port}: adopted`);
+      } else {
+        server.log.info(`${spec.kind} already running (pid ${running.pid}) on port ${server.port}`);
+      }
       return server;
     }
     rmSync(join(spec.dataDir, STATE_FILE), { force: true });
@@ -295,9 +377,13 @@ export class ServerProcess implements ManagedServer {
       this.forget();
       throw err;
     }
-    const state: StateFile = { kind: spec.kind, pid: this.currentPid, ports: this.ports, startedAt: new Date().toISOString() };
-    writeFileSync(join(spec.dataDir, STATE_FILE), JSON.stringify(state, null, 2) + "\n");
+    this.writeState();
     this.log.info(`${spec.kind} started (pid ${this.currentPid}) on port ${this.port}`);
+  }
+
+  private writeState(): void {
+    const state: StateFile = { kind: this.kind, pid: this.currentPid!, ports: this.ports, startedAt: new Date().toISOString() };
+    writeFileSync(join(this.dataDir, STATE_FILE), JSON.stringify(state, null, 2) + "\n");
   }
 
   private exited(): boolean {
