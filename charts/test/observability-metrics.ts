@@ -43,12 +43,6 @@ export const EXTERNAL_METRICS: ReadonlySet<string> = new Set([
   "DCGM_FI_DEV_GPU_UTIL",
 ]);
 
-/**
- * chat-router's per-model demand metrics agreed for scale-to-zero (issue 19, CONVENTIONS.md): the vllm chart's
- * activation trigger and the vLLM dashboard use them; chat-router may not export them yet.
- */
-export const AGREED_DEMAND_METRICS: ReadonlySet<string> = new Set(["luna_chat_model_waiting_requests", "luna_chat_model_requests_total"]);
-
 const PROMQL_WORDS = new Set(["sum", "max", "min", "avg", "count", "by", "without", "on", "ignoring", "group_left", "group_right",
   "rate", "increase", "irate", "histogram_quantile", "and", "or", "unless", "time", "label_values", "bool", "offset",
   "topk", "bottomk", "abs", "clamp_min", "clamp_max", "vector", "scalar", "absent", "delta", "deriv", "le", "inf", "nan"]);
@@ -80,7 +74,7 @@ export function unknownMetrics(exprs: readonly string[]): string[] {
   for (const e of exprs) {
     for (const n of metricNamesIn(e)) {
       const base = baseMetricName(n);
-      const ok = EXTERNAL_METRICS.has(n) || AGREED_DEMAND_METRICS.has(n)
+      const ok = EXTERNAL_METRICS.has(n)
         || (n.startsWith("luna_") && (luna.has(base) || luna.has(n)))
         || (n.startsWith("vllm:") && (vllm.has(base) || vllm.has(n) || vllm.has(n.replace(/_total$/, ""))));
       if (!ok) bad.add(n);
