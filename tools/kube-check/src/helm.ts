@@ -136,7 +136,8 @@ function fileDeps(chartDir: string): string[] {
 
 function fingerprint(chartDir: string, deps: string[]): string {
   const h = createHash("sha256");
-  for (const f of [join(chartDir, "Chart.yaml"), ...deps.flatMap((d) => filesUnder(d).sort())]) {
+  const own = [join(chartDir, "Chart.yaml"), join(chartDir, "Chart.lock")].filter((f) => existsSync(f));
+  for (const f of [...own, ...deps.flatMap((d) => filesUnder(d).sort())]) {
     h.update(f).update("\0").update(readFileSync(f)).update("\0");
   }
   return h.digest("hex");
@@ -157,8 +158,8 @@ async function withLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
 
 /**
  * `helm dependency build` for a chart and, first, its file:// dependencies (a dependency's own dependencies must be
- * packaged before it is). Skipped when nothing under the chart's dependencies changed since the last build; safe
- * to call from parallel test workers.
+ * packaged before it is). Skipped when nothing under the chart's dependencies changed since the last build (stamp in
+ * node_modules/.cache/luna/deps-stamps); safe to call from parallel test workers.
  */
 export async function dependencyBuild(chartDir: string): Promise<void> {
   const dir = resolve(repoRoot, chartDir);
@@ -166,10 +167,16 @@ export async function dependencyBuild(chartDir: string): Promise<void> {
   for (const d of deps) await dependencyBuild(d);
   if (deps.length === 0) return;
   await withLock(dir, async () => {
-    const stamp = join(dir, "charts", ".luna-deps-stamp");
+    // The stamp lives in the cache, not in the chart's charts/ (helm would try to read it as an archive).
+    const stamp = join(cacheDir, "deps-stamps", createHash("sha256").update(dir).digest("hex").slice(0, 16));
     const fp = fingerprint(dir, deps);
-    if (existsSync(stamp) && readFileSync(stamp, "utf8") === fp) return;
-    await helm(["dependency", "build", dir, "--skip-refresh"]);
+    if (existsSync(stamp) && existsSync(join(dir, "charts")) && readFileSync(stamp, "utf8") === fp) return;
+    const r = await helmResult(["dependency", "build", dir, "--skip-refresh"]);
+    if (r.code !== 0) {
+      const hint = /out of sync/.test(r.stderr) ? ` (Chart.yaml's dependencies changed: run \`helm dependency update ${chartDir}\` and commit Chart.lock)` : "";
+      throw new Error(`helm dependency build ${chartDir} failed${hint}: ${r.stderr.trim()}`);
+    }
+    mkdirSync(dirname(stamp), { recursive: true });
     writeFileSync(stamp, fp);
   });
 }
