@@ -2,7 +2,7 @@
 // gateway/test/semantic.test.ts against the committed file, and against deliberately broken copies of it.
 import { cors as connectCors } from "@connectrpc/connect";
 import type { ServiceName } from "@luna/kit";
-import { CLAIM_HEADERS, JWT_FILTER, JWT_PAYLOAD_METADATA, OPTIONAL_TOKEN, REQUIRE_TOKEN, UPSTREAM_SERVICES } from "./envoy.js";
+import { JWT_FILTER, JWT_PAYLOAD_METADATA, OPTIONAL_TOKEN, REQUIRE_TOKEN, UPSTREAM_SERVICES } from "./envoy.js";
 import { clusters, connectionManagers, httpFiltersOf, resolve, routesOf, type EnvoyRoute } from "./model.js";
 import { matchRoute } from "./routes.js";
 import type { Rpc } from "./sources.js";

@@ -6,7 +6,7 @@ import { readdirSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import type { DescMethod, DescService } from "@bufbuild/protobuf";
-import { ruleOf, type AccessRule, type MethodRules, type ServiceName } from "@luna/kit";
+import { healthAuthRules, ruleOf, type AccessRule, type MethodRules, type ServiceName } from "@luna/kit";
 import { authRules as authServiceRules } from "@luna/auth";
 import { BILLING_AUTH_RULES } from "@luna/billing";
 import { CHAT_AUTH_RULES } from "@luna/chat-router";
@@ -34,8 +34,8 @@ export const RULES_BY_SERVICE: Readonly<Record<ServiceName, MethodRules>> = {
   "image-job": imageJobRules,
 };
 
-/** Every service's access rules, merged. */
-export const SERVICE_RULES: MethodRules = Object.assign({}, ...Object.values(RULES_BY_SERVICE)) as MethodRules;
+/** Every service's access rules, merged, with the kit's rule for grpc.health.v1 (public on every server). */
+export const SERVICE_RULES: MethodRules = Object.assign({ ...healthAuthRules }, ...Object.values(RULES_BY_SERVICE)) as MethodRules;
 
 function files(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((e) =>

@@ -132,7 +132,7 @@ describe("the running dev gateway answers as Envoy's routes say", () => {
     });
     req.resume();
     await new Promise((r) => req.on("close", r));
-    if (headers[":status"] === 404) return REFUSED;
+    if (Number(headers[":status"]) === 404) return REFUSED;
     return String(headers["x-upstream"] ?? `status ${String(headers[":status"])}`);
   }
 

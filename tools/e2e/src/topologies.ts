@@ -12,11 +12,16 @@ import { freePorts } from "@luna/kit/localstack";
 import { createTestDatabase, startDedicatedNats, startDedicatedRedis, type TestDatabase } from "@luna/kit/testing";
 import { MODULES, startPlatform } from "@luna/allinone";
 import { discoverProcesses, splitDatabases, startSplitPlatform } from "@luna/split";
+import { startEnvoyContainer } from "@luna/gateway/run";
 import { startVllmSim, type VllmSim } from "@luna/sim-vllm";
 import { startComfySim, type ComfySim } from "@luna/sim-comfyui";
 
-export type TopologyName = "all-in-one" | "split";
-export const TOPOLOGIES: readonly TopologyName[] = ["all-in-one", "split"];
+export type TopologyName = "all-in-one" | "split" | "envoy";
+/**
+ * `envoy` (the split platform behind the real Envoy, in a container: gateway/src/envoy-run.ts) runs only when
+ * LUNA_E2E_ENVOY=1, as in .github/workflows/gateway.yml; it needs a container engine and the Envoy image.
+ */
+export const TOPOLOGIES: readonly TopologyName[] = ["all-in-one", "split", ...(process.env.LUNA_E2E_ENVOY === "1" ? ["envoy" as const] : [])];
 
 /** The dev admin both topologies create on start (AUTH_ADMIN_EMAIL / AUTH_ADMIN_PASSWORD). */
 export const ADMIN = { email: "admin@e2e.test", password: "e2e-admin-passphrase-42" } as const;
@@ -137,9 +142,14 @@ export async function startTopology(name: TopologyName): Promise<Topology> {
       onUnexpectedExit: (message) => (crashed = message),
     });
     cleanups.push(() => platform.stop());
+    // The real Envoy in front of the same processes (clients never see the dev gateway then).
+    const envoy = name === "envoy"
+      ? await startEnvoyContainer({ upstreams: Object.fromEntries(platform.processes.flatMap((p) => (p.url ? [[p.name, p.url]] : []))) })
+      : undefined;
+    if (envoy) cleanups.push(() => envoy.stop());
     return {
-      name, url: platform.url, dataDir, vllm, comfy, devInvites: invites,
-      output: () => (crashed ? `${crashed}\n` : "") + lines.join("\n"),
+      name, url: envoy?.url ?? platform.url, dataDir, vllm, comfy, devInvites: invites,
+      output: () => (crashed ? `${crashed}\n` : "") + lines.join("\n") + (envoy ? `\n--- envoy ---\n${envoy.output()}` : ""),
       hosts: (s) => services.has(s),
       stop: cleanup,
     };
