@@ -13,6 +13,7 @@ import { setMaxListeners } from "node:events";
 import { clientAddressKey, clientAddressResolver, DEFAULT_TRUSTED_PROXIES, type TrustedProxies } from "./client-address.js";
 import { dualProtocolListener } from "./dual-protocol.js";
 import { codeName, errorInterceptor } from "./errors.js";
+import { strictJsonEnums } from "./json-enums.js";
 import { mapMalformedBodies } from "./malformed-body.js";
 import type { Metrics } from "./metrics.js";
 import type { Logger, RequestLogOptions } from "./log.js";
@@ -145,7 +146,7 @@ export function createServer(opts: ServerOptions): LunaServer {
 
   const connect = connectNodeAdapter({
     routes(router) {
-      opts.routes(router);
+      opts.routes(strictJsonEnums(router));
       // The adapter reads router.handlers after this returns: wrap each one (see malformed-body.ts).
       router.handlers.forEach((h, i) => {
         router.handlers[i] = mapMalformedBodies(h, (handler) => {
