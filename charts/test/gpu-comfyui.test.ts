@@ -1,0 +1,161 @@
+// charts/comfyui with the real helm: every ci variant rendered and validated (schemas, unknown fields, KEDA scaler
+// metadata), the generic cross-object checks and the ComfyUI pool checks of gpu-checks.ts (ComfyUI on 127.0.0.1 and
+// behind no Service, the worker sidecar's env, the nats-jetstream trigger on image-job's own consumer name);
+// ci/invalid and ci/invalid-render refused with their message. Each check is shown failing on a broken copy.
+import { readFileSync, readdirSync } from "node:fs";
+import { join } from "node:path";
+import { beforeAll, describe, expect, it } from "vitest";
+import { dependencyBuild, formatIssues, helmResult, renderChart, repoRoot, templateArgs, validateObjects, type K8sObject } from "@luna/kube-check";
+import { poolDurable } from "../../services/image-job/src/domain/job.js";
+import { crossCheck } from "./cross-checks.js";
+import { checkComfyPods, checkComfyScaling, checkIngressOnlyFrom } from "./gpu-checks.js";
+
+const CHART = "charts/comfyui";
+const dir = join(repoRoot, CHART);
+const NS = "luna";
+const POOL_PODS = { "app.kubernetes.io/name": "comfyui" };
+
+const cache = new Map<string, Promise<K8sObject[]>>();
+function render(values?: string): Promise<K8sObject[]> {
+  let r = cache.get(values ?? "");
+  if (!r) {
+    r = renderChart(CHART, { release: "comfyui", namespace: NS, valuesFiles: values ? [join(CHART, "ci", values)] : [] }).then((x) => x.objects);
+    cache.set(values ?? "", r);
+  }
+  return r;
+}
+/* eslint-disable @typescript-eslint/no-explicit-any */
+const edit = (objects: K8sObject[], fn: (copy: any[]) => void): K8sObject[] => { const c = structuredClone(objects); fn(c); return c; };
+const deployment = (c: any[], name = "comfyui-flux1-schnell") => c.find((o) => o.kind === "Deployment" && o.metadata.name === name);
+const container = (d: any, name: string) => d.spec.template.spec.containers.find((x: { name: string }) => x.name === name);
+const allChecks = (objects: K8sObject[]) => [
+  ...crossCheck(objects), ...checkComfyPods(objects), ...checkComfyScaling(objects), ...checkIngressOnlyFrom(objects, POOL_PODS, []),
+];
+
+beforeAll(async () => {
+  await dependencyBuild(CHART);
+}, 300_000);
+
+describe("comfyui chart", () => {
+  const ci = readdirSync(join(dir, "ci")).filter((f) => f.endsWith("-values.yaml")).sort();
+
+  it("ships defaults, simulator, production-like and scale-to-zero variants", () => {
+    expect(ci).toEqual(expect.arrayContaining(["default-values.yaml", "simulator-values.yaml", "production-values.yaml", "scale-to-zero-values.yaml"]));
+  });
+
+  it.each(ci)("ci/%s: lint, render, every object valid, every check passes", async (values) => {
+    const lint = await helmResult(["lint", "--strict", dir, "-f", join(dir, "ci", values), "--namespace", NS]);
+    expect(lint.code, lint.stdout + lint.stderr).toBe(0);
+    const objects = await render(values);
+    expect(formatIssues(await validateObjects(objects))).toBe("");
+    expect(allChecks(objects)).toEqual([]);
+  });
+
+  it.each([
+    ...readdirSync(join(dir, "ci/invalid")).map((f) => ["invalid", f]),
+    ...readdirSync(join(dir, "ci/invalid-render")).map((f) => ["invalid-render", f]),
+  ])("ci/%s/%s is refused with its expected error", async (sub, file) => {
+    const path = join(dir, "ci", sub, file);
+    const expected = /^# expect-error: (.+)$/m.exec(readFileSync(path, "utf8"))?.[1];
+    expect(expected).toBeTruthy();
+    const r = await helmResult(templateArgs(CHART, { valuesFiles: [path] }));
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain(expected);
+  });
+
+  it("scales each pool on the lag of image-job's durable consumer for it", async () => {
+    const objects = await render("scale-to-zero-values.yaml");
+    const sos = objects.filter((o) => o.kind === "ScaledObject") as any[];
+    expect(sos.map((s) => [s.metadata.name, s.spec.minReplicaCount, s.spec.triggers[0].metadata])).toEqual([
+      ["comfyui-flux1-schnell", 1, { natsServerMonitoringEndpoint: "nats:8222", account: "$G", stream: "LUNA_IMAGE_JOBS",
+        consumer: poolDurable("flux1-schnell"), lagThreshold: "2", activationLagThreshold: "0" }],
+      ["comfyui-sdxl-base", 0, { natsServerMonitoringEndpoint: "nats:8222", account: "$G", stream: "LUNA_IMAGE_JOBS",
+        consumer: poolDurable("sdxl-base-1.0"), lagThreshold: "2", activationLagThreshold: "0" }],
+    ]);
+    expect(poolDurable("sdxl-base-1.0")).toBe("image-worker-sdxl-base-1-0");
+    for (const s of sos) expect(s.spec.triggers[0].metricType).toBe("AverageValue");
+  });
+
+  it("runs the simulator on 127.0.0.1 beside the real worker, without GPUs or model storage", async () => {
+    const objects = await render("simulator-values.yaml");
+    expect(objects.filter((o) => o.kind === "PersistentVolumeClaim")).toEqual([]);
+    const d = deployment(objects as any[]);
+    expect(container(d, "comfyui").image).toBe("luna/sim-comfyui:0.1.0");
+    expect(container(d, "comfyui").env).toContainEqual({ name: "SIM_COMFYUI_HOST", value: "127.0.0.1" });
+    expect(container(d, "worker").image).toBe("luna/image-worker:0.1.0");
+    expect(JSON.stringify(d.spec.template.spec.containers.map((c: { resources: unknown }) => c.resources))).not.toContain("gpu");
+  });
+
+  it("the validator rejects a misspelled field and metricType inside KEDA metadata", async () => {
+    const broken = edit(await render(), (c) => {
+      const so = c.find((o) => o.kind === "ScaledObject");
+      so.spec.maxReplicas = 3;
+      so.spec.triggers[0].metadata.metricType = "AverageValue";
+    });
+    const issues = formatIssues(await validateObjects(broken));
+    expect(issues).toMatch(/unknown field "maxReplicas"/);
+    expect(issues).toMatch(/metricType/);
+  });
+});
+
+describe("comfyui checks fail on broken renders", () => {
+  it("ComfyUI listening on every interface, declaring a port, or behind a Service", async () => {
+    const objects = await render();
+    const broken = edit(objects, (c) => {
+      const comfy = container(deployment(c), "comfyui");
+      comfy.args[comfy.args.indexOf("--listen") + 1] = "0.0.0.0";
+      comfy.ports = [{ name: "http", containerPort: 8188 }];
+      c.find((o) => o.kind === "Service").spec.ports.push({ name: "comfy", port: 8188, targetPort: 8188 });
+    });
+    const problems = checkComfyPods(broken).join("\n");
+    expect(problems).toMatch(/ComfyUI must run with --listen 127.0.0.1/);
+    expect(problems).toMatch(/the ComfyUI container declares ports/);
+    expect(problems).toMatch(/Service\/comfyui-flux1-schnell-workers exposes ComfyUI's port 8188/);
+    const sim = edit(await render("simulator-values.yaml"), (c) => {
+      container(deployment(c), "comfyui").env = container(deployment(c), "comfyui").env.filter((e: { name: string }) => e.name !== "SIM_COMFYUI_HOST");
+    });
+    // The simulator image defaults to 0.0.0.0 (root Dockerfile): without the chart's variable it would be reachable.
+    expect(checkComfyPods(sim).join("\n")).toMatch(/the ComfyUI simulator listens on 0.0.0.0, not 127.0.0.1 only/);
+  });
+
+  it("a worker with a variable it does not read, the wrong ComfyUI URL, or no pool", async () => {
+    const broken = edit(await render(), (c) => {
+      const w = container(deployment(c), "worker");
+      w.env.push({ name: "IMAGE_WORKER_POOL", value: "x" });
+      w.env.find((e: { name: string }) => e.name === "COMFYUI_URL").value = "http://comfyui:8188";
+      w.env = w.env.filter((e: { name: string }) => e.name !== "IMAGE_WORKER_POOLS");
+    });
+    const problems = checkComfyPods(broken).join("\n");
+    expect(problems).toMatch(/sets IMAGE_WORKER_POOL, which image-worker does not read/);
+    expect(problems).toMatch(/COMFYUI_URL http:\/\/comfyui:8188 is not http:\/\/127.0.0.1:8188/);
+    expect(problems).toMatch(/IMAGE_WORKER_POOLS is not set/);
+  });
+
+  it("a KEDA trigger on another consumer, with a scheme in the endpoint, or without its Deployment", async () => {
+    const objects = await render();
+    const broken = edit(objects, (c) => {
+      const so = c.find((o) => o.kind === "ScaledObject" && o.metadata.name === "comfyui-sdxl-base");
+      so.spec.triggers[0].metadata.consumer = "image-worker-sdxl-base-1.0";
+      const flux = c.find((o) => o.kind === "ScaledObject" && o.metadata.name === "comfyui-flux1-schnell");
+      flux.spec.triggers[0].metadata.natsServerMonitoringEndpoint = "http://nats:8222";
+    });
+    const problems = checkComfyScaling(broken).join("\n");
+    expect(problems).toMatch(/no nats-jetstream trigger on consumer image-worker-sdxl-base-1-0 \(pool sdxl-base-1.0\)/);
+    expect(problems).toMatch(/must be host:port without a scheme/);
+    const orphan = edit(objects, (c) => { c.find((o) => o.kind === "ScaledObject").spec.scaleTargetRef.name = "comfyui-gone"; });
+    expect(checkComfyScaling(orphan).join("\n")).toMatch(/targets Deployment\/comfyui-gone, which is not rendered/);
+    expect(crossCheck(orphan).join("\n")).toMatch(/targets Deployment\/comfyui-gone/);
+  });
+
+  it("a NetworkPolicy letting a Luna app in (nothing but Prometheus and helm tests may connect)", async () => {
+    const broken = edit(await render(), (c) => {
+      c.find((o) => o.kind === "NetworkPolicy").spec.ingress.push({ from: [{ podSelector: { matchLabels: { "app.kubernetes.io/name": "image-job", "app.kubernetes.io/part-of": "luna" } } }] });
+    });
+    expect(checkIngressOnlyFrom(broken, POOL_PODS, []).join("\n")).toMatch(/admits image-job \(only no Luna app may connect\)/);
+  });
+
+  it("the admin-only Service selecting no pod", async () => {
+    const broken = edit(await render(), (c) => { c.find((o) => o.kind === "Service").spec.selector["luna.dev/pool"] = "gone"; });
+    expect(crossCheck(broken).join("\n")).toMatch(/Service\/comfyui-flux1-schnell-workers selects no pod/);
+  });
+});
