@@ -61,6 +61,15 @@ unit: deps ## Run the tests of one path quickly: make unit P=services/billing
 gateway: $(NPM_STAMP) ## Regenerate the Envoy config charts/gateway/files/envoy.yaml from gateway/src/routes.ts (checked by make test)
 	$(TSX) gateway/src/generate.ts
 
+.PHONY: charts
+charts: deps ## Helm checks of every chart (real helm 3.17.2: lint --strict, template, schemas, cross-object checks)
+	node_modules/.bin/vitest run charts/test
+
+.PHONY: charts-gen
+charts-gen: $(NPM_STAMP) ## Regenerate the service charts' values.schema.json and charts/README.md's values tables
+	$(TSX) charts/test/values-schema.ts
+	$(TSX) charts/test/values-doc.ts
+
 .PHONY: gen
 gen: $(NPM_STAMP) ## Regenerate TypeScript from proto/ and the Prisma clients
 	node_modules/.bin/buf generate

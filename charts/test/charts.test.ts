@@ -12,6 +12,7 @@ import {
   checkLunaContainers, checkMigrationsHook, checkNetworkPolicyPeers, checkSelectorsAndTargets, checkServicesSelectPods,
   checkWorkloadsHardened, crossCheck, podsOf,
 } from "./cross-checks.js";
+import { DOCUMENTED_CHARTS, renderReadme, undocumented, unknownParams } from "./values-doc.js";
 import { SERVICE_CHARTS, serviceValuesSchemaText } from "./values-schema.js";
 
 const chartsDir = join(repoRoot, "charts");
@@ -77,6 +78,25 @@ describe("generated values schemas", () => {
   it.each(Object.keys(SERVICE_CHARTS))("charts/%s/values.schema.json is what values-schema.ts generates", (chart) => {
     // Stale when a service gains or drops a variable: run `make charts-schemas`.
     expect(readFileSync(join(chartsDir, chart, "values.schema.json"), "utf8")).toBe(serviceValuesSchemaText(chart));
+  });
+});
+
+describe("values documentation", () => {
+  it.each(DOCUMENTED_CHARTS)("charts/%s/values.yaml documents every key with @param, and no @param is stale", (chart) => {
+    const text = readFileSync(join(chartsDir, chart, "values.yaml"), "utf8");
+    expect(undocumented(text)).toEqual([]);
+    expect(unknownParams(text)).toEqual([]);
+  });
+
+  it("finds an undocumented key and a stale @param", () => {
+    const text = "## @param a.b The b\na:\n  b: 1\n  c: {x: 2}\n## @param d Gone\n";
+    expect(undocumented(text)).toEqual(["a.c.x"]);
+    expect(unknownParams(text)).toEqual(["d"]);
+  });
+
+  it("charts/README.md's values tables are what values-doc.ts generates (make charts-gen)", () => {
+    const readme = readFileSync(join(chartsDir, "README.md"), "utf8");
+    expect(readme).toBe(renderReadme(readme));
   });
 });
 
@@ -284,6 +304,8 @@ describe("the checks catch broken renders", () => {
       .toEqual(["Deployment/auth container auth (luna/auth): container port api 8080 but LUNA_PORT 8081"]);
     expect(checkLunaContainers(broken((o) => { dep(o).spec.template.spec.terminationGracePeriodSeconds = 30; })))
       .toEqual(["Deployment/auth container auth (luna/auth): terminationGracePeriodSeconds 30 must exceed preStop + LUNA_SHUTDOWN_GRACE (40s)"]);
+    expect(checkLunaContainers(broken((o) => { delete container(o).lifecycle; })))
+      .toEqual(["Deployment/auth container auth (luna/auth): no preStop (endpoint removal must reach clients before SIGTERM)"]);
     expect(checkLunaContainers(broken((o) => { container(o).image = "luna/auth-service:1"; })))
       .toEqual(["Deployment/auth container auth (luna/auth-service): no such Luna image program"]);
     expect(checkLunaContainers(broken((o) => { o.find((x) => x.kind === "Job").spec.template.spec.containers[0].env.push({ name: "LOG_LEVEL", value: "debug" }); })))

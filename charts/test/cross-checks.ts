@@ -162,9 +162,8 @@ const LUNA_IMAGE = /(?:^|\/)luna\/([a-z0-9-]+)(?::|@|$)/;
 /** The PROGRAM values of the root Dockerfile (CONVENTIONS, images). */
 export const LUNA_PROGRAMS = ["auth", "billing", "model-registry", "chat-router", "image-job", "image-worker", "migrate", "sim-vllm", "sim-comfyui"];
 /** Ports each program listens on (CONVENTIONS): the env that sets them must agree with the container ports. */
-const PROGRAM_PORTS: Record<string, { api?: number; admin?: number; http?: number }> = {
-  "sim-vllm": { http: 8000 }, "sim-comfyui": { http: 8188 },
-};
+// (sim-comfyui is left out: like ComfyUI it listens on 127.0.0.1 only, for its sidecar, and declares no port.)
+const PROGRAM_PORTS: Record<string, { http?: number }> = { "sim-vllm": { http: 8000 } };
 
 function containerEnv(c: Container, configMaps: Map<string, Record<string, string>>): { vars: Map<string, string | undefined>; missing: string[] } {
   const vars = new Map<string, string | undefined>();
@@ -218,7 +217,8 @@ export function checkLunaContainers(objects: readonly K8sObject[]): string[] {
           if ((p.spec.terminationGracePeriodSeconds ?? 30) <= need) {
             out.push(`${where}: terminationGracePeriodSeconds ${p.spec.terminationGracePeriodSeconds ?? 30} must exceed preStop + LUNA_SHUTDOWN_GRACE (${need}s)`);
           }
-          if (!c.lifecycle?.preStop) out.push(`${where}: no preStop (endpoint removal must reach clients before SIGTERM)`);
+          // Only containers behind a Service (an api port) need the sleep; the image worker is a queue consumer.
+          if (ports.has("api") && !c.lifecycle?.preStop) out.push(`${where}: no preStop (endpoint removal must reach clients before SIGTERM)`);
         }
       }
       const fixed = PROGRAM_PORTS[program];
