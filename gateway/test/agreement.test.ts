@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { UPSTREAM_SERVICES } from "../src/envoy.js";
 import { resolve } from "../src/model.js";
 import { DENIED_PREFIXES, PUBLIC_ROUTES, matchRoute } from "../src/routes.js";
-import { allRpcs, committedConfig, hcmOf, routeList, type Obj } from "./helpers.js";
+import { committedConfig, corpus, hcmOf, routeList, type Obj } from "./helpers.js";
 
 /** What a client gets for a path: the service that answers, or a refusal by the gateway. */
 type Outcome = string;
@@ -32,34 +32,6 @@ function disagreements(config: Obj, targets: readonly string[], dev: (t: string)
     const [d, e] = [dev(t), envoyOutcome(config, t)];
     return d === e ? [] : [`${t}: dev gateway ${d}, Envoy ${e}`];
   });
-}
-
-/** The fixed corpus: every RPC, every table entry and its edges, the denied prefixes, and paths not in normal form. */
-async function corpus(): Promise<string[]> {
-  const rpcs = (await allRpcs()).map((r) => r.path);
-  const table = PUBLIC_ROUTES.flatMap((r) => [r.prefix, `${r.prefix}x`, `${r.prefix}Unknown/Method`, r.prefix.slice(0, -1), r.prefix.toUpperCase()]);
-  const denied = DENIED_PREFIXES.flatMap((p) => [p, `${p}Reserve`, `${p.slice(0, -1)}Other/Call`]);
-  const malformed = [
-    "/luna.billing.v1.BillingService/../luna.billing.v1.CreditsService/Reserve",
-    "/luna.billing.v1.BillingService/./GetBalance",
-    "/luna.billing.v1.BillingService//GetBalance",
-    "/luna.billing.v1.BillingService/%2e%2e/CreditsService/Reserve",
-    "/luna.chat.v1.ChatService/%2E%2E/luna.billing.v1.CreditsService/Reserve",
-    "/luna.chat.v1.ChatService/SendMessage%2F..%2Fx",
-    "/luna.chat.v1.ChatService/SendMessage%5c",
-    "/luna.billing.v1.BillingService\\..\\CreditsService",
-    "/luna.chat.v1.ChatService/SendMessage;x=1",
-    "/images/u/j/..",
-    "/images/u/j/.",
-    "/images/./x.png",
-    "//luna.auth.v1.AuthService/SignIn",
-    "/.well-known/./jwks.json",
-    "/grpc.health.v1.Health/Check/..",
-    "/", "/x", "/.well-known/jwks.json.bak", "/.well-known/", "/images", "/envoy", "/envoy.", "/LUNA.AUTH.V1.AuthService/SignIn",
-  ];
-  const queries = ["/luna.models.v1.ModelService/ListModels?connect=v1&encoding=json&message=%7B%7D",
-    "/luna.billing.v1.CreditsService/Reserve?x=/luna.billing.v1.BillingService/", "/images/u/j/0.png?exp=1&sig=abc"];
-  return [...new Set([...rpcs, ...table, ...denied, ...malformed, ...queries])];
 }
 
 describe("dev gateway and Envoy agree path for path", () => {
