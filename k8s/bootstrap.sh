@@ -133,7 +133,7 @@ INTERNAL_KEY=""
 internal_key() {
   if [[ -z "$INTERNAL_KEY" ]]; then
     local s
-    for s in "${SERVICES[@]}" comfyui; do INTERNAL_KEY="$(secret_key "$s-secrets" LUNA_INTERNAL_KEY)"; [[ -n "$INTERNAL_KEY" ]] && break; done
+    for s in "${SERVICES[@]}"; do INTERNAL_KEY="$(secret_key "$s-secrets" LUNA_INTERNAL_KEY)"; [[ -n "$INTERNAL_KEY" ]] && break; done
     [[ -n "$INTERNAL_KEY" ]] || INTERNAL_KEY="$(gen_internal_key)"
   fi
   printf %s "$INTERNAL_KEY"
@@ -176,10 +176,7 @@ do_secrets() {
   ensure_secret_key image-job-secrets IMAGE_URL_SECRET gen_hex32
   ensure_secret_key image-job-secrets IMAGE_S3_ACCESS_KEY_ID s3_user
   ensure_secret_key image-job-secrets IMAGE_S3_SECRET_ACCESS_KEY s3_password
-  # The image worker (charts/comfyui sidecar) signs nothing but talks to NATS, image-job and the object store.
-  ensure_secret_key comfyui-secrets LUNA_INTERNAL_KEY internal_key
-  ensure_secret_key comfyui-secrets IMAGE_S3_ACCESS_KEY_ID s3_user
-  ensure_secret_key comfyui-secrets IMAGE_S3_SECRET_ACCESS_KEY s3_password
+  # The image worker (charts/comfyui sidecar) reads image-job-secrets too (its chart's default existingSecret).
   note "first admin: $ADMIN_EMAIL (password: kubectl -n $NAMESPACE get secret auth-secrets -o jsonpath='{.data.AUTH_ADMIN_PASSWORD}' | base64 -d)"
 }
 

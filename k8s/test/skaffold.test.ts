@@ -126,6 +126,11 @@ describe("skaffold: modules", () => {
     expect(checkPaths(tree, graph, profile)).toEqual([]);
   });
 
+  it("every file in k8s/values/luna is used by a module", () => {
+    const used = new Set([...graph.modules.values()].flatMap((m) => profilesAndBase.flatMap((p) => releasesOf(m, p))).flatMap((r) => r.valuesFiles));
+    for (const f of readdirSync(join(repoRoot, "k8s/values/luna"))) expect(used.has(join(repoRoot, "k8s/values/luna", f)), `k8s/values/luna/${f}`).toBe(true);
+  });
+
   it("the PROGRAM values are the root Dockerfile's programs", () => {
     const programs = dockerfilePrograms(tree.read(join(repoRoot, "Dockerfile")));
     expect(programs).toEqual(expect.arrayContaining([...SERVICES, "migrate", "image-worker", "sim-vllm", "sim-comfyui"]));
@@ -134,8 +139,8 @@ describe("skaffold: modules", () => {
   it("fails on a missing chart, a missing values file, an unknown PROGRAM and a missing context", () => {
     const noChart = edit("services/billing/skaffold.yaml", (s) => s.replaceAll("../../charts/billing", "../../charts/biling"));
     expect(checkPaths(noChart, loadGraph(noChart)).join("\n")).toMatch(/chart charts\/biling\/Chart.yaml does not exist/);
-    const noValues = edit("k8s/skaffold/gateway.yaml", (s) => s.replace("../values/luna/gateway-kind.yaml", "../values/luna/gatway-kind.yaml"));
-    expect(checkPaths(noValues, loadGraph(noValues), "kind").join("\n")).toMatch(/values file k8s\/values\/luna\/gatway-kind.yaml does not exist/);
+    const noValues = edit("k8s/skaffold/vllm.yaml", (s) => s.replace("../../charts/vllm/ci/simulator-values.yaml", "../../charts/vllm/ci/simulatr-values.yaml"));
+    expect(checkPaths(noValues, loadGraph(noValues), "kind").join("\n")).toMatch(/values file charts\/vllm\/ci\/simulatr-values.yaml does not exist/);
     const badProgram = edit("k8s/skaffold/comfyui.yaml", (s) => s.replace("PROGRAM: sim-comfyui", "PROGRAM: comfyui-sim"));
     expect(checkPaths(badProgram, loadGraph(badProgram), "kind").join("\n")).toMatch(/PROGRAM=comfyui-sim is not a program of Dockerfile/);
     const badContext = edit("k8s/skaffold/migrate.yaml", (s) => s.replace("context: ../..", "context: ../../nowhere"));

@@ -1,0 +1,89 @@
+// Each skaffold Helm release rendered as skaffold would deploy it (its chart, values files, setValues, and the
+// setValueTemplates filled in with made-up image names), with the real helm; the objects validated with
+// @luna/kube-check; and every image a release sets actually lands in a container — so a template key the chart
+// does not read (e.g. `migration.image.tag`) fails here instead of deploying the chart's default image.
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { beforeAll, describe, expect, it } from "vitest";
+import { dependencyBuild, ensureHelm, renderChart, validateObjects, formatIssues, type K8sObject } from "@luna/kube-check";
+import { PROFILES, Tree, loadGraph, releasesOf, templateArtifactRefs, type Release } from "./skaffold-lib.js";
+
+const tree = new Tree();
+const graph = loadGraph(tree);
+
+/** What skaffold would put in place of {{.IMAGE_REPO_x}} / {{.IMAGE_TAG_x}}: recognisable fakes. */
+function fillTemplate(tpl: string): string {
+  return tpl
+    .replace(/\{\{\s*\.IMAGE_REPO_([A-Za-z0-9_]+)\s*\}\}/g, (_m, a: string) => `registry.test/${a}`)
+    .replace(/\{\{\s*\.IMAGE_TAG_([A-Za-z0-9_]+)\s*\}\}/g, (_m, a: string) => `t-${a}`);
+}
+
+/** Every container image in the rendered pod templates (Deployments, StatefulSets, Jobs, Pods). */
+function imagesOf(objects: K8sObject[]): string[] {
+  const out: string[] = [];
+  const fromPod = (spec: Record<string, unknown> | undefined): void => {
+    for (const key of ["containers", "initContainers"]) {
+      for (const c of (spec?.[key] as Array<{ image?: string }> | undefined) ?? []) if (c.image) out.push(c.image);
+    }
+  };
+  for (const o of objects) {
+    const spec = o.spec as Record<string, any> | undefined; // eslint-disable-line @typescript-eslint/no-explicit-any
+    if (o.kind === "Pod") fromPod(spec);
+    else fromPod(spec?.template?.spec ?? spec?.jobTemplate?.spec?.template?.spec);
+  }
+  return out;
+}
+
+async function render(rel: Release): Promise<K8sObject[]> {
+  const set: Record<string, string> = { ...rel.setValues };
+  for (const [k, v] of Object.entries(rel.setValueTemplates)) set[k] = fillTemplate(v);
+  await dependencyBuild(rel.chartPath!);
+  const { objects } = await renderChart(rel.chartPath!, { release: rel.name, namespace: rel.namespace ?? "luna", valuesFiles: rel.valuesFiles, set });
+  return objects;
+}
+
+const renderable = (p: string): Release[] => [...graph.modules.values()].flatMap((m) => releasesOf(m, p))
+  .filter((r) => r.chartPath && existsSync(join(r.chartPath, "Chart.yaml")) && r.valuesFiles.every((f) => existsSync(f)));
+
+beforeAll(async () => {
+  await ensureHelm();
+}, 180_000);
+
+describe.each(PROFILES)("skaffold releases rendered (-p %s)", (profile) => {
+  it("the five services, at least, can be rendered here", () => {
+    const names = renderable(profile).map((r) => r.name);
+    expect(names).toEqual(expect.arrayContaining(["auth", "billing", "model-registry", "chat-router", "image-job"]));
+  });
+
+  it.each(renderable(profile).map((r) => [r.name, r] as const))("%s: valid objects, and the images skaffold builds are the ones deployed", async (_name, rel) => {
+    const objects = await render(rel);
+    expect(formatIssues(await validateObjects(objects))).toBe("");
+    const images = imagesOf(objects);
+    for (const tpl of Object.values(rel.setValueTemplates)) {
+      for (const a of new Set(templateArtifactRefs(tpl))) {
+        expect(images, `${rel.name}: the image built as ${a}`).toContain(`registry.test/${a}:t-${a}`);
+      }
+    }
+  }, 120_000);
+});
+
+describe("a template key that misses the chart's image", () => {
+  it("is refused by the chart's schema when the key does not exist (migration.image.tag)", async () => {
+    const auth = releasesOf(graph.modules.get("auth")!, "kind")[0]!;
+    const { "migrations.image.tag": tag, ...rest } = auth.setValueTemplates;
+    await expect(render({ ...auth, setValueTemplates: { ...rest, "migration.image.tag": tag! } })).rejects.toThrow(/migration/);
+  }, 120_000);
+
+  it("deploys the wrong image when the key exists but is not the image's (image.registry), and the check sees it", async () => {
+    const auth = releasesOf(graph.modules.get("auth")!, "kind")[0]!;
+    const { "image.repository": repo, ...rest } = auth.setValueTemplates;
+    const images = imagesOf(await render({ ...auth, setValueTemplates: { ...rest, "image.registry": repo! } }));
+    expect(images).not.toContain("registry.test/luna_auth:t-luna_auth");
+    expect(images).toContain("registry.test/luna_auth/luna/auth:t-luna_auth");
+  }, 120_000);
+
+  it("a release rendered with a values key the chart's schema lacks is refused by helm", async () => {
+    const billing = releasesOf(graph.modules.get("billing")!, "kind")[0]!;
+    await expect(render({ ...billing, setValues: { replicaCont: "1" } })).rejects.toThrow(/replicaCont|additional/i);
+  }, 120_000);
+});
