@@ -12,6 +12,8 @@ import {
   checkLunaContainers, checkMigrationsHook, checkNetworkPolicyPeers, checkSelectorsAndTargets, checkServicesSelectPods,
   checkWorkloadsHardened, crossCheck, podsOf,
 } from "./cross-checks.js";
+import { NetworkPolicies, platformEndpoints } from "./netpol.js";
+import type { Endpoint } from "./netpol.js";
 import { DOCUMENTED_CHARTS, renderReadme, undocumented, unknownParams } from "./values-doc.js";
 import { SERVICE_CHARTS, serviceValuesSchemaText } from "./values-schema.js";
 
@@ -231,6 +233,78 @@ describe("the umbrella", () => {
     }
     if (isChart("vllm")) expect(podsOf(objects).some((p) => p.spec.containers.some((c) => /luna\/sim-vllm/.test(c.image ?? "")))).toBe(true);
     if (isChart("comfyui")) expect(podsOf(objects).some((p) => p.spec.containers.some((c) => /luna\/sim-comfyui/.test(c.image ?? "")))).toBe(true);
+  });
+});
+
+describe("network reachability of the whole platform (umbrella, ci/cpu-values.yaml)", () => {
+  const others: Record<string, Endpoint> = {
+    prometheus: { labels: { "app.kubernetes.io/name": "prometheus" }, namespace: "monitoring" },
+    "outside-pod": { labels: { app: "curl" }, namespace: "default" },
+    "unlabelled-neighbour": { labels: { app: "debug" }, namespace: "luna" },
+  };
+  const infra: Record<string, Endpoint & { port: number }> = {
+    postgres: { labels: { "app.kubernetes.io/name": "postgresql" }, namespace: "infra", port: 5432 },
+    redis: { labels: { "app.kubernetes.io/name": "redis" }, namespace: "infra", port: 6379 },
+    nats: { labels: { "app.kubernetes.io/name": "nats" }, namespace: "infra", port: 4222 },
+  };
+  let objects: K8sObject[];
+  beforeAll(async () => { objects = await rendered("luna", "cpu-values.yaml"); });
+
+  /** Which sources (platform apps and the outsiders above) may connect to `app`'s named port. */
+  const reachers = (objs: K8sObject[], app: string, portName: string) => {
+    const eps = platformEndpoints(objs);
+    const target = eps.get(app);
+    if (!target) throw new Error(`${app} not rendered`);
+    const port = target.ports?.[portName];
+    if (!port) throw new Error(`${app} has no port ${portName}`);
+    const np = new NetworkPolicies(objs);
+    const sources: [string, Endpoint][] = [...[...eps].filter(([name]) => name !== app), ...Object.entries(others)];
+    return sources.filter(([, src]) => np.allowed(src, target, port)).map(([name]) => name).sort();
+  };
+
+  it("services' api ports: only the gateway and the callers the design has", () => {
+    expect(reachers(objects, "auth", "api")).toEqual(["billing", "chat-router", "comfyui", "gateway", "image-job", "model-registry"]);
+    expect(reachers(objects, "billing", "api")).toEqual(["chat-router", "gateway", "image-job"]);
+    expect(reachers(objects, "model-registry", "api")).toEqual(["chat-router", "gateway", "image-job"]);
+    expect(reachers(objects, "chat-router", "api")).toEqual(["gateway"]);
+    expect(reachers(objects, "image-job", "api")).toEqual(["comfyui", "gateway"]);
+  });
+
+  it("admin ports: Prometheus only", () => {
+    for (const app of ["auth", "billing", "model-registry", "chat-router", "image-job"]) expect(reachers(objects, app, "admin"), app).toEqual(["prometheus"]);
+  });
+
+  it("the gateway's listener: everyone (the public edge); vLLM: chat-router and model-registry's probes (and Prometheus)", () => {
+    // Anyone whose own egress allows it: the services' egress does not include the gateway (they never call it);
+    // the GPU pools' egress is open (model downloads).
+    expect(reachers(objects, "gateway", "http")).toEqual(["comfyui", "outside-pod", "prometheus", "unlabelled-neighbour", "vllm"]);
+    expect(reachers(objects, "vllm", "http")).toEqual(["chat-router", "model-registry", "prometheus"]);
+  });
+
+  it("ComfyUI: nothing from outside its pod (no port declared, listens on 127.0.0.1 for its sidecar)", () => {
+    const comfy = platformEndpoints(objects).get("comfyui")!;
+    const np = new NetworkPolicies(objects);
+    const target = { ...comfy, ports: { comfyui: 8188 } };
+    for (const [name, src] of [...platformEndpoints(objects), ...Object.entries(others)]) {
+      if (name !== "comfyui") expect(np.allowed(src, target, 8188), name).toBe(false);
+    }
+  });
+
+  it("services reach Postgres, Redis and NATS; the gateway reaches none of them", () => {
+    const np = new NetworkPolicies(objects);
+    const eps = platformEndpoints(objects);
+    for (const app of ["auth", "billing", "model-registry", "chat-router", "image-job"]) {
+      for (const [name, dst] of Object.entries(infra)) expect(np.allowed(eps.get(app)!, dst, dst.port), `${app} -> ${name}`).toBe(true);
+    }
+    for (const [name, dst] of Object.entries(infra)) expect(np.allowed(eps.get("gateway")!, dst, dst.port), `gateway -> ${name}`).toBe(false);
+  });
+
+  it("fails when a policy is missing or too wide (broken copies)", () => {
+    const withoutPolicy = objects.filter((o) => !(o.kind === "NetworkPolicy" && o.metadata?.name === "chat-router"));
+    expect(reachers(withoutPolicy, "chat-router", "api")).toContain("outside-pod");
+    const wide = clone(objects) as any[]; // eslint-disable-line @typescript-eslint/no-explicit-any
+    wide.find((o) => o.kind === "NetworkPolicy" && o.metadata?.name === "billing").spec.ingress[0].from.push({ podSelector: {} });
+    expect(reachers(wide as K8sObject[], "billing", "api")).toContain("unlabelled-neighbour");
   });
 });
 
