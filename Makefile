@@ -112,6 +112,19 @@ image-base: $(NPM_STAMP) ## Build only the local Node 24 base images that `make 
 image-smoke: deps ## Run the built images as containers against a local stack behind the dev gateway (see docs/DEPLOY.md)
 	$(TSX) tools/images/src/smoke.ts
 
+.PHONY: cluster-up
+cluster-up: ## Create the kind cluster `luna` (k8s/kind/cluster.yaml) unless it exists; needs kind and docker/podman
+	@kind get clusters 2>/dev/null | grep -qx luna || kind create cluster --config k8s/kind/cluster.yaml --wait 180s
+	kubectl config use-context kind-luna
+
+.PHONY: cluster-down
+cluster-down: ## Delete the kind cluster `luna` and everything in it
+	kind delete cluster --name luna
+
+.PHONY: bootstrap
+bootstrap: ## Install the infrastructure on the current kube context: k8s/bootstrap.sh --profile $(PROFILE) (default kind)
+	k8s/bootstrap.sh --profile $(or $(PROFILE),kind)
+
 .PHONY: breaking
 breaking: $(NPM_STAMP) ## buf breaking against main
 	node_modules/.bin/buf breaking --against '.git#branch=main'
