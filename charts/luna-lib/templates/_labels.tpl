@@ -18,7 +18,7 @@ app.kubernetes.io/instance: {{ .Release.Name | trunc 63 | trimSuffix "-" }}
 {{- end -}}
 helm.sh/chart: {{ include "luna-lib.chart" $root }}
 {{ include "luna-lib.selectorLabels" $root }}
-app.kubernetes.io/version: {{ (default $root.Chart.AppVersion $root.Values.image.tag) | toString | trunc 63 | trimSuffix "-" | quote }}
+app.kubernetes.io/version: {{ (($root.Values.global | default dict).imageTag | default $root.Values.image.tag | default $root.Chart.AppVersion) | toString | trunc 63 | trimSuffix "-" | quote }}
 app.kubernetes.io/managed-by: {{ $root.Release.Service }}
 app.kubernetes.io/part-of: luna
 {{- with $component }}

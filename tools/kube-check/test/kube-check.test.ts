@@ -4,6 +4,7 @@ import {
   HELM_VERSION, ensureHelm, helm, helmFromTarball, helmResult, parseManifest, tgzEntry, validateObjects, zipEntry,
 } from "@luna/kube-check";
 import type { K8sObject } from "@luna/kube-check";
+import { Deployment } from "kubernetes-models/apps/v1";
 
 const deployment = (): K8sObject => ({
   apiVersion: "apps/v1", kind: "Deployment", metadata: { name: "auth", labels: { "app.kubernetes.io/name": "auth" } },
@@ -38,6 +39,8 @@ describe("validateObjects", () => {
     const d = deployment() as { spec: Record<string, unknown> & { template: { spec: { containers: Record<string, unknown>[] } } } };
     d.spec.replica = 2;
     d.spec.template.spec.containers[0]!.imagePullPolice = "Always";
+    // The gap this check closes: the package's own validate() accepts both misspellings.
+    expect(() => new Deployment(d as ConstructorParameters<typeof Deployment>[0]).validate()).not.toThrow();
     const m = await messages(d as K8sObject);
     expect(m).toContain('/spec/replica: unknown field "replica" (not in the Deployment schema)');
     expect(m).toContain('/spec/template/spec/containers/0/imagePullPolice: unknown field "imagePullPolice" (not in the Deployment schema)');
