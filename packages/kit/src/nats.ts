@@ -354,9 +354,11 @@ function consumerConfig(spec: ConsumerSpec): Partial<ConsumerConfig> {
 
 /**
  * Creates the durable pull consumer (explicit ack) or updates it to match the spec. Idempotent.
+ * With `createOnly`, an existing consumer is left exactly as it is (for a service that pre-creates a consumer whose
+ * settings belong to the process that consumes from it).
  * Note: on nats-server 2.9 the filter subject of an existing consumer cannot change; delete the consumer first.
  */
-export async function ensureConsumer(jsm: JetStreamManager, spec: ConsumerSpec): Promise<ConsumerInfo> {
+export async function ensureConsumer(jsm: JetStreamManager, spec: ConsumerSpec, opts: { createOnly?: boolean } = {}): Promise<ConsumerInfo> {
   const want = consumerConfig(spec);
   let info: ConsumerInfo | undefined;
   try {
@@ -376,6 +378,7 @@ export async function ensureConsumer(jsm: JetStreamManager, spec: ConsumerSpec):
       }
     }
   }
+  if (opts.createOnly) return info;
   const have = info.config;
   const sameBackoff = JSON.stringify(have.backoff ?? []) === JSON.stringify(want.backoff ?? []);
   // With a backoff list the server replaces ack_wait by its first value, so ack_wait cannot be compared then.

@@ -10,6 +10,7 @@ import { fileURLToPath } from "node:url";
 import type { ConnectRouter, Transport } from "@connectrpc/connect";
 import { createClient } from "@connectrpc/connect";
 import { CreditsService } from "@luna/contracts/luna/billing/v1/credits_service_pb.js";
+import { ModelStatus } from "@luna/contracts/luna/models/v1/models_pb.js";
 import {
   outboxPruneOf,
   inboxPruneOf,
@@ -30,6 +31,8 @@ import type { ImageJobConfig } from "./config.js";
 import { createJobStore, createPool } from "./data/job-store.js";
 import { startResultConsumer } from "./events/result-consumer.js";
 import { startUserDeletedConsumer } from "./events/user-deleted.js";
+import { startPoolConsumers, type PoolConsumers } from "./events/pool-consumers.js";
+import { workerConfigSchema } from "./worker/config.js";
 import { createLifecycle } from "./lifecycle.js";
 import { createImageJobMetrics } from "./metrics.js";
 import { createQueueEstimator } from "./server/queue-estimate.js";
@@ -45,7 +48,10 @@ export { createImageWorker, type ImageWorker, type ImageWorkerDeps } from "./wor
 export { workerConfigSchema, type ImageWorkerConfig } from "./worker/config.js";
 export { createImageStore, createLocalStore, createS3Store, storageConfigSchema, type ImageStore, type StorageConfig } from "./storage/index.js";
 export { signImageUrl, verifyImageUrl } from "./domain/url-signing.js";
-export { Subjects, poolDurable, poolToken, jobIdForKey } from "./domain/job.js";
+export { Subjects, poolConsumerSpec, poolDurable, poolToken, jobIdForKey } from "./domain/job.js";
+
+/** The workers' default ack wait: what a pool's consumer gets when image-job creates it before any worker ran. */
+const WORKER_ACK_WAIT_DEFAULT: number = workerConfigSchema.shape.IMAGE_WORKER_ACK_WAIT.parse(undefined);
 
 /** Directory of this service's migrations (for the runtime's applyMigrations). */
 export const migrationsDir = fileURLToPath(new URL("../prisma/migrations", import.meta.url));
@@ -63,6 +69,8 @@ export interface ImageJobModule {
   stop(): Promise<void>;
   /** The image store this module signs URLs for (an in-process worker must write to the same one). */
   imageStore: ImageStore;
+  /** Creates the missing `image-worker-<pool>` consumers of every image model now (also done at start). */
+  ensurePoolConsumers(): Promise<string[]>;
 }
 
 /** A transport created on first use (the all-in-one process creates modules one after another). */
@@ -99,15 +107,21 @@ export async function createImageJobModule(config: ImageJobConfig, infra: ImageJ
     markDelayMs: config.IMAGE_FAST_DISPATCH_MARK_DELAY,
     log,
   });
-  const metrics = createImageJobMetrics(infra.metrics.registry, () => store.queueDepths());
+  const catalog = createCatalogCache({ transport: lazyTransport(() => infra.clients.transport("model-registry")), nc: infra.nats, log });
+  /** A pool at zero workers on purpose (its model STANDBY), with its expected wake time. */
+  const poolWake = (modelId: string) => {
+    const m = catalog.getModel(modelId);
+    return m?.status === ModelStatus.STANDBY ? { coldStartMs: m.coldStartSeconds * 1000 } : undefined;
+  };
+  const metrics = createImageJobMetrics(infra.metrics.registry, () => store.queueDepths(), (pool) => poolWake(pool) !== undefined);
   const billing = lazyTransport(() => infra.clients.transport("billing"));
   const settler = createSettler({ store, billing, log, metrics, callTimeoutMs: config.IMAGE_BILLING_TIMEOUT });
   const lifecycle = createLifecycle({ nc: infra.nats, metrics, settler, store: imageStore, log });
-  const catalog = createCatalogCache({ transport: lazyTransport(() => infra.clients.transport("model-registry")), nc: infra.nats, log });
   const signer = { store: imageStore, urlTtlMs: config.IMAGE_URL_TTL };
   let consumer: ConsumerHandle | undefined;
   let userDeleted: ConsumerHandle | undefined;
   let sweeper: { stop(): Promise<void> } | undefined;
+  let poolConsumers: PoolConsumers | undefined;
 
   return {
     name: "image-job",
@@ -118,7 +132,7 @@ export async function createImageJobModule(config: ImageJobConfig, infra: ImageJ
       credits: createClient(CreditsService, billing),
       lifecycle,
       signer,
-      estimateQueue: createQueueEstimator({ store, defaultRunMs: config.IMAGE_DEFAULT_RUN_ESTIMATE }),
+      estimateQueue: createQueueEstimator({ store, defaultRunMs: config.IMAGE_DEFAULT_RUN_ESTIMATE, poolWake }),
       nc: infra.nats,
       metrics,
       log,
@@ -140,13 +154,16 @@ export async function createImageJobModule(config: ImageJobConfig, infra: ImageJ
       relay = startOutboxRelay({ pool, js: infra.js, log, notifyDelayMs: config.IMAGE_RELAY_NOTIFY_DELAY, prune: outboxPruneOf(config) });
       inboxPruner = startInboxPruner({ pool, log, ...inboxPruneOf(config) });
       await catalog.start();
+      poolConsumers = startPoolConsumers({ js: infra.js, catalog, ackWaitMs: WORKER_ACK_WAIT_DEFAULT, retryMs: 10_000, log });
       consumer = startResultConsumer({ js: infra.js, store, lifecycle, log, concurrency: config.IMAGE_RESULT_CONCURRENCY });
       await consumer.ready;
       userDeleted = startUserDeletedConsumer({ js: infra.js, store, images: imageStore, lifecycle, log });
       sweeper = startSweeper({ store, lifecycle, settler, log, intervalMs: config.IMAGE_SWEEP_INTERVAL, batch: config.IMAGE_SWEEP_BATCH,
         deadlineGraceMs: config.IMAGE_DEADLINE_GRACE });
     },
+    ensurePoolConsumers: () => poolConsumers?.ensureAll() ?? Promise.resolve([]),
     async stop() {
+      poolConsumers?.stop();
       await sweeper?.stop();
       await consumer?.stop();
       await userDeleted?.stop();

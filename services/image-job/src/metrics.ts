@@ -19,8 +19,15 @@ const DURATION_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 
  * Registers the metrics. `queueDepths` is read on every scrape for `luna_image_queue_depth{pool}` (QUEUED jobs per
  * model pool, from the database, so every replica reports the same figure).
  */
-export function createImageJobMetrics(registry: Registry, queueDepths: () => Promise<Array<{ modelId: string; queued: number }>>): ImageJobMetrics {
+export function createImageJobMetrics(registry: Registry, queueDepths: () => Promise<Array<{ modelId: string; queued: number }>>,
+  poolAsleep: (pool: string) => boolean = () => false): ImageJobMetrics {
   const known = new Set<string>();
+  /** One read of the depths per scrape, shared by the two gauges that need it (their collects run concurrently). */
+  let read: { at: number; depths: Promise<Array<{ modelId: string; queued: number }>> } | undefined;
+  const readDepths = () => {
+    if (!read || Date.now() - read.at > 1000) read = { at: Date.now(), depths: queueDepths() };
+    return read.depths;
+  };
   new Gauge({
     name: "luna_image_queue_depth",
     help: "Image jobs waiting (QUEUED) per model pool.",
@@ -28,7 +35,7 @@ export function createImageJobMetrics(registry: Registry, queueDepths: () => Pro
     registers: [registry],
     async collect() {
       try {
-        const depths = await queueDepths();
+        const depths = await readDepths();
         const seen = new Set<string>();
         for (const d of depths) {
           this.set({ pool: d.modelId }, d.queued);
@@ -38,6 +45,24 @@ export function createImageJobMetrics(registry: Registry, queueDepths: () => Pro
         for (const pool of known) if (!seen.has(pool)) this.set({ pool }, 0);
       } catch {
         // The database is unreachable: keep the last values (readiness reports the outage).
+      }
+    },
+  });
+  // Scale-to-zero demand (issue 19): jobs whose pool is at zero workers (STANDBY) and waking. The pool wakes on the
+  // queue consumer's lag (KEDA nats-jetstream); this says how many users wait for that.
+  new Gauge({
+    name: "luna_image_jobs_waiting_for_gpu",
+    help: "QUEUED image jobs per model pool while the pool is at zero workers (STANDBY) and waking.",
+    labelNames: ["pool"],
+    registers: [registry],
+    async collect() {
+      try {
+        const depths = await readDepths();
+        this.reset();
+        for (const pool of known) this.set({ pool }, 0);
+        for (const d of depths) this.set({ pool: d.modelId }, poolAsleep(d.modelId) ? d.queued : 0);
+      } catch {
+        // The database is unreachable: keep the last values.
       }
     },
   });

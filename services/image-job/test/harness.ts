@@ -11,6 +11,7 @@ import { fileURLToPath } from "node:url";
 import { createClient, type Client, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { ImageService } from "@luna/contracts/luna/image/v1/image_service_pb.js";
+import { ModelAdminService } from "@luna/contracts/luna/models/v1/model_admin_service_pb.js";
 import { billingConfigSchema, createBillingModule, type BillingModule } from "@luna/billing";
 import {
   connectNats,
@@ -58,6 +59,8 @@ export interface HarnessOptions {
   image?: Record<string, string>;
   /** Worker settings over the test defaults. */
   worker?: Record<string, string>;
+  /** model-registry settings over the test defaults (e.g. a REGISTRY_HEALTH_INTERVAL, off by default). */
+  registry?: Record<string, string>;
   sim?: ComfySimOptions;
   /** Start one in-process worker (default true). */
   worker0?: boolean;
@@ -74,6 +77,10 @@ export interface Harness {
   imageDir: string;
   /** image-job's database. */
   jobDatabaseUrl: string;
+  /** The hosted modules' metrics registry. */
+  metrics: ReturnType<typeof createMetrics>;
+  /** The registry's admin API, as an operator (role admin). */
+  admin: Client<typeof ModelAdminService>;
   /** A new user with the sign-up credits. */
   newUser(): Promise<{ id: string; client: Client<typeof ImageService>; transport: Transport }>;
   /** Starts an in-process worker with its own NATS connection. */
@@ -148,7 +155,8 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
     const infra = { log, metrics, redis, nats: nc, js, clients };
 
     modules.push(await registry.createModelRegistryModule(
-      loadConfig(registry.configSchema, { REGISTRY_SEED_COMFYUI_URL: sim.url, REGISTRY_SEED_VLLM_URL: "http://127.0.0.1:9", REGISTRY_HEALTH_INTERVAL: "0s" }),
+      loadConfig(registry.configSchema, { REGISTRY_SEED_COMFYUI_URL: sim.url, REGISTRY_SEED_VLLM_URL: "http://127.0.0.1:9", REGISTRY_HEALTH_INTERVAL: "0s",
+        ...opts.registry }),
       { ...infra, databaseUrl: regDb.url }));
     const billing = await createBillingModule(
       loadConfig(billingConfigSchema, { BILLING_CONSUME_USER_EVENTS: "false", BILLING_SIGNUP_CREDITS: String(opts.signupCredits ?? 1000),
@@ -181,8 +189,16 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
       ...overrides,
     });
 
+    const admin = createClient(ModelAdminService, createGrpcTransport({
+      baseUrl,
+      interceptors: [(next) => async (req) => {
+        req.header.set("authorization", `Bearer ${await signAccessToken({ privateKey: userKey.privateJwk, kid: userKey.kid, issuer: ISSUER,
+          audience: AUDIENCE, subject: "admin-1", role: "admin", ttlSeconds: 600 })}`);
+        return next(req);
+      }],
+    }));
     const harness: Harness = {
-      baseUrl, sim, imageJob, billing, nc, natsUrl: natsServer.url, imageDir, jobDatabaseUrl: jobDb.url,
+      baseUrl, sim, imageJob, billing, nc, natsUrl: natsServer.url, imageDir, jobDatabaseUrl: jobDb.url, metrics, admin,
       async newUser() {
         const id = `user-${process.pid}-${++userCounter}-${Math.random().toString(36).slice(2, 8)}`;
         await billing.ledger.openAccountWithSignupGrant(id);

@@ -760,6 +760,12 @@ export function createJobStore(opts: JobStoreOptions) {
       return ms === null || ms === undefined ? undefined : ms;
     },
 
+    /** When the pool's oldest QUEUED job was created; undefined when none is queued. */
+    async oldestQueuedAt(modelId: string): Promise<Date | undefined> {
+      const r = await pool.query<{ at: Date | null }>(`SELECT min(created_at) AS at FROM image_jobs WHERE model_id = $1 AND status = 'QUEUED'`, [modelId]);
+      return r.rows[0]?.at ?? undefined;
+    },
+
     /** QUEUED jobs per model pool. */
     async queueDepths(): Promise<Array<{ modelId: string; queued: number }>> {
       const r = await pool.query<{ modelId: string; queued: number }>(

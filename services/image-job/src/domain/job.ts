@@ -1,6 +1,7 @@
 // Pure rules of an image job: statuses and their transitions, deterministic ids, run deadlines, what a result
 // charges, NATS subject names and storage keys.
 import { createHash } from "node:crypto";
+import { IMAGE_JOBS_STREAM } from "@luna/kit";
 
 export const JOB_STATUSES = ["QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"] as const;
 export type JobStatusName = (typeof JOB_STATUSES)[number];
@@ -144,4 +145,13 @@ export function checkIdempotencyKey(key: string): string | undefined {
   if (key.length > 128) return "must be at most 128 characters";
   if (!/^[\x21-\x7e]+$/.test(key)) return "must be printable ASCII without spaces";
   return undefined;
+}
+
+/**
+ * The durable consumer of a pool's queue exactly as its workers create it (worker.ts runs it with these settings;
+ * the server keeps `max_deliver` unlimited, see runConsumer). image-job pre-creates it from the same definition for
+ * every image model, so it exists while the pool has zero workers: KEDA's nats-jetstream scaler reads its lag.
+ */
+export function poolConsumerSpec(modelId: string, ackWaitMs: number): { stream: string; durable: string; filterSubject: string; ackWaitMs: number; maxDeliver: number } {
+  return { stream: IMAGE_JOBS_STREAM, durable: poolDurable(modelId), filterSubject: Subjects.jobQueue(modelId), ackWaitMs, maxDeliver: -1 };
 }

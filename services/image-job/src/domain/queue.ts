@@ -12,7 +12,7 @@ export interface PoolSnapshot {
 
 /**
  * When a queued job should start: each round every busy worker finishes one job; with no job running we assume
- * one worker (a pool scaled to zero needs its cold start on top, which is not known here).
+ * one worker. For a pool scaled to zero, `now` is when its first worker is expected (see queue-estimate.ts).
  */
 export function estimateStartMs(now: number, s: PoolSnapshot): number {
   const workers = Math.max(1, s.running);

@@ -1,7 +1,7 @@
 // Database rows → API messages. Image URLs are signed here, at read time, so every response carries fresh ones.
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { ImageSchema, JobSchema, JobStatus, type Image, type Job } from "@luna/contracts/luna/image/v1/image_pb.js";
+import { ImageSchema, JobSchema, JobStatus, QueuePhase, type Image, type Job } from "@luna/contracts/luna/image/v1/image_pb.js";
 import type { ImageStore } from "../storage/store.js";
 
 const TO_PROTO: Record<string, JobStatus> = {
@@ -91,7 +91,7 @@ export async function jobToProto(
   job: JobView,
   images: ImageView[],
   signer: Signer,
-  queue?: { position: number; estimatedStartAt: Date },
+  queue?: { position: number; estimatedStartAt: Date; waitingForGpu?: boolean; gpuReadyAt?: Date },
 ): Promise<Job> {
   const sorted = [...images].sort((a, b) => a.batchIndex - b.batchIndex);
   return create(JobSchema, {
@@ -114,6 +114,8 @@ export async function jobToProto(
     errorMessage: job.errorMessage,
     queuePosition: queue?.position ?? 0,
     estimatedStartAt: queue ? timestampFromDate(queue.estimatedStartAt) : undefined,
+    queuePhase: queue ? (queue.waitingForGpu ? QueuePhase.WAITING_FOR_GPU : QueuePhase.IN_LINE) : QueuePhase.UNSPECIFIED,
+    gpuReadyAt: queue?.gpuReadyAt ? timestampFromDate(queue.gpuReadyAt) : undefined,
     createdAt: timestampFromDate(job.createdAt),
     startedAt: job.startedAt ? timestampFromDate(job.startedAt) : undefined,
     finishedAt: job.finishedAt ? timestampFromDate(job.finishedAt) : undefined,

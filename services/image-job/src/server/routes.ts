@@ -246,7 +246,7 @@ export function routes(deps: RouteDeps): (router: ConnectRouter) => void {
             const next = await store.findJob(req.jobId, userId);
             if (!next) return;
             const nextJob = await toJob(next);
-            const changed = next.status !== row.status || nextJob.queuePosition !== job.queuePosition ||
+            const changed = next.status !== row.status || nextJob.queuePosition !== job.queuePosition || nextJob.queuePhase !== job.queuePhase ||
               next.images.length !== row.images.length;
             row = next;
             job = nextJob;

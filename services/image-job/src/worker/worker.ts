@@ -20,11 +20,11 @@ import {
   ProducedImageSchema,
 } from "@luna/contracts/luna/events/v1/image_events_pb.js";
 import { ImageWorkerService, StartJobAction } from "@luna/contracts/luna/image/v1/image_worker_service_pb.js";
-import { IMAGE_JOBS_STREAM, publishEvent, runConsumer, type ConsumedMessage, type ConsumerHandle, type HandlerResult } from "@luna/kit";
+import { publishEvent, runConsumer, type ConsumedMessage, type ConsumerHandle, type HandlerResult } from "@luna/kit";
 import type { JetStreamClient } from "@nats-io/jetstream";
 import type { NatsConnection, Subscription } from "@nats-io/nats-core";
 import { Counter, Histogram, type Registry } from "prom-client";
-import { Subjects, poolDurable, resultEventId } from "../domain/job.js";
+import { Subjects, poolConsumerSpec, resultEventId } from "../domain/job.js";
 import { eventMeta } from "../events/messages.js";
 import type { ImageStore } from "../storage/store.js";
 import { ComfyClient } from "./comfy-client.js";
@@ -309,12 +309,14 @@ export function createImageWorker(config: ImageWorkerConfig, deps: ImageWorkerDe
         // pull waiting while ComfyUI is free, so a message of one pool can wait for the job another pool started
         // at the same moment.
         const turn = new Mutex();
+        // The same consumer image-job pre-creates for a pool at zero workers (one definition: poolConsumerSpec).
+        const spec = poolConsumerSpec(pool, config.IMAGE_WORKER_ACK_WAIT);
         return runConsumer({
           js,
-          stream: IMAGE_JOBS_STREAM,
-          durable: poolDurable(pool),
-          filterSubject: Subjects.jobQueue(pool),
-          ackWaitMs: config.IMAGE_WORKER_ACK_WAIT,
+          stream: spec.stream,
+          durable: spec.durable,
+          filterSubject: spec.filterSubject,
+          ackWaitMs: spec.ackWaitMs,
           maxDeliver: config.IMAGE_WORKER_MAX_DELIVER,
           // Short waits: a redelivered job resumes by prompt id, so retrying soon is cheap and safe.
           backoffMs: [500, 2000, 5000, 10_000],
