@@ -194,5 +194,4 @@ LABEL org.opencontainers.image.title="luna/${PROGRAM}" \
       org.opencontainers.image.description="Luna ${PROGRAM}" \
       org.opencontainers.image.source="${SOURCE}" \
       org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.licenses="UNLICENSED"
+      org.opencontainers.image.version="${VERSION}"
