@@ -125,14 +125,22 @@ function filesUnder(dir: string, out: string[] = []): string[] {
   return out;
 }
 
+interface ChartDep { name: string; version: string; repository?: string }
+function chartDeps(chartDir: string): ChartDep[] {
+  const chart = parseYaml(readFileSync(join(chartDir, "Chart.yaml"), "utf8")) as { dependencies?: ChartDep[] };
+  return chart.dependencies ?? [];
+}
+
 function fileDeps(chartDir: string): string[] {
-  const chart = parseYaml(readFileSync(join(chartDir, "Chart.yaml"), "utf8")) as { dependencies?: { repository?: string }[] };
-  const deps = chart.dependencies ?? [];
+  const deps = chartDeps(chartDir);
   for (const d of deps) {
     if (!d.repository?.startsWith("file://")) throw new Error(`${chartDir}: dependency ${JSON.stringify(d)} is not file:// (remote dependencies break offline rendering)`);
   }
   return deps.map((d) => resolve(chartDir, d.repository!.slice("file://".length)));
 }
+
+/** Whether every dependency's archive is in the chart's charts/ (a clean clone has none). */
+const packaged = (chartDir: string) => chartDeps(chartDir).every((d) => existsSync(join(chartDir, "charts", `${d.name}-${d.version}.tgz`)));
 
 function fingerprint(chartDir: string, deps: string[]): string {
   const h = createHash("sha256");
@@ -170,7 +178,7 @@ export async function dependencyBuild(chartDir: string): Promise<void> {
     // The stamp lives in the cache, not in the chart's charts/ (helm would try to read it as an archive).
     const stamp = join(cacheDir, "deps-stamps", createHash("sha256").update(dir).digest("hex").slice(0, 16));
     const fp = fingerprint(dir, deps);
-    if (existsSync(stamp) && existsSync(join(dir, "charts")) && readFileSync(stamp, "utf8") === fp) return;
+    if (existsSync(stamp) && packaged(dir) && readFileSync(stamp, "utf8") === fp) return;
     const r = await helmResult(["dependency", "build", dir, "--skip-refresh"]);
     if (r.code !== 0) {
       const hint = /out of sync/.test(r.stderr) ? ` (Chart.yaml's dependencies changed: run \`helm dependency update ${chartDir}\` and commit Chart.lock)` : "";
