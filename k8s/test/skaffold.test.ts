@@ -31,7 +31,7 @@ function edit(file: string, fn: (s: string) => string): Tree {
 describe("skaffold: JSON Schema v4beta14", () => {
   it("every document of every skaffold file validates", () => {
     const files = allSkaffoldFiles();
-    expect(files.length).toBeGreaterThanOrEqual(1 + SERVICES.length + 5);
+    expect(files.length).toBeGreaterThanOrEqual(1 + SERVICES.length + 6);
     const issues: string[] = [];
     for (const f of files) {
       const { docs, issues: parse } = readSkaffoldFile(tree, f);
@@ -62,7 +62,7 @@ describe("skaffold: modules", () => {
 
   it("the root requires a module per service, the gateway, both GPU pools and the infrastructure; every path exists", () => {
     expect(graph.issues).toEqual([]);
-    expect([...graph.modules.keys()].sort()).toEqual(["comfyui", "gateway", "infra", "luna", "migrate", "vllm", ...SERVICES].sort());
+    expect([...graph.modules.keys()].sort()).toEqual(["comfyui", "gateway", "infra", "luna", "migrate", "observability", "vllm", ...SERVICES].sort());
     expect(graph.root.name).toBe("luna");
     // Every module is reachable from the root (skaffold run deploys everything).
     expect(closure(graph.root).map((m) => m.name).sort()).toEqual([...graph.modules.keys()].sort());
@@ -156,7 +156,8 @@ describe("skaffold: modules", () => {
     // The same Helm releases exist in both profiles (only their values differ).
     const releases = (p: string): string[] => [...graph.modules.values()].flatMap((m) => releasesOf(m, p)).map((r) => `${r.module}/${r.name}@${r.namespace}`).sort();
     expect(releases("kind")).toEqual(releases("gpu"));
-    expect(releases("kind")).toEqual(expect.arrayContaining(["gateway/gateway@luna", "vllm/vllm@luna", "comfyui/comfyui@luna", ...SERVICES.map((s) => `${s}/${s}@luna`)]));
+    expect(releases("kind")).toEqual(expect.arrayContaining(["gateway/gateway@luna", "vllm/vllm@luna", "comfyui/comfyui@luna",
+      "observability/luna-observability@luna", ...SERVICES.map((s) => `${s}/${s}@luna`)]));
   });
 
   it("profiles: fails on a missing profile, a pushed kind build, a simulator in gpu and a patch by index", () => {
