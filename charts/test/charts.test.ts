@@ -189,6 +189,33 @@ describe("gateway chart", () => {
     }
   });
 
+  const bytes = (q: string) => {
+    const m = /^([0-9.]+)([KMGT]i?)?$/.exec(q);
+    if (!m) throw new Error(`quantity ${q}`);
+    const unit = m[2] ?? "";
+    const pow = { "": 0, K: 1, M: 2, G: 3, T: 4 }[unit.replace("i", "") as "" | "K" | "M" | "G" | "T"];
+    return Number(m[1]) * (unit.endsWith("i") ? 1024 : 1000) ** pow;
+  };
+  /** Envoy's overload-manager heap cap must sit below the container's memory limit, or the OOM killer acts first. */
+  const heapProblems = (objects: K8sObject[]) => {
+    const text = find(objects, "ConfigMap", "gateway").data?.["envoy.yaml"] ?? "";
+    const monitors = (parseYaml(text) as { overload_manager?: { resource_monitors?: { typed_config?: { max_heap_size_bytes?: string } }[] } })
+      ?.overload_manager?.resource_monitors ?? [];
+    const heap = Math.max(0, ...monitors.map((m) => Number(m.typed_config?.max_heap_size_bytes ?? 0)));
+    const limit = find(objects, "Deployment", "gateway").spec.template.spec.containers[0].resources?.limits?.memory;
+    return heap > 0 && (!limit || bytes(String(limit)) <= heap) ? [`memory limit ${limit} is not above Envoy's heap cap ${heap}`] : [];
+  };
+
+  it.each(ciFiles("gateway"))("ci/%s: the memory limit is above Envoy's overload-manager heap cap", async (values) => {
+    expect(heapProblems(await rendered("gateway", values))).toEqual([]);
+    expect(bytes("1280Mi")).toBe(1342177280);
+  });
+
+  it("the heap check fails on a limit below the cap", async () => {
+    const objects = (await renderChart("charts/gateway", { set: { "resources.limits.memory": "512Mi" } })).objects;
+    expect(heapProblems(objects)).toEqual(["memory limit 512Mi is not above Envoy's heap cap 1073741824"]);
+  });
+
   it("replaces the configuration whole with envoy.config, and rolls the pods when it changes", async () => {
     const objects = await rendered("gateway", "ingress-values.yaml");
     expect(find(objects, "ConfigMap", "gateway").data?.["envoy.yaml"]).toMatch(/^admin:\n/);
