@@ -204,16 +204,38 @@ const CONNECT_CODES: ReadonlyArray<[number, string]> = [
  */
 export function localReplyConfig(): Record<string, unknown> {
   const notGrpc = { header_filter: { header: { name: "content-type", string_match: { prefix: "application/grpc" }, invert_match: true } } };
+  const status = (code: number): Record<string, unknown> =>
+    ({ status_code_filter: { comparison: { op: "EQ", value: { default_value: code, runtime_key: `luna.local_reply.${code}` } } } });
   return {
-    mappers: CONNECT_CODES.map(([status, code]) => ({
-      filter: { and_filter: { filters: [{ status_code_filter: { comparison: { op: "EQ", value: { default_value: status, runtime_key: `luna.local_reply.${status}` } } } }, notGrpc] } },
-      body_format_override: {
-        json_format: { code, message: "%LOCAL_REPLY_BODY%" },
-        content_type: "application/json",
-      },
-    })),
+    mappers: [
+      // Connect streaming clients read a non-200 status by itself (429 would be UNAVAILABLE, which they retry): the
+      // rate limit answer is a 200 whose body is one end-of-stream frame carrying RESOURCE_EXHAUSTED. The end-of-stream
+      // message is JSON whatever the codec, so one body serves connect+json and connect+proto.
+      ...["application/connect+json", "application/connect+proto"].map((contentType) => ({
+        filter: { and_filter: { filters: [status(429),
+          { header_filter: { header: { name: "content-type", string_match: { exact: contentType } } } }] } },
+        status_code: 200,
+        body_format_override: { text_format: CONNECT_RESOURCE_EXHAUSTED_END_STREAM, content_type: contentType },
+      })),
+      ...CONNECT_CODES.map(([code, name]) => ({
+        filter: { and_filter: { filters: [status(code), notGrpc] } },
+        body_format_override: {
+          json_format: { code: name, message: "%LOCAL_REPLY_BODY%" },
+          content_type: "application/json",
+        },
+      })),
+    ],
   };
 }
+
+/** A Connect end-of-stream frame (flags 0x02, big-endian length, JSON) with the edge's rate limit error. */
+export const CONNECT_RESOURCE_EXHAUSTED_END_STREAM = (() => {
+  const json = Buffer.from(JSON.stringify({ error: { code: "resource_exhausted", message: "rate limit exceeded at the edge" } }));
+  const head = Buffer.alloc(5);
+  head.writeUInt8(0x02, 0);
+  head.writeUInt32BE(json.length, 1);
+  return Buffer.concat([head, json]).toString("latin1");
+})();
 
 function address(host: string, port: number): Record<string, unknown> {
   return { socket_address: { address: host, port_value: port } };
@@ -451,7 +473,11 @@ export function buildEnvoyConfig(rpcs: readonly Rpc[], overrides: Partial<EdgeSe
       ],
     },
     layered_runtime: {
-      layers: [{ name: "static_layer_0", static_layer: { overload: { global_downstream_max_connections: s.maxDownstreamConnections } } }],
+      layers: [{ name: "static_layer_0", static_layer: {
+        overload: { global_downstream_max_connections: s.maxDownstreamConnections },
+        // The refusal route's regex (dot-all, UTF-8 classes) compiles past RE2's default error threshold of 100.
+        re2: { max_program_size: { error_level: 1000, warn_level: 500 } },
+      } }],
     },
   };
 }

@@ -16,12 +16,15 @@ const live = process.env.LUNA_E2E_ENVOY === "1";
 
 // grpc.health.v1.HealthCheckResponse{status: SERVING}, as one length-prefixed gRPC message.
 const SERVING = Buffer.from([0, 0, 0, 0, 2, 0x08, 0x01]);
+// envoy.service.ratelimit.v3.RateLimitResponse{overall_code: OVER_LIMIT}, likewise.
+const OVER_LIMIT = Buffer.from([0, 0, 0, 0, 2, 0x08, 0x02]);
 
 describe.runIf(live)("the real Envoy with the generated configuration", () => {
   const servers: http2.Http2Server[] = [];
   const upstreams: Record<string, string> = {};
   let key: SigningKey;
   let token: string;
+  let limitedToken: string;
   let envoy: EnvoyContainer;
   let session: http2.ClientHttp2Session;
 
@@ -29,19 +32,33 @@ describe.runIf(live)("the real Envoy with the generated configuration", () => {
     key = await generateSigningKey({ kid: "live" });
     token = await signAccessToken({ privateKey: key.privateKey, kid: key.kid, issuer: "luna-auth", audience: "luna", subject: "user-1",
       role: "user", ttlSeconds: 600 });
+    limitedToken = await signAccessToken({ privateKey: key.privateKey, kid: key.kid, issuer: "luna-auth", audience: "luna",
+      subject: "limited-user", role: "user", ttlSeconds: 600 });
     for (const name of UPSTREAM_SERVICES) {
       const server = http2.createServer();
       server.on("stream", (stream, headers) => {
         const path = String(headers[":path"]);
         stream.on("error", () => undefined);
-        stream.resume();
+        if (!path.startsWith("/envoy.service.ratelimit.v3.RateLimitService/")) stream.resume();
         if (path === "/grpc.health.v1.Health/Check") {
           stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
           stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
           stream.end(SERVING);
         } else if (path.startsWith("/envoy.service.ratelimit.v3.RateLimitService/")) {
-          // billing's rate limit service is down: Envoy must let requests through (failure_mode_deny: false).
-          stream.respond({ ":status": 200, "content-type": "application/grpc", "grpc-status": "14", "grpc-message": "down" }, { endStream: true });
+          const chunks: Buffer[] = [];
+          stream.on("data", (c: Buffer) => chunks.push(c));
+          stream.on("end", () => {
+            if (Buffer.concat(chunks).includes("limited-user")) {
+              // RateLimitResponse{overall_code: OVER_LIMIT}
+              stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
+              stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
+              stream.end(OVER_LIMIT);
+            } else {
+              // billing's rate limit service is down: Envoy must let requests through (failure_mode_deny: false).
+              stream.respond({ ":status": 200, "content-type": "application/grpc", "grpc-status": "14", "grpc-message": "down" }, { endStream: true });
+            }
+          });
+          return;
         } else if (name === "auth" && path === "/.well-known/jwks.json") {
           stream.respond({ ":status": 200, "content-type": "application/json" });
           stream.end(JSON.stringify(toJwks(key)));
@@ -129,6 +146,21 @@ describe.runIf(live)("the real Envoy with the generated configuration", () => {
     const signedIn = await call("/luna.auth.v1.AuthService/GetMe", { ...forged, authorization: `Bearer ${token}` });
     expect(signedIn.headers["x-seen-user"]).toBe("user-1");
     expect(signedIn.headers["x-seen-role"]).toBe("user");
+  });
+
+  it("answers a rate-limited caller RESOURCE_EXHAUSTED in every protocol, and fails open when billing is down", async () => {
+    const auth = { authorization: `Bearer ${limitedToken}` };
+    const unary = await call("/luna.auth.v1.AuthService/GetMe", auth);
+    expect(unary.status).toBe(429);
+    expect(JSON.parse(unary.body)).toMatchObject({ code: "resource_exhausted" });
+    const grpc = await call("/luna.auth.v1.AuthService/GetMe", { ...auth, "content-type": "application/grpc", te: "trailers" },
+      Buffer.from([0, 0, 0, 0, 0]).toString("latin1"));
+    expect(grpc.headers["grpc-status"] ?? grpc.trailers["grpc-status"]).toBe("8");
+    const stream = await call("/luna.chat.v1.ChatService/SendMessage", { ...auth, "content-type": "application/connect+json" }, "\0\0\0\0\x02{}");
+    expect(stream.status).toBe(200);
+    expect(stream.body).toContain('"code":"resource_exhausted"');
+    // Everyone else passes although the rate limit service answers UNAVAILABLE.
+    expect((await call("/luna.auth.v1.AuthService/GetMe", { authorization: `Bearer ${token}` })).headers["x-upstream"]).toBe("auth");
   });
 
   it("answers CORS preflights without a token", async () => {

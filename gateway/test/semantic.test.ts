@@ -97,14 +97,15 @@ describe("the committed edge configuration", () => {
 
   it("answers Envoy's own errors to Connect clients as Connect JSON errors with the right code", () => {
     const mappers = ((hcmOf(committedConfig()).local_reply_config as Obj).mappers as Obj[]);
-    const codeFor = (status: number): unknown => mappers.find((m) => JSON.stringify(m.filter).includes(`"default_value":${status},`))
+    const codeFor = (status: number): unknown => mappers.find((m) => JSON.stringify(m.filter).includes(`"default_value":${status},`)
+      && JSON.stringify(m.filter).includes('"invert_match":true'))
       ?.body_format_override as Obj | undefined;
     expect(codeFor(401)).toMatchObject({ json_format: { code: "unauthenticated" }, content_type: "application/json" });
     expect(codeFor(404)).toMatchObject({ json_format: { code: "unimplemented" } });
     expect(codeFor(429)).toMatchObject({ json_format: { code: "resource_exhausted" } });
     expect(codeFor(503)).toMatchObject({ json_format: { code: "unavailable" } });
     // gRPC and gRPC-Web requests are left to Envoy's gRPC local replies (grpc-status), which the mappers never touch.
-    for (const m of mappers) expect(JSON.stringify(m.filter)).toContain('"invert_match":true');
+    for (const m of mappers) expect(JSON.stringify(m.filter)).toMatch(/"invert_match":true|"exact":"application\/connect\+(json|proto)"/);
   });
 
   it("sends upstream traffic to headless Services over HTTP/2, health-checked", () => {
