@@ -42,3 +42,16 @@ export function clip(text: string, max: number): string {
   const chars = [...text.replace(/\s+/g, " ")];
   return chars.length <= max ? chars.join("") : `${chars.slice(0, max - 1).join("")}…`;
 }
+
+/**
+ * "about 42 s" for what is left of an expected wait, or "any moment now" once it has run over (scale to zero: the
+ * model or image pool is waking).
+ */
+export function aboutSeconds(remainingMs: number): string {
+  return remainingMs > 0 ? `about ${Math.ceil(remainingMs / 1000)} s` : "any moment now";
+}
+
+/** What a reply waiting for its model to wake from zero replicas shows: "warming up llama-3 (about 42 s)". */
+export function warmingUp(modelId: string, elapsedMs: number, expectedWaitMs: number): string {
+  return `warming up ${modelId} (${aboutSeconds(expectedWaitMs - elapsedMs)})`;
+}

@@ -9,8 +9,11 @@ import { ModelKind, ModelStatus, type Model } from "@luna/contracts/luna/models/
 import { intArg, str, type Args, type CommandSpec } from "../args.js";
 import type { Context } from "../context.js";
 import { CliError, describeError, EXIT_FAILURE, EXIT_INTERRUPTED, UsageError } from "../errors.js";
-import { count, credits } from "../format.js";
+import { count, credits, warmingUp } from "../format.js";
 import { readAll } from "./stdin.js";
+
+/** While a reply waits for its model to wake, its "warming up" line is repeated at most this often. */
+const WAITING_NOTE_INTERVAL_MS = 30_000;
 
 /** After /stop or Ctrl-C the server is asked to stop (so the reply ends with its bill); the stream is cut after this. */
 const STOP_GRACE_MS = 3000;
@@ -51,6 +54,8 @@ class Reply {
   private assistantMessageId = "";
   private stopping = false;
 
+  private lastWaitingNote = 0;
+
   constructor(private readonly ctx: Context) {}
 
   stop(): void {
@@ -76,6 +81,13 @@ class Reply {
         switch (ev?.case) {
           case "started":
             this.assistantMessageId = ev.value.assistantMessageId;
+            break;
+          case "waiting":
+            // The model scaled to zero and is starting: say so (the server repeats it every few seconds; we rarely).
+            if (Date.now() - this.lastWaitingNote >= WAITING_NOTE_INTERVAL_MS) {
+              this.lastWaitingNote = Date.now();
+              this.ctx.note(warmingUp(ev.value.modelId, Number(ev.value.elapsedMs), Number(ev.value.expectedWaitMs)));
+            }
             break;
           case "delta":
             written += ev.value.text;

@@ -1,9 +1,11 @@
 import { create } from "@bufbuild/protobuf";
-import { JobSchema, JobStatus } from "@luna/contracts/luna/image/v1/image_pb.js";
+import { JobSchema, JobStatus, QueuePhase } from "@luna/contracts/luna/image/v1/image_pb.js";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Writable } from "node:stream";
 import { describe, expect, it } from "vitest";
 import { UsageError } from "../errors.js";
-import { parseSize, ProgressView } from "./image.js";
+import { warmingUp } from "../format.js";
+import { parseSize, ProgressView, statusWord } from "./image.js";
 
 function output(isTTY: boolean) {
   const writes: string[] = [];
@@ -48,5 +50,20 @@ describe("image progress", () => {
     expect(parseSize("896X1152", "image")).toEqual([896, 1152]);
     expect(() => parseSize("1024", "image")).toThrow(UsageError);
     expect(() => parseSize("1024x", "image")).toThrow(/--size must look like 1024x1024, got "1024x"/);
+  });
+});
+
+describe("scale to zero", () => {
+  it("says a job waits for a GPU with the time left until its pool's expected wake", () => {
+    const now = 1_000_000;
+    const waking = create(JobSchema, { status: JobStatus.QUEUED, queuePhase: QueuePhase.WAITING_FOR_GPU, gpuReadyAt: timestampFromMs(now + 41_200) });
+    expect(statusWord(waking, now)).toBe("waiting for a GPU (about 42 s)");
+    expect(statusWord(waking, now + 50_000)).toBe("waiting for a GPU (any moment now)");
+    expect(statusWord(create(JobSchema, { status: JobStatus.QUEUED, queuePhase: QueuePhase.IN_LINE, queuePosition: 1 }), now)).toBe("queued (1 ahead)");
+  });
+
+  it("says a reply waits for its model to warm up, with about how long", () => {
+    expect(warmingUp("llama", 5_000, 60_000)).toBe("warming up llama (about 55 s)");
+    expect(warmingUp("llama", 61_000, 60_000)).toBe("warming up llama (any moment now)");
   });
 });

@@ -3,13 +3,14 @@ import { randomUUID } from "node:crypto";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { ImageService } from "@luna/contracts/luna/image/v1/image_service_pb.js";
-import { JobStatus, type Image, type Job } from "@luna/contracts/luna/image/v1/image_pb.js";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
+import { JobStatus, QueuePhase, type Image, type Job } from "@luna/contracts/luna/image/v1/image_pb.js";
 import { ModelService } from "@luna/contracts/luna/models/v1/model_service_pb.js";
 import { ModelStatus } from "@luna/contracts/luna/models/v1/models_pb.js";
 import { intArg, str, type CommandSpec } from "../args.js";
 import type { Context } from "../context.js";
 import { CliError, EXIT_INTERRUPTED, UsageError } from "../errors.js";
-import { clip, count, dateTime, table } from "../format.js";
+import { aboutSeconds, clip, count, dateTime, table } from "../format.js";
 import type { Output } from "../io.js";
 import { collectPages } from "./pages.js";
 
@@ -25,9 +26,13 @@ export function parseSize(text: string, command: string): [number, number] {
   return [Number(m[1]), Number(m[2])];
 }
 
-function statusWord(job: Job): string {
+export function statusWord(job: Job, now = Date.now()): string {
   switch (job.status) {
     case JobStatus.QUEUED:
+      // The pool scaled to zero and is waking a GPU for it.
+      if (job.queuePhase === QueuePhase.WAITING_FOR_GPU) {
+        return `waiting for a GPU (${aboutSeconds(job.gpuReadyAt ? timestampMs(job.gpuReadyAt) - now : 0)})`;
+      }
       return job.queuePosition > 0 ? `queued (${job.queuePosition} ahead)` : "queued (next)";
     case JobStatus.RUNNING:
       return "generating";

@@ -5,7 +5,7 @@ import { FinishReason } from "@luna/contracts/luna/chat/v1/chat_pb.js";
 import { ModelService } from "@luna/contracts/luna/models/v1/model_service_pb.js";
 import { ModelKind, ModelStatus, type Model } from "@luna/contracts/luna/models/v1/models_pb.js";
 import { client, errorMessage } from "./api.js";
-import { count, h, randomId, replace } from "./dom.js";
+import { aboutSeconds, count, h, randomId, replace } from "./dom.js";
 
 const MODEL_KEY = "luna.model";
 /** After Stop the server is asked to end the reply (so it comes with its bill); the stream is cut after this. */
@@ -41,7 +41,9 @@ export function chatView(deps: ChatViewDeps): HTMLElement {
   void client(ModelService).listModels({ kind: ModelKind.TEXT }).then((res) => {
     models = res.models;
     const saved = localStorage.getItem(MODEL_KEY);
-    replace(modelSelect, ...models.map((m) => h("option", { value: m.id, disabled: m.status === ModelStatus.OFFLINE }, m.displayName || m.id)));
+    // A STANDBY model is selectable: its pool scaled to zero and wakes when asked (the reply says "warming up").
+    replace(modelSelect, ...models.map((m) => h("option", { value: m.id, disabled: m.status === ModelStatus.OFFLINE },
+      `${m.displayName || m.id}${m.status === ModelStatus.STANDBY ? " (sleeping)" : ""}`)));
     const preferred = models.find((m) => m.id === saved) ?? models.find((m) => m.status === ModelStatus.AVAILABLE) ?? models[0];
     if (preferred) modelSelect.value = preferred.id;
   }, (err: unknown) => replace(messages, h("p", { class: "form-error" }, `Models could not be loaded: ${errorMessage(err)}`)));
@@ -85,6 +87,12 @@ export function chatView(deps: ChatViewDeps): HTMLElement {
     current = { abort: new AbortController(), messageId: "", stopping: false };
     setBusy(true);
     let written = "";
+    // While the model warms up: the server's last `waiting` event, counted down locally between its repeats.
+    let warming: { modelId: string; endsAt: number } | undefined;
+    const showWarming = () => {
+      if (warming) reply.meta.textContent = `warming up ${warming.modelId} (${aboutSeconds(warming.endsAt - Date.now())})`;
+    };
+    const ticker = setInterval(showWarming, 1000);
     try {
       if (!conversationId) {
         const res = await chat.createConversation({ modelId });
@@ -94,7 +102,16 @@ export function chatView(deps: ChatViewDeps): HTMLElement {
       for await (const res of stream) {
         const ev = res.event?.event;
         if (ev?.case === "started") current.messageId = ev.value.assistantMessageId;
-        else if (ev?.case === "delta") {
+        else if (ev?.case === "waiting") {
+          reply.el.classList.add("warming");
+          warming = { modelId: ev.value.modelId, endsAt: Date.now() + Number(ev.value.expectedWaitMs - ev.value.elapsedMs) };
+          showWarming();
+        } else if (ev?.case === "delta") {
+          if (warming) {
+            warming = undefined;
+            reply.el.classList.remove("warming");
+            reply.meta.textContent = "";
+          }
           written += ev.value.text;
           reply.body.textContent = written;
           messages.scrollTop = messages.scrollHeight;
@@ -120,7 +137,8 @@ export function chatView(deps: ChatViewDeps): HTMLElement {
         reply.meta.textContent = errorMessage(err);
       }
     } finally {
-      reply.el.classList.remove("streaming");
+      clearInterval(ticker);
+      reply.el.classList.remove("streaming", "warming");
       if (!written && !reply.meta.textContent) reply.meta.textContent = "(no reply)";
       current = undefined;
       setBusy(false);

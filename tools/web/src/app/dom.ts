@@ -36,3 +36,8 @@ export function count(n: bigint | number, noun: string): string {
 export function formatCredits(n: bigint | number): string {
   return n.toLocaleString("en-US");
 }
+
+/** "about 42 s" for what is left of an expected wait, "any moment now" once it ran over (a model waking from zero). */
+export function aboutSeconds(remainingMs: number): string {
+  return remainingMs > 0 ? `about ${Math.ceil(remainingMs / 1000)} s` : "any moment now";
+}

@@ -1,10 +1,11 @@
 // Images: pick a workflow, size and count, follow the job with a progress bar, see the results in the gallery.
 import { ImageService } from "@luna/contracts/luna/image/v1/image_service_pb.js";
-import { JobStatus, type Image, type Job } from "@luna/contracts/luna/image/v1/image_pb.js";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
+import { JobStatus, QueuePhase, type Image, type Job } from "@luna/contracts/luna/image/v1/image_pb.js";
 import { ModelService } from "@luna/contracts/luna/models/v1/model_service_pb.js";
 import { ModelStatus, type Workflow } from "@luna/contracts/luna/models/v1/models_pb.js";
 import { client, errorMessage } from "./api.js";
-import { count, formatCredits, h, randomId, replace } from "./dom.js";
+import { aboutSeconds, count, formatCredits, h, randomId, replace } from "./dom.js";
 
 /** Images shown in the gallery (the newest). */
 const GALLERY_SIZE = 30;
@@ -18,6 +19,10 @@ export interface ImageViewDeps {
 function statusText(job: Job, percent: number): string {
   switch (job.status) {
     case JobStatus.QUEUED:
+      // Its pool scaled to zero and is waking a GPU for it.
+      if (job.queuePhase === QueuePhase.WAITING_FOR_GPU) {
+        return `Waiting for a GPU — ${aboutSeconds(job.gpuReadyAt ? timestampMs(job.gpuReadyAt) - Date.now() : 0)}`;
+      }
       return job.queuePosition > 0 ? `Queued — ${job.queuePosition} ahead` : "Queued — next up";
     case JobStatus.RUNNING:
       return `Generating… ${percent}%`;
