@@ -20,7 +20,6 @@ PROFILE="${LUNA_PROFILE:-gpu}"
 NAMESPACE="${LUNA_NAMESPACE:-luna}"
 TIMEOUT="${LUNA_BOOTSTRAP_TIMEOUT:-10m}"
 DRY_RUN=0
-ADMIN_EMAIL="${LUNA_ADMIN_EMAIL:-admin@luna.local}"
 
 # Pinned third-party charts (k8s/vendor/README.md holds the copies the offline checks use; bump both together).
 KPS_CHART=kube-prometheus-stack KPS_REPO=https://prometheus-community.github.io/helm-charts KPS_VERSION=88.5.3
@@ -37,7 +36,8 @@ usage() {
   sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'
   printf 'Options: --profile kind|gpu, --namespace NAME (default luna), --timeout DURATION (default 10m), --dry-run\n'
   printf 'Steps: %s\n' "${ALL_STEPS[*]}"
-  printf 'Environment: LUNA_ADMIN_EMAIL (first admin, default admin@luna.local), LUNA_PROFILE, LUNA_NAMESPACE\n'
+  printf 'Environment: LUNA_PROFILE, LUNA_NAMESPACE, LUNA_BOOTSTRAP_TIMEOUT,\n'
+  printf '  LUNA_INFRA_VALUES (a values file for the luna-infra release: external databases, backups, sizes)\n'
 }
 
 STEPS=()
@@ -85,10 +85,12 @@ helm_release() {
   local name="$1" ns="$2" chart="$3" repo="$4" version="$5"; shift 5
   local args=(upgrade --install "$name" "$chart" --namespace "$ns" --create-namespace --wait --timeout "$TIMEOUT")
   [[ -n "$repo" ]] && args+=(--repo "$repo" --version "$version")
-  local f
+  local f path
   for f in "$@"; do
-    args+=(-f "$ROOT/$f")
-    if [[ "$PROFILE" == kind && -f "$ROOT/${f%.yaml}-kind.yaml" ]]; then args+=(-f "$ROOT/${f%.yaml}-kind.yaml"); fi
+    path="$f"
+    [[ "$f" == /* ]] || path="$ROOT/$f"
+    args+=(-f "$path")
+    if [[ "$PROFILE" == kind && -f "${path%.yaml}-kind.yaml" ]]; then args+=(-f "${path%.yaml}-kind.yaml"); fi
   done
   note "helm release $name ($chart${version:+ $version}) in $ns"
   run helm "${args[@]}"
@@ -177,7 +179,7 @@ do_secrets() {
   ensure_secret_key image-job-secrets IMAGE_S3_ACCESS_KEY_ID s3_user
   ensure_secret_key image-job-secrets IMAGE_S3_SECRET_ACCESS_KEY s3_password
   # The image worker (charts/comfyui sidecar) reads image-job-secrets too (its chart's default existingSecret).
-  note "first admin: $ADMIN_EMAIL (password: kubectl -n $NAMESPACE get secret auth-secrets -o jsonpath='{.data.AUTH_ADMIN_PASSWORD}' | base64 -d)"
+  note "first admin: AUTH_ADMIN_EMAIL of k8s/values/luna/auth.yaml; password: kubectl -n $NAMESPACE get secret auth-secrets -o jsonpath='{.data.AUTH_ADMIN_PASSWORD}' | base64 -d"
 }
 
 do_nats() {
@@ -190,6 +192,8 @@ do_infra() {
   step "luna-infra: a CloudNativePG cluster per service, Redis, object storage in $NAMESPACE"
   local values=()
   [[ "$PROFILE" == kind ]] && values=(k8s/values/infra-kind.yaml)
+  # Your own settings (external databases, backups, sizes): LUNA_INFRA_VALUES=/path/to/values.yaml.
+  if [[ -n "${LUNA_INFRA_VALUES:-}" ]]; then values+=("$(cd "$(dirname "$LUNA_INFRA_VALUES")" && pwd)/$(basename "$LUNA_INFRA_VALUES")"); fi
   helm_release luna-infra "$NAMESPACE" "$ROOT/k8s/charts/luna-infra" "" "" "${values[@]}"
   local s
   for s in "${SERVICES[@]}"; do
