@@ -9,7 +9,7 @@ import { parse as parseYaml } from "yaml";
 import { dependencyBuild, formatIssues, helmResult, renderChart, repoRoot, templateArgs, validateObjects } from "@luna/kube-check";
 import type { K8sObject } from "@luna/kube-check";
 import {
-  checkLunaContainers, checkMigrationsHook, checkNetworkPolicyPeers, checkSelectorsAndTargets, checkServicesSelectPods,
+  checkDisruptionBudgets, checkLunaContainers, checkMigrationsHook, checkNetworkPolicyPeers, checkSelectorsAndTargets, checkServicesSelectPods,
   checkWorkloadsHardened, crossCheck, podsOf,
 } from "./cross-checks.js";
 import { NetworkPolicies, platformEndpoints } from "./netpol.js";
@@ -422,6 +422,19 @@ describe("the checks catch broken renders", () => {
       .toEqual(["Job/auth-migrate: envFrom ConfigMap/auth, which the release creates after the hook"]);
     expect(checkMigrationsHook(broken((o) => { o.find((x) => x.kind === "Job").spec.template.spec.containers[0].env = [{ name: "DATABASE_URL", value: "postgres://x" }]; })))
       .toEqual(["Job/auth-migrate: DATABASE_URL must come from a Secret"]);
+  });
+
+  it("a PodDisruptionBudget no drain can satisfy", () => {
+    expect(checkDisruptionBudgets(broken((o) => { o.find((x) => x.kind === "PodDisruptionBudget").spec.minAvailable = 3; })))
+      .toEqual(["PodDisruptionBudget/auth: with Deployment/auth at 3 replica(s) no pod may be evicted (a node drain would block)"]);
+    expect(checkDisruptionBudgets(broken((o) => { const p = o.find((x) => x.kind === "PodDisruptionBudget").spec; delete p.minAvailable; p.maxUnavailable = 0; })))
+      .toEqual(["PodDisruptionBudget/auth: with Deployment/auth at 3 replica(s) no pod may be evicted (a node drain would block)"]);
+  });
+
+  it("a cluster older than the charts support (preStop sleep needs Kubernetes 1.30)", async () => {
+    const r = await helmResult(templateArgs("charts/auth", { extraArgs: ["--kube-version", "1.29.0"] }));
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain("chart requires kubeVersion: >=1.30.0-0 which is incompatible with Kubernetes v1.29.0");
   });
 
   it("schema validation of a rendered object with a misspelled field", async () => {

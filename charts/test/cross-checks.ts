@@ -264,10 +264,37 @@ export function checkMigrationsHook(objects: readonly K8sObject[]): string[] {
   return out;
 }
 
+/**
+ * PodDisruptionBudgets that a node drain can satisfy: with the workload at its minimum size (replicas, or the
+ * HPA's minReplicas), at least one pod may be evicted — else `kubectl drain` blocks forever.
+ */
+export function checkDisruptionBudgets(objects: readonly K8sObject[]): string[] {
+  const out: string[] = [];
+  const workloads = objects.filter((o) => o.kind === "Deployment" || o.kind === "StatefulSet");
+  for (const pdb of objects.filter((o) => o.kind === "PodDisruptionBudget")) {
+    const s = spec<{ selector?: LabelSelector; minAvailable?: number | string; maxUnavailable?: number | string }>(pdb)!;
+    for (const w of workloads) {
+      const t = spec<{ replicas?: number; template?: { metadata?: { labels?: Labels } } }>(w);
+      if (!selects(s.selector, t?.template?.metadata?.labels ?? {})) continue;
+      const hpa = objects.find((o) => (o.kind === "HorizontalPodAutoscaler" || o.kind === "ScaledObject")
+        && spec<{ scaleTargetRef?: { name?: string } }>(o)?.scaleTargetRef?.name === w.metadata?.name);
+      const hs = hpa && spec<{ minReplicas?: number; minReplicaCount?: number }>(hpa);
+      const min = hs ? (hs.minReplicas ?? hs.minReplicaCount ?? 1) : (t?.replicas ?? 1);
+      if (min === 0) continue; // scaled to zero: nothing to protect
+      const evictable = typeof s.maxUnavailable === "number" ? s.maxUnavailable
+        : typeof s.minAvailable === "number" ? min - s.minAvailable
+          : typeof s.maxUnavailable === "string" ? Math.floor((min * parseInt(s.maxUnavailable, 10)) / 100)
+            : typeof s.minAvailable === "string" ? min - Math.ceil((min * parseInt(s.minAvailable, 10)) / 100) : 1;
+      if (evictable < 1) out.push(`${id(pdb)}: with ${id(w)} at ${min} replica(s) no pod may be evicted (a node drain would block)`);
+    }
+  }
+  return out;
+}
+
 /** All cross-object checks. */
 export function crossCheck(objects: readonly K8sObject[]): string[] {
   return [
     ...checkServicesSelectPods(objects), ...checkSelectorsAndTargets(objects), ...checkWorkloadsHardened(objects),
-    ...checkLunaContainers(objects), ...checkMigrationsHook(objects),
+    ...checkLunaContainers(objects), ...checkMigrationsHook(objects), ...checkDisruptionBudgets(objects),
   ];
 }
