@@ -197,6 +197,9 @@ do_infra() {
   helm_release luna-infra "$NAMESPACE" "$ROOT/k8s/charts/luna-infra" "" "" "${values[@]}"
   local s
   for s in "${SERVICES[@]}"; do
+    if ((!DRY_RUN)) && ! kubectl -n "$NAMESPACE" get "clusters.postgresql.cnpg.io/pg-$s" >/dev/null 2>&1; then
+      note "no cluster pg-$s (postgres.enabled=false: an external database)"; continue
+    fi
     note "waiting for cluster pg-$s"
     run kubectl -n "$NAMESPACE" wait --for=condition=Ready "clusters.postgresql.cnpg.io/pg-$s" --timeout "$TIMEOUT"
   done
@@ -207,8 +210,12 @@ do_database_urls() {
   local s uri
   for s in "${SERVICES[@]}"; do
     if ((DRY_RUN)); then put_secret_key "$s-secrets" DATABASE_URL "(uri of pg-$s-app)"; continue; fi
-    uri="$(kubectl -n "$NAMESPACE" get secret "pg-$s-app" -o 'jsonpath={.data.uri}' | base64 -d)"
-    [[ -n "$uri" ]] || { echo "bootstrap: secret pg-$s-app has no uri yet (is cluster pg-$s ready?)" >&2; exit 1; }
+    uri="$(kubectl -n "$NAMESPACE" get secret "pg-$s-app" -o 'jsonpath={.data.uri}' 2>/dev/null | base64 -d)"
+    if [[ -z "$uri" ]]; then
+      # No CloudNativePG cluster: an external database, whose URL the SRE put in the Secret (docs/DEPLOY.md).
+      if [[ -n "$(secret_key "$s-secrets" DATABASE_URL)" ]]; then note "$s-secrets: DATABASE_URL kept (external database)"; continue; fi
+      echo "bootstrap: no DATABASE_URL for $s: neither secret pg-$s-app (CloudNativePG) nor key DATABASE_URL in $s-secrets" >&2; exit 1
+    fi
     # Replaced on every run: CloudNativePG owns the role's password, this copy follows it.
     [[ "$(secret_key "$s-secrets" DATABASE_URL)" == "$uri" ]] || put_secret_key "$s-secrets" DATABASE_URL "$uri"
     note "$s-secrets: DATABASE_URL → pg-$s-rw"
