@@ -273,6 +273,7 @@ describe("network reachability of the whole platform (umbrella, ci/cpu-values.ya
     postgres: { labels: { "app.kubernetes.io/name": "postgresql" }, namespace: "infra", port: 5432 },
     redis: { labels: { "app.kubernetes.io/name": "redis" }, namespace: "infra", port: 6379 },
     nats: { labels: { "app.kubernetes.io/name": "nats" }, namespace: "infra", port: 4222 },
+    "otel-collector": { labels: { "app.kubernetes.io/name": "opentelemetry-collector" }, namespace: "observability", port: 4318 },
   };
   let objects: K8sObject[];
   beforeAll(async () => { objects = await rendered("luna", "cpu-values.yaml"); });
@@ -317,13 +318,15 @@ describe("network reachability of the whole platform (umbrella, ci/cpu-values.ya
     }
   });
 
-  it("services reach Postgres, Redis and NATS; the gateway reaches none of them", () => {
+  it("services reach Postgres, Redis, NATS and the trace collector; the gateway reaches none of them", () => {
     const np = new NetworkPolicies(objects);
     const eps = platformEndpoints(objects);
     for (const app of ["auth", "billing", "model-registry", "chat-router", "image-job"]) {
       for (const [name, dst] of Object.entries(infra)) expect(np.allowed(eps.get(app)!, dst, dst.port), `${app} -> ${name}`).toBe(true);
     }
-    for (const [name, dst] of Object.entries(infra)) expect(np.allowed(eps.get("gateway")!, dst, dst.port), `gateway -> ${name}`).toBe(false);
+    for (const [name, dst] of Object.entries(infra)) {
+      if (name !== "otel-collector") expect(np.allowed(eps.get("gateway")!, dst, dst.port), `gateway -> ${name}`).toBe(false);
+    }
   });
 
   it("fails when a policy is missing or too wide (broken copies)", () => {

@@ -110,7 +110,7 @@ export function serviceValuesSchema(chart: string): Schema {
       networkPolicy: obj({
         enabled: bool, apiFrom: lunaApps, extraApiFrom: list(), metricsFrom: list(), extraIngress: list(),
         egress: obj({
-          enabled: bool, dns: bool, lunaServices: lunaApps, lunaServicePort: port, postgres: infra, redis: infra, nats: infra, extra: list(),
+          enabled: bool, dns: bool, lunaServices: lunaApps, lunaServicePort: port, postgres: infra, redis: infra, nats: infra, otelCollector: infra, extra: list(),
         }, ["enabled"]),
       }, ["enabled"]),
       serviceMonitor: obj({ enabled: bool, interval: str, scrapeTimeout: str, labels: obj({}, [], str), relabelings: list() }, ["enabled"]),

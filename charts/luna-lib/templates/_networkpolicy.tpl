@@ -2,7 +2,8 @@
 luna-lib.networkPolicy: ingress to the api port only from the Luna apps in .Values.networkPolicy.apiFrom (names,
 i.e. app.kubernetes.io/name of pods part-of luna; the gateway by default) and .extraApiFrom peers; to the admin port
 only from .metricsFrom (Prometheus) and this release's helm test pods. Egress (when .egress.enabled): DNS, the Luna
-apps in .egress.lunaServices on their api port, Postgres/Redis/NATS (peers and ports configurable), .egress.extra.
+apps in .egress.lunaServices on their api port, Postgres/Redis/NATS and the OpenTelemetry collector (peers and
+ports configurable), .egress.extra.
 */}}
 {{- define "luna-lib.lunaPeer" -}}
 - podSelector:
@@ -74,7 +75,7 @@ spec:
         {{- include "luna-lib.lunaPeer" . | nindent 8 }}
         {{- end }}
     {{- end }}
-    {{- range $name := list "postgres" "redis" "nats" }}
+    {{- range $name := list "postgres" "redis" "nats" "otelCollector" }}
     {{- $infra := index $n.egress $name | default dict }}
     {{- if $infra.enabled }}
     - ports:
