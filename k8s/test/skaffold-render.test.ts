@@ -67,6 +67,19 @@ describe.each(PROFILES)("skaffold releases rendered (-p %s)", (profile) => {
   }, 120_000);
 });
 
+describe("wiring between releases (-p kind)", () => {
+  it("the seeded catalog's vLLM URL is a Service and port the vllm release renders", async () => {
+    const registry = releasesOf(graph.modules.get("model-registry")!, "kind")[0]!;
+    const cm = (await render(registry)).find((o) => o.kind === "ConfigMap" && (o as any).data?.REGISTRY_SEED_VLLM_URL) as any; // eslint-disable-line @typescript-eslint/no-explicit-any
+    expect(cm, "REGISTRY_SEED_VLLM_URL in model-registry's ConfigMap").toBeDefined();
+    const url = new URL(cm.data.REGISTRY_SEED_VLLM_URL as string);
+    const vllm = await render(releasesOf(graph.modules.get("vllm")!, "kind")[0]!);
+    const svc = vllm.find((o) => o.kind === "Service" && o.metadata?.name === url.hostname) as any; // eslint-disable-line @typescript-eslint/no-explicit-any
+    expect(svc, `Service ${url.hostname} in the vllm release`).toBeDefined();
+    expect(svc.spec.ports.map((p: { port: number }) => p.port)).toContain(Number(url.port));
+  }, 120_000);
+});
+
 describe("a template key that misses the chart's image", () => {
   it("is refused by the chart's schema when the key does not exist (migration.image.tag)", async () => {
     const auth = releasesOf(graph.modules.get("auth")!, "kind")[0]!;
