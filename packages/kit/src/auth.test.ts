@@ -26,7 +26,9 @@ describe("createJwtVerifier", () => {
     const verifier = createJwtVerifier({ keys: toJwks(key), issuer: ISS, audience: AUD });
     const token = await signAccessToken({ privateKey: key.privateKey, kid: key.kid, issuer: ISS, audience: AUD,
       subject: "u1", role: "user", ttlSeconds: 60, tokenId: "t1" });
-    expect(await verifier.verify(token)).toEqual({ userId: "u1", role: "user", tokenId: "t1" });
+    const principal = await verifier.verify(token);
+    expect(principal).toEqual({ userId: "u1", role: "user", tokenId: "t1", issuedAt: decodeJwt(token).iat_ms });
+    expect(Math.floor(principal.issuedAt! / 1000)).toBe(decodeJwt(token).iat);
   });
 
   it("rejects tokens without exp, sub or jti, and with an empty sub", async () => {

@@ -25,8 +25,14 @@ export const ROLES: readonly Role[] = ["user", "admin", "internal"];
 export type AccessRule = "public" | "user" | "admin" | "internal";
 /** Keyed by "pkg.Service" or "pkg.Service/Method"; the method's rule wins; a method with no rule is denied. */
 export type MethodRules = Record<string, AccessRule>;
-/** The verified caller. For internal tokens `userId` is the calling service's name. */
-export type Principal = { userId: string; role: Role; tokenId: string };
+/**
+ * The verified caller. For internal tokens `userId` is the calling service's name. `issuedAt`: when the token was
+ * issued (ms since the epoch), checked against the user's revocation cut-off (revocation.ts).
+ */
+export type Principal = { userId: string; role: Role; tokenId: string; issuedAt?: number };
+
+/** Claim with the issue time in milliseconds (`iat` has whole seconds). */
+export const ISSUED_AT_MS_CLAIM = "iat_ms";
 
 /** The value of the `token_use` claim every access token carries (refresh tokens carry "refresh"). */
 export const ACCESS_TOKEN_USE = "access";
@@ -175,7 +181,12 @@ export function createJwtVerifier(opts: JwtVerifierOptions): JwtVerifier {
       if (typeof payload.sub !== "string" || payload.sub === "" || typeof payload.jti !== "string" || payload.jti === "") {
         throw rejected("invalid token", new Error("sub and jti must be non-empty strings"));
       }
-      return { userId: payload.sub, role: role as Role, tokenId: payload.jti };
+      // Issue time in ms: iat_ms, else iat; a token with neither counts as issued at the epoch (any revocation of its
+      // user voids it). iat_ms is only believed within iat's second, so it cannot move a token past a revocation.
+      const iatMs = typeof payload.iat === "number" ? payload.iat * 1000 : 0;
+      const precise = payload[ISSUED_AT_MS_CLAIM];
+      const issuedAt = typeof precise === "number" && precise >= iatMs && precise < iatMs + 1000 ? precise : iatMs;
+      return { userId: payload.sub, role: role as Role, tokenId: payload.jti, issuedAt };
     },
   };
 }
@@ -256,14 +267,18 @@ export type AccessTokenOptions = {
 export async function signAccessToken(opts: AccessTokenOptions): Promise<string> {
   const alg = algorithmOf(opts.privateKey);
   const key = "kty" in opts.privateKey ? await importJWK(opts.privateKey, alg) : opts.privateKey;
-  return new SignJWT({ ...opts.claims, role: opts.role, token_use: ACCESS_TOKEN_USE })
+  const nowMs = Date.now();
+  const iat = Math.floor(nowMs / 1000);
+  // iat_ms: the issue time to the millisecond, so a revocation (revocation.ts) can void the tokens issued before it
+  // and keep the one a sign-out-everywhere hands out in the same second.
+  return new SignJWT({ ...opts.claims, role: opts.role, token_use: ACCESS_TOKEN_USE, [ISSUED_AT_MS_CLAIM]: nowMs })
     .setProtectedHeader({ alg, kid: opts.kid, typ: "JWT" })
     .setIssuer(opts.issuer)
     .setAudience(opts.audience)
     .setSubject(opts.subject)
     .setJti(opts.tokenId ?? randomUUID())
-    .setIssuedAt()
-    .setExpirationTime(`${opts.ttlSeconds}s`)
+    .setIssuedAt(iat)
+    .setExpirationTime(iat + opts.ttlSeconds)
     .sign(key);
 }
 

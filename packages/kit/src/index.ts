@@ -12,6 +12,7 @@ export * from "./health.js";
 export * from "./server.js";
 export * from "./client-address.js";
 export * from "./auth.js";
+export * from "./revocation.js";
 export * from "./nats.js";
 export * from "./outbox.js";
 export * from "./inbox.js";

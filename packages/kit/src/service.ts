@@ -23,6 +23,7 @@ import {
 } from "./auth.js";
 import { bool, csv, duration, loadConfig, port } from "./config.js";
 import { trustedProxiesOf, trustedProxyConfigSchema, type TrustedProxies } from "./client-address.js";
+import { createRevocationList, revocationCheckingVerifier, type RevocationList } from "./revocation.js";
 import { createHealth, healthAuthRules, type HealthServer } from "./health.js";
 import { createLogger, type Logger } from "./log.js";
 import { applyMigrations } from "./migrate.js";
@@ -95,6 +96,8 @@ export const runtimeConfigSchema = z.object({
   LUNA_CORS_ORIGINS: csv(["*"]),
   LUNA_MIGRATE_ON_START: bool(true),
   LUNA_SHUTDOWN_GRACE: duration("10s"),
+  /** How stale a replica's view of revoked tokens may be (revocation.ts): a revoked token stops within this. */
+  LUNA_REVOCATION_CHECK_INTERVAL: duration("2s"),
   /** LUNA_TRUSTED_PROXY_HOPS (default 1: the gateway) and LUNA_TRUSTED_PROXIES (CIDRs): see client-address.ts. */
   ...trustedProxyConfigSchema.shape,
 });
@@ -133,10 +136,12 @@ export function createServiceVerifier(opts: {
   userKeys: { jwksUrl: string } | { keys: () => Promise<JSONWebKeySet> };
   internalIssuer: string;
   internalPublicKey: JWK;
+  /** Refuses user tokens issued before their user's revocation (see revocation.ts); every service passes it. */
+  revocations?: Pick<RevocationList, "notBefore">;
 }): JwtVerifier {
   const user = createJwtVerifier({ issuer: opts.userIssuer, audience: opts.audience, ...opts.userKeys });
   const internal = createJwtVerifier({ issuer: opts.internalIssuer, audience: opts.audience, keys: { keys: [opts.internalPublicKey] } });
-  return cachingVerifier({
+  const verifier = cachingVerifier({
     async verify(token: string): Promise<Principal> {
       let iss: unknown;
       try {
@@ -154,6 +159,8 @@ export function createServiceVerifier(opts: {
       return p;
     },
   });
+  // Outside the cache: a cached token is still checked against revocations on every call.
+  return opts.revocations ? revocationCheckingVerifier(verifier, opts.revocations) : verifier;
 }
 
 /**
@@ -402,6 +409,7 @@ export async function runService<S extends z.ZodObject>(opts: RunServiceOptions<
       userKeys: opts.name === "auth" ? { keys: () => hostedModule.current!.jwks!() } : { jwksUrl: runtime.LUNA_JWKS_URL },
       internalIssuer: runtime.LUNA_INTERNAL_ISSUER,
       internalPublicKey: publicJwkOf(internalKey),
+      revocations: createRevocationList({ redis, checkIntervalMs: runtime.LUNA_REVOCATION_CHECK_INTERVAL, log }),
     });
     const mod = await opts.create(config, { log, metrics, redis, nats, js: jetstream(nats), databaseUrl, clients });
     hostedModule.current = mod;

@@ -2,7 +2,7 @@ import { randomBytes, randomUUID } from "node:crypto";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { dirname } from "node:path";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { alreadyExists, failedPrecondition, notFound, permissionDenied, unauthenticated, type Logger } from "@luna/kit";
+import { alreadyExists, failedPrecondition, notFound, permissionDenied, unauthenticated, type Logger, type RevocationList } from "@luna/kit";
 import { canonicalInviteCode, formatInviteCode, generateInviteCode, hashInviteCode, inviteCodeHint } from "./domain/invite-code.js";
 import { generateRefreshToken, hashRefreshToken } from "./domain/refresh-token.js";
 import { passwordProblem, type PasswordPolicy } from "./domain/password-policy.js";
@@ -25,6 +25,8 @@ export type AccountsConfig = {
   refreshTokenTtlMs: number;
   sessionMaxLifetimeMs: number;
   refreshGraceMs: number;
+  /** How long a token revocation must be kept: the access-token TTL plus the verifiers' clock skew. */
+  revocationTtlMs?: number;
 };
 
 export type AccountsDeps = {
@@ -39,6 +41,8 @@ export type AccountsDeps = {
   log: Logger;
   metrics?: AuthMetrics;
   clock?: () => Date;
+  /** The kit's revocation list: every service refuses a user's access tokens issued before a revocation. */
+  revocations?: Pick<RevocationList, "revokeUser">;
 };
 
 /** Where a request came from, for throttling. */
@@ -195,6 +199,8 @@ export class Accounts {
       await this.d.store.replacePassword(tx, user.id, passwordHash, now);
       await this.d.store.createSession(tx, user.id, refresh.session, now);
     });
+    // Signed out everywhere: older access tokens too (the new ones issued below stay valid).
+    await this.revokeAccessTokens(user.id, "password_changed");
     this.d.log.info({ userId }, "password changed; other sessions revoked");
     return this.tokensFor(user, refresh);
   }
@@ -215,6 +221,7 @@ export class Accounts {
       await enqueueUserDeleted(tx, user.id, now);
     });
     this.d.kickOutbox();
+    await this.revokeAccessTokens(user.id, "deleted");
     this.d.log.info({ userId }, "account deleted");
   }
 
@@ -262,11 +269,13 @@ export class Accounts {
     if (adminId === userId) throw failedPrecondition("you cannot disable your own account");
     await this.getTarget(userId);
     const now = this.clock();
-    return this.d.store.transaction(async (tx) => {
+    const updated = await this.d.store.transaction(async (tx) => {
       const user = await tx.user.update({ where: { id: userId }, data: { disabledAt: disabled ? now : null, updatedAt: now } });
       if (disabled) await this.d.store.revokeUserSessions(tx, userId, "disabled", now);
       return user;
     });
+    if (disabled) await this.revokeAccessTokens(userId, "disabled");
+    return updated;
   }
 
   // ---- bootstrap ---------------------------------------------------------------------------------------------------
@@ -342,6 +351,20 @@ export class Accounts {
   }
 
   // ---- helpers -----------------------------------------------------------------------------------------------------
+
+  /**
+   * Voids the user's access tokens issued until now, in every service (kit: revocation.ts), after the change is
+   * committed. Redis unreachable: logged, and those tokens live until they expire (like every Redis use, fail open).
+   */
+  private async revokeAccessTokens(userId: string, reason: string): Promise<void> {
+    if (!this.d.revocations) return;
+    try {
+      // The wall clock, not this.clock(): it is compared with the tokens' iat, which the wall clock stamps.
+      await this.d.revocations.revokeUser(userId, { ttlMs: this.d.config.revocationTtlMs ?? 3_600_000, at: new Date() });
+    } catch (err) {
+      this.d.log.error({ err, userId, reason }, "could not record the token revocation; issued access tokens stay valid until they expire");
+    }
+  }
 
   /**
    * The sign-in check shared by SignIn, ChangePassword and DeleteAccount: throttled per account and IP, constant

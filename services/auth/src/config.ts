@@ -12,7 +12,10 @@ export const authConfigSchema = z.object({
   LUNA_JWT_ISSUER: z.string().min(1).default("luna-auth"),
   /** `aud` of issued access tokens (also read by the kit runtime's verifier). */
   LUNA_JWT_AUDIENCE: z.string().min(1).default("luna"),
-  /** Access-token lifetime (short: a revoked session keeps a valid access token at most this long). */
+  /**
+   * Access-token lifetime (short). A deleted, disabled or signed-out-everywhere account's tokens are refused sooner,
+   * within LUNA_REVOCATION_CHECK_INTERVAL (kit); a plain sign-out leaves its access token valid at most this long.
+   */
   AUTH_ACCESS_TOKEN_TTL: duration("15m"),
   /** Refresh-token lifetime; each refresh issues a new one with a fresh lifetime (sliding), up to the session's end. */
   AUTH_REFRESH_TOKEN_TTL: duration("720h"),

@@ -5,7 +5,7 @@
 import { createHash } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import type { JetStreamClient } from "@nats-io/jetstream";
-import { outboxPruneOf, startOutboxRelay, type Logger, type OutboxRelay, type ReadinessCheck, type Redis, type ServiceModule } from "@luna/kit";
+import { createRevocationList, outboxPruneOf, startOutboxRelay, type Logger, type OutboxRelay, type ReadinessCheck, type Redis, type ServiceModule } from "@luna/kit";
 import { Accounts } from "./accounts.js";
 import type { AuthConfig } from "./config.js";
 import { createDb } from "./data/db.js";
@@ -118,6 +118,7 @@ export async function createAuthModule(config: AuthConfig, infra: AuthInfra, opt
   let relay: OutboxRelay | undefined;
   const accounts = new Accounts({
     store, hasher, policy, tokens, throttle, log, clock,
+    revocations: createRevocationList({ redis: infra.redis, log }),
     metrics: infra.metrics ? createAuthMetrics(infra.metrics.registry) : undefined,
     kickOutbox: () => relay?.kick(),
     config: {
@@ -125,6 +126,7 @@ export async function createAuthModule(config: AuthConfig, infra: AuthInfra, opt
       refreshTokenTtlMs: config.AUTH_REFRESH_TOKEN_TTL,
       sessionMaxLifetimeMs: config.AUTH_SESSION_MAX_LIFETIME,
       refreshGraceMs: config.AUTH_REFRESH_GRACE,
+      revocationTtlMs: config.AUTH_ACCESS_TOKEN_TTL + config.AUTH_CLOCK_SKEW,
     },
   });
 

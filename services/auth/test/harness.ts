@@ -10,8 +10,8 @@ import type { NatsConnection } from "@nats-io/nats-core";
 import { fromBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import { Registry } from "prom-client";
 import {
-  authInterceptor, connectNats, connectRedis, createJwtVerifier, createLogger, createServer, ensureStreams, loadConfig,
-  EVENTS_STREAM, type JwtVerifier, type LunaServer, type Redis, type TrustedProxies,
+  authInterceptor, connectNats, connectRedis, createJwtVerifier, createLogger, createRevocationList, createServer, ensureStreams, loadConfig,
+  revocationCheckingVerifier, EVENTS_STREAM, type JwtVerifier, type LunaServer, type Redis, type TrustedProxies,
 } from "@luna/kit";
 import { createTestDatabase, testServers, type TestDatabase } from "@luna/kit/testing";
 import { AuthService } from "@luna/contracts/luna/auth/v1/auth_service_pb.js";
@@ -69,9 +69,10 @@ export function uniqueEmail(tag = "user"): string {
 
 /**
  * Starts the module with `env` over test-friendly defaults (argon2 at its floor parameters). `trustedProxies` is the
- * server's setting (default: the kit's, one hop).
+ * server's setting (default: the kit's, one hop); `revocationCheckMs` the server verifier's revocation cache
+ * (LUNA_REVOCATION_CHECK_INTERVAL; default the kit's).
  */
-export async function startAuth(env: Record<string, string> = {}, opts: { trustedProxies?: TrustedProxies } = {}): Promise<Harness> {
+export async function startAuth(env: Record<string, string> = {}, opts: { trustedProxies?: TrustedProxies; revocationCheckMs?: number } = {}): Promise<Harness> {
   const servers = testServers();
   const database = await createTestDatabase({ migrationsDir, prefix: "auth" });
   // Failed RPCs are logged at warn by the kit; tests provoke hundreds of them on purpose.
@@ -101,7 +102,8 @@ export async function startAuth(env: Record<string, string> = {}, opts: { truste
   const { port } = await server.listen(0, "127.0.0.1");
   const baseUrl = `http://127.0.0.1:${port}`;
   const verifier = createJwtVerifier({ jwksUrl: `${baseUrl}/.well-known/jwks.json`, issuer: config.LUNA_JWT_ISSUER, audience: config.LUNA_JWT_AUDIENCE });
-  verifierRef.current = verifier;
+  // As every service's runtime does: tokens of revoked users are refused (kit: revocation.ts).
+  verifierRef.current = revocationCheckingVerifier(verifier, createRevocationList({ redis, checkIntervalMs: opts.revocationCheckMs }));
   await module.start();
 
   const clientsFrom = (ip: string) => {

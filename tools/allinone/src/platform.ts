@@ -11,6 +11,7 @@ import {
   connectRedis,
   createLogger,
   createMetrics,
+  createRevocationList,
   createServiceVerifier,
   ensureStreams,
   generateSigningKey,
@@ -125,6 +126,7 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
       userKeys: { keys: authJwks },
       internalIssuer: runtime.LUNA_INTERNAL_ISSUER,
       internalPublicKey: publicJwkOf(internalKey),
+      revocations: createRevocationList({ redis, checkIntervalMs: runtime.LUNA_REVOCATION_CHECK_INTERVAL, log }),
     });
     const clients = inProcessClients({ modules: () => modules, verifier, internalKey, issuer: runtime.LUNA_INTERNAL_ISSUER,
       audience: runtime.LUNA_JWT_AUDIENCE, subject: "luna", timeoutMs: runtime.LUNA_CALL_TIMEOUT });

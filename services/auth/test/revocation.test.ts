@@ -1,0 +1,128 @@
+// Issue 20, defect 2: after DeleteAccount, DisableUser or a sign-out everywhere (ChangePassword), the access tokens
+// issued before stop working within the configured bound in every service — here auth itself and billing (GetBalance,
+// the call the issue saw succeed), each with its own verifier, Redis connection and cache, as separate services have.
+import { randomBytes } from "node:crypto";
+import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { jetstream } from "@nats-io/jetstream";
+import {
+  connectRedis, createLogger, createMetrics, createRevocationList, createServiceVerifier, generateSigningKey, hostModules, loadConfig,
+  type HostedModules, type Redis,
+} from "@luna/kit";
+import { createTestDatabase, testServers, type TestDatabase } from "@luna/kit/testing";
+import { BillingService } from "@luna/contracts/luna/billing/v1/billing_service_pb.js";
+import { billingConfigSchema, createBillingModule, migrationsDir as billingMigrations, type BillingModule } from "@luna/billing";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { PASSWORD, startAuth, type Harness } from "./harness.js";
+
+/** The revocation check interval both services run with (LUNA_REVOCATION_CHECK_INTERVAL). */
+const BOUND_MS = 1000;
+/** Slack for a loaded 2-core machine on top of the bound (HTTP round trips, polling step). */
+const SLACK_MS = 1500;
+
+let h: Harness;
+let billingDb: TestDatabase;
+let billingRedis: Redis;
+let billingModule: BillingModule;
+let billing: HostedModules;
+let balance: Client<typeof BillingService>;
+
+beforeAll(async () => {
+  h = await startAuth({}, { revocationCheckMs: BOUND_MS });
+  const log = createLogger({ service: "billing-test", level: "silent" });
+  billingDb = await createTestDatabase({ migrationsDir: billingMigrations, prefix: "billing" });
+  billingRedis = connectRedis(testServers().redisUrl, { log, name: "billing-revocation-test" });
+  const metrics = createMetrics({ service: "billing", defaultMetrics: false });
+  billingModule = await createBillingModule(loadConfig(billingConfigSchema, {}), { log, metrics, redis: billingRedis, js: jetstream(h.nc), databaseUrl: billingDb.url });
+  const internalKey = await generateSigningKey({ kid: "internal" });
+  // What runService builds for every service (kit: service.ts).
+  const verifier = createServiceVerifier({
+    userIssuer: h.config.LUNA_JWT_ISSUER,
+    audience: h.config.LUNA_JWT_AUDIENCE,
+    userKeys: { jwksUrl: `${h.baseUrl}/.well-known/jwks.json` },
+    internalIssuer: "luna-internal",
+    internalPublicKey: internalKey.publicJwk,
+    revocations: createRevocationList({ redis: billingRedis, checkIntervalMs: BOUND_MS }),
+  });
+  billing = await hostModules({ modules: [billingModule], verifier, metrics, log, host: "127.0.0.1", port: 0, adminPort: 0, corsOrigins: [], shutdownGraceMs: 100, readiness: [] });
+  balance = createClient(BillingService, createConnectTransport({ baseUrl: `http://127.0.0.1:${billing.port}`, httpVersion: "1.1" }));
+});
+
+afterAll(async () => {
+  await billing?.close();
+  billingRedis?.disconnect();
+  await billingDb?.drop();
+  await h?.close();
+});
+
+async function outcome(p: Promise<unknown>): Promise<Code | "ok"> {
+  try {
+    await p;
+    return "ok";
+  } catch (e) {
+    return ConnectError.from(e).code;
+  }
+}
+
+/** Both services answer with `token`: auth's GetMe and billing's GetBalance. */
+async function calls(token: string): Promise<Array<Code | "ok">> {
+  return Promise.all([outcome(h.auth.getMe({}, h.bearer(token))), outcome(balance.getBalance({}, h.bearer(token)))]);
+}
+
+/** Polls until both services refuse `token`; returns how long that took after `since`. */
+async function refusedAfter(token: string, since: number): Promise<number> {
+  for (;;) {
+    const results = await calls(token);
+    if (results.every((r) => r === Code.Unauthenticated)) return performance.now() - since;
+    // Until the bound, a service may still accept the token (its handler may then say the account is gone).
+    expect(results.every((r) => r === "ok" || r === Code.Unauthenticated || r === Code.NotFound), `unexpected ${results.join(", ")}`).toBe(true);
+    if (performance.now() - since > BOUND_MS + SLACK_MS + 5000) return performance.now() - since;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** A fresh account whose token both services have just accepted (so each has cached "not revoked"). */
+async function warmAccount(): Promise<{ userId: string; email: string; token: string }> {
+  const email = `revoke-${randomBytes(4).toString("hex")}@example.com`;
+  const res = await h.signUp(email);
+  const token = res.tokens!.accessToken;
+  expect(await calls(token)).toEqual(["ok", "ok"]);
+  return { userId: res.user!.id, email, token };
+}
+
+describe("revoked access tokens stop working in every service within the bound", () => {
+  it("after DeleteAccount", async () => {
+    const { token } = await warmAccount();
+    await h.auth.deleteAccount({ password: PASSWORD }, h.bearer(token));
+    const took = await refusedAfter(token, performance.now());
+    console.log(`revocation after DeleteAccount: both services refuse the token after ${Math.round(took)} ms (bound ${BOUND_MS} ms)`);
+    expect(took).toBeLessThan(BOUND_MS + SLACK_MS);
+  });
+
+  it("after DisableUser; enabling again lets new sign-ins work", async () => {
+    const { userId, email, token } = await warmAccount();
+    await h.admin.disableUser({ userId, disabled: true }, h.bearer(await h.adminToken()));
+    expect(await refusedAfter(token, performance.now())).toBeLessThan(BOUND_MS + SLACK_MS);
+    await h.admin.disableUser({ userId, disabled: false }, h.bearer(await h.adminToken()));
+    const fresh = (await h.auth.signIn({ email, password: PASSWORD })).tokens!.accessToken;
+    expect(await calls(fresh)).toEqual(["ok", "ok"]);
+  });
+
+  it("after a sign-out everywhere (ChangePassword): older tokens refused, the new session's token works", async () => {
+    const { email, token } = await warmAccount();
+    const other = (await h.auth.signIn({ email, password: PASSWORD })).tokens!.accessToken; // another device
+    const changed = await h.auth.changePassword({ currentPassword: PASSWORD, newPassword: "a brand new passphrase 42" }, h.bearer(token));
+    const since = performance.now();
+    expect(await refusedAfter(token, since)).toBeLessThan(BOUND_MS + SLACK_MS);
+    expect(await refusedAfter(other, since)).toBeLessThan(BOUND_MS + SLACK_MS);
+    expect(await calls(changed.tokens!.accessToken)).toEqual(["ok", "ok"]);
+  });
+
+  it("a revocation of one user leaves the others alone", async () => {
+    const bystander = await warmAccount();
+    const { token } = await warmAccount();
+    await h.auth.deleteAccount({ password: PASSWORD }, h.bearer(token));
+    expect(await refusedAfter(token, performance.now())).toBeLessThan(BOUND_MS + SLACK_MS);
+    expect(await calls(bystander.token)).toEqual(["ok", "ok"]);
+  });
+});
