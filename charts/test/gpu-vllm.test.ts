@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { dependencyBuild, formatIssues, helmResult, renderChart, repoRoot, templateArgs, validateObjects, type K8sObject } from "@luna/kube-check";
 import { crossCheck } from "./cross-checks.js";
+import { gpuValuesSchemaText } from "./gpu-values-schema.js";
 import { checkIngressOnlyFrom, checkVllmPods, checkVllmScaling } from "./gpu-checks.js";
 
 const CHART = "charts/vllm";
@@ -41,6 +42,11 @@ describe("vllm chart", () => {
 
   it("ships defaults, simulator, production-like and scale-to-zero variants", () => {
     expect(ci).toEqual(expect.arrayContaining(["default-values.yaml", "simulator-values.yaml", "production-values.yaml", "scale-to-zero-values.yaml"]));
+  });
+
+  it("values.schema.json is what gpu-values-schema.ts generates (variable names from the programs)", () => {
+    // Stale when the worker or a simulator gains or drops a variable: regenerate (see gpu-values-schema.ts).
+    expect(readFileSync(join(dir, "values.schema.json"), "utf8")).toBe(gpuValuesSchemaText("vllm"));
   });
 
   it.each(ci)("ci/%s: lint, render, every object valid, every check passes", async (values) => {
