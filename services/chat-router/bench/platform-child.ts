@@ -64,6 +64,12 @@ const chat = await createChatRouterModule(loadConfig(chatRouterConfigSchema, { .
 modules.push(chat as unknown as ServiceModule);
 const hosted = await hostModules({ modules, verifier, metrics, log, host: "127.0.0.1", port: 0, adminPort: 0, corsOrigins: ["*"], shutdownGraceMs: 2000, readiness: [] });
 
+// BENCH_COLD_START_S (wake.bench.ts): the models scale to zero with that expected cold start, and the simulator starts
+// asleep, so they are STANDBY rather than AVAILABLE once known.
+const coldStartSeconds = Number(env.BENCH_COLD_START_S ?? 0);
+const scaleToZero = { scaleToZero: coldStartSeconds > 0, coldStartSeconds };
+const known = (s: ModelStatus | undefined) => s === ModelStatus.AVAILABLE || (coldStartSeconds > 0 && s === ModelStatus.STANDBY);
+
 // The model, through the registry's admin RPC (in process), served by the simulator.
 const adminToken = await signAccessToken({ privateKey: userKey.privateKey, kid: userKey.kid, issuer: "luna-auth", audience: "luna", subject: "bench-admin", role: "admin", ttlSeconds: 3600 });
 const admin = createClient(ModelAdminService, createRouterTransport((r) => registry.routes(r), {
@@ -73,15 +79,15 @@ const admin = createClient(ModelAdminService, createRouterTransport((r) => regis
 await admin.upsertModel({ model: {
   id: "bench-model", displayName: "bench", description: "", kind: ModelKind.TEXT, tags: [], contextWindow: 32768, maxOutputTokens: 4096,
   prices: { inputPer1kTokens: 10n, outputPer1kTokens: 10n, perImage: 0n }, sortOrder: 0,
-  upstream: { baseUrls: [env.BENCH_SIM_URL!], resolveUrl: "", apiKeyEnv: "", servedModelName: "sim-model" },
+  upstream: { baseUrls: [env.BENCH_SIM_URL!], resolveUrl: "", apiKeyEnv: "", servedModelName: "sim-model" }, ...scaleToZero,
 } });
 // The same model at a model's decoding pace (the latency aims are measured there).
 await admin.upsertModel({ model: {
   id: "bench-model-paced", displayName: "bench (paced)", description: "", kind: ModelKind.TEXT, tags: [], contextWindow: 32768, maxOutputTokens: 4096,
   prices: { inputPer1kTokens: 10n, outputPer1kTokens: 10n, perImage: 0n }, sortOrder: 1,
-  upstream: { baseUrls: [env.BENCH_PACED_SIM_URL ?? env.BENCH_SIM_URL!], resolveUrl: "", apiKeyEnv: "", servedModelName: "sim-model" },
+  upstream: { baseUrls: [env.BENCH_PACED_SIM_URL ?? env.BENCH_SIM_URL!], resolveUrl: "", apiKeyEnv: "", servedModelName: "sim-model" }, ...scaleToZero,
 } });
-for (let i = 0; ["bench-model", "bench-model-paced"].some((id) => chat.catalog.getModel(id)?.status !== ModelStatus.AVAILABLE); i++) {
+for (let i = 0; ["bench-model", "bench-model-paced"].some((id) => !known(chat.catalog.getModel(id)?.status)); i++) {
   if (i > 500) throw new Error("the benchmark model never became available");
   await new Promise((r) => setTimeout(r, 20));
 }
