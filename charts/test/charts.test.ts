@@ -140,6 +140,20 @@ describe("luna-lib service charts", () => {
     expect(find(defaults, "Deployment", "image-job").spec.template.spec.containers[0].image).toBe("luna/image-job:0.1.0");
   });
 
+  it("run as the user the images are built with (the root Dockerfile's runtime USER)", async (ctx) => {
+    const dockerfile = join(repoRoot, "Dockerfile");
+    if (!existsSync(dockerfile)) ctx.skip();
+    const user = /^USER (\d+):(\d+)$/m.exec(readFileSync(dockerfile, "utf8"));
+    expect(user).not.toBeNull();
+    for (const p of podsOf(await rendered("luna", "cpu-values.yaml"))) {
+      for (const c of p.spec.containers.filter((x) => /(?:^|\/)luna\//.test(x.image ?? ""))) {
+        const uid = (c.securityContext?.runAsUser ?? p.spec.securityContext?.runAsUser) as number | undefined;
+        const gid = (c.securityContext?.runAsGroup ?? p.spec.securityContext?.runAsGroup) as number | undefined;
+        expect([uid, gid], `${p.owner} ${c.name}`).toEqual([Number(user![1]), Number(user![2])]);
+      }
+    }
+  });
+
   it("turn LUNA_MIGRATE_ON_START on and render no hook when migrations are off", async () => {
     const objects = (await renderChart("charts/auth", { set: { "migrations.enabled": "false" } })).objects;
     expect(objects.some((o) => o.kind === "Job")).toBe(false);
@@ -410,6 +424,8 @@ describe("the checks catch broken renders", () => {
       .toEqual(["Deployment/auth container auth (luna/auth): terminationGracePeriodSeconds 30 must exceed preStop + LUNA_SHUTDOWN_GRACE (40s)"]);
     expect(checkLunaContainers(broken((o) => { delete container(o).lifecycle; })))
       .toEqual(["Deployment/auth container auth (luna/auth): no preStop (endpoint removal must reach clients before SIGTERM)"]);
+    expect(checkLunaContainers(broken((o) => { container(o).ports[0].containerPort = 8081; o.find((x) => x.kind === "ConfigMap").data.LUNA_PORT = "8081"; })))
+      .toEqual(["Deployment/auth container auth (luna/auth): container port api 8081 is not one the image listens on (8080, 9090; Envoy and the kit's URLs assume those)"]);
     expect(checkLunaContainers(broken((o) => { container(o).image = "luna/auth-service:1"; })))
       .toEqual(["Deployment/auth container auth (luna/auth-service): no such Luna image program"]);
     expect(checkLunaContainers(broken((o) => { o.find((x) => x.kind === "Job").spec.template.spec.containers[0].env.push({ name: "LOG_LEVEL", value: "debug" }); })))

@@ -2,6 +2,7 @@
 // problems, empty when the objects agree. charts.test.ts runs them on every render and shows each one failing on a
 // deliberately broken copy.
 import type { K8sObject } from "@luna/kube-check";
+import { PROGRAMS } from "../../tools/images/src/programs.js";
 import { programReads, SERVICE_ENV } from "./service-env.js";
 
 type Labels = Record<string, string>;
@@ -159,11 +160,9 @@ export function checkWorkloadsHardened(objects: readonly K8sObject[]): string[] 
 }
 
 const LUNA_IMAGE = /(?:^|\/)luna\/([a-z0-9-]+)(?::|@|$)/;
-/** The PROGRAM values of the root Dockerfile (CONVENTIONS, images). */
-export const LUNA_PROGRAMS = ["auth", "billing", "model-registry", "chat-router", "image-job", "image-worker", "migrate", "sim-vllm", "sim-comfyui"];
-/** Ports each program listens on (CONVENTIONS): the env that sets them must agree with the container ports. */
-// (sim-comfyui is left out: like ComfyUI it listens on 127.0.0.1 only, for its sidecar, and declares no port.)
-const PROGRAM_PORTS: Record<string, { http?: number }> = { "sim-vllm": { http: 8000 } };
+/** The programs the root Dockerfile builds and the ports each listens on (tools/images, the images issue). */
+const PROGRAM_PORTS = new Map(PROGRAMS.map((p) => [p.name, p.ports]));
+export const LUNA_PROGRAMS = [...PROGRAM_PORTS.keys()];
 
 function containerEnv(c: Container, configMaps: Map<string, Record<string, string>>): { vars: Map<string, string | undefined>; missing: string[] } {
   const vars = new Map<string, string | undefined>();
@@ -221,8 +220,11 @@ export function checkLunaContainers(objects: readonly K8sObject[]): string[] {
           if (ports.has("api") && !c.lifecycle?.preStop) out.push(`${where}: no preStop (endpoint removal must reach clients before SIGTERM)`);
         }
       }
-      const fixed = PROGRAM_PORTS[program];
-      if (fixed?.http && ![...ports.values()].includes(fixed.http)) out.push(`${where}: listens on ${fixed.http}, not a container port`);
+      // Declared container ports are ports the image listens on. (Not the reverse: sim-comfyui, like ComfyUI,
+      // listens on 127.0.0.1 for its sidecar and declares none.)
+      for (const [name, port] of ports) {
+        if (!PROGRAM_PORTS.get(program)!.includes(port)) out.push(`${where}: container port ${name ?? ""} ${port} is not one the image listens on (${PROGRAM_PORTS.get(program)!.join(", ") || "none"}; Envoy and the kit's URLs assume those)`);
+      }
     }
   }
   return out;
