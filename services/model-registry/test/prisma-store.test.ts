@@ -6,6 +6,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { MODEL_CHANGED_SUBJECT } from "@luna/kit";
 import { createTestDatabase, type TestDatabase } from "@luna/kit/testing";
 import { ModelChangedSchema } from "@luna/contracts/luna/events/v1/model_events_pb.js";
+import { ModelStatus } from "@luna/contracts/luna/models/v1/models_pb.js";
 import { createPrismaClient, createPrismaStore, migrationsDir } from "../src/index.js";
 import { defaultCatalog } from "../src/domain/seed-catalog.js";
 import type { CatalogStore } from "../src/data/store.js";
@@ -60,6 +61,19 @@ describe("Prisma catalog store", () => {
     const m = await store.getModel("m-concurrent");
     expect(m).toMatchObject({ displayName: "Renamed", enabled: false, disabledReason: "off", version: 4n, health: { status: "AVAILABLE" } });
     expect(m?.health.replicas[0]).toMatchObject({ baseUrl: "http://a:1", healthy: true });
+  });
+
+  it("keeps a model's scale-to-zero settings and records its STANDBY status (migration's status check included)", async () => {
+    await store.upsertModel(model({ scaleToZero: true, coldStartSeconds: 120 }), 0n);
+    const changed = await store.recordHealth("m-concurrent", { status: "STANDBY", reason: "scaled to zero; wakes on demand in about 120 s", replicas: [] });
+    expect(changed).toMatchObject({ scaleToZero: true, coldStartSeconds: 120, health: { status: "STANDBY" } });
+    expect(await store.getModel("m-concurrent")).toMatchObject({ scaleToZero: true, coldStartSeconds: 120, health: { status: "STANDBY" } });
+    const rows = await prisma.outboxEvent.findMany({ orderBy: { seq: "asc" } });
+    const last = fromBinary(ModelChangedSchema, rows.at(-1)!.payload);
+    expect(last.entry.case === "model" && last.entry.value.model).toMatchObject({ status: ModelStatus.STANDBY, scaleToZero: true, coldStartSeconds: 120 });
+    // The database refuses a status it does not know, and a negative cold start.
+    await expect(prisma.$executeRaw`UPDATE models SET health_status = 'ASLEEP' WHERE id = 'm-concurrent'`).rejects.toThrow(/models_health_status_check/);
+    await expect(prisma.$executeRaw`UPDATE models SET cold_start_seconds = -1 WHERE id = 'm-concurrent'`).rejects.toThrow(/models_cold_start_check/);
   });
 
   it("lets exactly one of several concurrent updates at the same expected version through", async () => {

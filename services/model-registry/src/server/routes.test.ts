@@ -190,6 +190,9 @@ describe("ModelAdminService", () => {
     ["prices", { prices: { inputPer1kTokens: -5n, outputPer1kTokens: 10n, perImage: 0n } as never }, "model.prices.input_per_1k_tokens"],
     ["upstream URL", { upstream: { baseUrls: ["javascript:alert(1)"], resolveUrl: "", apiKeyEnv: "", servedModelName: "" } as never }, "model.upstream.base_urls[0]"],
     ["api key env", { upstream: { baseUrls: ["http://a:1"], resolveUrl: "", apiKeyEnv: "hunter2 secret", servedModelName: "" } as never }, "model.upstream.api_key_env"],
+    ["cold start without scale to zero", { coldStartSeconds: 60 }, "model.cold_start_seconds"],
+    ["scale to zero without a cold start", { scaleToZero: true }, "model.cold_start_seconds"],
+    ["cold start of a day", { scaleToZero: true, coldStartSeconds: 86_400 }, "model.cold_start_seconds"],
   ];
 
   it.each(badSpecs)("rejects a bad %s with INVALID_ARGUMENT naming the field and writes nothing", async (_name, over, field) => {
