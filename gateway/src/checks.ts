@@ -169,18 +169,20 @@ export function checkEnvoyConfig(config: Obj, rpcs: readonly Rpc[], owner: (prot
       } else if (!(secs(route.timeout) > 0)) {
         problems.push(`${at}: unary ${rpc.path} has route timeout ${String(route.timeout ?? "default")}, expected an explicit one`);
       }
-      for (const limit of route.rate_limits ?? []) {
+    }
+    for (const r of routesOf(hcm)) {
+      // Every route that reaches a service has a token rule of its own (no route falls through unchecked).
+      if (r.route?.cluster && jwtRequirement(r) === undefined) problems.push(`${at}: route ${r.name ?? "?"} has no jwt_authn requirement`);
+      // Descriptors carry only keys billing reads; the subject comes from verified JWT metadata, never a header.
+      for (const limit of r.route?.rate_limits ?? []) {
         for (const action of limit.actions) {
           for (const [kind, a] of Object.entries(action)) {
             const key = kind === "remote_address" ? "remote_address" : (a.descriptor_key as string | undefined) ?? kind;
-            if (!(BILLING_DESCRIPTOR_KEYS as readonly string[]).includes(key)) problems.push(`${at}: ${rpc.path} sends descriptor key ${key}, which billing does not read`);
+            if (!(BILLING_DESCRIPTOR_KEYS as readonly string[]).includes(key)) problems.push(`${at}: route ${r.name ?? "?"} sends descriptor key ${key}, which billing does not read`);
+            if (kind === "request_headers") problems.push(`${at}: route ${r.name ?? "?"} takes descriptor ${key} from a request header a client could send`);
           }
         }
       }
-    }
-    // Every route that reaches a service has a token rule of its own (no route falls through unchecked).
-    for (const r of routesOf(hcm)) {
-      if (r.route?.cluster && jwtRequirement(r) === undefined) problems.push(`${at}: route ${r.name ?? "?"} has no jwt_authn requirement`);
     }
   }
   return problems;

@@ -155,7 +155,11 @@ describe("the checks catch a deliberately broken configuration", () => {
     ["a rate limit descriptor key billing does not read", (c) => {
       const md = routeFor(c, "/luna.chat.v1.ChatService/SendMessage").route!.rate_limits![0]!.actions[0]!.metadata!;
       md.descriptor_key = "userid";
-    }, /sends descriptor key userid, which billing does not read/],
+    }, /route luna\.chat\.v1\.ChatService\/SendMessage sends descriptor key userid, which billing does not read/],
+    ["a rate limit subject from a client-controlled header", (c) => {
+      routeFor(c, "/luna.billing.v1.BillingService/GetBalance").route!.rate_limits![0]!.actions[0] =
+        { request_headers: { header_name: "x-luna-user-id", descriptor_key: "user_id" } };
+    }, /GetBalance takes descriptor user_id from a request header/],
     ["rate limiting answering UNAVAILABLE", (c) => {
       const rl = httpFiltersOf(hcmOf(c)).find((f) => f.name === "envoy.filters.http.ratelimit")!.typed_config as Obj;
       rl.rate_limited_as_resource_exhausted = false;
