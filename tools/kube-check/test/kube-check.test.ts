@@ -40,7 +40,7 @@ describe("validateObjects", () => {
     d.spec.replica = 2;
     d.spec.template.spec.containers[0]!.imagePullPolice = "Always";
     // The gap this check closes: the package's own validate() accepts both misspellings.
-    expect(() => new Deployment(d as ConstructorParameters<typeof Deployment>[0]).validate()).not.toThrow();
+    expect(() => new Deployment(d as unknown as ConstructorParameters<typeof Deployment>[0]).validate()).not.toThrow();
     const m = await messages(d as K8sObject);
     expect(m).toContain('/spec/replica: unknown field "replica" (not in the Deployment schema)');
     expect(m).toContain('/spec/template/spec/containers/0/imagePullPolice: unknown field "imagePullPolice" (not in the Deployment schema)');
