@@ -10,8 +10,8 @@ import { freePorts } from "@luna/kit/localstack";
 import { buildEnvoyConfig, toYaml, type EdgeSettings } from "./envoy.js";
 import { loadRpcs } from "./sources.js";
 
-/** The Envoy image the workflow validates and runs with (override: LUNA_ENVOY_IMAGE). */
-export const ENVOY_IMAGE = "docker.io/envoyproxy/envoy:v1.36-latest";
+/** The Envoy image the workflow validates and runs with: the gateway chart's (a test keeps them equal; override: LUNA_ENVOY_IMAGE). */
+export const ENVOY_IMAGE = "docker.io/envoyproxy/envoy:v1.35.0";
 
 export interface EnvoyContainerOptions {
   /** Service name → its API base URL on this machine (`http://127.0.0.1:41234`). */

@@ -1,5 +1,5 @@
 // .github/workflows/gateway.yml cannot run here; this keeps it a valid workflow (GitHub's own parser) and consistent
-// with the local checks: the same Envoy image as envoy-run.ts, the same generator and file, the e2e topology name
+// with the local checks: the same Envoy image as envoy-run.ts and the gateway chart, the same generator and file, the e2e topology name
 // the suite really has, the live test it names. A broken copy shows each check failing.
 import { readFileSync } from "node:fs";
 import { NoOperationTraceWriter, parseWorkflow } from "@actions/workflow-parser";
@@ -29,9 +29,22 @@ function problems(content: string): string[] {
   return out;
 }
 
+const CHART_VALUES = new URL("../../charts/gateway/values.yaml", import.meta.url);
+
 describe(".github/workflows/gateway.yml", () => {
   it("is a valid workflow, consistent with the local checks", () => {
     expect(problems(text)).toEqual([]);
+  });
+
+  it("tests the Envoy version the gateway chart deploys", () => {
+    let values: { image?: { registry?: string; repository?: string; tag?: string } };
+    try {
+      values = parse(readFileSync(CHART_VALUES, "utf8")) as typeof values;
+    } catch {
+      return; // the chart is not there (yet): nothing to agree with
+    }
+    const { registry, repository, tag } = values.image ?? {};
+    expect(ENVOY_IMAGE).toBe(`${registry ? `${registry}/` : ""}${repository}:${tag}`);
   });
 
   it.each([
