@@ -45,7 +45,9 @@ const modelCache = new Map<string, Promise<Record<string, unknown> | undefined>>
 
 async function modelFor(apiVersion: string, kind: string): Promise<ModelCtor | undefined> {
   if (!/^[a-z0-9.-]*\/?v[0-9a-z]+$/.test(apiVersion) || REMOVED_API_VERSIONS.has(apiVersion)) return undefined;
-  const spec = modulesFor(apiVersion);
+  if (!/^[A-Z][A-Za-z0-9]*$/.test(kind)) return undefined;
+  // One module per kind (importing a whole API group's index costs seconds on a cold start).
+  const spec = `${modulesFor(apiVersion)}/${kind}`;
   let mod = modelCache.get(spec);
   if (!mod) {
     mod = import(spec).then((m: Record<string, unknown>) => m, () => undefined);
