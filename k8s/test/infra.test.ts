@@ -40,7 +40,7 @@ describe("luna-infra chart (Postgres clusters, Redis, object storage)", () => {
   ] as const)("lints and renders valid objects: %s", async (_name, valuesFiles) => {
     const lint = await helmResult(["lint", "--strict", join(repoRoot, INFRA_CHART), ...valuesFiles.flatMap((f) => ["-f", join(repoRoot, f)])]);
     expect(lint.code, lint.stdout + lint.stderr).toBe(0);
-    for (const set of [{}, { "postgres.backups.enabled": "true" }]) {
+    for (const set of [{}, { "postgres.backups.enabled": "true" }] as Array<Record<string, string>>) {
       const { objects } = await renderChart(INFRA_CHART, { release: "luna-infra", valuesFiles, set });
       expect(await validateAll(objects)).toEqual([]);
       // One CloudNativePG cluster per service, database and owner named after it.

@@ -96,7 +96,10 @@ export function checkSchema(tree: Tree, doc: SkaffoldDoc): string[] {
     for (const e of validate.errors ?? []) {
       const extra = e.keyword === "additionalProperties" ? ` '${String((e.params as Obj).additionalProperty)}'` : "";
       const line = `${where}: ${e.instancePath || "/"} ${e.message ?? e.keyword}${extra}`;
-      if (!seen.has(line)) issues.push(line), seen.add(line);
+      if (!seen.has(line)) {
+        issues.push(line);
+        seen.add(line);
+      }
     }
   }
   return issues;
