@@ -8,6 +8,7 @@ import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ADMIN_EMAIL, ADMIN_PASSWORD, hosts, startTestPlatform, type TestPlatform } from "./platform.js";
 import { luna, startCli, type CliRun } from "./run-cli.js";
+import { startVllmSim } from "@luna/sim-vllm";
 
 const USER_EMAIL = "ann@luna.test";
 const USER_PASSWORD = "a-long-and-unusual-passphrase-7";
@@ -187,6 +188,38 @@ describe("luna CLI against the all-in-one platform", () => {
     const r = await cli.done;
     expect(r.code).toBe(0);
     expect(r.stderr.match(/\[\d+ tokens?, \d+ credits?; [\d,]+ left\]/g)).toHaveLength(2);
+  });
+
+  it.skipIf(!hosts("chat-router"))("ask to a model that scaled to zero says it is warming up (about N s), then streams the reply", async () => {
+    // A second simulator, still "loading its model", behind a scale-to-zero model: STANDBY in the catalog.
+    const sleepy = await startVllmSim({ models: ["sim-model:8192"], coldStartMs: 60_000 });
+    try {
+      const session = JSON.parse(readFileSync(join(tmp, "admin-config", "credentials.json"), "utf8")) as { sessions: Record<string, { accessToken: string }> };
+      const res = await fetch(`${lp.url}/luna.models.v1.ModelAdminService/UpsertModel`, {
+        method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${session.sessions[lp.url]!.accessToken}` },
+        body: JSON.stringify({ model: { id: "sleepy-1b", displayName: "Sleepy 1B", kind: "MODEL_KIND_TEXT", contextWindow: 8192, maxOutputTokens: 256,
+          prices: { inputPer1kTokens: "10", outputPer1kTokens: "10" }, upstream: { baseUrls: [sleepy.url], servedModelName: "sim-model" },
+          scaleToZero: true, coldStartSeconds: 20 } }),
+      });
+      expect(res.status, await res.clone().text()).toBe(200);
+      for (let i = 0; ; i++) {
+        const models = await luna(["models", "--kind", "text"], userEnv());
+        if (/sleepy-1b\s+text\s+standby/.test(models.stdout)) break;
+        if (i > 100) throw new Error(`sleepy-1b never became STANDBY:\n${models.stdout}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      const cli = startCli(["ask", "Are you awake?", "--model", "sleepy-1b"], userEnv());
+      cli.end();
+      await cli.waitFor(/^warming up sleepy-1b \(about (19|20) s\)\n/, "stderr", 10_000);
+      expect(cli.stdout()).toBe("");
+      sleepy.coldStart(0); // the pool's first replica turns healthy
+      const r = await cli.done;
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout.trim().length).toBeGreaterThan(0);
+      expect(r.stderr).toMatch(/^warming up sleepy-1b \(about \d+ s\)\n\[sleepy-1b · \d+ tokens?, \d+ credits?; [\d,]+ left\]\n$/);
+    } finally {
+      await sleepy.close();
+    }
   });
 
   it.skipIf(!hosts("image-job"))("image shows progress and saves the PNGs; gallery lists them", async () => {
