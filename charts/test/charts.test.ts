@@ -56,9 +56,10 @@ describe.each(CHARTS)("chart %s", (chart) => {
   });
 
   it.each(ciFiles(chart))("ci/%s: lint --strict, template, schemas, cross-object checks", async (values) => {
-    const lint = await helmResult(["lint", "--strict", join(chartsDir, chart), "-f", join(chartsDir, chart, "ci", values)]);
+    const [lint, objects] = await Promise.all([
+      helmResult(["lint", "--strict", join(chartsDir, chart), "-f", join(chartsDir, chart, "ci", values)]), rendered(chart, values),
+    ]);
     expect(lint.code, lint.stdout + lint.stderr).toBe(0);
-    const objects = await rendered(chart, values);
     expect(objects.length).toBeGreaterThan(0);
     expect(formatIssues(await validateObjects(objects))).toBe("");
     expect(crossCheck(objects)).toEqual([]);
@@ -71,8 +72,6 @@ describe.each(CHARTS)("chart %s", (chart) => {
     const r = await helmResult(templateArgs(`charts/${chart}`, { valuesFiles: [file] }));
     expect(r.code).not.toBe(0);
     expect(r.stderr).toContain(expected);
-    const lint = await helmResult(["lint", "--strict", join(chartsDir, chart), "-f", file]);
-    expect(lint.code).not.toBe(0);
   });
 });
 
