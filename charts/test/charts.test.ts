@@ -75,6 +75,11 @@ describe.each(CHARTS)("chart %s", (chart) => {
   });
 });
 
+it("luna-lib (the library) lints --strict", async () => {
+  const r = await helmResult(["lint", "--strict", join(chartsDir, "luna-lib")]);
+  expect(r.code, r.stdout + r.stderr).toBe(0);
+});
+
 describe("generated values schemas", () => {
   it.each(Object.keys(SERVICE_CHARTS))("charts/%s/values.schema.json is what values-schema.ts generates", (chart) => {
     // Stale when a service gains or drops a variable: run `make charts-schemas`.
