@@ -289,6 +289,7 @@ describe("network reachability of the whole platform (umbrella, ci/cpu-values.ya
   };
   const infra: Record<string, Endpoint & { port: number }> = {
     postgres: { labels: { "app.kubernetes.io/name": "postgresql" }, namespace: "infra", port: 5432 },
+    cnpg: { labels: { "cnpg.io/cluster": "luna-pg", "cnpg.io/podRole": "instance" }, namespace: "infra", port: 5432 },
     redis: { labels: { "app.kubernetes.io/name": "redis" }, namespace: "infra", port: 6379 },
     nats: { labels: { "app.kubernetes.io/name": "nats" }, namespace: "infra", port: 4222 },
     "otel-collector": { labels: { "app.kubernetes.io/name": "opentelemetry-collector" }, namespace: "observability", port: 4318 },
