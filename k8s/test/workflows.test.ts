@@ -4,6 +4,7 @@
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { parse } from "yaml";
 import { describe, expect, it } from "vitest";
 import { HELM_VERSION, TEMPLATE_FLAGS } from "@luna/kube-check";
 import { actionsParserErrors, checkCommands, checkStructure, makeTargets, readWorkflow, scriptPaths, type Workflow } from "./workflow-lib.js";
@@ -89,6 +90,9 @@ describe("deploy.yml", () => {
     expect(deploy.steps.some((s) => s.job === "kubeconform" && /k8s\/ci\/kubeconform.sh/.test(s.run ?? ""))).toBe(true);
     expect(read("k8s/ci/kubeconform.sh")).toMatch(/kubeconform -strict[\s\S]*CRDs-catalog/);
     expect(deploy.steps.some((s) => s.job === "chart-testing" && /^ct lint --config k8s\/ci\/ct.yaml --all$/.test(s.run ?? ""))).toBe(true);
+    const ct = parse(read("k8s/ci/ct.yaml")) as { "chart-dirs": string[]; "lint-conf": string };
+    for (const d of ct["chart-dirs"]) expect(readdirSync(join(repoRoot, d)).length, d).toBeGreaterThan(0);
+    expect(() => parse(read(ct["lint-conf"]))).not.toThrow();
     // Envoy's validation is gateway.yml's (referenced, not duplicated).
     expect(read(".github/workflows/gateway.yml")).toMatch(/--mode validate/);
     expect(deployText).toMatch(/gateway\.yml/);
