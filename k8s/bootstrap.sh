@@ -19,6 +19,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PROFILE="${LUNA_PROFILE:-gpu}"
 NAMESPACE="${LUNA_NAMESPACE:-luna}"
 TIMEOUT="${LUNA_BOOTSTRAP_TIMEOUT:-10m}"
+# minio: luna-infra runs MinIO and the bootstrap creates its credentials; external: the cloud's S3 (objectStore.enabled
+# false in LUNA_INFRA_VALUES), credentials left to the SRE.
+OBJECT_STORE="${LUNA_OBJECT_STORE:-minio}"
 DRY_RUN=0
 
 # Pinned third-party charts (k8s/vendor/README.md holds the copies the offline checks use; bump both together).
@@ -37,7 +40,8 @@ usage() {
   printf 'Options: --profile kind|gpu, --namespace NAME (default luna), --timeout DURATION (default 10m), --dry-run\n'
   printf 'Steps: %s\n' "${ALL_STEPS[*]}"
   printf 'Environment: LUNA_PROFILE, LUNA_NAMESPACE, LUNA_BOOTSTRAP_TIMEOUT,\n'
-  printf '  LUNA_INFRA_VALUES (a values file for the luna-infra release: external databases, backups, sizes)\n'
+  printf '  LUNA_INFRA_VALUES (a values file for the luna-infra release: external databases, backups, sizes),\n'
+  printf '  LUNA_OBJECT_STORE (minio, the default, or external: no MinIO credentials are generated)\n'
 }
 
 STEPS=()
@@ -56,6 +60,7 @@ while (($#)); do
   esac
 done
 case "$PROFILE" in kind|gpu) ;; *) echo "bootstrap: --profile must be kind or gpu, not '$PROFILE'" >&2; exit 2 ;; esac
+case "$OBJECT_STORE" in minio|external) ;; *) echo "bootstrap: LUNA_OBJECT_STORE must be minio or external, not '$OBJECT_STORE'" >&2; exit 2 ;; esac
 ((${#STEPS[@]})) || STEPS=("${ALL_STEPS[@]}")
 
 STEP_NO=0
@@ -130,15 +135,12 @@ gen_internal_key() {
   rm -rf "$dir"
   printf '{"kty":"OKP","crv":"Ed25519","d":"%s","x":"%s","kid":"internal-%s","alg":"EdDSA"}' "$d" "$x" "$(date -u +%Y%m%d)"
 }
-# One internal key shared by every service: reuse the first one found.
-INTERNAL_KEY=""
+# One internal key shared by every service: the one already in a service's Secret, else a new one.
 internal_key() {
-  if [[ -z "$INTERNAL_KEY" ]]; then
-    local s
-    for s in "${SERVICES[@]}"; do INTERNAL_KEY="$(secret_key "$s-secrets" LUNA_INTERNAL_KEY)"; [[ -n "$INTERNAL_KEY" ]] && break; done
-    [[ -n "$INTERNAL_KEY" ]] || INTERNAL_KEY="$(gen_internal_key)"
-  fi
-  printf %s "$INTERNAL_KEY"
+  local s key=""
+  for s in "${SERVICES[@]}"; do key="$(secret_key "$s-secrets" LUNA_INTERNAL_KEY)"; [[ -n "$key" ]] && break; done
+  [[ -n "$key" ]] || key="$(gen_internal_key)"
+  printf %s "$key"
 }
 shared_url_secret() { local v; v="$(secret_key image-job-secrets IMAGE_URL_SECRET)"; [[ -n "$v" ]] && printf %s "$v" || gen_hex32; }
 s3_user() { secret_key luna-object-store MINIO_ROOT_USER; }
@@ -173,11 +175,15 @@ do_secrets() {
   for s in "${SERVICES[@]}"; do ensure_secret_key "$s-secrets" LUNA_INTERNAL_KEY internal_key; done
   ensure_secret_key auth-secrets AUTH_KEY_ENCRYPTION_KEY gen_hex32
   ensure_secret_key auth-secrets AUTH_ADMIN_PASSWORD gen_password
-  ensure_secret_key luna-object-store MINIO_ROOT_USER minio_user
-  ensure_secret_key luna-object-store MINIO_ROOT_PASSWORD gen_password
   ensure_secret_key image-job-secrets IMAGE_URL_SECRET gen_hex32
-  ensure_secret_key image-job-secrets IMAGE_S3_ACCESS_KEY_ID s3_user
-  ensure_secret_key image-job-secrets IMAGE_S3_SECRET_ACCESS_KEY s3_password
+  if [[ "$OBJECT_STORE" == minio ]]; then
+    ensure_secret_key luna-object-store MINIO_ROOT_USER minio_user
+    ensure_secret_key luna-object-store MINIO_ROOT_PASSWORD gen_password
+    ensure_secret_key image-job-secrets IMAGE_S3_ACCESS_KEY_ID s3_user
+    ensure_secret_key image-job-secrets IMAGE_S3_SECRET_ACCESS_KEY s3_password
+  else
+    note "object storage is external (LUNA_OBJECT_STORE=$OBJECT_STORE): S3 credentials are yours to put in image-job-secrets, or none for workload identity"
+  fi
   # The image worker (charts/comfyui sidecar) reads image-job-secrets too (its chart's default existingSecret).
   note "first admin: AUTH_ADMIN_EMAIL of k8s/values/luna/auth.yaml; password: kubectl -n $NAMESPACE get secret auth-secrets -o jsonpath='{.data.AUTH_ADMIN_PASSWORD}' | base64 -d"
 }
