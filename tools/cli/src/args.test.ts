@@ -36,6 +36,14 @@ describe("parseCommandArgs", () => {
     expect(usageError(() => parseCommandArgs(spec, ["a", "1", "--reason="])).message).toBe("--reason needs a value");
   });
 
+  it("takes a value starting with a dash (a negative number) instead of calling it ambiguous", () => {
+    const withLimit: CommandSpec<unknown> = { ...spec, positionals: [], options: { limit: { type: "string", short: "n", description: "n" } } };
+    expect(parseCommandArgs(withLimit, ["--limit", "-1"]).options.limit).toBe("-1");
+    expect(parseCommandArgs(withLimit, ["-n", "-5"]).options.limit).toBe("-5");
+    expect(usageError(() => intArg(parseCommandArgs(withLimit, ["--limit", "-1"]).options.limit, "--limit", { min: 1 })).message)
+      .toBe("--limit must be at least 1, got -1");
+  });
+
   it("writes help from the declaration", () => {
     const help = commandHelp(spec);
     expect(help).toMatch(/^Usage: luna admin grant \[options\] <user> <credits>\n\nGrant credits\./);

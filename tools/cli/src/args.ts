@@ -48,7 +48,7 @@ export function parseCommandArgs<C>(spec: CommandSpec<C>, argv: string[]): Args 
   let parsed;
   try {
     parsed = parseArgs({
-      args: argv,
+      args: joinDashValues(argv, options),
       options: Object.fromEntries(Object.entries(options).map(([k, o]) => [k, { type: o.type, ...(o.short ? { short: o.short } : {}) }])),
       allowPositionals: true,
       strict: true,
@@ -71,6 +71,33 @@ export function parseCommandArgs<C>(spec: CommandSpec<C>, argv: string[]): Args 
     if (o.type === "string" && values[name] === "") throw new UsageError(`--${name} needs a value`, spec.name);
   }
   return { options: values, positionals: parsed.positionals };
+}
+
+/**
+ * parseArgs refuses a value that starts with "-" (`--limit -1` is "ambiguous"); a string option always takes the
+ * next word, so join it as `--limit=-1` and let the option's own check say what is wrong with it.
+ */
+function joinDashValues(argv: string[], options: Record<string, OptionSpec>): string[] {
+  const takesValue = new Set<string>();
+  for (const [name, o] of Object.entries(options)) {
+    if (o.type !== "string") continue;
+    takesValue.add(`--${name}`);
+    if (o.short) takesValue.add(`-${o.short}`);
+  }
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === "--") {
+      out.push(...argv.slice(i));
+      break;
+    }
+    const next = argv[i + 1];
+    if (takesValue.has(a) && next !== undefined && next.startsWith("-") && next !== "-") {
+      out.push(a.startsWith("--") ? `${a}=${next}` : `${a}${next}`);
+      i++;
+    } else out.push(a);
+  }
+  return out;
 }
 
 function cleanParseError(err: unknown): string {

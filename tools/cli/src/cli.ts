@@ -7,7 +7,7 @@ import { chatCommands } from "./commands/chat.js";
 import { creditCommands } from "./commands/credits.js";
 import { imageCommands } from "./commands/image.js";
 import { modelCommands } from "./commands/models.js";
-import { createContext, DEFAULT_URL, loadSettings, type Context } from "./context.js";
+import { createContext, DEFAULT_URL, loadSettings, notSignedIn, type Context } from "./context.js";
 import { describeError, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError } from "./errors.js";
 import { writeLine, type Io } from "./io.js";
 import { VERSION } from "./version.js";
@@ -57,6 +57,7 @@ function findCommand(words: string[]): { spec?: CommandSpec<Context>; used: numb
 export async function run(argv: string[], io: Io): Promise<number> {
   let url: string | undefined;
   let signedIn = false;
+  let signInHint: (() => string) | undefined;
   try {
     const args = [...argv];
     // `--url` may also come before the command: move it behind, where the command's own parser reads it.
@@ -90,6 +91,8 @@ export async function run(argv: string[], io: Io): Promise<number> {
         return wantsHelp ? EXIT_OK : EXIT_USAGE;
       }
       if (words.length === 0) {
+        // `luna --bogus`: name the flag rather than only printing the help.
+        if (args[0]?.startsWith("-")) throw new UsageError(`unknown option ${args[0].split("=")[0]}`);
         writeLine(io.stderr, mainHelp());
         return EXIT_USAGE;
       }
@@ -104,9 +107,11 @@ export async function run(argv: string[], io: Io): Promise<number> {
     url = settings.url;
     const ctx = createContext(io, settings);
     signedIn = ctx.clients.session.current !== undefined;
+    signInHint = () => notSignedIn(settings.url, ctx.store);
     return (await spec.run(ctx, parsed)) ?? EXIT_OK;
   } catch (err) {
-    const message = describeError(err, { url: url ?? io.env.LUNA_URL ?? DEFAULT_URL, signedIn });
+    const message = describeError(err, { url: url ?? io.env.LUNA_URL ?? DEFAULT_URL, signedIn,
+      notSignedIn: signInHint?.() });
     if (err instanceof UsageError) {
       writeLine(io.stderr, `luna: ${message} (see 'luna ${err.command ? `${err.command} ` : ""}--help')`);
       return EXIT_USAGE;

@@ -52,6 +52,18 @@ export interface Context {
   requireSession(): StoredSession;
 }
 
+/** "not signed in", naming the servers this machine does have a session for (a typo'd or other URL is the usual cause). */
+export function notSignedIn(url: string, store: CredentialStore): string {
+  let others: string[] = [];
+  try {
+    others = store.servers();
+  } catch {
+    others = []; // an unreadable file is reported when it is used
+  }
+  const hint = others.length > 0 ? ` (this machine is signed in to ${others.join(", ")}: pass --url or set LUNA_URL to use it)` : "";
+  return `not signed in to ${url}: run \`luna login\` (or \`luna signup\`)${hint}`;
+}
+
 export function createContext(io: Io, settings: Settings): Context {
   const store = new CredentialStore(settings.configDir);
   const clients = createClients(store, { url: settings.url, httpVersion: settings.httpVersion, timeoutMs: settings.timeoutMs,
@@ -65,7 +77,7 @@ export function createContext(io: Io, settings: Settings): Context {
     note: (line) => writeLine(io.stderr, line),
     requireSession() {
       const s = clients.session.current;
-      if (!s) throw new CliError(`not signed in to ${settings.url}: run \`luna login\` (or \`luna signup\`)`);
+      if (!s) throw new CliError(notSignedIn(settings.url, store));
       return s;
     },
   };

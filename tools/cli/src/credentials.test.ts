@@ -2,7 +2,7 @@ import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync }
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { configDir, CredentialStore, type StoredSession } from "./credentials.js";
+import { configDir, CredentialStore, serverKey, type StoredSession } from "./credentials.js";
 
 const root = mkdtempSync(join(tmpdir(), "luna-cli-creds-"));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -22,6 +22,22 @@ describe("credentials store", () => {
     expect(store.delete("http://one:8080")).toBe(true);
     expect(store.delete("http://one:8080")).toBe(false);
     expect(store.get("http://one:8080")).toBeUndefined();
+  });
+
+  it("finds a session under another spelling of the same server, and keeps one per server", () => {
+    expect(serverKey("http://LOCALHOST:8080/")).toBe(serverKey("http://127.0.0.1:8080"));
+    expect(serverKey("http://[::1]:8080")).toBe(serverKey("http://localhost:8080"));
+    expect(serverKey("http://localhost:8080")).not.toBe(serverKey("http://localhost:8081"));
+    expect(serverKey("https://localhost:8080")).not.toBe(serverKey("http://localhost:8080"));
+    expect(serverKey("http://10.0.0.1:8080")).not.toBe(serverKey("http://localhost:8080"));
+    const store = new CredentialStore(join(root, "aliases"));
+    store.set("http://localhost:8080", session);
+    expect(store.get("http://127.0.0.1:8080")?.email).toBe("ann@x.io");
+    expect(store.get("http://10.0.0.1:8080")).toBeUndefined();
+    store.set("http://127.0.0.1:8080", { ...session, email: "bob@x.io" });
+    expect(store.servers()).toEqual(["http://127.0.0.1:8080"]);
+    expect(store.delete("http://localhost:8080")).toBe(true);
+    expect(store.servers()).toEqual([]);
   });
 
   it("tightens a file someone made readable by others when it writes it", () => {

@@ -33,6 +33,23 @@ export function configDir(env: NodeJS.ProcessEnv): string {
   return join(base, "luna");
 }
 
+const LOOPBACK = new Set(["localhost", "127.0.0.1", "[::1]"]);
+
+/**
+ * What identifies a server for its session: the URL parsed (case, default port and trailing slash do not matter),
+ * with the loopback names localhost, 127.0.0.1 and [::1] taken as one (they are this machine whichever is typed).
+ */
+export function serverKey(url: string): string {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return url;
+  }
+  const host = LOOPBACK.has(u.hostname) ? "localhost" : u.hostname;
+  return `${u.protocol}//${host}${u.port ? `:${u.port}` : ""}${u.pathname.replace(/\/+$/, "")}`;
+}
+
 /** Reads and writes the sessions file. Writes are atomic (temp file + rename) and always mode 0600. */
 export class CredentialStore {
   readonly path: string;
@@ -41,23 +58,37 @@ export class CredentialStore {
     this.path = join(dir, CREDENTIALS_FILE);
   }
 
+  /** The session of this server: stored under `url` itself or under another spelling of it (see `serverKey`). */
   get(url: string): StoredSession | undefined {
-    return this.read().sessions[url];
+    const sessions = this.read().sessions;
+    return sessions[url] ?? sessions[this.keyOf(sessions, url) ?? ""];
   }
 
   set(url: string, session: StoredSession): void {
     const file = this.read();
+    // One session per server: drop one stored under another spelling of the same URL.
+    for (const k of Object.keys(file.sessions)) if (serverKey(k) === serverKey(url)) delete file.sessions[k];
     file.sessions[url] = session;
     this.write(file);
   }
 
-  /** Forgets the session for `url`; true when there was one. */
+  /** Forgets the session for `url` (under any spelling of it); true when there was one. */
   delete(url: string): boolean {
     const file = this.read();
-    if (!(url in file.sessions)) return false;
-    delete file.sessions[url];
+    const keys = Object.keys(file.sessions).filter((k) => serverKey(k) === serverKey(url));
+    if (keys.length === 0) return false;
+    for (const k of keys) delete file.sessions[k];
     this.write(file);
     return true;
+  }
+
+  /** The servers this machine has sessions for (to say which one when there is none for the URL asked for). */
+  servers(): string[] {
+    return Object.keys(this.read().sessions);
+  }
+
+  private keyOf(sessions: Record<string, StoredSession>, url: string): string | undefined {
+    return Object.keys(sessions).find((k) => serverKey(k) === serverKey(url));
   }
 
   private read(): CredentialsFile {

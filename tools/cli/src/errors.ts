@@ -29,6 +29,8 @@ export class CliError extends Error {
 export interface ErrorContext {
   url: string;
   signedIn: boolean;
+  /** What to say when the server wants a session and there is none (names the servers that have one). */
+  notSignedIn?: string;
 }
 
 /** Turns any error into the one line printed after `luna: `. */
@@ -49,7 +51,7 @@ function describeConnectError(err: ConnectError, ctx: ErrorContext): string {
   const message = err.rawMessage;
   switch (err.code) {
     case Code.Unauthenticated:
-      return ctx.signedIn ? `${message} (sign in again with \`luna login\`)` : "not signed in: run `luna login` (or `luna signup`)";
+      return ctx.signedIn ? `${message} (sign in again with \`luna login\`)` : (ctx.notSignedIn ?? "not signed in: run `luna login` (or `luna signup`)");
     case Code.Unavailable: {
       const sys = networkCause(err);
       if (sys || /fetch failed|ECONNREFUSED|ENOTFOUND|socket hang up/i.test(message)) {

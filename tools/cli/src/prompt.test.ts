@@ -60,6 +60,14 @@ describe("prompts", () => {
     await expect(cancelled).rejects.toThrow(new CliError("cancelled"));
   });
 
+  it("refuses a new password that is too short before asking to repeat it", async () => {
+    const t = terminal();
+    const pw = passwordFrom(t.io, false, "signup", true);
+    t.stdin.write("short\r");
+    await expect(pw).rejects.toThrow(new CliError("the password must be at least 8 characters"));
+    expect(t.shown()).toBe("Password: \n");
+  });
+
   it("reads --password-stdin from the first line of stdin", async () => {
     const t = terminal(false);
     t.stdin.end("s3cret-pass\nrest\n");

@@ -82,12 +82,19 @@ export async function valueOrPrompt(io: Io, value: string | undefined, flag: str
   return answer;
 }
 
+/**
+ * The shortest password any Luna server accepts (auth's AUTH_PASSWORD_MIN_LENGTH cannot go lower; a server may ask
+ * for more and says so itself). A new password shorter than this is refused before asking to repeat it.
+ */
+export const MIN_PASSWORD_LENGTH = 8;
+
 /** The password: from stdin with --password-stdin, else asked without echo (twice when `confirm`). */
 export async function passwordFrom(io: Io, fromStdin: boolean, command: string, confirm = false): Promise<string> {
   if (fromStdin) return readPasswordStdin(io);
   if (!canPrompt(io)) throw new UsageError("stdin is not a terminal: pass the password with --password-stdin", command);
   const pw = await promptHidden(io, "Password: ");
   if (!pw) throw new UsageError("password is required", command);
+  if (confirm && [...pw].length < MIN_PASSWORD_LENGTH) throw new CliError(`the password must be at least ${MIN_PASSWORD_LENGTH} characters`);
   if (confirm && (await promptHidden(io, "Repeat password: ")) !== pw) throw new CliError("the passwords do not match");
   return pw;
 }

@@ -304,11 +304,23 @@ describe("luna CLI against the all-in-one platform", () => {
     expectOneErrorLine(await luna(["login", "--email", USER_EMAIL], userEnv()), 2, /stdin is not a terminal: pass the password with --password-stdin/);
     // Refused by the server: exit 1, the server's reason.
     expectOneErrorLine(await luna(["admin", "users", "list"], userEnv()), 1, /^luna: \S/);
+    // A wrong password with no session anywhere: the server's reason, not "not signed in".
     expectOneErrorLine(await luna(["login", "--email", USER_EMAIL, "--password-stdin"], { ...userEnv(), LUNA_CONFIG_DIR: join(tmp, "other") },
-      "wrong-password-123\n"), 1, /^luna: \S/);
+      "wrong-password-123\n"), 1, /^luna: email or password is incorrect$/);
+    expectOneErrorLine(await luna(["login", "--email", USER_EMAIL, "--password-stdin"], { LUNA_URL: "http://127.0.0.1:1",
+      LUNA_CONFIG_DIR: join(tmp, "other") }, "wrong-password-123\n"), 1, /^luna: cannot reach Luna at http:\/\/127\.0\.0\.1:1 /);
+    expectOneErrorLine(await luna(["--bogus"], userEnv()), 2, /^luna: unknown option --bogus \(see 'luna --help'\)$/);
+    expectOneErrorLine(await luna(["history", "--limit", "-1"], userEnv()), 2, /^luna: --limit must be between 1 and [\d,]+, got -1 /);
     expectOneErrorLine(await luna(["signup", "--email", "bob@luna.test", "--invite", "AAAAA-BBBBB-CCCCC-DDDDD", "--name", "Bob", "--password-stdin"],
       { ...userEnv(), LUNA_CONFIG_DIR: join(tmp, "bob") }, `${USER_PASSWORD}\n`), 1, /^luna: \S/);
     expectOneErrorLine(await luna(["me"], { LUNA_URL: "http://127.0.0.1:1", LUNA_CONFIG_DIR: join(tmp, "nowhere") }), 1, /not signed in/);
+    // Another spelling of the same server finds its session; another server is told which one has a session.
+    const port = new URL(lp.url).port;
+    const viaLocalhost = await luna(["me"], { ...userEnv(), LUNA_URL: `http://localhost:${port}/` });
+    expect(viaLocalhost.code, viaLocalhost.stderr).toBe(0);
+    expect(viaLocalhost.stdout).toContain(USER_EMAIL);
+    expectOneErrorLine(await luna(["me"], { ...userEnv(), LUNA_URL: "http://127.0.0.1:1" }), 1,
+      new RegExp(`not signed in to http://127\\.0\\.0\\.1:1: .*signed in to ${lp.url.replace(/\./g, "\\.")}`));
     expectOneErrorLine(await luna(["models"], { LUNA_URL: "http://127.0.0.1:1", LUNA_CONFIG_DIR: join(tmp, "nowhere") }), 1,
       /cannot reach Luna at http:\/\/127\.0\.0\.1:1 \(ECONNREFUSED\)/);
   });
@@ -327,6 +339,17 @@ describe("luna CLI against the all-in-one platform", () => {
     expect(me.code, me.stderr).toBe(0);
     expect(me.stdout).toContain(USER_EMAIL);
     expectOneErrorLine(await exec(["balance", "extra"]), 2, /unexpected argument "extra"/);
+    // A reader that goes away (`luna models | head -1`) ends the command quietly, without an EPIPE stack trace.
+    for (const args of [["models"], ["admin", "grant", "--help"]]) {
+      const closed = await new Promise<CliRun>((done) => {
+        const child = spawn(process.execPath, [bin, ...args], { env: { ...process.env, ...userEnv() }, stdio: ["ignore", "pipe", "pipe"] });
+        child.stdout.destroy(); // the pipe's reader is gone before the first line is written
+        let stderr = "";
+        child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+        child.on("close", (code) => done({ code: code ?? -1, stdout: "", stderr }));
+      });
+      expect(closed, args.join(" ")).toEqual({ code: 0, stdout: "", stderr: "" });
+    }
     const help = await exec(["admin", "grant", "--help"]);
     expect(help.code).toBe(0);
     expect(help.stdout).toMatch(/^Usage: luna admin grant \[options\] <user> <credits>\n/);

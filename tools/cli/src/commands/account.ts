@@ -1,14 +1,30 @@
 // Account commands: signup, login, logout, me.
+import { Code, ConnectError } from "@connectrpc/connect";
 import { AuthService } from "@luna/contracts/luna/auth/v1/auth_service_pb.js";
 import type { User } from "@luna/contracts/luna/auth/v1/auth_pb.js";
 import { str, type CommandSpec } from "../args.js";
 import { roleName } from "../client.js";
 import type { Context } from "../context.js";
-import { describeError } from "../errors.js";
+import { CliError, describeError } from "../errors.js";
 import { dateTime } from "../format.js";
 import { passwordFrom, valueOrPrompt } from "../prompt.js";
 
 const passwordStdin = { type: "boolean", description: "Read the password from the first line of stdin (for scripts)" } as const;
+
+/**
+ * Sign-in and sign-up carry no token, so an UNAUTHENTICATED answer is the server's verdict on the credentials
+ * ("email or password is incorrect"), never "not signed in": pass it on as it is.
+ */
+async function credentialsCall<T>(call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (err) {
+    if (err instanceof ConnectError && (err.code === Code.Unauthenticated || err.code === Code.PermissionDenied)) {
+      throw new CliError(err.rawMessage);
+    }
+    throw err;
+  }
+}
 
 function signedInLine(user: User | undefined): string {
   return user ? `Signed in as ${user.email} (${roleName(user.role)}).` : "Signed in.";
@@ -31,7 +47,7 @@ export const accountCommands: CommandSpec<Context>[] = [
       const inviteCode = await valueOrPrompt(ctx.io, str(args, "invite"), "invite", "Invite code: ", "signup");
       const displayName = await valueOrPrompt(ctx.io, str(args, "name"), "name", "Display name: ", "signup");
       const password = await passwordFrom(ctx.io, args.options["password-stdin"] === true, "signup", true);
-      const res = await ctx.clients.client(AuthService).signUp({ email, password, inviteCode, displayName });
+      const res = await credentialsCall(() => ctx.clients.client(AuthService).signUp({ email, password, inviteCode, displayName }));
       ctx.clients.session.save(res.tokens, res.user);
       ctx.out(`Welcome, ${res.user?.displayName ?? displayName}! ${signedInLine(res.user)}`);
     },
@@ -47,7 +63,7 @@ export const accountCommands: CommandSpec<Context>[] = [
     async run(ctx, args) {
       const email = await valueOrPrompt(ctx.io, str(args, "email"), "email", "Email: ", "login");
       const password = await passwordFrom(ctx.io, args.options["password-stdin"] === true, "login");
-      const res = await ctx.clients.client(AuthService).signIn({ email, password });
+      const res = await credentialsCall(() => ctx.clients.client(AuthService).signIn({ email, password }));
       ctx.clients.session.save(res.tokens, res.user);
       ctx.out(signedInLine(res.user));
     },
