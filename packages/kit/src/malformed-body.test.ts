@@ -115,6 +115,19 @@ describe("malformed binary request bodies", () => {
     expect(await count("Watch", "invalid_argument")).toBe(watchBefore + 1);
   });
 
+  it("counts other requests refused before the handler too (malformed JSON), once", async () => {
+    const before = await count("Check", "invalid_argument");
+    const json = await fetch(`${base}/grpc.health.v1.Health/Check`, { method: "POST", headers: { "content-type": "application/json" }, body: "{nope" });
+    expect(json.status).toBe(400);
+    const web = await fetch(`${base}/grpc.health.v1.Health/Check`, { method: "POST", headers: { "content-type": "application/grpc-web+json" }, body: envelope(Buffer.from("[1,")) });
+    expect(frames(Buffer.from(await web.arrayBuffer())).find((f) => f.flags & 0x80)!.data.toString()).toMatch(/grpc-status: 3\r\n/);
+    expect(await count("Check", "invalid_argument")).toBe(before + 2);
+    // not an RPC at all (unsupported content type): nothing to count
+    const other = await fetch(`${base}/grpc.health.v1.Health/Check`, { method: "POST", headers: { "content-type": "text/plain" }, body: "x" });
+    expect(other.status).toBe(415);
+    expect(await count("Check", "invalid_argument")).toBe(before + 2);
+  });
+
   it("leaves good requests and real server faults alone (no double counting, no internal)", async () => {
     const okBefore = await count("Check", "ok");
     const ok = await fetch(`${base}/grpc.health.v1.Health/Check`, { method: "POST", headers: { "content-type": "application/proto" }, body: VALID });

@@ -3,10 +3,12 @@
 // request before any interceptor runs, so neither the error mapping nor the RPC metrics see them. The kit wraps every
 // universal handler once (see createServer) and rewrites that one error to INVALID_ARGUMENT in the response of each
 // protocol — Connect unary (status + JSON body), Connect streaming (end-stream message), gRPC (trailers) and gRPC-Web
-// (trailer frame) — and reports it so it is counted. Client- and bidi-streaming calls parse inside the interceptors;
-// errors.ts maps the same error there.
+// (trailer frame). It also reports the final code of every call that ended before the interceptors ran (malformed
+// binary or JSON, a bad timeout header, ...) so the RPC metrics count it. Client- and bidi-streaming calls parse
+// inside the interceptors; errors.ts maps the same error there.
 import { Code, ConnectError } from "@connectrpc/connect";
-import { createAsyncIterable, type UniversalHandler, type UniversalServerResponse } from "@connectrpc/connect/protocol";
+import { codeFromString } from "@connectrpc/connect/protocol-connect";
+import { createAsyncIterable, type UniversalHandler, type UniversalServerRequest, type UniversalServerResponse } from "@connectrpc/connect/protocol";
 
 /** The message prefix of the library's binary parse failures (serialization.js, createBinarySerialization). */
 const PARSE_BINARY = "parse binary:";
@@ -31,72 +33,86 @@ async function* chunksOf(body: UniversalServerResponse["body"]): AsyncGenerator<
   if (body !== undefined) yield* body;
 }
 
-/** Rewrites one enveloped frame with `flag` set (gRPC-Web trailers, Connect end-stream) if it reports a parse failure. */
-function rewriteEndFrame(chunk: Uint8Array, flag: number, rewrite: (text: string) => string | undefined): Uint8Array {
-  if (chunk.byteLength < 5 || (chunk[0]! & flag) !== flag || (chunk[0]! & 0x01) !== 0) return chunk; // 0x01: compressed
+/** An end frame (gRPC-Web trailers, Connect end-stream): its final code, and its text rewritten if it was a parse failure. */
+type EndFrame = { code: Code | undefined; replaced?: string };
+
+/** Reads one enveloped frame with `flag` set; returns it unchanged, or rewritten, with the call's final code. */
+function endFrame(chunk: Uint8Array, flag: number, read: (text: string) => EndFrame): { frame: Uint8Array; code?: Code | undefined } {
+  if (chunk.byteLength < 5 || (chunk[0]! & flag) !== flag || (chunk[0]! & 0x01) !== 0) return { frame: chunk }; // 0x01: compressed
   const length = new DataView(chunk.buffer, chunk.byteOffset, chunk.byteLength).getUint32(1);
-  if (chunk.byteLength !== 5 + length) return chunk;
-  const replaced = rewrite(new TextDecoder().decode(chunk.subarray(5)));
-  if (replaced === undefined) return chunk;
+  if (chunk.byteLength !== 5 + length) return { frame: chunk };
+  const { code, replaced } = read(new TextDecoder().decode(chunk.subarray(5)));
+  if (replaced === undefined) return { frame: chunk, code };
   const data = new TextEncoder().encode(replaced);
   const out = new Uint8Array(5 + data.byteLength);
   out[0] = chunk[0]!;
   new DataView(out.buffer).setUint32(1, data.byteLength);
   out.set(data, 5);
-  return out;
+  return { frame: out, code };
 }
 
-function grpcWebTrailer(text: string): string | undefined {
+const grpcCode = (status: string | null | undefined): Code | undefined => (status && status !== "0" ? Number(status) as Code : undefined);
+
+function grpcWebTrailer(text: string): EndFrame {
   const lines = text.split("\r\n").filter((l) => l !== "");
   const fields = new Map(lines.map((l) => {
     const i = l.indexOf(":");
     return [l.slice(0, i).trim().toLowerCase(), l.slice(i + 1).trim()] as const;
   }));
   const message = decodeURIComponent(fields.get("grpc-message") ?? "");
-  if (!isParseFailure(fields.get("grpc-status"), message)) return undefined;
+  if (!isParseFailure(fields.get("grpc-status"), message)) return { code: grpcCode(fields.get("grpc-status")) };
   fields.set("grpc-status", String(Code.InvalidArgument));
   fields.set("grpc-message", encodeURIComponent(rewrittenMessage(message)));
-  return [...fields].map(([k, v]) => `${k}: ${v}\r\n`).join("");
+  return { code: Code.InvalidArgument, replaced: [...fields].map(([k, v]) => `${k}: ${v}\r\n`).join("") };
 }
 
-function connectEndStream(text: string): string | undefined {
+function connectEndStream(text: string): EndFrame {
   let end: { error?: { code?: unknown; message?: unknown } };
   try {
     end = JSON.parse(text) as typeof end;
   } catch {
-    return undefined;
+    return { code: undefined };
   }
-  if (!end.error || !isParseFailure(end.error.code, end.error.message)) return undefined;
-  return JSON.stringify({ ...end, error: { ...end.error, code: "invalid_argument", message: rewrittenMessage(end.error.message) } });
+  if (!end.error) return { code: undefined };
+  if (!isParseFailure(end.error.code, end.error.message)) return { code: typeof end.error.code === "string" ? codeFromString(end.error.code) : Code.Unknown };
+  return { code: Code.InvalidArgument, replaced: JSON.stringify({ ...end, error: { ...end.error, code: "invalid_argument", message: rewrittenMessage(end.error.message) } }) };
 }
 
 /**
- * Wraps a universal handler so that a malformed binary request body is answered INVALID_ARGUMENT in every protocol;
- * `onRejected` is called once for each such call (for metrics and logs).
+ * Wraps a universal handler so that a malformed binary request body is answered INVALID_ARGUMENT in every protocol.
+ * `reached(req)` says whether the call got to the interceptors (which count it themselves); when it did not and the
+ * call failed, `onRejected` is called once with its final code (for metrics and logs).
  */
-export function mapMalformedBodies(handler: UniversalHandler, onRejected: (handler: UniversalHandler) => void): UniversalHandler {
-  const wrapped = async (req: Parameters<UniversalHandler>[0]): Promise<UniversalServerResponse> => {
+export function mapMalformedBodies(
+  handler: UniversalHandler,
+  reached: (req: UniversalServerRequest) => boolean,
+  onRejected: (handler: UniversalHandler, code: Code) => void,
+): UniversalHandler {
+  const wrapped = async (req: UniversalServerRequest): Promise<UniversalServerResponse> => {
     const res = await handler(req);
+    const report = (code: Code | undefined): void => {
+      if (code !== undefined && !reached(req)) onRejected(handler, code);
+    };
     const contentType = (req.header.get("content-type") ?? "").toLowerCase();
-    if (contentType.startsWith("application/grpc-web")) return rewriteFrames(res, 0x80, grpcWebTrailer);
-    if (contentType.startsWith("application/grpc")) return rewriteGrpcTrailer(res);
-    if (contentType.startsWith("application/connect+")) return rewriteFrames(res, 0x02, connectEndStream);
-    return rewriteConnectUnary(res);
+    if (contentType.startsWith("application/grpc-web")) return rewriteFrames(res, 0x80, grpcWebTrailer, report);
+    if (contentType.startsWith("application/grpc")) return rewriteGrpcTrailer(res, report);
+    if (contentType.startsWith("application/connect+")) return rewriteFrames(res, 0x02, connectEndStream, report);
+    return rewriteConnectUnary(res, report);
   };
 
-  function rewriteFrames(res: UniversalServerResponse, flag: number, rewrite: (text: string) => string | undefined): UniversalServerResponse {
+  function rewriteFrames(res: UniversalServerResponse, flag: number, read: (text: string) => EndFrame, report: (code: Code | undefined) => void): UniversalServerResponse {
     const body = res.body;
     async function* frames(): AsyncGenerator<Uint8Array> {
       for await (const chunk of chunksOf(body)) {
-        const out = rewriteEndFrame(chunk, flag, rewrite);
-        if (out !== chunk) onRejected(handler);
-        yield out;
+        const { frame, code } = endFrame(chunk, flag, read);
+        report(code);
+        yield frame;
       }
     }
     return { ...res, body: frames() };
   }
 
-  function rewriteGrpcTrailer(res: UniversalServerResponse): UniversalServerResponse {
+  function rewriteGrpcTrailer(res: UniversalServerResponse, report: (code: Code | undefined) => void): UniversalServerResponse {
     const body = res.body;
     const trailer = res.trailer;
     if (!trailer) return res;
@@ -107,15 +123,15 @@ export function mapMalformedBodies(handler: UniversalHandler, onRejected: (handl
       if (isParseFailure(trailer!.get("grpc-status"), message)) {
         trailer!.set("grpc-status", String(Code.InvalidArgument));
         trailer!.set("grpc-message", encodeURIComponent(rewrittenMessage(message)));
-        onRejected(handler);
       }
+      report(grpcCode(trailer!.get("grpc-status")));
     }
     return { ...res, body: checked() };
   }
 
-  async function rewriteConnectUnary(res: UniversalServerResponse): Promise<UniversalServerResponse> {
+  async function rewriteConnectUnary(res: UniversalServerResponse, report: (code: Code | undefined) => void): Promise<UniversalServerResponse> {
     const header = new Headers(res.header);
-    if (res.status !== 500 || header.has("content-encoding")) return res;
+    if (res.status === 200 || header.has("content-encoding")) return res;
     const parts: Uint8Array[] = [];
     for await (const chunk of chunksOf(res.body)) parts.push(chunk);
     const bytes = Buffer.concat(parts);
@@ -125,10 +141,14 @@ export function mapMalformedBodies(handler: UniversalHandler, onRejected: (handl
     } catch {
       error = undefined;
     }
-    if (!error || !isParseFailure(error.code, error.message)) return { ...res, body: createAsyncIterable([bytes]) };
+    if (!error || !isParseFailure(error.code, error.message)) {
+      // Protocol-level refusals (unsupported media type, wrong method) carry no code: not RPCs, not counted.
+      report(typeof error?.code === "string" ? codeFromString(error.code) : undefined);
+      return { ...res, body: createAsyncIterable([bytes]) };
+    }
     const body = new TextEncoder().encode(JSON.stringify({ ...error, code: "invalid_argument", message: rewrittenMessage(error.message) }));
     header.set("content-length", String(body.byteLength));
-    onRejected(handler);
+    report(Code.InvalidArgument);
     return { ...res, status: 400, header, body: createAsyncIterable([body]) };
   }
 

@@ -60,8 +60,8 @@ export type ServerOptions = {
   /** Largest accepted request message; default 4 MiB (as gRPC), bigger ones fail with RESOURCE_EXHAUSTED. */
   readMaxBytes?: number;
   /**
-   * Counts calls rejected before the interceptors run (malformed binary bodies) in `luna_rpc_requests_total`; pass
-   * the same metrics whose interceptor is in `interceptors`.
+   * Counts calls rejected before the interceptors run (malformed binary or JSON bodies, bad timeout headers) in
+   * `luna_rpc_requests_total`; pass the same metrics whose interceptor is in `interceptors`.
    */
   metrics?: Pick<Metrics, "countRejected">;
   /**
@@ -76,6 +76,17 @@ export type ServerOptions = {
  * Behind a proxy the client's own address is `clientAddressKey` (resolved from `x-forwarded-for` by the server).
  */
 export const peerAddressKey = createContextKey<string | undefined>(undefined, { description: "luna peer address" });
+
+/**
+ * Set once a call gets to the interceptors (which then count it in the RPC metrics); a call that ends before, because
+ * its request could not be read, is counted by the handler wrapper instead (malformed-body.ts).
+ */
+const reachedKey = createContextKey<{ value: boolean } | undefined>(undefined, { description: "luna call reached interceptors" });
+const markReached: Interceptor = (next) => (req) => {
+  const reached = req.contextValues.get(reachedKey);
+  if (reached) reached.value = true;
+  return next(req);
+};
 
 /** A created (not yet listening) API server. */
 export type LunaServer = {
@@ -149,17 +160,17 @@ export function createServer(opts: ServerOptions): LunaServer {
       opts.routes(strictJsonEnums(router));
       // The adapter reads router.handlers after this returns: wrap each one (see malformed-body.ts).
       router.handlers.forEach((h, i) => {
-        router.handlers[i] = mapMalformedBodies(h, (handler) => {
+        router.handlers[i] = mapMalformedBodies(h, (req) => req.contextValues?.get(reachedKey)?.value === true, (handler, code) => {
           const labels = { service: handler.service.typeName, method: handler.method.name };
-          log.info({ rpc: labels, code: codeName(Code.InvalidArgument) }, "rpc rejected: malformed binary request message");
-          opts.metrics?.countRejected(labels.service, labels.method, Code.InvalidArgument);
+          log.info({ rpc: labels, code: codeName(code) }, "rpc rejected before it reached the handler (request unreadable)");
+          opts.metrics?.countRejected(labels.service, labels.method, code);
         });
       });
     },
-    interceptors: [tracingInterceptor(), requestLogInterceptor(log, opts.requestLog), errorInterceptor(log),
+    interceptors: [markReached, tracingInterceptor(), requestLogInterceptor(log, opts.requestLog), errorInterceptor(log),
       ...(opts.interceptors ?? [])],
     shutdownSignal: shutdown.signal,
-    contextValues: (req) => createContextValues().set(peerAddressKey, req.socket?.remoteAddress)
+    contextValues: (req) => createContextValues().set(peerAddressKey, req.socket?.remoteAddress).set(reachedKey, { value: false })
       .set(clientAddressKey, clientAddress(req.socket?.remoteAddress, req.headers["x-forwarded-for"])),
     readMaxBytes: opts.readMaxBytes ?? 4 * 1024 * 1024,
     fallback(req, res) {
