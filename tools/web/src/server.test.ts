@@ -65,6 +65,15 @@ describe("serveWebClient", () => {
     expect((await fetch(`${base}/robots.txt`)).headers.get("content-type")).toBe("text/plain; charset=utf-8");
   });
 
+  it("answers / with the page whatever the Accept header (curl, fetch, a browser)", async () => {
+    for (const accept of [undefined, "*/*", "application/json"]) {
+      const res = await fetch(`${base}/`, { headers: accept ? { accept } : {} });
+      expect(res.status, String(accept)).toBe(200);
+      expect(await res.text()).toContain('id="app"');
+    }
+    expect(await rawGet("/")).toContain('id="app"'); // no Accept header at all
+  });
+
   it("answers HEAD without a body", async () => {
     const res = await fetch(`${base}/assets/index-abc123.js`, { method: "HEAD" });
     expect(res.status).toBe(200);

@@ -69,8 +69,9 @@ export function serveWebClient(distDir: string = WEB_CLIENT_DIST_DIR): WebClient
       serveFile(req, res, file, immutable ? "public, max-age=31536000, immutable" : "no-cache");
       return true;
     }
-    // An unknown path: a page navigation gets the app (it routes on the client); anything else is not ours.
-    const navigation = (req.headers.accept ?? "").includes("text/html");
+    // `/` is the page whatever the Accept header (`curl localhost:8080/`). Another unknown path: a page navigation
+    // gets the app (it routes on the client, e.g. /c/<conversation>); anything else is not ours.
+    const navigation = path === "/" || (req.headers.accept ?? "").includes("text/html");
     if (!navigation || extname(path) !== "") return false;
     serveFile(req, res, index, "no-cache");
     return true;
