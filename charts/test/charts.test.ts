@@ -393,6 +393,13 @@ describe("the checks catch broken renders", () => {
       .toEqual(["NetworkPolicy/auth allows port grpc, which no selected pod has"]);
   });
 
+  it("a PodMonitor scraping a port its pods lack", async () => {
+    const objects = clone(await rendered("gateway", "metrics-values.yaml")) as Any[];
+    expect(checkSelectorsAndTargets(objects as K8sObject[])).toEqual([]);
+    objects.find((x) => x.kind === "PodMonitor").spec.podMetricsEndpoints[0].port = "stats";
+    expect(checkSelectorsAndTargets(objects as K8sObject[])).toEqual(["PodMonitor/gateway scrapes port stats, which its pods lack"]);
+  });
+
   it("a NetworkPolicy peer naming a Luna app that is not in the platform", () => {
     expect(checkNetworkPolicyPeers(base)).toEqual(expect.arrayContaining([expect.stringMatching(/peer .*"gateway".* matches no pod of the platform/)]));
     expect(checkNetworkPolicyPeers(base, ["gateway", "billing", "model-registry", "chat-router", "image-job", "comfyui"])).toEqual([]);

@@ -101,6 +101,13 @@ export function checkSelectorsAndTargets(objects: readonly K8sObject[]): string[
       const ref = spec<{ scaleTargetRef?: { kind?: string; name?: string } }>(o)?.scaleTargetRef;
       const kind = ref?.kind ?? "Deployment";
       if (!byKind(kind).has(ref?.name)) out.push(`${id(o)} targets ${kind}/${ref?.name}, which the release does not render`);
+    } else if (o.kind === "PodMonitor") {
+      const s = spec<{ selector?: LabelSelector; podMetricsEndpoints?: { port?: string }[] }>(o);
+      const matched = serving(pods).filter((p) => selects(s?.selector, p.labels));
+      if (matched.length === 0) out.push(`${id(o)} selects no pod`);
+      for (const e of s?.podMetricsEndpoints ?? []) {
+        if (e.port && !matched.every((p) => containerPortNames(p).has(e.port!))) out.push(`${id(o)} scrapes port ${e.port}, which its pods lack`);
+      }
     } else if (o.kind === "ServiceMonitor") {
       const s = spec<{ selector?: LabelSelector; endpoints?: { port?: string }[] }>(o);
       const svcs = objects.filter((x) => x.kind === "Service" && selects(s?.selector, x.metadata?.labels ?? {}));
