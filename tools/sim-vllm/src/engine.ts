@@ -12,7 +12,7 @@ import type { Faults, RequestRecord, ResolvedOptions } from "./config.js";
 import { ModelMetrics } from "./metrics.js";
 import { PrefixCache } from "./prefix-cache.js";
 import { ReplyGenerator, mulberry32 } from "./textgen.js";
-import { tokenId } from "./tokenizer.js";
+import { tokenId, tokenizePieces } from "./tokenizer.js";
 
 /** Most tokens one sequence emits per wake-up before yielding, so zero-time streams interleave fairly. */
 const MAX_TOKENS_PER_WAKE = 16;
@@ -66,11 +66,29 @@ export interface SequenceInit {
   includeStopStrInOutput: boolean;
   /** Seed of the reply text (see `replySeed`). */
   seed: number;
+  /** A scripted reply (`/_sim/replies`): sent token by token as it is, then the reply ends. */
+  script?: string;
   fault?: PlannedFault;
   sink: SequenceSink;
 }
 
 type State = "waiting" | "running" | "done";
+
+/** A scripted reply's tokens, its last one ending the reply; then (ignore_eos) the usual words. */
+class ScriptedReply {
+  private readonly pieces: string[];
+  private at = 0;
+
+  constructor(text: string, private readonly after: ReplyGenerator) {
+    this.pieces = tokenizePieces(text);
+  }
+
+  next(): { piece: string; endsSentence: boolean } {
+    if (this.at >= this.pieces.length) return this.after.next();
+    const piece = this.pieces[this.at++]!;
+    return { piece, endsSentence: this.at === this.pieces.length };
+  }
+}
 
 /** One request inside the engine. */
 export class Sequence {
@@ -85,7 +103,7 @@ export class Sequence {
   /** Set while a hang fault holds this sequence. */
   hung = false;
   private readonly outputIds: number[] = [];
-  private readonly gen: ReplyGenerator;
+  private readonly gen: Pick<ReplyGenerator, "next">;
   private readonly naturalLength: number;
   private readonly maxStopLen: number;
   private text = "";
@@ -100,9 +118,14 @@ export class Sequence {
     private readonly engine: ModelEngine,
     readonly init: SequenceInit,
   ) {
-    this.gen = new ReplyGenerator(init.seed);
     const { min, max } = engine.options.outputTokens;
-    this.naturalLength = min + Math.floor(mulberry32(init.seed ^ 0x2545f491)() * (max - min + 1));
+    if (init.script !== undefined) {
+      this.gen = new ScriptedReply(init.script, new ReplyGenerator(init.seed));
+      this.naturalLength = tokenizePieces(init.script).length;
+    } else {
+      this.gen = new ReplyGenerator(init.seed);
+      this.naturalLength = min + Math.floor(mulberry32(init.seed ^ 0x2545f491)() * (max - min + 1));
+    }
     this.maxStopLen = init.stop.reduce((n, s) => Math.max(n, s.length), 0);
   }
 

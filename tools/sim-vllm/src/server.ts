@@ -276,6 +276,7 @@ export function createHandler(sim: Simulator): (req: IncomingMessage, res: Serve
     if (res.destroyed) return; // the client left while we read the body
 
     const seed = textSeed(engine.model, promptText, p.temperature, p.seed);
+    const script = sim.scriptedReply(prepared.lastUserText);
 
     const id = `${kind === "chat" ? "chatcmpl" : "cmpl"}-${randomUUID().replaceAll("-", "")}`;
     const now = Math.floor(Date.now() / 1000);
@@ -300,6 +301,7 @@ export function createHandler(sim: Simulator): (req: IncomingMessage, res: Serve
       stop: p.stop,
       includeStopStrInOutput: p.includeStopStrInOutput,
       seed,
+      ...(script !== undefined ? { script } : {}),
       fault,
       sink,
     });
@@ -314,14 +316,15 @@ export function createHandler(sim: Simulator): (req: IncomingMessage, res: Serve
     const p = parseChatRequest(body);
     const engine = engineFor(p.model);
     const promptText = renderChatTemplate(p.messages);
-    return { engine, promptText, promptIds: tokenize(promptText), p };
+    const lastUserText = p.messages.findLast((m) => m.role === "user")?.content ?? "";
+    return { engine, promptText, promptIds: tokenize(promptText), p, lastUserText };
   }
 
   function prepareCompletion(body: Record<string, unknown>) {
     const p = parseCompletionRequest(body);
     const engine = engineFor(p.model);
     const promptText = typeof p.prompt === "string" ? p.prompt : p.prompt.join(",");
-    return { engine, promptText, promptIds: typeof p.prompt === "string" ? tokenize(p.prompt) : p.prompt, p };
+    return { engine, promptText, promptIds: typeof p.prompt === "string" ? tokenize(p.prompt) : p.prompt, p, lastUserText: promptText };
   }
 
   async function tokenizeRoute(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -439,6 +442,20 @@ export function createHandler(sim: Simulator): (req: IncomingMessage, res: Serve
         return;
       case "/_sim/cold-start":
         if (allow("GET,POST")) await coldStartRoute(req, res);
+        return;
+      case "/_sim/replies":
+        if (allow("GET,POST")) {
+          if (method === "POST") {
+            const body = parseJsonObject(await readBody(req, opts.maxBodyBytes));
+            try {
+              sim.setReplies(body.replies);
+            } catch (err) {
+              if (err instanceof SimConfigError) throw badRequest(err.message);
+              throw err;
+            }
+          }
+          send(res, 200, JSON.stringify({ replies: sim.replies }));
+        }
         return;
       case "/_sim/reset":
         if (allow("POST")) {

@@ -40,6 +40,12 @@ export interface SimStats {
   recent: RequestRecord[];
 }
 
+/** A chosen reply for prompts containing `match`. */
+export interface ReplyScript {
+  match: string;
+  text: string;
+}
+
 /** An HTTP error before any output, or a fault that fires during generation. */
 export type FaultPlan = { kind: "error"; status: number } | PlannedFault;
 
@@ -52,6 +58,11 @@ export class Simulator implements EngineContext {
   private recent: RequestRecord[] = [];
   /** Epoch ms at which the simulated model load ends (cold-start mode); <= now when ready. */
   readyAt: number;
+  /**
+   * Reply scripts (`POST /_sim/replies`): a prompt whose last user message contains `match` gets exactly `text` as
+   * its reply, so a client test can check how a chosen reply (markdown, code) is shown. The first match wins.
+   */
+  replies: ReplyScript[] = [];
 
   constructor(readonly options: ResolvedOptions) {
     this.readyAt = Date.now() + options.coldStartMs;
@@ -164,13 +175,32 @@ export class Simulator implements EngineContext {
     return this.readyAt;
   }
 
-  /** Zeroes counters and metrics, empties prefix caches, restores the initial faults and fault dice, and starts the
+  /** Replaces the reply scripts (validated: a list of {match, text} with non-empty strings). */
+  setReplies(list: unknown): ReplyScript[] {
+    if (!Array.isArray(list)) throw new SimConfigError("replies must be a list of {match, text}");
+    this.replies = list.map((r: unknown, i) => {
+      const o = r as Partial<ReplyScript> | null;
+      if (typeof o?.match !== "string" || o.match === "" || typeof o.text !== "string" || o.text === "") {
+        throw new SimConfigError(`replies[${i}] must be {"match": "non-empty text", "text": "non-empty reply"}`);
+      }
+      return { match: o.match, text: o.text };
+    });
+    return this.replies;
+  }
+
+  /** The scripted reply for a prompt (its last user message, or the whole prompt of a completion), if any. */
+  scriptedReply(prompt: string): string | undefined {
+    return this.replies.find((r) => prompt.includes(r.match))?.text;
+  }
+
+  /** Zeroes counters and metrics, empties prefix caches, restores the initial faults and fault dice, drops the reply scripts, and starts the
    * configured cold start again (a fresh pod). */
   reset(): void {
     this.coldStart();
     this.counters = Simulator.zeroCounters();
     this.recent = [];
     this.faults = { ...this.initialFaults };
+    this.replies = [];
     this.rand = mulberry32(this.options.faultSeed);
     for (const e of this.engines.values()) e.reset();
   }

@@ -152,6 +152,39 @@ describe("request validation", () => {
   });
 });
 
+describe("/_sim/replies", () => {
+  const MARKDOWN = "## Steps\n\n1. one\n2. two\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n```ts\nconst x = `y`; // <b>\n```\n";
+  const chat = (content: string) => post(`${sim.url}/v1/chat/completions`, { model: "alpha",
+    messages: [{ role: "user", content: "earlier" }, { role: "assistant", content: "ok" }, { role: "user", content }] });
+
+  it("answers a prompt whose last user message matches with exactly the scripted text, token by token", async () => {
+    const set = await post(`${sim.url}/_sim/replies`, { replies: [{ match: "[markdown]", text: MARKDOWN }] });
+    expect(set.status).toBe(200);
+    expect(JSON.parse((await get(`${sim.url}/_sim/replies`)).body)).toEqual({ replies: [{ match: "[markdown]", text: MARKDOWN }] });
+    const res = JSON.parse((await chat("show me [markdown] please")).body);
+    expect(res.choices[0].message.content).toBe(MARKDOWN);
+    expect(res.choices[0].finish_reason).toBe("stop");
+    const s = openStream(`${sim.url}/v1/chat/completions`, { model: "alpha", stream: true, messages: [{ role: "user", content: "[markdown]" }] });
+    await s.finished;
+    const deltas = s.events.slice(1, -1).map((e) => JSON.parse(e).choices[0].delta.content as string);
+    expect(deltas.length).toBeGreaterThan(10); // streamed in pieces, not at once
+    expect(deltas.join("")).toBe(MARKDOWN);
+    // Other prompts (and an earlier turn that matched) get the usual words.
+    expect(JSON.parse((await chat("something else")).body).choices[0].message.content).not.toContain("##");
+  });
+
+  it("refuses a malformed script with 400 and forgets the scripts on reset", async () => {
+    for (const replies of [undefined, "x", [{ match: "", text: "t" }], [{ match: "m" }]]) {
+      const res = await post(`${sim.url}/_sim/replies`, { replies });
+      expect(res.status, JSON.stringify(replies)).toBe(400);
+    }
+    await post(`${sim.url}/_sim/replies`, { replies: [{ match: "[markdown]", text: MARKDOWN }] });
+    await post(`${sim.url}/_sim/reset`, {});
+    expect(JSON.parse((await get(`${sim.url}/_sim/replies`)).body)).toEqual({ replies: [] });
+    expect(JSON.parse((await chat("[markdown]")).body).choices[0].message.content).not.toBe(MARKDOWN);
+  });
+});
+
 describe("raw stream format", () => {
   it("frames every event as `data: <json>` and ends with `data: [DONE]`", async () => {
     const s = openStream(`${sim.url}/v1/chat/completions`, { model: "alpha", stream: true, max_tokens: 3,
