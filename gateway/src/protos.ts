@@ -1,8 +1,9 @@
 // Envoy's own v3 API, compiled here: @grpc/grpc-js-xds vendors envoy-api, xds (udpa), googleapis and
 // protoc-gen-validate under deps/; buf (a devDependency) compiles them into a descriptor set, and protobuf-es parses a
 // bootstrap against it with every `typed_config` resolved. Unknown fields, unknown `@type`s, bad enum values and
-// malformed durations (`timeout: 0`) are errors, as in Envoy. What protos cannot say (PGV constraints, clusters that
-// exist, filter order) is checked by gateway/test/semantic.test.ts.
+// malformed durations (`timeout: 0`) are errors, as in Envoy, and so are violations of the protoc-gen-validate rules
+// the protos carry (pgv.ts). What protos cannot say (clusters that exist, filter order, ...) is checked by
+// gateway/test/semantic.test.ts.
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -12,6 +13,7 @@ import { fileURLToPath } from "node:url";
 import { createFileRegistry, fromBinary, fromJson, toJson, type DescMessage, type JsonValue, type Registry } from "@bufbuild/protobuf";
 import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
 import { parse } from "yaml";
+import { validateMessage } from "./pgv.js";
 
 const require = createRequire(import.meta.url);
 const REPO = fileURLToPath(new URL("../../", import.meta.url));
@@ -123,5 +125,8 @@ export function parseBootstrap(config: string | JsonValue): JsonValue {
   const json = (typeof config === "string" ? parse(config) : config) as JsonValue;
   const registry = envoyRegistry();
   const msg = fromJson(bootstrapSchema(), json, { registry, ignoreUnknownFields: false });
+  // Then the protoc-gen-validate rules Envoy enforces on load (required fields, lengths, bounds, defined enums).
+  const violations = validateMessage(msg, bootstrapSchema(), registry);
+  if (violations.length > 0) throw new Error(`invalid Envoy config (protoc-gen-validate rules):\n  ${violations.join("\n  ")}`);
   return toJson(bootstrapSchema(), msg, { registry });
 }

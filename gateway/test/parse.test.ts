@@ -1,5 +1,6 @@
 // The edge configuration against Envoy's own v3 API: the committed file is what the generator writes today, and it
-// parses into Envoy's typed protos with every typed_config resolved. Broken copies show the parse is strict.
+// parses into Envoy's typed protos with every typed_config resolved and the protoc-gen-validate rules of those protos
+// met. Broken copies show the parse is strict.
 import { execFile } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -82,6 +83,24 @@ describe("the parse rejects what Envoy would (deliberately broken copies)", () =
   it.each(broken)("%s", (_what, from, to, error) => {
     expect(yaml).toContain(from);
     expect(parseError(yaml.replace(from, to))).toMatch(error);
+  });
+
+  it.each([
+    ["an empty rate limit domain (min_len 1)", "domain: luna", 'domain: ""', /http_filters\[4\]\.typed_config\.domain: at least 1 characters/],
+    ["HTTP/2 max_concurrent_streams 0 (gte 1)", "max_concurrent_streams: 100", "max_concurrent_streams: 0", /max_concurrent_streams: must be >= 1/],
+    ["a direct response status out of range", "status: 404", "status: 99", /direct_response\.status: must be >= 200/],
+    ["a cluster without a name", "- name: billing\n", '- name: ""\n', /clusters\[1\]\.name: at least 1 characters/],
+  ])("a protoc-gen-validate rule Envoy enforces: %s", (_what, from, to, error) => {
+    expect(yaml).toContain(from);
+    expect(parseError(yaml.replace(from, to))).toMatch(error);
+  });
+
+  it("a route without an action (a required oneof)", () => {
+    const config = committedConfig();
+    const routes = (((hcmOf(config).route_config as Obj).virtual_hosts as Obj[])[0]!.routes as Obj[]);
+    const i = routes.findIndex((r) => r.name === "luna.chat.v1.ChatService/SendMessage");
+    delete routes[i]!.route;
+    expect(parseError(config)).toMatch(new RegExp(`routes\\[${i}\\]: one of route, redirect, direct_response.* is required`));
   });
 
   it("a field of the wrong message (a route option on the connection manager)", () => {
