@@ -231,7 +231,9 @@ async function main(): Promise<void> {
     }
     const first = await reply("Tell me about the moon.");
     const fin = first.events.at(-1)!;
-    check(fin.event.case === "finished" && first.deltas >= 2, `streamed chat reply: ${first.deltas} deltas, then finished (${textModel.id})`);
+    const described = (evs: ChatEvent[]): string => evs.map((e) => e.event.case === "delta" ? "delta" : `${e.event.case} ${JSON.stringify(e.event.value, (_k, v: unknown) => (typeof v === "bigint" ? String(v) : v))}`).join("; ");
+    check(fin.event.case === "finished" && first.deltas >= 2, `streamed chat reply: ${first.deltas} deltas, then finished (${textModel.id})` +
+      (fin.event.case === "finished" && first.deltas >= 2 ? "" : `: ${described(first.events)}`));
 
     // ---- image job to SUCCEEDED, PNG downloaded through the gateway
     const workflow = await eventually(async () => {
