@@ -225,7 +225,10 @@ async function main(): Promise<void> {
       for await (const msg of user.chat.sendMessage({ conversationId: conversation!.id, text, clientMessageId: `smoke-${Date.now()}-${deltas}` })) {
         events.push(msg.event!);
         if (msg.event!.event.case === "started") messageId = msg.event!.event.value.assistantMessageId;
-        if (msg.event!.event.case === "delta") onDelta?.(++deltas, messageId);
+        if (msg.event!.event.case === "delta") {
+          deltas += 1;
+          onDelta?.(deltas, messageId);
+        }
       }
       return { events, messageId, deltas };
     }
