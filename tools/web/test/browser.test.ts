@@ -7,7 +7,8 @@ import { createServer, request, type Server } from "node:http";
 import { join, resolve } from "node:path";
 import { chromium, type Browser, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { hosts, startTestPlatform, type TestPlatform } from "../../cli/test/platform.js";
+import { startVllmSim } from "@luna/sim-vllm";
+import { ADMIN_EMAIL, ADMIN_PASSWORD, hosts, startTestPlatform, type TestPlatform } from "../../cli/test/platform.js";
 import { serveWebClient } from "../src/server.js";
 import { CHROMIUM_ARGS, ensureChromium } from "./chromium.js";
 
@@ -154,4 +155,49 @@ describe("web client in Chromium", () => {
     await expect.poll(() => page.getByRole("button", { name: "Sign in" }).isVisible()).toBe(true);
     expect(consoleErrors).toEqual([]);
   }, 180_000);
+
+  it("a model that scaled to zero: selectable, the reply says it is warming up (about N s), then streams", async (ctx) => {
+    if (skipReason) return ctx.skip(skipReason);
+    if (!hosts("chat-router")) return ctx.skip("the all-in-one process does not host chat-router yet");
+    // An operator marks a model whose simulator is still loading as scale-to-zero: it is STANDBY.
+    const sleepy = await startVllmSim({ models: ["sim-model:8192"], coldStartMs: 60_000 });
+    const page: Page = await browser!.newPage({ viewport: { width: 1100, height: 760 }, colorScheme: "dark" });
+    try {
+      const signIn = await fetch(`${lp!.url}/luna.auth.v1.AuthService/SignIn`, { method: "POST", headers: { "content-type": "application/json" },
+        body: JSON.stringify({ email: ADMIN_EMAIL, password: ADMIN_PASSWORD }) });
+      const adminToken = ((await signIn.json()) as { tokens: { accessToken: string } }).tokens.accessToken;
+      const upsert = await fetch(`${lp!.url}/luna.models.v1.ModelAdminService/UpsertModel`, {
+        method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${adminToken}` },
+        body: JSON.stringify({ model: { id: "sleepy-1b", displayName: "Sleepy 1B", kind: "MODEL_KIND_TEXT", contextWindow: 8192, maxOutputTokens: 256,
+          sortOrder: -1, prices: { inputPer1kTokens: "10", outputPer1kTokens: "10" }, upstream: { baseUrls: [sleepy.url], servedModelName: "sim-model" },
+          scaleToZero: true, coldStartSeconds: 30 } }),
+      });
+      expect(upsert.status, await upsert.clone().text()).toBe(200);
+      await expect.poll(async () => {
+        const r = await fetch(`${lp!.url}/luna.models.v1.ModelService/GetModel`, { method: "POST", headers: { "content-type": "application/json" },
+          body: JSON.stringify({ modelId: "sleepy-1b" }) });
+        return ((await r.json()) as { model?: { status?: string } }).model?.status;
+      }, { timeout: 20_000 }).toBe("MODEL_STATUS_STANDBY");
+
+      await page.goto(pageUrl);
+      await page.locator('input[name="email"]').fill("bea@luna.test");
+      await page.locator('input[name="password"]').fill("a-long-and-unusual-passphrase-9");
+      await page.getByRole("button", { name: "Sign in" }).click();
+      await expect.poll(() => page.locator(".who").textContent()).toBe("Bea");
+      await expect.poll(() => page.locator("#model option[value='sleepy-1b']").textContent()).toBe("Sleepy 1B (sleeping)");
+      expect(await page.locator("#model option[value='sleepy-1b']").isDisabled()).toBe(false);
+      await page.locator("#model").selectOption("sleepy-1b");
+      await page.locator("#chat-input").fill("Are you awake?");
+      await page.keyboard.press("Enter");
+      const meta = page.locator(".msg.assistant.warming .meta");
+      await expect.poll(() => meta.textContent(), { timeout: 20_000 }).toMatch(/^warming up sleepy-1b \(about (2\d|30) s\)$/);
+      sleepy.coldStart(0); // the first replica turns healthy
+      await expect.poll(() => page.locator(".msg.assistant .meta").last().textContent(), { timeout: 20_000 }).toMatch(/\d+ tokens? · \d+ credits?/);
+      expect((await page.locator(".msg.assistant .text").last().textContent())!.length).toBeGreaterThan(0);
+      expect(await page.locator(".msg.assistant.warming").count()).toBe(0);
+    } finally {
+      await page.close();
+      await sleepy.close();
+    }
+  }, 120_000);
 });
