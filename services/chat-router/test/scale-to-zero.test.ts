@@ -118,6 +118,28 @@ describe("a message to a model that scaled to zero", () => {
     expect(series(await scrape(platform.chat), "luna_chat_model_requests_total", { model: MODEL, outcome: "started" })).toBe(1);
   }, 30_000);
 
+  it("tells a second device following the reply from another replica that the model is warming up, then streams it there too", async () => {
+    sleepFor(60_000);
+    const u = await platform.user(10_000n);
+    const { conversation } = await u.chat.createConversation({ modelId: MODEL });
+    const elsewhere = impatient.client(u.token);
+    let follower: Promise<Collected> | undefined;
+    const c = await collect(u.chat.sendMessage({ conversationId: conversation!.id, text: "Two devices", clientMessageId: "s2z-follow" }), (s) => {
+      if (s.waiting.length === 1 && !follower) {
+        follower = collect(elsewhere.resumeStream({ messageId: s.started!.assistantMessageId, offset: 0n }), (f) => {
+          if (f.waiting.length === 1) sleepFor(300);
+        });
+      }
+    });
+    const f = await follower!;
+    expect(f.order[0]).toBe("started");
+    expect(f.waiting.length).toBeGreaterThanOrEqual(1);
+    expect(f.waiting[0]).toMatchObject({ reason: "warming_up", modelId: MODEL });
+    expect(f.order.slice(f.order.indexOf("delta")).includes("waiting")).toBe(false);
+    expect(f.text).toBe(c.text);
+    expect(f.finished?.creditsCharged).toBe(c.finished!.creditsCharged);
+  }, 20_000);
+
   it("releases the hold when the user stops it while it waits", async () => {
     sleepFor(60_000);
     const u = await platform.user(10_000n);
