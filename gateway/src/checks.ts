@@ -2,8 +2,8 @@
 // gateway/test/semantic.test.ts against the committed file, and against deliberately broken copies of it.
 import { cors as connectCors } from "@connectrpc/connect";
 import type { ServiceName } from "@luna/kit";
-import { JWT_FILTER, JWT_PAYLOAD_METADATA, OPTIONAL_TOKEN, REQUIRE_TOKEN, UPSTREAM_SERVICES } from "./envoy.js";
-import { clusters, connectionManagers, httpFiltersOf, resolve, routesOf, type EnvoyRoute } from "./model.js";
+import { ADMIN_CLUSTER, JWT_FILTER, JWT_PAYLOAD_METADATA, OPTIONAL_TOKEN, REQUIRE_TOKEN, STATS_PATH, UPSTREAM_SERVICES } from "./envoy.js";
+import { clusters, connectionManagers, httpFiltersOf, listeners, resolve, routesOf, type EnvoyRoute } from "./model.js";
 import { matchRoute } from "./routes.js";
 import type { Rpc } from "./sources.js";
 
@@ -62,6 +62,7 @@ export function checkEnvoyConfig(config: Obj, rpcs: readonly Rpc[], owner: (prot
 
   for (const c of clusters(config)) {
     const name = c.name as string;
+    if (name === ADMIN_CLUSTER) continue;
     const h2 = ((c.typed_extension_protocol_options as Obj | undefined)?.["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"] as Obj | undefined)
       ?.explicit_http_config as Obj | undefined;
     if (!h2?.http2_protocol_options) problems.push(`cluster ${name}: not HTTP/2 (gRPC needs it)`);
@@ -91,9 +92,14 @@ export function checkEnvoyConfig(config: Obj, rpcs: readonly Rpc[], owner: (prot
     if (!(secs(hcm.request_headers_timeout) > 0)) problems.push(`${at}: no request_headers_timeout`);
     if (!(secs(hcm.stream_idle_timeout) > 0)) problems.push(`${at}: no stream_idle_timeout`);
 
-    // Every cluster a route, the JWKS fetch, the rate limit service and the tracer use exists.
+    // Every cluster a route, the JWKS fetch, the rate limit service and the tracer use exists; API routes reach
+    // services only.
     const referenced = new Map<string, string>();
-    for (const r of routesOf(hcm)) if (r.route?.cluster) referenced.set(r.route.cluster, `route ${r.name ?? "?"}`);
+    for (const r of routesOf(hcm)) {
+      if (!r.route?.cluster) continue;
+      referenced.set(r.route.cluster, `route ${r.name ?? "?"}`);
+      if (!UPSTREAM_SERVICES.includes(r.route.cluster as ServiceName)) problems.push(`${at}: route ${r.name ?? "?"} reaches ${r.route.cluster}, not a Luna service`);
+    }
     const jwt = filter(hcm, JWT_FILTER);
     const provider = Object.values((jwt?.providers as Record<string, Obj> | undefined) ?? {})[0];
     const jwksCluster = ((provider?.remote_jwks as Obj | undefined)?.http_uri as Obj | undefined)?.cluster as string | undefined;
@@ -184,6 +190,22 @@ export function checkEnvoyConfig(config: Obj, rpcs: readonly Rpc[], owner: (prot
         }
       }
     }
+  }
+  // The stats listener: exactly /stats/prometheus from the admin interface, nothing else of it.
+  for (const l of listeners(config)) {
+    if (l.name !== "stats") continue;
+    for (const fc of (l.filter_chains as Obj[] | undefined) ?? []) {
+      for (const f of (fc.filters as Obj[] | undefined) ?? []) {
+        for (const r of routesOf(f.typed_config as Obj)) {
+          if (r.match.path !== STATS_PATH || Object.keys(r.match).length !== 1 || r.route?.cluster !== ADMIN_CLUSTER) {
+            problems.push(`stats listener: route ${JSON.stringify(r.match)} → ${String(r.route?.cluster ?? "local")}; only ${STATS_PATH} may be served`);
+          }
+        }
+      }
+    }
+  }
+  for (const l of listeners(config)) {
+    if (!["http", "https", "stats"].includes(l.name as string)) problems.push(`unexpected listener ${String(l.name)}`);
   }
   return problems;
 }

@@ -27,6 +27,8 @@ export interface EnvoyContainerOptions {
 export interface EnvoyContainer {
   url: string;
   adminUrl: string;
+  /** The stats listener (only /stats/prometheus). */
+  statsUrl: string;
   /** Envoy's output so far (its JSON access log among it). */
   output(): string;
   stop(): Promise<void>;
@@ -42,9 +44,9 @@ function hostPort(url: string): string {
 export async function startEnvoyContainer(opts: EnvoyContainerOptions): Promise<EnvoyContainer> {
   const engine = (opts.engine ?? process.env.LUNA_ENVOY_ENGINE ?? "docker").split(/\s+/).filter(Boolean);
   const image = opts.image ?? process.env.LUNA_ENVOY_IMAGE ?? ENVOY_IMAGE;
-  const [port, adminPort] = (await freePorts(2)) as [number, number];
+  const [port, adminPort, statsPort] = (await freePorts(3)) as [number, number, number];
   const upstreamOverrides = Object.fromEntries(Object.entries(opts.upstreams).map(([name, url]) => [name, hostPort(url)]));
-  const config = buildEnvoyConfig(await loadRpcs(), { port, adminPort, upstreamOverrides: { "otel-collector": "127.0.0.1:4317", ...upstreamOverrides },
+  const config = buildEnvoyConfig(await loadRpcs(), { port, adminPort, statsPort, upstreamOverrides: { "otel-collector": "127.0.0.1:4317", ...upstreamOverrides },
     ...opts.settings });
   const dir = mkdtempSync(join(tmpdir(), "luna-envoy-"));
   chmodSync(dir, 0o755); // the image runs Envoy as an unprivileged user
@@ -87,5 +89,5 @@ export async function startEnvoyContainer(opts: EnvoyContainerOptions): Promise<
     await stop();
     throw err;
   }
-  return { url: `http://127.0.0.1:${port}`, adminUrl, output: () => lines.join("\n"), stop };
+  return { url: `http://127.0.0.1:${port}`, adminUrl, statsUrl: `http://127.0.0.1:${statsPort}`, output: () => lines.join("\n"), stop };
 }

@@ -14,6 +14,8 @@ export interface EdgeSettings {
   port: number;
   /** Envoy's admin interface, bound to 127.0.0.1 only (stats, readiness, config dump). */
   adminPort: number;
+  /** A listener serving only the admin's `/stats/prometheus` (for the chart's PodMonitor); 0 = none. */
+  statsPort: number;
   /** Port of every service's API on its headless Service (`<service>-headless`). */
   upstreamPort: number;
   /** host:port per cluster, replacing `<service>-headless:<upstreamPort>` (CI runs the services on the runner). */
@@ -60,6 +62,7 @@ export interface EdgeSettings {
 export const DEFAULT_SETTINGS: EdgeSettings = {
   port: 8080,
   adminPort: 9901,
+  statsPort: 9902,
   upstreamPort: 8080,
   upstreamOverrides: {},
   otelCollector: "otel-collector:4317",
@@ -95,6 +98,9 @@ export const CLAIM_HEADERS = { sub: "x-luna-user-id", role: "x-luna-role" } as c
 export const REQUIRE_TOKEN = "token";
 export const OPTIONAL_TOKEN = "optional";
 export const OTEL_CLUSTER = "otel-collector";
+/** The admin interface as a cluster, reached only by the stats listener's one route. */
+export const ADMIN_CLUSTER = "envoy-admin";
+export const STATS_PATH = "/stats/prometheus";
 
 const T = (name: string): string => `type.googleapis.com/${name}`;
 
@@ -453,6 +459,37 @@ function listener(name: string, port: number, rpcs: readonly Rpc[], s: EdgeSetti
   };
 }
 
+/**
+ * Prometheus scrapes Envoy here: one route, `/stats/prometheus`, to the admin interface (which stays on 127.0.0.1:
+ * its other endpoints — config dump, /quitquitquit, /healthcheck/fail — are never reachable from outside).
+ */
+function statsListener(s: EdgeSettings): Record<string, unknown> {
+  return {
+    name: "stats",
+    address: address("0.0.0.0", s.statsPort),
+    per_connection_buffer_limit_bytes: 32768,
+    filter_chains: [{ filters: [{ name: "envoy.filters.network.http_connection_manager", typed_config: {
+      "@type": T("envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"),
+      stat_prefix: "stats",
+      codec_type: "AUTO",
+      request_headers_timeout: s.requestHeadersTimeout,
+      common_http_protocol_options: { headers_with_underscores_action: "REJECT_REQUEST" },
+      route_config: { name: "stats", virtual_hosts: [{ name: "stats", domains: ["*"],
+        routes: [{ name: "prometheus", match: { path: STATS_PATH }, route: { cluster: ADMIN_CLUSTER, timeout: "10s" } }] }] },
+      http_filters: [{ name: "envoy.filters.http.router", typed_config: { "@type": T("envoy.extensions.filters.http.router.v3.Router") } }],
+    } }] }],
+  };
+}
+
+function adminCluster(s: EdgeSettings): Record<string, unknown> {
+  return {
+    name: ADMIN_CLUSTER,
+    type: "STATIC",
+    connect_timeout: "1s",
+    load_assignment: { cluster_name: ADMIN_CLUSTER, endpoints: [{ lb_endpoints: [{ endpoint: { address: address("127.0.0.1", s.adminPort) } }] }] },
+  };
+}
+
 /** The whole bootstrap. */
 export function buildEnvoyConfig(rpcs: readonly Rpc[], overrides: Partial<EdgeSettings> = {}): Record<string, unknown> {
   const s: EdgeSettings = { ...DEFAULT_SETTINGS, ...overrides };
@@ -460,8 +497,9 @@ export function buildEnvoyConfig(rpcs: readonly Rpc[], overrides: Partial<EdgeSe
     node: { id: "luna-gateway", cluster: "luna-gateway" },
     admin: { address: address("127.0.0.1", s.adminPort) },
     static_resources: {
-      listeners: [listener("http", s.port, rpcs, s), ...(s.tls ? [listener("https", s.tls.port, rpcs, s)] : [])],
-      clusters: [...UPSTREAM_SERVICES.map((name) => serviceCluster(name, s)), otelCluster(s)],
+      listeners: [listener("http", s.port, rpcs, s), ...(s.tls ? [listener("https", s.tls.port, rpcs, s)] : []),
+        ...(s.statsPort ? [statsListener(s)] : [])],
+      clusters: [...UPSTREAM_SERVICES.map((name) => serviceCluster(name, s)), otelCluster(s), ...(s.statsPort ? [adminCluster(s)] : [])],
     },
     overload_manager: {
       refresh_interval: "0.25s",

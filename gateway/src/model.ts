@@ -24,8 +24,9 @@ export function listeners(config: Obj): Obj[] {
   return ((config.static_resources as Obj | undefined)?.listeners as Obj[] | undefined) ?? [];
 }
 
+/** The public API listeners' connection managers (`http`, and `https` when there is one; not the stats listener). */
 export function connectionManagers(config: Obj): Obj[] {
-  return listeners(config).flatMap((l) => (l.filter_chains as Obj[] ?? []).flatMap((fc) => (fc.filters as Obj[] ?? [])
+  return listeners(config).filter((l) => l.name !== "stats").flatMap((l) => (l.filter_chains as Obj[] ?? []).flatMap((fc) => (fc.filters as Obj[] ?? [])
     .filter((f) => f.name === "envoy.filters.network.http_connection_manager").map((f) => f.typed_config as Obj)));
 }
 

@@ -163,6 +163,14 @@ describe.runIf(live)("the real Envoy with the generated configuration", () => {
     expect((await call("/luna.auth.v1.AuthService/GetMe", { authorization: `Bearer ${token}` })).headers["x-upstream"]).toBe("auth");
   });
 
+  it("serves Prometheus stats on the stats listener, and nothing else of the admin interface", async () => {
+    const stats = await fetch(`${envoy.statsUrl}/stats/prometheus`);
+    expect(stats.status).toBe(200);
+    expect(await stats.text()).toContain("envoy_cluster_upstream_rq");
+    expect((await fetch(`${envoy.statsUrl}/config_dump`)).status).toBe(404);
+    expect((await fetch(`${envoy.statsUrl}/quitquitquit`, { method: "POST" })).status).toBe(404);
+  });
+
   it("answers CORS preflights without a token", async () => {
     const req = session.request({ ":method": "OPTIONS", ":path": "/luna.chat.v1.ChatService/SendMessage", origin: "https://app.example",
       "access-control-request-method": "POST", "access-control-request-headers": "content-type,connect-protocol-version,authorization" });

@@ -6,8 +6,7 @@ import { checkAccess, ruleOf } from "@luna/kit";
 import { describe, expect, it } from "vitest";
 import { checkEnvoyConfig, jwtRequirement, ownerFromRules } from "../src/checks.js";
 import { CLAIM_HEADERS, OPTIONAL_TOKEN, REQUIRE_TOKEN } from "../src/envoy.js";
-import type { routesOf } from "../src/model.js";
-import { clusters, httpFiltersOf, resolve } from "../src/model.js";
+import { clusters, httpFiltersOf, listeners, resolve, routesOf } from "../src/model.js";
 import { RULES_BY_SERVICE, SERVICE_RULES } from "../src/sources.js";
 import { allRpcs, committedConfig, hcmOf, routeList, type Obj } from "./helpers.js";
 
@@ -172,6 +171,14 @@ describe("the checks catch a deliberately broken configuration", () => {
     ["an upstream through a ClusterIP (not STRICT_DNS)", (c) => {
       clusters(c).find((x) => x.name === "chat-router")!.type = "LOGICAL_DNS";
     }, /cluster chat-router: type LOGICAL_DNS, expected STRICT_DNS/],
+    ["the stats listener exposing the whole admin interface", (c) => {
+      const stats = listeners(c).find((l) => l.name === "stats")!;
+      const hcm = ((stats.filter_chains as Obj[])[0]!.filters as Obj[])[0]!.typed_config as Obj;
+      routesOf(hcm)[0]!.match = { prefix: "/" };
+    }, /stats listener: route \{"prefix":"\/"\}/],
+    ["an API route to the admin interface", (c) => {
+      routeList(c).splice(1, 0, { name: "oops", match: { prefix: "/admin/" }, route: { cluster: "envoy-admin", timeout: "60s" } });
+    }, /route oops reaches envoy-admin, not a Luna service/],
     ["admin reachable from outside", (c) => {
       ((((c.admin as Obj).address as Obj).socket_address as Obj)).address = "0.0.0.0";
     }, /admin listens on 0\.0\.0\.0/],
