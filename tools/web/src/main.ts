@@ -1,8 +1,9 @@
-// The Luna web client: sign in (or up with an invite), then chat and images side by side with the credit balance
-// in the header.
+// The Luna web client: sign in (or up with an invite), then chat (with the conversations sidebar), images and the
+// account's usage, with the credit balance in the header.
 import { AuthService } from "@luna/contracts/luna/auth/v1/auth_service_pb.js";
 import { BillingService } from "@luna/contracts/luna/billing/v1/billing_service_pb.js";
-import { clearSession, client, loadSession, whenSessionEnds } from "./app/api.js";
+import { clearSession, client, loadSession, SESSION_STORAGE_KEY, whenSessionEnds } from "./app/api.js";
+import { accountView } from "./app/account-view.js";
 import { authView } from "./app/auth-view.js";
 import { chatView } from "./app/chat-view.js";
 import { count, h, replace } from "./app/dom.js";
@@ -17,10 +18,16 @@ let onVisible: (() => void) | undefined;
 document.addEventListener("visibilitychange", () => {
   if (document.visibilityState === "visible") onVisible?.();
 });
+// Signing out (or in) in another tab: this tab follows at once, instead of failing its next call.
+window.addEventListener("storage", (ev) => {
+  if (ev.key !== SESSION_STORAGE_KEY) return;
+  if (!ev.newValue && document.body.classList.contains("signed-in")) showAuth();
+  else if (ev.newValue && !document.body.classList.contains("signed-in")) showApp();
+});
 
 function showAuth(): void {
   onVisible = undefined;
-  document.body.classList.remove("signed-in");
+  document.body.classList.remove("signed-in", "drawer-open");
   replace(root, authView(showApp));
 }
 
@@ -38,26 +45,33 @@ function showApp(): void {
     const s = loadSession();
     clearSession();
     if (s) void client(AuthService).signOut({ refreshToken: s.refreshToken }).catch(() => undefined);
+    history.replaceState(null, "", "/");
     showAuth();
   });
 
-  const chat = chatView({ onBalance: setBalance });
+  const chat = chatView({ onBalance: setBalance, onCreditsChanged: () => void refreshBalance() });
   const images = imageView({ onCreditsChanged: () => void refreshBalance() });
+  const account = accountView();
   const tabs = h("nav", { class: "tabs", role: "tablist" });
-  const panels = { chat, images: images.el };
+  const panels = { chat: chat.el, images: images.el, account: account.el };
   const select = (name: keyof typeof panels) => {
     for (const [key, el] of Object.entries(panels)) el.hidden = key !== name;
     for (const b of tabs.querySelectorAll("button")) b.setAttribute("aria-selected", String(b.dataset.tab === name));
     if (name === "images") images.refresh();
+    if (name === "account") {
+      account.refresh();
+      void refreshBalance();
+    }
   };
-  for (const [name, label] of [["chat", "Chat"], ["images", "Images"]] as const) {
+  for (const [name, label] of [["chat", "Chat"], ["images", "Images"], ["account", "Usage"]] as const) {
     tabs.append(h("button", { type: "button", role: "tab", "data-tab": name, id: `tab-${name}`, onclick: () => select(name) }, label));
   }
 
   replace(root,
     h("header", { class: "topbar" }, h("strong", { class: "logo" }, "Luna"), tabs, h("div", { class: "spacer" }), balance, who, signOut),
-    h("main", {}, chat, images.el));
+    h("main", {}, chat.el, images.el, account.el));
   select("chat");
+  chat.route();
   // A new account's credits arrive a moment after sign-up (billing grants them on the user.created event).
   void (async () => {
     for (let i = 0; i < SIGNUP_GRANT_CHECKS && (await refreshBalance()) === 0n; i++) await new Promise((r) => setTimeout(r, 1000));

@@ -7,7 +7,9 @@ import type { DescService } from "@bufbuild/protobuf";
 import type { Tokens } from "@luna/contracts/luna/auth/v1/auth_pb.js";
 import { AuthService } from "@luna/contracts/luna/auth/v1/auth_service_pb.js";
 
-const STORAGE_KEY = "luna.session";
+/** Where the session is kept (localStorage); other tabs watch it to follow a sign-out. */
+export const SESSION_STORAGE_KEY = "luna.session";
+const STORAGE_KEY = SESSION_STORAGE_KEY;
 /** Access tokens are refreshed this long before they expire. */
 const REFRESH_SKEW_MS = 30_000;
 // These AuthService methods never carry an access token (a stale one would be rejected before Refresh runs).
@@ -99,12 +101,36 @@ export function client<S extends DescService>(service: S): Client<S> {
   return c;
 }
 
-/** A message for people: the server's reason without the "[code]" prefix. */
+/** Seconds until a retry is allowed, from a rate-limited answer's `retry-after` (or its message). */
+function retryAfterSeconds(err: ConnectError): number | undefined {
+  const header = Number(err.metadata.get("retry-after"));
+  if (Number.isFinite(header) && header > 0) return Math.ceil(header);
+  const m = /(\d+)\s*(?:s\b|seconds?)/i.exec(err.rawMessage);
+  return m ? Number(m[1]) : undefined;
+}
+
+/**
+ * A message for people: one sentence saying what happened and what to do, never the "[code]" prefix or an HTTP
+ * status name ("Too Many Requests").
+ */
 export function errorMessage(err: unknown): string {
   if (err instanceof ConnectError) {
-    if (err.code === Code.Unavailable && /fetch|network/i.test(err.rawMessage)) return "Cannot reach Luna. Is it running?";
+    const msg = err.rawMessage;
+    if (/fetch|network|load failed|connection/i.test(msg) && (err.code === Code.Unavailable || err.code === Code.Unknown || err.code === Code.Internal)) {
+      return "Luna can't be reached — check your connection and try again.";
+    }
+    if (err.code === Code.ResourceExhausted) {
+      if (/credit|balance/i.test(msg)) {
+        const first = msg.replace(/^not enough credits:?\s*/i, "");
+        return `Not enough credits${first ? ` — ${first}` : ""}. Ask an admin for more.`;
+      }
+      const wait = retryAfterSeconds(err);
+      return `Too many requests right now — try again ${wait ? `in ${wait} s` : "in a moment"}.`;
+    }
+    if (err.code === Code.Unavailable) return `The model or service is unavailable right now (${msg}) — try again shortly.`;
     if (err.code === Code.Unimplemented) return "This server does not offer that yet.";
-    return err.rawMessage;
+    return msg;
   }
+  if (err instanceof TypeError && /fetch/i.test(err.message)) return "Luna can't be reached — check your connection and try again.";
   return err instanceof Error ? err.message : String(err);
 }

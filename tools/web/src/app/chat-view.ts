@@ -1,69 +1,378 @@
-// Chat: a model switcher, the conversation, a streamed reply and a stop button.
+// Chat: the conversations sidebar (a drawer on phones), the open conversation with its history (older pages on
+// scroll up), replies streamed and rendered as markdown, stop, regenerate with sibling arrows, resume after a reload,
+// and a model picker that starts a new conversation. The URL names the conversation (/c/<id>): reload and
+// back/forward work.
+import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ChatService } from "@luna/contracts/luna/chat/v1/chat_service_pb.js";
-import { FinishReason } from "@luna/contracts/luna/chat/v1/chat_pb.js";
+import { FinishReason, MessageRole, MessageStatus, type ChatEvent, type Conversation, type Message } from "@luna/contracts/luna/chat/v1/chat_pb.js";
 import { ModelService } from "@luna/contracts/luna/models/v1/model_service_pb.js";
 import { ModelKind, ModelStatus, type Model } from "@luna/contracts/luna/models/v1/models_pb.js";
 import { client, errorMessage } from "./api.js";
-import { aboutSeconds, count, h, randomId, replace } from "./dom.js";
+import { aboutSeconds, count, formatCredits, h, randomId, replace } from "./dom.js";
+import { copyButton, renderMarkdown } from "./markdown.js";
 
 const MODEL_KEY = "luna.model";
 /** After Stop the server is asked to end the reply (so it comes with its bill); the stream is cut after this. */
 const STOP_GRACE_MS = 3000;
+/** Conversations per sidebar page, messages per history page. */
+const CONVERSATIONS_PAGE = 30;
+const MESSAGES_PAGE = 50;
 
 export interface ChatViewDeps {
   /** Credits available after a reply was billed. */
   onBalance(available: bigint): void;
+  /** Something changed the credits without telling the balance (a resumed reply ended): read it again. */
+  onCreditsChanged(): void;
 }
 
-/** Builds the chat panel; models load at once. */
-export function chatView(deps: ChatViewDeps): HTMLElement {
+/** The conversation id a path names (`/c/<id>`), if any. */
+export function conversationFromPath(path = location.pathname): string | undefined {
+  const m = /^\/c\/([\w-]+)\/?$/.exec(path);
+  return m?.[1];
+}
+
+function priceLabel(m: Model): string {
+  const p = m.prices;
+  if (!p) return "";
+  return p.inputPer1kTokens === p.outputPer1kTokens
+    ? `${formatCredits(p.inputPer1kTokens)} credits/1k tokens`
+    : `${formatCredits(p.inputPer1kTokens)} in, ${formatCredits(p.outputPer1kTokens)} out /1k tokens`;
+}
+
+function contextLabel(m: Model): string {
+  return m.contextWindow >= 1024 ? `${Math.round(m.contextWindow / 1024)}k context` : `${m.contextWindow} context`;
+}
+
+/** One rendered assistant reply. */
+interface Reply {
+  el: HTMLElement;
+  body: HTMLElement;
+  meta: HTMLElement;
+  actions: HTMLElement;
+  text: string;
+}
+
+/** Builds the chat panel (sidebar included); models and conversations load at once. */
+export function chatView(deps: ChatViewDeps): { el: HTMLElement; route(): void } {
   const chat = client(ChatService);
   const modelSelect = h("select", { id: "model", "aria-label": "Model" });
+  const modelInfo = h("span", { class: "muted model-info", id: "model-info" });
   const messages = h("div", { class: "messages", id: "messages", "aria-live": "polite" });
   const input = h("textarea", { id: "chat-input", rows: 2, placeholder: "Message Luna… (Enter sends, Shift+Enter: new line)" });
   const send = h("button", { type: "submit", class: "primary", id: "send" }, "Send");
   const stop = h("button", { type: "button", id: "stop", class: "danger", hidden: true }, "Stop");
-  const empty = h("p", { class: "empty muted" }, "Pick a model and say hello.");
-  let models: Model[] = [];
-  let conversationId: string | undefined;
-  let current: { abort: AbortController; messageId: string; stopping: boolean } | undefined;
+  const systemPrompt = h("textarea", { id: "system-prompt", rows: 2, placeholder: "System prompt (optional): how the model should behave" });
+  const maxTokens = h("input", { id: "max-tokens", type: "number", min: 1, step: 1, placeholder: "model maximum", inputmode: "numeric" });
+  const settings = h("details", { class: "new-chat-settings", id: "new-chat-settings" },
+    h("summary", {}, "Conversation settings"),
+    h("label", {}, h("span", { class: "muted" }, "System prompt"), systemPrompt),
+    h("label", {}, h("span", { class: "muted" }, "Max reply tokens"), maxTokens));
+  const title = h("h1", { class: "conv-title", id: "conversation-title" }, "New chat");
+  const list = h("ul", { class: "conv-list", id: "conversation-list" });
+  const listStatus = h("p", { class: "muted list-status" });
+  const sidebar = h("aside", { class: "sidebar", id: "sidebar" });
+  const newChatButton = h("button", { type: "button", class: "primary", id: "new-chat" }, "+ New chat");
+  const toggle = h("button", { type: "button", class: "ghost drawer-toggle", id: "toggle-sidebar", "aria-label": "Conversations",
+    "aria-controls": "sidebar" }, "☰");
 
-  const newChat = () => {
-    conversationId = undefined;
-    replace(messages, empty);
+  let models: Model[] = [];
+  let conversation: Conversation | undefined;
+  /** Where the sidebar's next page of conversations starts ("" = none left). */
+  let listToken = "";
+  let listLoading = false;
+  /** History: where older messages start ("" = none left). */
+  let olderToken = "";
+  let olderLoading = false;
+  let current: { abort: AbortController; messageId: string; stopping: boolean } | undefined;
+  /** Bumped whenever another conversation is opened, so a late answer for the previous one is dropped. */
+  let generation = 0;
+  /** Assistant messages by parent (user message) id: siblings oldest first, for the "1 / 2" arrows. */
+  const siblings = new Map<string, Message[]>();
+  const shown = new Map<string, number>();
+  const replyOf = new WeakMap<HTMLElement, Reply>();
+  /** Max reply tokens chosen when this tab created a conversation (the API takes it per message). */
+  const maxTokensFor = new Map<string, number>();
+
+  // ---- Sidebar ------------------------------------------------------------------------------------------------
+
+  const closeDrawer = () => document.body.classList.remove("drawer-open");
+  toggle.addEventListener("click", () => document.body.classList.toggle("drawer-open"));
+
+  const conversationLabel = (c: Conversation) => c.title || c.lastMessagePreview || "New chat";
+
+  const listItem = (c: Conversation): HTMLElement => {
+    const link = h("a", { href: `/c/${c.id}`, class: "conv-link", title: conversationLabel(c) }, conversationLabel(c));
+    link.addEventListener("click", (ev) => {
+      const mouse = ev as MouseEvent;
+      if (mouse.ctrlKey || mouse.metaKey || mouse.shiftKey) return; // a new tab or window: let the browser do it
+      ev.preventDefault();
+      navigate(`/c/${c.id}`);
+    });
+    const rename = h("button", { type: "button", class: "ghost icon", title: "Rename", "aria-label": "Rename", "data-action": "rename" }, "✎");
+    const del = h("button", { type: "button", class: "ghost icon", title: "Delete", "aria-label": "Delete", "data-action": "delete" }, "🗑");
+    const li = h("li", { class: "conv", "data-id": c.id }, link, rename, del);
+    if (conversation?.id === c.id) li.classList.add("active");
+    rename.addEventListener("click", () => {
+      const field = h("input", { class: "rename-input", value: c.title || conversationLabel(c), maxlength: 200, "aria-label": "New title" });
+      link.replaceWith(field);
+      field.focus();
+      field.select();
+      let done = false;
+      const finish = (save: boolean) => {
+        if (done) return;
+        done = true;
+        const text = field.value.trim();
+        field.replaceWith(link);
+        if (!save || !text || text === c.title) return;
+        chat.renameConversation({ conversationId: c.id, title: text }).then((res) => {
+          c.title = res.conversation?.title ?? text;
+          link.textContent = conversationLabel(c);
+          link.title = conversationLabel(c);
+          if (conversation?.id === c.id) {
+            conversation.title = c.title;
+            setTitle(conversation);
+          }
+        }, (err: unknown) => showNotice(`Could not rename: ${errorMessage(err)}`));
+      };
+      field.addEventListener("keydown", (ev) => {
+        if (ev.key === "Enter") finish(true);
+        else if (ev.key === "Escape") finish(false);
+      });
+      field.addEventListener("blur", () => finish(true));
+    });
+    del.addEventListener("click", () => {
+      if (!confirm(`Delete "${conversationLabel(c)}"? This cannot be undone.`)) return;
+      chat.deleteConversation({ conversationId: c.id }).then(() => {
+        li.remove();
+        if (conversation?.id === c.id) navigate("/");
+        if (!list.querySelector(".conv")) listStatus.textContent = "No conversations yet.";
+      }, (err: unknown) => showNotice(`Could not delete: ${errorMessage(err)}`));
+    });
+    return li;
+  };
+
+  const loadConversations = async (reset: boolean) => {
+    if (listLoading || (!reset && !listToken)) return;
+    listLoading = true;
+    try {
+      const res = await chat.listConversations({ page: { pageSize: CONVERSATIONS_PAGE, pageToken: reset ? "" : listToken } });
+      if (reset) replace(list);
+      for (const c of res.conversations) {
+        if (!list.querySelector(`.conv[data-id="${CSS.escape(c.id)}"]`)) list.append(listItem(c));
+      }
+      listToken = res.page?.nextPageToken ?? "";
+      listStatus.textContent = list.querySelector(".conv") ? "" : "No conversations yet.";
+    } catch (err) {
+      listStatus.textContent = `Conversations could not be loaded: ${errorMessage(err)}`;
+    } finally {
+      listLoading = false;
+    }
+  };
+  // More conversations as the list is scrolled to its end.
+  const listBox = h("div", { class: "conv-scroll", id: "conversation-scroll" }, list, listStatus);
+  listBox.addEventListener("scroll", () => {
+    if (listBox.scrollTop + listBox.clientHeight >= listBox.scrollHeight - 40) void loadConversations(false);
+  });
+  const markActive = () => {
+    for (const li of list.querySelectorAll<HTMLElement>(".conv")) li.classList.toggle("active", li.dataset.id === conversation?.id);
+  };
+  /** Moves (or adds) a conversation to the top of the list: it has the newest activity. */
+  const bumpConversation = (c: Conversation) => {
+    list.querySelector(`.conv[data-id="${CSS.escape(c.id)}"]`)?.remove();
+    list.prepend(listItem(c));
+    listStatus.textContent = "";
+    markActive();
+  };
+
+  // ---- Models ---------------------------------------------------------------------------------------------------
+
+  const selectedModel = () => models.find((m) => m.id === modelSelect.value);
+  const showModelInfo = () => {
+    const m = selectedModel();
+    modelInfo.textContent = m ? `${priceLabel(m)} · ${contextLabel(m)}` : "";
   };
   modelSelect.addEventListener("change", () => {
     localStorage.setItem(MODEL_KEY, modelSelect.value);
-    newChat(); // a conversation's model is fixed: switching starts a new one
+    showModelInfo();
+    // A conversation's model is fixed: another model starts a new conversation (the old one stays in the list).
+    if (conversation && conversation.modelId !== modelSelect.value) navigate("/", { keepModel: true });
   });
-
-  void client(ModelService).listModels({ kind: ModelKind.TEXT }).then((res) => {
+  const modelsLoaded = client(ModelService).listModels({ kind: ModelKind.TEXT }).then((res) => {
     models = res.models;
     const saved = localStorage.getItem(MODEL_KEY);
     // A STANDBY model is selectable: its pool scaled to zero and wakes when asked (the reply says "warming up").
     replace(modelSelect, ...models.map((m) => h("option", { value: m.id, disabled: m.status === ModelStatus.OFFLINE },
-      `${m.displayName || m.id}${m.status === ModelStatus.STANDBY ? " (sleeping)" : ""}`)));
-    const preferred = models.find((m) => m.id === saved) ?? models.find((m) => m.status === ModelStatus.AVAILABLE) ?? models[0];
+      `${m.displayName || m.id} · ${priceLabel(m)} · ${contextLabel(m)}${m.status === ModelStatus.STANDBY ? " (sleeping)" : ""}`)));
+    const preferred = conversation ? models.find((m) => m.id === conversation!.modelId)
+      : models.find((m) => m.id === saved) ?? models.find((m) => m.status === ModelStatus.AVAILABLE) ?? models[0];
     if (preferred) modelSelect.value = preferred.id;
-  }, (err: unknown) => replace(messages, h("p", { class: "form-error" }, `Models could not be loaded: ${errorMessage(err)}`)));
+    showModelInfo();
+  }, (err: unknown) => showNotice(`Models could not be loaded: ${errorMessage(err)}`));
 
-  const bubble = (role: "user" | "assistant", text: string) => {
-    empty.remove();
-    const body = h("div", { class: "text" }, text);
-    const meta = h("div", { class: "meta" });
-    const el = h("div", { class: `msg ${role}` }, body, meta);
-    messages.append(el);
-    messages.scrollTop = messages.scrollHeight;
-    return { el, body, meta };
+  // ---- Messages -------------------------------------------------------------------------------------------------
+
+  const empty = h("p", { class: "empty muted" }, "Pick a model and say hello.");
+  const notice = h("p", { class: "notice form-error", role: "alert", hidden: true });
+  const showNotice = (text: string) => {
+    notice.textContent = text;
+    notice.hidden = !text;
   };
 
-  const newChatButton = h("button", { type: "button", class: "ghost", id: "new-chat", onclick: newChat }, "New chat");
+  const setTitle = (c: Conversation | undefined) => {
+    title.textContent = c ? conversationLabel(c) : "New chat";
+    document.title = c ? `${conversationLabel(c)} · Luna` : "Luna";
+  };
+
+  const scrollToEnd = () => (messages.scrollTop = messages.scrollHeight);
+
+  const userBubble = (text: string): HTMLElement => {
+    empty.remove();
+    return h("div", { class: "msg user" }, h("div", { class: "text" }, text));
+  };
+
+  const newReply = (): Reply => {
+    empty.remove();
+    const body = h("div", { class: "text md" });
+    const meta = h("div", { class: "meta" });
+    const actions = h("div", { class: "msg-actions" });
+    return { el: h("div", { class: "msg assistant" }, body, meta, actions), body, meta, actions, text: "" };
+  };
+
+  /** Renders a reply's text as markdown, at most once per frame while it streams. */
+  const renderLater = (() => {
+    const pending = new Set<Reply>();
+    let scheduled = false;
+    return (r: Reply) => {
+      pending.add(r);
+      if (scheduled) return;
+      scheduled = true;
+      requestAnimationFrame(() => {
+        scheduled = false;
+        const atEnd = messages.scrollHeight - messages.scrollTop - messages.clientHeight < 60;
+        for (const p of pending) renderMarkdown(p.body, p.text);
+        pending.clear();
+        if (atEnd) scrollToEnd();
+      });
+    };
+  })();
+
+  const finishedMeta = (m: { finishReason: FinishReason; completionTokens: bigint; creditsCharged: bigint }) =>
+    `${m.finishReason === FinishReason.CANCELLED ? "stopped · " : ""}${count(m.completionTokens, "token")} · ${count(m.creditsCharged, "credit")}` +
+    (m.finishReason === FinishReason.LENGTH ? " · reached the token limit" : "");
+
+  /** Fills a reply element from a stored message. */
+  const showStored = (r: Reply, m: Message) => {
+    r.text = m.content;
+    r.el.dataset.id = m.id;
+    r.el.classList.remove("stopped", "failed", "streaming");
+    renderMarkdown(r.body, m.content);
+    if (m.status === MessageStatus.COMPLETE) r.meta.textContent = finishedMeta(m);
+    else if (m.status === MessageStatus.STOPPED) {
+      r.el.classList.add("stopped");
+      r.meta.textContent = finishedMeta({ ...m, finishReason: FinishReason.CANCELLED });
+    } else if (m.status === MessageStatus.FAILED) {
+      r.el.classList.add("failed");
+      r.meta.textContent = `failed: ${m.errorMessage || m.errorCode}`;
+    } else r.meta.textContent = "";
+  };
+
+  /** The copy / regenerate buttons and the sibling arrows of a reply. */
+  const fillActions = (r: Reply, parentId: string, isLast: boolean) => {
+    const group = siblings.get(parentId) ?? [];
+    const index = shown.get(parentId) ?? group.length - 1;
+    const parts: HTMLElement[] = [copyButton("Copy", () => r.text, { "data-copy": "reply" })];
+    if (group.length > 1) {
+      const prev = h("button", { type: "button", class: "ghost icon", "aria-label": "Previous reply", "data-action": "prev-sibling",
+        disabled: index === 0 }, "‹");
+      const next = h("button", { type: "button", class: "ghost icon", "aria-label": "Next reply", "data-action": "next-sibling",
+        disabled: index === group.length - 1 }, "›");
+      const at = h("span", { class: "sibling-count muted" }, `${index + 1} / ${group.length}`);
+      const go = (to: number) => {
+        shown.set(parentId, to);
+        showStored(r, group[to]!);
+        fillActions(r, parentId, isLast);
+      };
+      prev.addEventListener("click", () => go(index - 1));
+      next.addEventListener("click", () => go(index + 1));
+      parts.push(h("span", { class: "siblings" }, prev, at, next));
+    }
+    if (isLast) {
+      const regen = h("button", { type: "button", class: "ghost", "data-action": "regenerate", title: "Write this reply again",
+        disabled: current !== undefined }, "↻ Regenerate");
+      regen.addEventListener("click", () => void regenerate(r, parentId));
+      parts.push(regen);
+    }
+    replace(r.actions, ...parts);
+  };
+
+  /** Only the last reply can be regenerated: redraw the buttons of every reply. */
+  const refreshActions = () => {
+    const replies = [...messages.querySelectorAll<HTMLElement>(".msg.assistant")];
+    for (const el of replies) {
+      const r = replyOf.get(el);
+      if (r && el.dataset.parent) fillActions(r, el.dataset.parent, el === replies.at(-1));
+    }
+  };
+
+  /** Shows a page of stored messages (oldest first), after what is shown, or before it (an older page). */
+  const showMessages = (page: Message[], where: "append" | "prepend") => {
+    const nodes: HTMLElement[] = [];
+    const streaming: { r: Reply; m: Message }[] = [];
+    for (const m of page) {
+      if (m.role === MessageRole.USER) {
+        nodes.push(userBubble(m.content));
+        continue;
+      }
+      const group = siblings.get(m.parentId) ?? [];
+      if (!group.some((x) => x.id === m.id)) group.push(m);
+      siblings.set(m.parentId, group);
+      if (!m.active) continue; // an older sibling: reached with the arrows of the active one
+      const r = newReply();
+      r.el.dataset.parent = m.parentId;
+      replyOf.set(r.el, r);
+      showStored(r, m);
+      nodes.push(r.el);
+      if (m.status === MessageStatus.STREAMING) streaming.push({ r, m });
+    }
+    for (const [parent, group] of siblings) {
+      group.sort((a, b) => (a.createdAt && b.createdAt ? timestampMs(a.createdAt) - timestampMs(b.createdAt) : 0));
+      shown.set(parent, Math.max(0, group.findIndex((x) => x.active)));
+    }
+    if (where === "append") messages.append(...nodes);
+    else {
+      const before = messages.scrollHeight;
+      messages.prepend(...nodes);
+      messages.scrollTop += messages.scrollHeight - before; // keep what the reader was looking at in place
+    }
+    refreshActions();
+    return streaming;
+  };
+
+  // Older messages as the history is scrolled to its top.
+  const loadOlder = async () => {
+    if (!conversation || !olderToken || olderLoading) return;
+    olderLoading = true;
+    const gen = generation;
+    try {
+      const res = await chat.getConversation({ conversationId: conversation.id, messagesPage: { pageSize: MESSAGES_PAGE, pageToken: olderToken } });
+      if (gen !== generation) return;
+      olderToken = res.messagesPage?.nextPageToken ?? "";
+      showMessages(res.messages, "prepend");
+    } catch (err) {
+      showNotice(`Older messages could not be loaded: ${errorMessage(err)}`);
+    } finally {
+      olderLoading = false;
+    }
+  };
+  messages.addEventListener("scroll", () => {
+    if (messages.scrollTop < 80) void loadOlder();
+  });
+
   const setBusy = (busy: boolean) => {
     send.disabled = busy;
     stop.hidden = !busy;
-    modelSelect.disabled = busy;
-    newChatButton.disabled = busy;
+    for (const b of messages.querySelectorAll<HTMLButtonElement>("[data-action=regenerate]")) b.disabled = busy;
   };
 
   stop.addEventListener("click", () => {
@@ -75,76 +384,237 @@ export function chatView(deps: ChatViewDeps): HTMLElement {
     chat.stopGeneration({ messageId: c.messageId }).catch(() => c.abort.abort());
   });
 
-  const submit = async () => {
-    const text = input.value.trim();
-    if (!text || current) return;
-    const modelId = modelSelect.value;
-    if (!modelId) return;
-    input.value = "";
-    bubble("user", text);
-    const reply = bubble("assistant", "");
-    reply.el.classList.add("streaming");
-    current = { abort: new AbortController(), messageId: "", stopping: false };
-    setBusy(true);
-    let written = "";
+  /** Follows one reply's event stream into `r`: text as it arrives (markdown), "warming up" while the model wakes, the bill. */
+  const follow = async (r: Reply, events: AsyncIterable<{ event?: ChatEvent }>) => {
+    r.el.classList.add("streaming");
+    const state = current!;
     // While the model warms up: the server's last `waiting` event, counted down locally between its repeats.
     let warming: { modelId: string; endsAt: number } | undefined;
     const showWarming = () => {
-      if (warming) reply.meta.textContent = `warming up ${warming.modelId} (${aboutSeconds(warming.endsAt - Date.now())})`;
+      if (warming) r.meta.textContent = `warming up ${warming.modelId} (${aboutSeconds(warming.endsAt - Date.now())})`;
     };
     const ticker = setInterval(showWarming, 1000);
     try {
-      if (!conversationId) {
-        const res = await chat.createConversation({ modelId });
-        conversationId = res.conversation?.id;
-      }
-      const stream = chat.sendMessage({ conversationId, text, clientMessageId: randomId() }, { signal: current.abort.signal });
-      for await (const res of stream) {
+      for await (const res of events) {
         const ev = res.event?.event;
-        if (ev?.case === "started") current.messageId = ev.value.assistantMessageId;
-        else if (ev?.case === "waiting") {
-          reply.el.classList.add("warming");
+        if (ev?.case === "started") {
+          state.messageId = ev.value.assistantMessageId;
+          r.el.dataset.id = ev.value.assistantMessageId;
+          r.el.dataset.parent = ev.value.userMessageId;
+        } else if (ev?.case === "waiting") {
+          r.el.classList.add("warming");
           warming = { modelId: ev.value.modelId, endsAt: Date.now() + Number(ev.value.expectedWaitMs - ev.value.elapsedMs) };
           showWarming();
         } else if (ev?.case === "delta") {
           if (warming) {
             warming = undefined;
-            reply.el.classList.remove("warming");
-            reply.meta.textContent = "";
+            r.el.classList.remove("warming");
+            r.meta.textContent = "";
           }
-          written += ev.value.text;
-          reply.body.textContent = written;
-          messages.scrollTop = messages.scrollHeight;
+          // `offset` is the reply's length after this delta: place the text there (a resumed stream starts at 0).
+          const start = Number(ev.value.offset) - ev.value.text.length;
+          r.text = (start >= 0 && start <= r.text.length ? r.text.slice(0, start) : r.text) + ev.value.text;
+          renderLater(r);
         } else if (ev?.case === "finished") {
-          const f = ev.value;
-          const stopped = f.finishReason === FinishReason.CANCELLED ? "stopped · " : "";
-          reply.meta.textContent = `${stopped}${count(f.completionTokens, "token")} · ${count(f.creditsCharged, "credit")}`;
-          if (stopped) reply.el.classList.add("stopped");
-          deps.onBalance(f.balanceAfter);
+          r.meta.textContent = finishedMeta(ev.value);
+          if (ev.value.finishReason === FinishReason.CANCELLED) r.el.classList.add("stopped");
+          deps.onBalance(ev.value.balanceAfter);
         } else if (ev?.case === "error") {
-          reply.el.classList.add("failed");
-          reply.meta.textContent = `failed: ${ev.value.message || ev.value.code}`;
+          r.el.classList.add("failed");
+          r.meta.textContent = `failed: ${ev.value.message || ev.value.code}`;
           deps.onBalance(ev.value.balanceAfter);
         }
       }
     } catch (err) {
-      const cancelled = current.abort.signal.aborted || (err instanceof ConnectError && err.code === Code.Canceled);
+      const cancelled = state.abort.signal.aborted || (err instanceof ConnectError && err.code === Code.Canceled);
       if (cancelled) {
-        reply.el.classList.add("stopped");
-        reply.meta.textContent = "stopped";
+        r.el.classList.add("stopped");
+        r.meta.textContent ||= "stopped";
       } else {
-        reply.el.classList.add("failed");
-        reply.meta.textContent = errorMessage(err);
+        r.el.classList.add("failed");
+        r.meta.textContent = errorMessage(err);
       }
     } finally {
       clearInterval(ticker);
-      reply.el.classList.remove("streaming", "warming");
-      if (!written && !reply.meta.textContent) reply.meta.textContent = "(no reply)";
+      renderMarkdown(r.body, r.text);
+      r.el.classList.remove("streaming", "warming");
+      if (!r.text && !r.meta.textContent) r.meta.textContent = "(no reply)";
+    }
+  };
+
+  /** Records a finished reply as the newest sibling of its group and redraws the buttons. */
+  const settle = (r: Reply) => {
+    const parent = r.el.dataset.parent;
+    const id = r.el.dataset.id;
+    if (!parent || !id) return;
+    replyOf.set(r.el, r);
+    const group = siblings.get(parent) ?? [];
+    const status = r.el.classList.contains("failed") ? MessageStatus.FAILED
+      : r.el.classList.contains("stopped") ? MessageStatus.STOPPED : MessageStatus.COMPLETE;
+    for (const m of group) m.active = false;
+    const existing = group.findIndex((m) => m.id === id);
+    if (existing >= 0) Object.assign(group[existing]!, { content: r.text, status, active: true });
+    else group.push({ id, parentId: parent, content: r.text, status, active: true } as Message);
+    siblings.set(parent, group);
+    shown.set(parent, existing >= 0 ? existing : group.length - 1);
+    const meta = r.meta.textContent; // what the stream said (tokens and credits) stays
+    refreshActions();
+    r.meta.textContent = meta;
+  };
+
+  const submit = async () => {
+    const text = input.value.trim();
+    if (!text || current) return;
+    const modelId = conversation?.modelId ?? modelSelect.value;
+    if (!modelId) return;
+    const limit = maxTokens.value ? Number(maxTokens.value) : 0;
+    if (!conversation && (!Number.isSafeInteger(limit) || limit < 0)) return showNotice("Max reply tokens must be a positive whole number.");
+    showNotice("");
+    input.value = "";
+    messages.append(userBubble(text));
+    const r = newReply();
+    messages.append(r.el);
+    scrollToEnd();
+    current = { abort: new AbortController(), messageId: "", stopping: false };
+    setBusy(true);
+    try {
+      if (!conversation) {
+        const res = await chat.createConversation({ modelId, systemPrompt: systemPrompt.value.trim() });
+        if (!res.conversation) throw new Error("the server returned no conversation");
+        conversation = res.conversation;
+        maxTokensFor.set(conversation.id, limit);
+        history.pushState(null, "", `/c/${conversation.id}`);
+        settings.hidden = true;
+        setTitle(conversation);
+      }
+      const c = conversation;
+      if (!c.lastMessagePreview) c.lastMessagePreview = text;
+      bumpConversation(c);
+      await follow(r, chat.sendMessage({ conversationId: c.id, text, clientMessageId: randomId(), maxOutputTokens: maxTokensFor.get(c.id) ?? 0 },
+        { signal: current.abort.signal }));
+      settle(r);
+    } catch (err) {
+      r.el.classList.add("failed");
+      r.meta.textContent = errorMessage(err);
+    } finally {
       current = undefined;
       setBusy(false);
       input.focus();
     }
   };
+
+  const regenerate = async (r: Reply, parentId: string) => {
+    const group = siblings.get(parentId) ?? [];
+    const target = group[shown.get(parentId) ?? group.length - 1] ?? group.at(-1);
+    if (!target || current || !conversation) return;
+    const fresh = newReply();
+    fresh.el.dataset.parent = parentId;
+    r.el.replaceWith(fresh.el);
+    current = { abort: new AbortController(), messageId: "", stopping: false };
+    setBusy(true);
+    try {
+      await follow(fresh, chat.regenerateMessage({ messageId: target.id, maxOutputTokens: maxTokensFor.get(conversation.id) ?? 0 },
+        { signal: current.abort.signal }));
+      settle(fresh);
+    } catch (err) {
+      fresh.el.classList.add("failed");
+      fresh.meta.textContent = errorMessage(err);
+    } finally {
+      current = undefined;
+      setBusy(false);
+    }
+  };
+
+  /** Continues a reply that was still being written (e.g. before a reload): it keeps streaming here, billed once. */
+  const resume = async (r: Reply, m: Message) => {
+    if (current) return;
+    current = { abort: new AbortController(), messageId: m.id, stopping: false };
+    setBusy(true);
+    try {
+      await follow(r, chat.resumeStream({ messageId: m.id, offset: 0n }, { signal: current.abort.signal }));
+      settle(r);
+      deps.onCreditsChanged();
+    } finally {
+      current = undefined;
+      setBusy(false);
+    }
+  };
+
+  // ---- Routing --------------------------------------------------------------------------------------------------
+
+  const reset = () => {
+    current?.abort.abort();
+    current = undefined;
+    setBusy(false);
+    generation++;
+    siblings.clear();
+    shown.clear();
+    olderToken = "";
+    showNotice("");
+    replace(messages, empty);
+  };
+
+  /** Shows what the URL names: a conversation (/c/<id>), or a new chat. */
+  const route = () => {
+    closeDrawer();
+    const id = conversationFromPath();
+    reset();
+    if (!id) {
+      conversation = undefined;
+      settings.hidden = false;
+      setTitle(undefined);
+      markActive();
+      const saved = localStorage.getItem(MODEL_KEY);
+      if (saved && models.some((m) => m.id === saved)) modelSelect.value = saved;
+      showModelInfo();
+      return;
+    }
+    settings.hidden = true;
+    const gen = generation;
+    replace(messages, h("p", { class: "empty muted" }, "Loading…"));
+    chat.getConversation({ conversationId: id, messagesPage: { pageSize: MESSAGES_PAGE } }).then(async (res) => {
+      if (gen !== generation) return;
+      conversation = res.conversation;
+      replace(messages);
+      if (!conversation) return;
+      setTitle(conversation);
+      markActive();
+      await modelsLoaded;
+      if (gen !== generation) return;
+      modelSelect.value = conversation.modelId;
+      showModelInfo();
+      olderToken = res.messagesPage?.nextPageToken ?? "";
+      const streaming = showMessages(res.messages, "append");
+      if (res.messages.length === 0) messages.append(empty);
+      scrollToEnd();
+      // A first page that does not fill the view cannot be scrolled up: fetch the older one at once then.
+      if (olderToken && messages.scrollHeight <= messages.clientHeight) void loadOlder();
+      for (const { r, m } of streaming) void resume(r, m);
+    }, (err: unknown) => {
+      if (gen !== generation) return;
+      conversation = undefined;
+      replace(messages, h("p", { class: "empty form-error" }, err instanceof ConnectError && err.code === Code.NotFound
+        ? "This conversation does not exist (it may have been deleted)." : `The conversation could not be loaded: ${errorMessage(err)}`));
+    });
+  };
+
+  const navigate = (path: string, opts: { keepModel?: boolean } = {}) => {
+    if (location.pathname !== path) history.pushState(null, "", path);
+    const model = modelSelect.value;
+    route();
+    if (opts.keepModel) {
+      modelSelect.value = model;
+      showModelInfo();
+    }
+  };
+  newChatButton.addEventListener("click", () => {
+    navigate("/");
+    input.focus();
+  });
+  // After a sign-out this view is gone (another replaces it): it stops following the URL.
+  window.addEventListener("popstate", () => {
+    if (panel.isConnected) route();
+  });
 
   const form = h("form", { class: "composer" }, input, h("div", { class: "actions" }, stop, send));
   form.addEventListener("submit", (ev) => {
@@ -158,10 +628,12 @@ export function chatView(deps: ChatViewDeps): HTMLElement {
     }
   });
 
-  replace(messages, empty);
-  return h("section", { class: "panel chat", id: "chat" },
-    h("div", { class: "toolbar" },
-      h("label", {}, h("span", { class: "muted" }, "Model"), modelSelect),
-      newChatButton),
-    messages, form);
+  replace(sidebar, newChatButton, h("h2", { class: "muted" }, "Conversations"), listBox);
+  void loadConversations(true);
+  const panel = h("section", { class: "panel chat", id: "chat" },
+    h("div", { class: "toolbar" }, toggle, title),
+    h("div", { class: "toolbar model-row" }, h("label", {}, h("span", { class: "muted" }, "Model"), modelSelect), modelInfo),
+    settings, notice, messages, form);
+  const el = h("div", { class: "chat-layout" }, sidebar, h("div", { class: "drawer-shade", onclick: closeDrawer }), panel);
+  return { el, route };
 }
