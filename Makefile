@@ -58,7 +58,7 @@ unit: deps ## Run the tests of one path quickly: make unit P=services/billing
 	node_modules/.bin/vitest run $(P)
 
 .PHONY: gateway
-gateway: $(NPM_STAMP) ## Regenerate the Envoy config charts/gateway/files/envoy.yaml from gateway/src/routes.ts (checked by make test)
+gateway: deps ## Regenerate the Envoy config charts/gateway/files/envoy.yaml from gateway/src/routes.ts (checked by make test)
 	$(TSX) gateway/src/generate.ts
 
 .PHONY: charts
