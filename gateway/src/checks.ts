@@ -119,6 +119,9 @@ export function checkEnvoyConfig(config: Obj, rpcs: readonly Rpc[], owner: (prot
       if (jwksCluster !== "auth") problems.push(`${at}: JWKS not fetched through the auth cluster`);
       if (provider.payload_in_metadata !== JWT_PAYLOAD_METADATA) problems.push(`${at}: jwt payload not in metadata ${JWT_PAYLOAD_METADATA}`);
       if (provider.forward !== true) problems.push(`${at}: the token is not forwarded (services verify it themselves)`);
+      if (JSON.stringify(provider.from_headers) !== JSON.stringify([{ name: "Authorization", value_prefix: "Bearer " }]) || provider.from_params) {
+        problems.push(`${at}: tokens are taken from elsewhere than the Authorization header (services read only that)`);
+      }
       const claimHeaders = ((provider.claim_to_headers as Obj[] | undefined) ?? []).map((c) => (c.header_name as string).toLowerCase()).sort();
       const stripped = ((((filter(hcm, "envoy.filters.http.header_mutation")?.mutations as Obj | undefined)?.request_mutations as Obj[] | undefined) ?? [])
         .map((m) => String(m.remove).toLowerCase())).sort();

@@ -369,6 +369,9 @@ export function httpFilters(s: EdgeSettings): Array<Record<string, unknown>> {
             async_fetch: { fast_listener: false, failed_refetch_duration: "5s" },
             retry_policy: { num_retries: 3, retry_back_off: { base_interval: "0.2s", max_interval: "2s" } },
           },
+          // Only where the services read it: without this Envoy would also take `?access_token=` (tokens in URLs end
+          // up in logs, and the services would not see them).
+          from_headers: [{ name: "Authorization", value_prefix: "Bearer " }],
           // Services verify the token themselves (nothing inside trusts a header alone): pass it on.
           forward: true,
           clock_skew_seconds: s.jwtClockSkewSeconds,

@@ -147,6 +147,10 @@ describe("the checks catch a deliberately broken configuration", () => {
     ["a public RPC demanding a token", (c) => {
       routeFor(c, "/luna.models.v1.ModelService/ListModels").typed_per_filter_config!["envoy.filters.http.jwt_authn"]!.requirement_name = REQUIRE_TOKEN;
     }, /ListModels \(public\) has jwt requirement token, expected optional/],
+    ["tokens accepted from the query string", (c) => {
+      const jwt = httpFiltersOf(hcmOf(c)).find((f) => f.name === "envoy.filters.http.jwt_authn")!.typed_config as Obj;
+      delete ((jwt.providers as Record<string, Obj>).luna!).from_headers;
+    }, /tokens are taken from elsewhere than the Authorization header/],
     ["a claim header not stripped", (c) => {
       const m = httpFiltersOf(hcmOf(c)).find((f) => f.name === "envoy.filters.http.header_mutation")!.typed_config as Obj;
       ((m.mutations as Obj).request_mutations as unknown[]).pop();
