@@ -45,6 +45,7 @@ export function imageView(deps: ImageViewDeps): { el: HTMLElement; refresh(): vo
   const countSelect = h("select", { id: "count", "aria-label": "Images" });
   const generate = h("button", { type: "submit", class: "primary", id: "generate" }, "Generate");
   const cancel = h("button", { type: "button", class: "ghost", id: "cancel-job", hidden: true }, "Cancel");
+  const price = h("span", { class: "price muted", id: "image-price", title: "Held when you submit; a failed job costs nothing" });
   const bar = h("div", { class: "bar-fill" });
   const status = h("span", { class: "job-status", id: "job-status" });
   const preview = h("img", { class: "preview", alt: "", hidden: true });
@@ -61,9 +62,16 @@ export function imageView(deps: ImageViewDeps): { el: HTMLElement; refresh(): vo
     if (p?.defaultSize) sizeSelect.value = `${p.defaultSize.width}x${p.defaultSize.height}`;
     const max = Math.max(1, p?.maxImages ?? 1);
     replace(countSelect, ...Array.from({ length: max }, (_, i) => h("option", { value: i + 1 }, `${i + 1} image${i ? "s" : ""}`)));
+    showPrice();
+  };
+  /** The price before submitting: per image times the count. */
+  const showPrice = () => {
+    const w = workflows.find((x) => x.id === workflowSelect.value);
+    price.textContent = w ? `${count(w.pricePerImage * BigInt(countSelect.value || "1"), "credit")}` : "";
     generate.title = w ? `${count(w.pricePerImage, "credit")} per image` : "";
   };
   workflowSelect.addEventListener("change", fillOptions);
+  countSelect.addEventListener("change", showPrice);
 
   void client(ModelService).listWorkflows({}).then((res) => {
     workflows = res.workflows;
@@ -105,7 +113,7 @@ export function imageView(deps: ImageViewDeps): { el: HTMLElement; refresh(): vo
 
   const form = h("form", { class: "image-form" },
     prompt,
-    h("div", { class: "row" }, workflowSelect, sizeSelect, countSelect, cancel, generate));
+    h("div", { class: "row" }, workflowSelect, sizeSelect, countSelect, h("span", { class: "row submit-row" }, price, cancel, generate)));
   form.addEventListener("submit", (ev) => {
     ev.preventDefault();
     void run();
