@@ -6,7 +6,7 @@ import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegen
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Duration } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration } from "@bufbuild/protobuf/wkt";
-import type { Invite, Role, User } from "./auth_pb.js";
+import type { ApiKey, Invite, Role, User } from "./auth_pb.js";
 import { file_luna_auth_v1_auth } from "./auth_pb.js";
 import type { PageRequest, PageResponse } from "../../common/v1/common_pb.js";
 import { file_luna_common_v1_common } from "../../common/v1/common_pb.js";
@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file luna/auth/v1/auth_admin_service.proto.
  */
 export const file_luna_auth_v1_auth_admin_service: GenFile = /*@__PURE__*/
-  fileDesc("CiVsdW5hL2F1dGgvdjEvYXV0aF9hZG1pbl9zZXJ2aWNlLnByb3RvEgxsdW5hLmF1dGgudjEieQoUQ3JlYXRlSW52aXRlc1JlcXVlc3QSDQoFY291bnQYASABKAUSFQoNdXNlc19wZXJfY29kZRgCIAEoBRItCgpleHBpcmVzX2luGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEgwKBG5vdGUYBCABKAkiPgoVQ3JlYXRlSW52aXRlc1Jlc3BvbnNlEiUKB2ludml0ZXMYASADKAsyFC5sdW5hLmF1dGgudjEuSW52aXRlIlkKEkxpc3RJbnZpdGVzUmVxdWVzdBIpCgRwYWdlGAEgASgLMhsubHVuYS5jb21tb24udjEuUGFnZVJlcXVlc3QSGAoQaW5jbHVkZV9pbmFjdGl2ZRgCIAEoCCJoChNMaXN0SW52aXRlc1Jlc3BvbnNlEiUKB2ludml0ZXMYASADKAsyFC5sdW5hLmF1dGgudjEuSW52aXRlEioKBHBhZ2UYAiABKAsyHC5sdW5hLmNvbW1vbi52MS5QYWdlUmVzcG9uc2UiKAoTUmV2b2tlSW52aXRlUmVxdWVzdBIRCglpbnZpdGVfaWQYASABKAkiPAoUUmV2b2tlSW52aXRlUmVzcG9uc2USJAoGaW52aXRlGAEgASgLMhQubHVuYS5hdXRoLnYxLkludml0ZSJTChBMaXN0VXNlcnNSZXF1ZXN0EikKBHBhZ2UYASABKAsyGy5sdW5hLmNvbW1vbi52MS5QYWdlUmVxdWVzdBIUCgxlbWFpbF9wcmVmaXgYAiABKAkiYgoRTGlzdFVzZXJzUmVzcG9uc2USIQoFdXNlcnMYASADKAsyEi5sdW5hLmF1dGgudjEuVXNlchIqCgRwYWdlGAIgASgLMhwubHVuYS5jb21tb24udjEuUGFnZVJlc3BvbnNlIkcKElNldFVzZXJSb2xlUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEiAKBHJvbGUYAiABKA4yEi5sdW5hLmF1dGgudjEuUm9sZSI3ChNTZXRVc2VyUm9sZVJlc3BvbnNlEiAKBHVzZXIYASABKAsyEi5sdW5hLmF1dGgudjEuVXNlciI3ChJEaXNhYmxlVXNlclJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIQCghkaXNhYmxlZBgCIAEoCCI3ChNEaXNhYmxlVXNlclJlc3BvbnNlEiAKBHVzZXIYASABKAsyEi5sdW5hLmF1dGgudjEuVXNlcjKNBAoQQXV0aEFkbWluU2VydmljZRJYCg1DcmVhdGVJbnZpdGVzEiIubHVuYS5hdXRoLnYxLkNyZWF0ZUludml0ZXNSZXF1ZXN0GiMubHVuYS5hdXRoLnYxLkNyZWF0ZUludml0ZXNSZXNwb25zZRJSCgtMaXN0SW52aXRlcxIgLmx1bmEuYXV0aC52MS5MaXN0SW52aXRlc1JlcXVlc3QaIS5sdW5hLmF1dGgudjEuTGlzdEludml0ZXNSZXNwb25zZRJVCgxSZXZva2VJbnZpdGUSIS5sdW5hLmF1dGgudjEuUmV2b2tlSW52aXRlUmVxdWVzdBoiLmx1bmEuYXV0aC52MS5SZXZva2VJbnZpdGVSZXNwb25zZRJMCglMaXN0VXNlcnMSHi5sdW5hLmF1dGgudjEuTGlzdFVzZXJzUmVxdWVzdBofLmx1bmEuYXV0aC52MS5MaXN0VXNlcnNSZXNwb25zZRJSCgtTZXRVc2VyUm9sZRIgLmx1bmEuYXV0aC52MS5TZXRVc2VyUm9sZVJlcXVlc3QaIS5sdW5hLmF1dGgudjEuU2V0VXNlclJvbGVSZXNwb25zZRJSCgtEaXNhYmxlVXNlchIgLmx1bmEuYXV0aC52MS5EaXNhYmxlVXNlclJlcXVlc3QaIS5sdW5hLmF1dGgudjEuRGlzYWJsZVVzZXJSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_luna_auth_v1_auth, file_luna_common_v1_common]);
+  fileDesc("CiVsdW5hL2F1dGgvdjEvYXV0aF9hZG1pbl9zZXJ2aWNlLnByb3RvEgxsdW5hLmF1dGgudjEieQoUQ3JlYXRlSW52aXRlc1JlcXVlc3QSDQoFY291bnQYASABKAUSFQoNdXNlc19wZXJfY29kZRgCIAEoBRItCgpleHBpcmVzX2luGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEgwKBG5vdGUYBCABKAkiPgoVQ3JlYXRlSW52aXRlc1Jlc3BvbnNlEiUKB2ludml0ZXMYASADKAsyFC5sdW5hLmF1dGgudjEuSW52aXRlIlkKEkxpc3RJbnZpdGVzUmVxdWVzdBIpCgRwYWdlGAEgASgLMhsubHVuYS5jb21tb24udjEuUGFnZVJlcXVlc3QSGAoQaW5jbHVkZV9pbmFjdGl2ZRgCIAEoCCJoChNMaXN0SW52aXRlc1Jlc3BvbnNlEiUKB2ludml0ZXMYASADKAsyFC5sdW5hLmF1dGgudjEuSW52aXRlEioKBHBhZ2UYAiABKAsyHC5sdW5hLmNvbW1vbi52MS5QYWdlUmVzcG9uc2UiKAoTUmV2b2tlSW52aXRlUmVxdWVzdBIRCglpbnZpdGVfaWQYASABKAkiPAoUUmV2b2tlSW52aXRlUmVzcG9uc2USJAoGaW52aXRlGAEgASgLMhQubHVuYS5hdXRoLnYxLkludml0ZSJTChBMaXN0VXNlcnNSZXF1ZXN0EikKBHBhZ2UYASABKAsyGy5sdW5hLmNvbW1vbi52MS5QYWdlUmVxdWVzdBIUCgxlbWFpbF9wcmVmaXgYAiABKAkiYgoRTGlzdFVzZXJzUmVzcG9uc2USIQoFdXNlcnMYASADKAsyEi5sdW5hLmF1dGgudjEuVXNlchIqCgRwYWdlGAIgASgLMhwubHVuYS5jb21tb24udjEuUGFnZVJlc3BvbnNlIkcKElNldFVzZXJSb2xlUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEiAKBHJvbGUYAiABKA4yEi5sdW5hLmF1dGgudjEuUm9sZSI3ChNTZXRVc2VyUm9sZVJlc3BvbnNlEiAKBHVzZXIYASABKAsyEi5sdW5hLmF1dGgudjEuVXNlciI3ChJEaXNhYmxlVXNlclJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIQCghkaXNhYmxlZBgCIAEoCCI3ChNEaXNhYmxlVXNlclJlc3BvbnNlEiAKBHVzZXIYASABKAsyEi5sdW5hLmF1dGgudjEuVXNlciJDChZMaXN0VXNlckFwaUtleXNSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSGAoQaW5jbHVkZV9pbmFjdGl2ZRgCIAEoCCJBChdMaXN0VXNlckFwaUtleXNSZXNwb25zZRImCghhcGlfa2V5cxgBIAMoCzIULmx1bmEuYXV0aC52MS5BcGlLZXkiLQoXUmV2b2tlVXNlckFwaUtleVJlcXVlc3QSEgoKYXBpX2tleV9pZBgBIAEoCSJBChhSZXZva2VVc2VyQXBpS2V5UmVzcG9uc2USJQoHYXBpX2tleRgBIAEoCzIULmx1bmEuYXV0aC52MS5BcGlLZXky0AUKEEF1dGhBZG1pblNlcnZpY2USWAoNQ3JlYXRlSW52aXRlcxIiLmx1bmEuYXV0aC52MS5DcmVhdGVJbnZpdGVzUmVxdWVzdBojLmx1bmEuYXV0aC52MS5DcmVhdGVJbnZpdGVzUmVzcG9uc2USUgoLTGlzdEludml0ZXMSIC5sdW5hLmF1dGgudjEuTGlzdEludml0ZXNSZXF1ZXN0GiEubHVuYS5hdXRoLnYxLkxpc3RJbnZpdGVzUmVzcG9uc2USVQoMUmV2b2tlSW52aXRlEiEubHVuYS5hdXRoLnYxLlJldm9rZUludml0ZVJlcXVlc3QaIi5sdW5hLmF1dGgudjEuUmV2b2tlSW52aXRlUmVzcG9uc2USTAoJTGlzdFVzZXJzEh4ubHVuYS5hdXRoLnYxLkxpc3RVc2Vyc1JlcXVlc3QaHy5sdW5hLmF1dGgudjEuTGlzdFVzZXJzUmVzcG9uc2USUgoLU2V0VXNlclJvbGUSIC5sdW5hLmF1dGgudjEuU2V0VXNlclJvbGVSZXF1ZXN0GiEubHVuYS5hdXRoLnYxLlNldFVzZXJSb2xlUmVzcG9uc2USUgoLRGlzYWJsZVVzZXISIC5sdW5hLmF1dGgudjEuRGlzYWJsZVVzZXJSZXF1ZXN0GiEubHVuYS5hdXRoLnYxLkRpc2FibGVVc2VyUmVzcG9uc2USXgoPTGlzdFVzZXJBcGlLZXlzEiQubHVuYS5hdXRoLnYxLkxpc3RVc2VyQXBpS2V5c1JlcXVlc3QaJS5sdW5hLmF1dGgudjEuTGlzdFVzZXJBcGlLZXlzUmVzcG9uc2USYQoQUmV2b2tlVXNlckFwaUtleRIlLmx1bmEuYXV0aC52MS5SZXZva2VVc2VyQXBpS2V5UmVxdWVzdBomLmx1bmEuYXV0aC52MS5SZXZva2VVc2VyQXBpS2V5UmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_duration, file_luna_auth_v1_auth, file_luna_common_v1_common]);
 
 /**
  * @generated from message luna.auth.v1.CreateInvitesRequest
@@ -282,6 +282,81 @@ export const DisableUserResponseSchema: GenMessage<DisableUserResponse> = /*@__P
   messageDesc(file_luna_auth_v1_auth_admin_service, 11);
 
 /**
+ * @generated from message luna.auth.v1.ListUserApiKeysRequest
+ */
+export type ListUserApiKeysRequest = Message<"luna.auth.v1.ListUserApiKeysRequest"> & {
+  /**
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * Also list revoked and expired keys.
+   *
+   * @generated from field: bool include_inactive = 2;
+   */
+  includeInactive: boolean;
+};
+
+/**
+ * Describes the message luna.auth.v1.ListUserApiKeysRequest.
+ * Use `create(ListUserApiKeysRequestSchema)` to create a new message.
+ */
+export const ListUserApiKeysRequestSchema: GenMessage<ListUserApiKeysRequest> = /*@__PURE__*/
+  messageDesc(file_luna_auth_v1_auth_admin_service, 12);
+
+/**
+ * @generated from message luna.auth.v1.ListUserApiKeysResponse
+ */
+export type ListUserApiKeysResponse = Message<"luna.auth.v1.ListUserApiKeysResponse"> & {
+  /**
+   * @generated from field: repeated luna.auth.v1.ApiKey api_keys = 1;
+   */
+  apiKeys: ApiKey[];
+};
+
+/**
+ * Describes the message luna.auth.v1.ListUserApiKeysResponse.
+ * Use `create(ListUserApiKeysResponseSchema)` to create a new message.
+ */
+export const ListUserApiKeysResponseSchema: GenMessage<ListUserApiKeysResponse> = /*@__PURE__*/
+  messageDesc(file_luna_auth_v1_auth_admin_service, 13);
+
+/**
+ * @generated from message luna.auth.v1.RevokeUserApiKeyRequest
+ */
+export type RevokeUserApiKeyRequest = Message<"luna.auth.v1.RevokeUserApiKeyRequest"> & {
+  /**
+   * @generated from field: string api_key_id = 1;
+   */
+  apiKeyId: string;
+};
+
+/**
+ * Describes the message luna.auth.v1.RevokeUserApiKeyRequest.
+ * Use `create(RevokeUserApiKeyRequestSchema)` to create a new message.
+ */
+export const RevokeUserApiKeyRequestSchema: GenMessage<RevokeUserApiKeyRequest> = /*@__PURE__*/
+  messageDesc(file_luna_auth_v1_auth_admin_service, 14);
+
+/**
+ * @generated from message luna.auth.v1.RevokeUserApiKeyResponse
+ */
+export type RevokeUserApiKeyResponse = Message<"luna.auth.v1.RevokeUserApiKeyResponse"> & {
+  /**
+   * @generated from field: luna.auth.v1.ApiKey api_key = 1;
+   */
+  apiKey?: ApiKey | undefined;
+};
+
+/**
+ * Describes the message luna.auth.v1.RevokeUserApiKeyResponse.
+ * Use `create(RevokeUserApiKeyResponseSchema)` to create a new message.
+ */
+export const RevokeUserApiKeyResponseSchema: GenMessage<RevokeUserApiKeyResponse> = /*@__PURE__*/
+  messageDesc(file_luna_auth_v1_auth_admin_service, 15);
+
+/**
  * Invites and accounts, for admins only.
  *
  * @generated from service luna.auth.v1.AuthAdminService
@@ -346,6 +421,26 @@ export const AuthAdminService: GenService<{
     methodKind: "unary";
     input: typeof DisableUserRequestSchema;
     output: typeof DisableUserResponseSchema;
+  },
+  /**
+   * Lists an account's API keys, newest first.
+   *
+   * @generated from rpc luna.auth.v1.AuthAdminService.ListUserApiKeys
+   */
+  listUserApiKeys: {
+    methodKind: "unary";
+    input: typeof ListUserApiKeysRequestSchema;
+    output: typeof ListUserApiKeysResponseSchema;
+  },
+  /**
+   * Revokes any account's API key; it stops working everywhere within seconds.
+   *
+   * @generated from rpc luna.auth.v1.AuthAdminService.RevokeUserApiKey
+   */
+  revokeUserApiKey: {
+    methodKind: "unary";
+    input: typeof RevokeUserApiKeyRequestSchema;
+    output: typeof RevokeUserApiKeyResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_luna_auth_v1_auth_admin_service, 0);

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file luna/auth/v1/auth.proto.
  */
 export const file_luna_auth_v1_auth: GenFile = /*@__PURE__*/
-  fileDesc("ChdsdW5hL2F1dGgvdjEvYXV0aC5wcm90bxIMbHVuYS5hdXRoLnYxIpsBCgRVc2VyEgoKAmlkGAEgASgJEg0KBWVtYWlsGAIgASgJEhQKDGRpc3BsYXlfbmFtZRgDIAEoCRIgCgRyb2xlGAQgASgOMhIubHVuYS5hdXRoLnYxLlJvbGUSEAoIZGlzYWJsZWQYBSABKAgSLgoKY3JlYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAixAEKBlRva2VucxIUCgxhY2Nlc3NfdG9rZW4YASABKAkSOwoXYWNjZXNzX3Rva2VuX2V4cGlyZXNfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDXJlZnJlc2hfdG9rZW4YAyABKAkSPAoYcmVmcmVzaF90b2tlbl9leHBpcmVzX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgp0b2tlbl90eXBlGAUgASgJIpYCCgZJbnZpdGUSCgoCaWQYASABKAkSDAoEY29kZRgCIAEoCRIRCgljb2RlX2hpbnQYAyABKAkSEgoKdXNlc190b3RhbBgEIAEoBRIRCgl1c2VzX2xlZnQYBSABKAUSLgoKZXhwaXJlc19hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEbm90ZRgHIAEoCRIuCgpjcmVhdGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIaChJjcmVhdGVkX2J5X3VzZXJfaWQYCSABKAkSLgoKcmV2b2tlZF9hdBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAqOwoEUm9sZRIUChBST0xFX1VOU1BFQ0lGSUVEEAASDQoJUk9MRV9VU0VSEAESDgoKUk9MRV9BRE1JThACYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("ChdsdW5hL2F1dGgvdjEvYXV0aC5wcm90bxIMbHVuYS5hdXRoLnYxIpsBCgRVc2VyEgoKAmlkGAEgASgJEg0KBWVtYWlsGAIgASgJEhQKDGRpc3BsYXlfbmFtZRgDIAEoCRIgCgRyb2xlGAQgASgOMhIubHVuYS5hdXRoLnYxLlJvbGUSEAoIZGlzYWJsZWQYBSABKAgSLgoKY3JlYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAixAEKBlRva2VucxIUCgxhY2Nlc3NfdG9rZW4YASABKAkSOwoXYWNjZXNzX3Rva2VuX2V4cGlyZXNfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDXJlZnJlc2hfdG9rZW4YAyABKAkSPAoYcmVmcmVzaF90b2tlbl9leHBpcmVzX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgp0b2tlbl90eXBlGAUgASgJIpYCCgZJbnZpdGUSCgoCaWQYASABKAkSDAoEY29kZRgCIAEoCRIRCgljb2RlX2hpbnQYAyABKAkSEgoKdXNlc190b3RhbBgEIAEoBRIRCgl1c2VzX2xlZnQYBSABKAUSLgoKZXhwaXJlc19hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEbm90ZRgHIAEoCRIuCgpjcmVhdGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIaChJjcmVhdGVkX2J5X3VzZXJfaWQYCSABKAkSLgoKcmV2b2tlZF9hdBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAilAIKBkFwaUtleRIKCgJpZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEgwKBG5hbWUYAyABKAkSCwoDa2V5GAQgASgJEhAKCGtleV9oaW50GAUgASgJEi4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmV4cGlyZXNfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGxhc3RfdXNlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKcmV2b2tlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAqOwoEUm9sZRIUChBST0xFX1VOU1BFQ0lGSUVEEAASDQoJUk9MRV9VU0VSEAESDgoKUk9MRV9BRE1JThACYgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * An account as its owner and admins see it.
@@ -179,6 +179,80 @@ export type Invite = Message<"luna.auth.v1.Invite"> & {
  */
 export const InviteSchema: GenMessage<Invite> = /*@__PURE__*/
   messageDesc(file_luna_auth_v1_auth, 2);
+
+/**
+ * A personal API key (for OpenAI-compatible clients: `authorization: Bearer luna_sk_...`). The key itself is shown
+ * only once, in `CreateApiKeyResponse`: auth stores its SHA-256. Keys look like `luna_sk_<40 base62><6 base62
+ * checksum>` (CRC-32 of the random part), so a leaked key is easy to scan for and a mistyped one is refused without
+ * a database lookup. A key acts as its user with role "user" (never admin); it cannot manage keys or the account.
+ *
+ * @generated from message luna.auth.v1.ApiKey
+ */
+export type ApiKey = Message<"luna.auth.v1.ApiKey"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * @generated from field: string user_id = 2;
+   */
+  userId: string;
+
+  /**
+   * 1 to 64 characters, chosen by the user.
+   *
+   * @generated from field: string name = 3;
+   */
+  name: string;
+
+  /**
+   * Only in CreateApiKeyResponse; empty elsewhere.
+   *
+   * @generated from field: string key = 4;
+   */
+  key: string;
+
+  /**
+   * The first characters of the key (`luna_sk_` and 4 more), to recognise it in lists.
+   *
+   * @generated from field: string key_hint = 5;
+   */
+  keyHint: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp created_at = 6;
+   */
+  createdAt?: Timestamp | undefined;
+
+  /**
+   * Unset: never expires.
+   *
+   * @generated from field: google.protobuf.Timestamp expires_at = 7;
+   */
+  expiresAt?: Timestamp | undefined;
+
+  /**
+   * Unset: never used (updated at most once a minute).
+   *
+   * @generated from field: google.protobuf.Timestamp last_used_at = 8;
+   */
+  lastUsedAt?: Timestamp | undefined;
+
+  /**
+   * Unset unless revoked.
+   *
+   * @generated from field: google.protobuf.Timestamp revoked_at = 9;
+   */
+  revokedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message luna.auth.v1.ApiKey.
+ * Use `create(ApiKeySchema)` to create a new message.
+ */
+export const ApiKeySchema: GenMessage<ApiKey> = /*@__PURE__*/
+  messageDesc(file_luna_auth_v1_auth, 3);
 
 /**
  * What an account may do. Access tokens carry it as the `role` claim ("user" or "admin").

@@ -4,7 +4,9 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Tokens, User } from "./auth_pb.js";
+import type { Duration } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration } from "@bufbuild/protobuf/wkt";
+import type { ApiKey, Tokens, User } from "./auth_pb.js";
 import { file_luna_auth_v1_auth } from "./auth_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -12,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file luna/auth/v1/auth_service.proto.
  */
 export const file_luna_auth_v1_auth_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch9sdW5hL2F1dGgvdjEvYXV0aF9zZXJ2aWNlLnByb3RvEgxsdW5hLmF1dGgudjEiWwoNU2lnblVwUmVxdWVzdBINCgVlbWFpbBgBIAEoCRIQCghwYXNzd29yZBgCIAEoCRITCgtpbnZpdGVfY29kZRgDIAEoCRIUCgxkaXNwbGF5X25hbWUYBCABKAkiWAoOU2lnblVwUmVzcG9uc2USIAoEdXNlchgBIAEoCzISLmx1bmEuYXV0aC52MS5Vc2VyEiQKBnRva2VucxgCIAEoCzIULmx1bmEuYXV0aC52MS5Ub2tlbnMiMAoNU2lnbkluUmVxdWVzdBINCgVlbWFpbBgBIAEoCRIQCghwYXNzd29yZBgCIAEoCSJYCg5TaWduSW5SZXNwb25zZRIgCgR1c2VyGAEgASgLMhIubHVuYS5hdXRoLnYxLlVzZXISJAoGdG9rZW5zGAIgASgLMhQubHVuYS5hdXRoLnYxLlRva2VucyInCg5SZWZyZXNoUmVxdWVzdBIVCg1yZWZyZXNoX3Rva2VuGAEgASgJIjcKD1JlZnJlc2hSZXNwb25zZRIkCgZ0b2tlbnMYASABKAsyFC5sdW5hLmF1dGgudjEuVG9rZW5zIicKDlNpZ25PdXRSZXF1ZXN0EhUKDXJlZnJlc2hfdG9rZW4YASABKAkiEQoPU2lnbk91dFJlc3BvbnNlIg4KDEdldE1lUmVxdWVzdCIxCg1HZXRNZVJlc3BvbnNlEiAKBHVzZXIYASABKAsyEi5sdW5hLmF1dGgudjEuVXNlciIsChRVcGRhdGVQcm9maWxlUmVxdWVzdBIUCgxkaXNwbGF5X25hbWUYASABKAkiOQoVVXBkYXRlUHJvZmlsZVJlc3BvbnNlEiAKBHVzZXIYASABKAsyEi5sdW5hLmF1dGgudjEuVXNlciJHChVDaGFuZ2VQYXNzd29yZFJlcXVlc3QSGAoQY3VycmVudF9wYXNzd29yZBgBIAEoCRIUCgxuZXdfcGFzc3dvcmQYAiABKAkiPgoWQ2hhbmdlUGFzc3dvcmRSZXNwb25zZRIkCgZ0b2tlbnMYASABKAsyFC5sdW5hLmF1dGgudjEuVG9rZW5zIigKFERlbGV0ZUFjY291bnRSZXF1ZXN0EhAKCHBhc3N3b3JkGAEgASgJIhcKFURlbGV0ZUFjY291bnRSZXNwb25zZTL6BAoLQXV0aFNlcnZpY2USQwoGU2lnblVwEhsubHVuYS5hdXRoLnYxLlNpZ25VcFJlcXVlc3QaHC5sdW5hLmF1dGgudjEuU2lnblVwUmVzcG9uc2USQwoGU2lnbkluEhsubHVuYS5hdXRoLnYxLlNpZ25JblJlcXVlc3QaHC5sdW5hLmF1dGgudjEuU2lnbkluUmVzcG9uc2USRgoHUmVmcmVzaBIcLmx1bmEuYXV0aC52MS5SZWZyZXNoUmVxdWVzdBodLmx1bmEuYXV0aC52MS5SZWZyZXNoUmVzcG9uc2USRgoHU2lnbk91dBIcLmx1bmEuYXV0aC52MS5TaWduT3V0UmVxdWVzdBodLmx1bmEuYXV0aC52MS5TaWduT3V0UmVzcG9uc2USQAoFR2V0TWUSGi5sdW5hLmF1dGgudjEuR2V0TWVSZXF1ZXN0GhsubHVuYS5hdXRoLnYxLkdldE1lUmVzcG9uc2USWAoNVXBkYXRlUHJvZmlsZRIiLmx1bmEuYXV0aC52MS5VcGRhdGVQcm9maWxlUmVxdWVzdBojLmx1bmEuYXV0aC52MS5VcGRhdGVQcm9maWxlUmVzcG9uc2USWwoOQ2hhbmdlUGFzc3dvcmQSIy5sdW5hLmF1dGgudjEuQ2hhbmdlUGFzc3dvcmRSZXF1ZXN0GiQubHVuYS5hdXRoLnYxLkNoYW5nZVBhc3N3b3JkUmVzcG9uc2USWAoNRGVsZXRlQWNjb3VudBIiLmx1bmEuYXV0aC52MS5EZWxldGVBY2NvdW50UmVxdWVzdBojLmx1bmEuYXV0aC52MS5EZWxldGVBY2NvdW50UmVzcG9uc2ViBnByb3RvMw", [file_luna_auth_v1_auth]);
+  fileDesc("Ch9sdW5hL2F1dGgvdjEvYXV0aF9zZXJ2aWNlLnByb3RvEgxsdW5hLmF1dGgudjEiWwoNU2lnblVwUmVxdWVzdBINCgVlbWFpbBgBIAEoCRIQCghwYXNzd29yZBgCIAEoCRITCgtpbnZpdGVfY29kZRgDIAEoCRIUCgxkaXNwbGF5X25hbWUYBCABKAkiWAoOU2lnblVwUmVzcG9uc2USIAoEdXNlchgBIAEoCzISLmx1bmEuYXV0aC52MS5Vc2VyEiQKBnRva2VucxgCIAEoCzIULmx1bmEuYXV0aC52MS5Ub2tlbnMiMAoNU2lnbkluUmVxdWVzdBINCgVlbWFpbBgBIAEoCRIQCghwYXNzd29yZBgCIAEoCSJYCg5TaWduSW5SZXNwb25zZRIgCgR1c2VyGAEgASgLMhIubHVuYS5hdXRoLnYxLlVzZXISJAoGdG9rZW5zGAIgASgLMhQubHVuYS5hdXRoLnYxLlRva2VucyInCg5SZWZyZXNoUmVxdWVzdBIVCg1yZWZyZXNoX3Rva2VuGAEgASgJIjcKD1JlZnJlc2hSZXNwb25zZRIkCgZ0b2tlbnMYASABKAsyFC5sdW5hLmF1dGgudjEuVG9rZW5zIicKDlNpZ25PdXRSZXF1ZXN0EhUKDXJlZnJlc2hfdG9rZW4YASABKAkiEQoPU2lnbk91dFJlc3BvbnNlIg4KDEdldE1lUmVxdWVzdCIxCg1HZXRNZVJlc3BvbnNlEiAKBHVzZXIYASABKAsyEi5sdW5hLmF1dGgudjEuVXNlciIsChRVcGRhdGVQcm9maWxlUmVxdWVzdBIUCgxkaXNwbGF5X25hbWUYASABKAkiOQoVVXBkYXRlUHJvZmlsZVJlc3BvbnNlEiAKBHVzZXIYASABKAsyEi5sdW5hLmF1dGgudjEuVXNlciJHChVDaGFuZ2VQYXNzd29yZFJlcXVlc3QSGAoQY3VycmVudF9wYXNzd29yZBgBIAEoCRIUCgxuZXdfcGFzc3dvcmQYAiABKAkiPgoWQ2hhbmdlUGFzc3dvcmRSZXNwb25zZRIkCgZ0b2tlbnMYASABKAsyFC5sdW5hLmF1dGgudjEuVG9rZW5zIigKFERlbGV0ZUFjY291bnRSZXF1ZXN0EhAKCHBhc3N3b3JkGAEgASgJIhcKFURlbGV0ZUFjY291bnRSZXNwb25zZSJSChNDcmVhdGVBcGlLZXlSZXF1ZXN0EgwKBG5hbWUYASABKAkSLQoKZXhwaXJlc19pbhgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiI9ChRDcmVhdGVBcGlLZXlSZXNwb25zZRIlCgdhcGlfa2V5GAEgASgLMhQubHVuYS5hdXRoLnYxLkFwaUtleSIuChJMaXN0QXBpS2V5c1JlcXVlc3QSGAoQaW5jbHVkZV9pbmFjdGl2ZRgBIAEoCCI9ChNMaXN0QXBpS2V5c1Jlc3BvbnNlEiYKCGFwaV9rZXlzGAEgAygLMhQubHVuYS5hdXRoLnYxLkFwaUtleSIpChNSZXZva2VBcGlLZXlSZXF1ZXN0EhIKCmFwaV9rZXlfaWQYASABKAkiPQoUUmV2b2tlQXBpS2V5UmVzcG9uc2USJQoHYXBpX2tleRgBIAEoCzIULmx1bmEuYXV0aC52MS5BcGlLZXky/AYKC0F1dGhTZXJ2aWNlEkMKBlNpZ25VcBIbLmx1bmEuYXV0aC52MS5TaWduVXBSZXF1ZXN0GhwubHVuYS5hdXRoLnYxLlNpZ25VcFJlc3BvbnNlEkMKBlNpZ25JbhIbLmx1bmEuYXV0aC52MS5TaWduSW5SZXF1ZXN0GhwubHVuYS5hdXRoLnYxLlNpZ25JblJlc3BvbnNlEkYKB1JlZnJlc2gSHC5sdW5hLmF1dGgudjEuUmVmcmVzaFJlcXVlc3QaHS5sdW5hLmF1dGgudjEuUmVmcmVzaFJlc3BvbnNlEkYKB1NpZ25PdXQSHC5sdW5hLmF1dGgudjEuU2lnbk91dFJlcXVlc3QaHS5sdW5hLmF1dGgudjEuU2lnbk91dFJlc3BvbnNlEkAKBUdldE1lEhoubHVuYS5hdXRoLnYxLkdldE1lUmVxdWVzdBobLmx1bmEuYXV0aC52MS5HZXRNZVJlc3BvbnNlElgKDVVwZGF0ZVByb2ZpbGUSIi5sdW5hLmF1dGgudjEuVXBkYXRlUHJvZmlsZVJlcXVlc3QaIy5sdW5hLmF1dGgudjEuVXBkYXRlUHJvZmlsZVJlc3BvbnNlElsKDkNoYW5nZVBhc3N3b3JkEiMubHVuYS5hdXRoLnYxLkNoYW5nZVBhc3N3b3JkUmVxdWVzdBokLmx1bmEuYXV0aC52MS5DaGFuZ2VQYXNzd29yZFJlc3BvbnNlElgKDURlbGV0ZUFjY291bnQSIi5sdW5hLmF1dGgudjEuRGVsZXRlQWNjb3VudFJlcXVlc3QaIy5sdW5hLmF1dGgudjEuRGVsZXRlQWNjb3VudFJlc3BvbnNlElUKDENyZWF0ZUFwaUtleRIhLmx1bmEuYXV0aC52MS5DcmVhdGVBcGlLZXlSZXF1ZXN0GiIubHVuYS5hdXRoLnYxLkNyZWF0ZUFwaUtleVJlc3BvbnNlElIKC0xpc3RBcGlLZXlzEiAubHVuYS5hdXRoLnYxLkxpc3RBcGlLZXlzUmVxdWVzdBohLmx1bmEuYXV0aC52MS5MaXN0QXBpS2V5c1Jlc3BvbnNlElUKDFJldm9rZUFwaUtleRIhLmx1bmEuYXV0aC52MS5SZXZva2VBcGlLZXlSZXF1ZXN0GiIubHVuYS5hdXRoLnYxLlJldm9rZUFwaUtleVJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_luna_auth_v1_auth]);
 
 /**
  * @generated from message luna.auth.v1.SignUpRequest
@@ -326,6 +328,123 @@ export const DeleteAccountResponseSchema: GenMessage<DeleteAccountResponse> = /*
   messageDesc(file_luna_auth_v1_auth_service, 15);
 
 /**
+ * @generated from message luna.auth.v1.CreateApiKeyRequest
+ */
+export type CreateApiKeyRequest = Message<"luna.auth.v1.CreateApiKeyRequest"> & {
+  /**
+   * 1 to 64 characters (what the key is for).
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * How long the key stays valid, 1 minute to 10 years; unset or zero: it never expires.
+   *
+   * @generated from field: google.protobuf.Duration expires_in = 2;
+   */
+  expiresIn?: Duration | undefined;
+};
+
+/**
+ * Describes the message luna.auth.v1.CreateApiKeyRequest.
+ * Use `create(CreateApiKeyRequestSchema)` to create a new message.
+ */
+export const CreateApiKeyRequestSchema: GenMessage<CreateApiKeyRequest> = /*@__PURE__*/
+  messageDesc(file_luna_auth_v1_auth_service, 16);
+
+/**
+ * @generated from message luna.auth.v1.CreateApiKeyResponse
+ */
+export type CreateApiKeyResponse = Message<"luna.auth.v1.CreateApiKeyResponse"> & {
+  /**
+   * With `key` set: show it to the user now, it cannot be read again.
+   *
+   * @generated from field: luna.auth.v1.ApiKey api_key = 1;
+   */
+  apiKey?: ApiKey | undefined;
+};
+
+/**
+ * Describes the message luna.auth.v1.CreateApiKeyResponse.
+ * Use `create(CreateApiKeyResponseSchema)` to create a new message.
+ */
+export const CreateApiKeyResponseSchema: GenMessage<CreateApiKeyResponse> = /*@__PURE__*/
+  messageDesc(file_luna_auth_v1_auth_service, 17);
+
+/**
+ * @generated from message luna.auth.v1.ListApiKeysRequest
+ */
+export type ListApiKeysRequest = Message<"luna.auth.v1.ListApiKeysRequest"> & {
+  /**
+   * Also list revoked and expired keys.
+   *
+   * @generated from field: bool include_inactive = 1;
+   */
+  includeInactive: boolean;
+};
+
+/**
+ * Describes the message luna.auth.v1.ListApiKeysRequest.
+ * Use `create(ListApiKeysRequestSchema)` to create a new message.
+ */
+export const ListApiKeysRequestSchema: GenMessage<ListApiKeysRequest> = /*@__PURE__*/
+  messageDesc(file_luna_auth_v1_auth_service, 18);
+
+/**
+ * @generated from message luna.auth.v1.ListApiKeysResponse
+ */
+export type ListApiKeysResponse = Message<"luna.auth.v1.ListApiKeysResponse"> & {
+  /**
+   * At most 100 keys per user can be active; inactive ones are listed up to 200.
+   *
+   * @generated from field: repeated luna.auth.v1.ApiKey api_keys = 1;
+   */
+  apiKeys: ApiKey[];
+};
+
+/**
+ * Describes the message luna.auth.v1.ListApiKeysResponse.
+ * Use `create(ListApiKeysResponseSchema)` to create a new message.
+ */
+export const ListApiKeysResponseSchema: GenMessage<ListApiKeysResponse> = /*@__PURE__*/
+  messageDesc(file_luna_auth_v1_auth_service, 19);
+
+/**
+ * @generated from message luna.auth.v1.RevokeApiKeyRequest
+ */
+export type RevokeApiKeyRequest = Message<"luna.auth.v1.RevokeApiKeyRequest"> & {
+  /**
+   * @generated from field: string api_key_id = 1;
+   */
+  apiKeyId: string;
+};
+
+/**
+ * Describes the message luna.auth.v1.RevokeApiKeyRequest.
+ * Use `create(RevokeApiKeyRequestSchema)` to create a new message.
+ */
+export const RevokeApiKeyRequestSchema: GenMessage<RevokeApiKeyRequest> = /*@__PURE__*/
+  messageDesc(file_luna_auth_v1_auth_service, 20);
+
+/**
+ * @generated from message luna.auth.v1.RevokeApiKeyResponse
+ */
+export type RevokeApiKeyResponse = Message<"luna.auth.v1.RevokeApiKeyResponse"> & {
+  /**
+   * @generated from field: luna.auth.v1.ApiKey api_key = 1;
+   */
+  apiKey?: ApiKey | undefined;
+};
+
+/**
+ * Describes the message luna.auth.v1.RevokeApiKeyResponse.
+ * Use `create(RevokeApiKeyResponseSchema)` to create a new message.
+ */
+export const RevokeApiKeyResponseSchema: GenMessage<RevokeApiKeyResponse> = /*@__PURE__*/
+  messageDesc(file_luna_auth_v1_auth_service, 21);
+
+/**
  * Accounts, sessions and tokens. SignUp, SignIn, Refresh and SignOut are public (no access token); the rest need a
  * user's access token.
  *
@@ -412,6 +531,37 @@ export const AuthService: GenService<{
     methodKind: "unary";
     input: typeof DeleteAccountRequestSchema;
     output: typeof DeleteAccountResponseSchema;
+  },
+  /**
+   * Creates a personal API key; the key is returned once and only here. Needs a session's access token (an API key
+   * cannot create keys).
+   *
+   * @generated from rpc luna.auth.v1.AuthService.CreateApiKey
+   */
+  createApiKey: {
+    methodKind: "unary";
+    input: typeof CreateApiKeyRequestSchema;
+    output: typeof CreateApiKeyResponseSchema;
+  },
+  /**
+   * The caller's API keys, newest first.
+   *
+   * @generated from rpc luna.auth.v1.AuthService.ListApiKeys
+   */
+  listApiKeys: {
+    methodKind: "unary";
+    input: typeof ListApiKeysRequestSchema;
+    output: typeof ListApiKeysResponseSchema;
+  },
+  /**
+   * Revokes one of the caller's API keys; it stops working everywhere within seconds. Revoking twice succeeds.
+   *
+   * @generated from rpc luna.auth.v1.AuthService.RevokeApiKey
+   */
+  revokeApiKey: {
+    methodKind: "unary";
+    input: typeof RevokeApiKeyRequestSchema;
+    output: typeof RevokeApiKeyResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_luna_auth_v1_auth_service, 0);
