@@ -168,6 +168,47 @@ describe("credits flow over RPC", () => {
 
 type ReserveFields = { accountId?: string; amount?: bigint; reason?: string; reference?: string; idempotencyKey?: string; ttl?: Duration };
 
+describe("ListOpenHolds (the callers' sweepers find holds whose record was lost)", () => {
+  it("open holds of one reason, by reference and age, paginated; resolved holds and other reasons left out", async () => {
+    const credits = createClient(CreditsService, transport);
+    const acct = await fundedAccount(t.store, 1000n);
+    const reason = `sweep${Date.now() % 1_000_000}`;
+    const ref = `ref-${acct}`;
+    const reserve = (key: string, reference = ref, r = reason) =>
+      credits.reserve({ accountId: acct, amount: 10n, reason: r, reference, idempotencyKey: key }, internal);
+    const a = await reserve("a");
+    const b = await reserve("b", `${ref}/other`);
+    const c = await reserve("c");
+    await reserve("d", ref, `${reason}x`);
+    await credits.release({ holdId: c.holdId }, internal);
+    const all = await credits.listOpenHolds({ reason }, internal);
+    expect(all.holds.map((h) => h.id)).toEqual([a.holdId, b.holdId]);
+    expect(all.holds[0]).toMatchObject({ accountId: acct, reference: ref, amount: 10n });
+    expect((await credits.listOpenHolds({ reason, reference: ref }, internal)).holds.map((h) => h.id)).toEqual([a.holdId]);
+    const p1 = await credits.listOpenHolds({ reason, pageSize: 1 }, internal);
+    expect(p1.holds.map((h) => h.id)).toEqual([a.holdId]);
+    const p2 = await credits.listOpenHolds({ reason, pageSize: 1, pageToken: p1.nextPageToken }, internal);
+    expect(p2.holds.map((h) => h.id)).toEqual([b.holdId]);
+    expect(p2.nextPageToken).toBe("");
+    expect((await credits.listOpenHolds({ reason, createdBefore: all.holds[1]!.createdAt }, internal)).holds.map((h) => h.id)).toEqual([a.holdId]);
+    expect((await credits.listOpenHolds({ reason, createdBefore: { seconds: 0n, nanos: 0 } }, internal)).holds).toEqual([]);
+    await credits.release({ holdId: a.holdId }, internal);
+    await credits.release({ holdId: b.holdId }, internal);
+    for (const [field, call] of [
+      ["reason", () => credits.listOpenHolds({}, internal)],
+      ["reason", () => credits.listOpenHolds({ reason: "A B" }, internal)],
+      ["page_size", () => credits.listOpenHolds({ reason, pageSize: -1 }, internal)],
+      ["page_token", () => credits.listOpenHolds({ reason, pageToken: "garbage!" }, internal)],
+      ["page_token", () => credits.listOpenHolds({ reason, pageToken: Buffer.from("1~x").toString("base64url") }, internal)],
+      ["created_before", () => credits.listOpenHolds({ reason, createdBefore: { seconds: -5n, nanos: 0 } }, internal)],
+    ] as const) {
+      const e = await codeOf(call());
+      expect({ field, ...e }).toMatchObject({ field, code: Code.InvalidArgument, message: expect.stringMatching(new RegExp(`^${field}: `)) });
+    }
+    expect((await codeOf(credits.listOpenHolds({ reason }, as("user", acct)))).code).toBe(Code.PermissionDenied);
+  });
+});
+
 describe("bad input on every field: INVALID_ARGUMENT naming the field, nothing written", () => {
   const HOLD = "00000000-0000-4000-8000-000000000000";
   const long = (n: number) => "x".repeat(n);

@@ -13,3 +13,13 @@ export function decodePageToken(field: string, token: string): { at: bigint; id:
   if (!m) throw bad();
   return { at: BigInt(m[1]!), id: m[2]! };
 }
+
+/** ListOpenHolds page tokens: base64url of "<created_at micros>~<hold id>". */
+export function decodeHoldPageToken(field: string, token: string): { at: bigint; id: string } | undefined {
+  if (token === "") return undefined;
+  const bad = () => invalid(field, "is not a token returned by this RPC (pass next_page_token back unchanged)");
+  if (token.length > 200 || !/^[A-Za-z0-9_-]+$/.test(token)) throw bad();
+  const m = /^(\d{1,20})~([0-9a-f-]{36})$/.exec(Buffer.from(token, "base64url").toString("utf8"));
+  if (!m) throw bad();
+  return { at: BigInt(m[1]!), id: m[2]! };
+}

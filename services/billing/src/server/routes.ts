@@ -23,6 +23,7 @@ import {
   CommitResponseSchema,
   CreditsService,
   GetHoldResponseSchema,
+  ListOpenHoldsResponseSchema,
   ReleaseResponseSchema,
   ReserveResponseSchema,
 } from "@luna/contracts/luna/billing/v1/credits_service_pb.js";
@@ -53,7 +54,7 @@ import {
 import { rpc } from "./errors.js";
 import { limitsServiceImpl, rateLimitServiceImpl } from "./limits.js";
 import { LimitsService } from "@luna/contracts/luna/billing/v1/limits_service_pb.js";
-import { decodePageToken, encodePageToken } from "./page-token.js";
+import { decodeHoldPageToken, decodePageToken, encodePageToken } from "./page-token.js";
 
 export interface RouteDeps {
   ledger: Ledger;
@@ -64,6 +65,8 @@ export interface RouteDeps {
 
 const HISTORY_DEFAULT_PAGE = 50;
 const HISTORY_MAX_PAGE = 200;
+const OPEN_HOLDS_DEFAULT_PAGE = 100;
+const OPEN_HOLDS_MAX_PAGE = 500;
 
 /** Marks a replayed idempotent response (Stripe's `Idempotent-Replayed`); the body stays byte-identical. */
 function markReplay(ctx: HandlerContext, replayed: boolean): void {
@@ -161,6 +164,25 @@ export function billingRoutes(deps: RouteDeps): (router: ConnectRouter) => void 
           const hold = await store.getHold(id);
           if (!hold) throw notFound(`hold "${id}"`);
           return create(GetHoldResponseSchema, { hold: holdToProto(hold) });
+        }),
+      listOpenHolds: (req, ctx) =>
+        rpc(async () => {
+          requirePrincipal(ctx, "internal");
+          const reason = checkReasonLabel("reason", req.reason);
+          const reference = req.reference === "" ? undefined : checkText("reference", req.reference, { required: false, max: 200 });
+          if (req.pageSize < 0) throw invalid("page_size", `must not be negative (got ${req.pageSize})`);
+          const limit = req.pageSize === 0 ? OPEN_HOLDS_DEFAULT_PAGE : Math.min(req.pageSize, OPEN_HOLDS_MAX_PAGE);
+          const after = decodeHoldPageToken("page_token", req.pageToken);
+          const b = req.createdBefore;
+          if (b && (b.seconds < 0n || b.nanos < 0 || b.nanos > 999_999_999)) throw invalid("created_before", "must be a valid instant after 1970");
+          const beforeUs = b ? b.seconds * 1_000_000n + BigInt(Math.floor(b.nanos / 1000)) : undefined;
+          const holds = await store.listOpenHolds({ reason, reference, beforeUs, limit: limit + 1, after });
+          const page = holds.slice(0, limit);
+          const last = page[page.length - 1];
+          return create(ListOpenHoldsResponseSchema, {
+            holds: page.map(holdToProto),
+            nextPageToken: holds.length > limit && last ? Buffer.from(`${last.createdAt}~${last.id}`, "utf8").toString("base64url") : "",
+          });
         }),
     });
 

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file luna/billing/v1/credits_service.proto.
  */
 export const file_luna_billing_v1_credits_service: GenFile = /*@__PURE__*/
-  fileDesc("CiVsdW5hL2JpbGxpbmcvdjEvY3JlZGl0c19zZXJ2aWNlLnByb3RvEg9sdW5hLmJpbGxpbmcudjEimAEKDlJlc2VydmVSZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkSDgoGYW1vdW50GAIgASgDEg4KBnJlYXNvbhgDIAEoCRIRCglyZWZlcmVuY2UYBCABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAUgASgJEiYKA3R0bBgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJ1Cg9SZXNlcnZlUmVzcG9uc2USDwoHaG9sZF9pZBgBIAEoCRIOCgZhbW91bnQYAiABKAMSLgoKZXhwaXJlc19hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJYXZhaWxhYmxlGAQgASgDIl4KDUNvbW1pdFJlcXVlc3QSDwoHaG9sZF9pZBgBIAEoCRIOCgZhbW91bnQYAiABKAMSLAoFdXNhZ2UYAyABKAsyHS5sdW5hLmJpbGxpbmcudjEuVXNhZ2VEZXRhaWxzIkoKDkNvbW1pdFJlc3BvbnNlEiMKBGhvbGQYASABKAsyFS5sdW5hLmJpbGxpbmcudjEuSG9sZBITCgt0cmFuc2Zlcl9pZBgCIAEoCSIhCg5SZWxlYXNlUmVxdWVzdBIPCgdob2xkX2lkGAEgASgJIjYKD1JlbGVhc2VSZXNwb25zZRIjCgRob2xkGAEgASgLMhUubHVuYS5iaWxsaW5nLnYxLkhvbGQiIQoOR2V0SG9sZFJlcXVlc3QSDwoHaG9sZF9pZBgBIAEoCSI2Cg9HZXRIb2xkUmVzcG9uc2USIwoEaG9sZBgBIAEoCzIVLmx1bmEuYmlsbGluZy52MS5Ib2xkMsUCCg5DcmVkaXRzU2VydmljZRJMCgdSZXNlcnZlEh8ubHVuYS5iaWxsaW5nLnYxLlJlc2VydmVSZXF1ZXN0GiAubHVuYS5iaWxsaW5nLnYxLlJlc2VydmVSZXNwb25zZRJJCgZDb21taXQSHi5sdW5hLmJpbGxpbmcudjEuQ29tbWl0UmVxdWVzdBofLmx1bmEuYmlsbGluZy52MS5Db21taXRSZXNwb25zZRJMCgdSZWxlYXNlEh8ubHVuYS5iaWxsaW5nLnYxLlJlbGVhc2VSZXF1ZXN0GiAubHVuYS5iaWxsaW5nLnYxLlJlbGVhc2VSZXNwb25zZRJMCgdHZXRIb2xkEh8ubHVuYS5iaWxsaW5nLnYxLkdldEhvbGRSZXF1ZXN0GiAubHVuYS5iaWxsaW5nLnYxLkdldEhvbGRSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_luna_billing_v1_ledger]);
+  fileDesc("CiVsdW5hL2JpbGxpbmcvdjEvY3JlZGl0c19zZXJ2aWNlLnByb3RvEg9sdW5hLmJpbGxpbmcudjEimAEKDlJlc2VydmVSZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkSDgoGYW1vdW50GAIgASgDEg4KBnJlYXNvbhgDIAEoCRIRCglyZWZlcmVuY2UYBCABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAUgASgJEiYKA3R0bBgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJ1Cg9SZXNlcnZlUmVzcG9uc2USDwoHaG9sZF9pZBgBIAEoCRIOCgZhbW91bnQYAiABKAMSLgoKZXhwaXJlc19hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJYXZhaWxhYmxlGAQgASgDIl4KDUNvbW1pdFJlcXVlc3QSDwoHaG9sZF9pZBgBIAEoCRIOCgZhbW91bnQYAiABKAMSLAoFdXNhZ2UYAyABKAsyHS5sdW5hLmJpbGxpbmcudjEuVXNhZ2VEZXRhaWxzIkoKDkNvbW1pdFJlc3BvbnNlEiMKBGhvbGQYASABKAsyFS5sdW5hLmJpbGxpbmcudjEuSG9sZBITCgt0cmFuc2Zlcl9pZBgCIAEoCSIhCg5SZWxlYXNlUmVxdWVzdBIPCgdob2xkX2lkGAEgASgJIjYKD1JlbGVhc2VSZXNwb25zZRIjCgRob2xkGAEgASgLMhUubHVuYS5iaWxsaW5nLnYxLkhvbGQiIQoOR2V0SG9sZFJlcXVlc3QSDwoHaG9sZF9pZBgBIAEoCSI2Cg9HZXRIb2xkUmVzcG9uc2USIwoEaG9sZBgBIAEoCzIVLmx1bmEuYmlsbGluZy52MS5Ib2xkIpQBChRMaXN0T3BlbkhvbGRzUmVxdWVzdBIOCgZyZWFzb24YASABKAkSEQoJcmVmZXJlbmNlGAIgASgJEjIKDmNyZWF0ZWRfYmVmb3JlGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglwYWdlX3NpemUYBCABKAUSEgoKcGFnZV90b2tlbhgFIAEoCSJWChVMaXN0T3BlbkhvbGRzUmVzcG9uc2USJAoFaG9sZHMYASADKAsyFS5sdW5hLmJpbGxpbmcudjEuSG9sZBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkypQMKDkNyZWRpdHNTZXJ2aWNlEkwKB1Jlc2VydmUSHy5sdW5hLmJpbGxpbmcudjEuUmVzZXJ2ZVJlcXVlc3QaIC5sdW5hLmJpbGxpbmcudjEuUmVzZXJ2ZVJlc3BvbnNlEkkKBkNvbW1pdBIeLmx1bmEuYmlsbGluZy52MS5Db21taXRSZXF1ZXN0Gh8ubHVuYS5iaWxsaW5nLnYxLkNvbW1pdFJlc3BvbnNlEkwKB1JlbGVhc2USHy5sdW5hLmJpbGxpbmcudjEuUmVsZWFzZVJlcXVlc3QaIC5sdW5hLmJpbGxpbmcudjEuUmVsZWFzZVJlc3BvbnNlEkwKB0dldEhvbGQSHy5sdW5hLmJpbGxpbmcudjEuR2V0SG9sZFJlcXVlc3QaIC5sdW5hLmJpbGxpbmcudjEuR2V0SG9sZFJlc3BvbnNlEl4KDUxpc3RPcGVuSG9sZHMSJS5sdW5hLmJpbGxpbmcudjEuTGlzdE9wZW5Ib2xkc1JlcXVlc3QaJi5sdW5hLmJpbGxpbmcudjEuTGlzdE9wZW5Ib2xkc1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_luna_billing_v1_ledger]);
 
 /**
  * @generated from message luna.billing.v1.ReserveRequest
@@ -229,6 +229,79 @@ export const GetHoldResponseSchema: GenMessage<GetHoldResponse> = /*@__PURE__*/
   messageDesc(file_luna_billing_v1_credits_service, 7);
 
 /**
+ * @generated from message luna.billing.v1.ListOpenHoldsRequest
+ */
+export type ListOpenHoldsRequest = Message<"luna.billing.v1.ListOpenHoldsRequest"> & {
+  /**
+   * The reason the holds were reserved with, e.g. "chat" (required).
+   *
+   * @generated from field: string reason = 1;
+   */
+  reason: string;
+
+  /**
+   * Only the holds of this reference, e.g. one message id (optional).
+   *
+   * @generated from field: string reference = 2;
+   */
+  reference: string;
+
+  /**
+   * Only the holds created before this instant (optional): callers leave out holds whose work may still be starting.
+   *
+   * @generated from field: google.protobuf.Timestamp created_before = 3;
+   */
+  createdBefore?: Timestamp | undefined;
+
+  /**
+   * At most this many holds (0 = 100; at most 500).
+   *
+   * @generated from field: int32 page_size = 4;
+   */
+  pageSize: number;
+
+  /**
+   * next_page_token of the previous page ("" for the first).
+   *
+   * @generated from field: string page_token = 5;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message luna.billing.v1.ListOpenHoldsRequest.
+ * Use `create(ListOpenHoldsRequestSchema)` to create a new message.
+ */
+export const ListOpenHoldsRequestSchema: GenMessage<ListOpenHoldsRequest> = /*@__PURE__*/
+  messageDesc(file_luna_billing_v1_credits_service, 8);
+
+/**
+ * @generated from message luna.billing.v1.ListOpenHoldsResponse
+ */
+export type ListOpenHoldsResponse = Message<"luna.billing.v1.ListOpenHoldsResponse"> & {
+  /**
+   * Ordered by creation time, then id.
+   *
+   * @generated from field: repeated luna.billing.v1.Hold holds = 1;
+   */
+  holds: Hold[];
+
+  /**
+   * "" on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message luna.billing.v1.ListOpenHoldsResponse.
+ * Use `create(ListOpenHoldsResponseSchema)` to create a new message.
+ */
+export const ListOpenHoldsResponseSchema: GenMessage<ListOpenHoldsResponse> = /*@__PURE__*/
+  messageDesc(file_luna_billing_v1_credits_service, 9);
+
+/**
  * Two-phase charging for other services (role `internal` only; never routed by the gateway): reserve the worst case
  * before GPU work, then commit the actual amount or release.
  *
@@ -276,6 +349,17 @@ export const CreditsService: GenService<{
     methodKind: "unary";
     input: typeof GetHoldRequestSchema;
     output: typeof GetHoldResponseSchema;
+  },
+  /**
+   * The open holds reserved with one reason, oldest first: for the callers' sweepers, to find holds whose work
+   * record was lost in a crash between Reserve and the caller's own write of the hold id.
+   *
+   * @generated from rpc luna.billing.v1.CreditsService.ListOpenHolds
+   */
+  listOpenHolds: {
+    methodKind: "unary";
+    input: typeof ListOpenHoldsRequestSchema;
+    output: typeof ListOpenHoldsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_luna_billing_v1_credits_service, 0);
