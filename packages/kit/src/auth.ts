@@ -29,7 +29,14 @@ export type MethodRules = Record<string, AccessRule>;
  * The verified caller. For internal tokens `userId` is the calling service's name. `issuedAt`: when the token was
  * issued (ms since the epoch), checked against the user's revocation cut-off (revocation.ts).
  */
-export type Principal = { userId: string; role: Role; tokenId: string; issuedAt?: number };
+export type Principal = {
+  userId: string;
+  role: Role;
+  tokenId: string;
+  issuedAt?: number;
+  /** Set when the caller used a personal API key (api-keys.ts) instead of an access token: its id. */
+  apiKeyId?: string;
+};
 
 /** Claim with the issue time in milliseconds (`iat` has whole seconds). */
 export const ISSUED_AT_MS_CLAIM = "iat_ms";

@@ -24,6 +24,7 @@ import {
 import { bool, csv, duration, loadConfig, port } from "./config.js";
 import { trustedProxiesOf, trustedProxyConfigSchema, type TrustedProxies } from "./client-address.js";
 import { createRevocationList, revocationCheckingVerifier, type RevocationList } from "./revocation.js";
+import { apiKeyLookupOver, createApiKeyVerifier, looksLikeApiKey, type ApiKeyLookup } from "./api-keys.js";
 import { createHealth, healthAuthRules, type HealthServer } from "./health.js";
 import { createLogger, type Logger } from "./log.js";
 import { applyMigrations } from "./migrate.js";
@@ -45,15 +46,25 @@ export interface ServiceModule {
   routes(router: ConnectRouter): void;
   /** Access rule per proto service or method; a method without a rule is denied. */
   authRules: MethodRules;
-  /** Plain HTTP routes on the API port (JWKS, signed image URLs); return true when handled. */
-  http?: (req: NodeServerRequest, res: NodeServerResponse) => boolean;
+  /**
+   * Plain HTTP routes on the API port (JWKS, signed image URLs, the OpenAI-compatible `/v1/*`); return true when
+   * handled. `ctx.verifier` is the host's bearer verifier (access tokens, internal tokens and API keys).
+   */
+  http?: (req: NodeServerRequest, res: NodeServerResponse, ctx: HttpContext) => boolean;
   /** The auth module serves the user-token JWKS; when hosted in the same process, verification uses it directly. */
   jwks?: () => Promise<JSONWebKeySet>;
+  /** The auth module checks API keys itself (other services ask it over AuthInternalService). */
+  apiKeyLookup?: ApiKeyLookup;
   readiness?: ReadinessCheck[];
   /** Starts background work (outbox relay, consumers, sweepers). */
   start?(): Promise<void>;
   /** Stops it; called after the server stopped accepting calls. */
   stop?(): Promise<void>;
+}
+
+/** What the host hands a module's plain HTTP routes. */
+export interface HttpContext {
+  verifier: JwtVerifier;
 }
 
 /** Connect transports to other services: in-process in the all-in-one mode, gRPC with an internal JWT otherwise. */
@@ -98,6 +109,8 @@ export const runtimeConfigSchema = z.object({
   LUNA_SHUTDOWN_GRACE: duration("10s"),
   /** How stale a replica's view of revoked tokens may be (revocation.ts): a revoked token stops within this. */
   LUNA_REVOCATION_CHECK_INTERVAL: duration("2s"),
+  /** How long a replica trusts auth's answer for a personal API key (api-keys.ts); revocations cut it short. */
+  LUNA_API_KEY_CACHE_TTL: duration("60s"),
   /** LUNA_TRUSTED_PROXY_HOPS (default 1: the gateway) and LUNA_TRUSTED_PROXIES (CIDRs): see client-address.ts. */
   ...trustedProxyConfigSchema.shape,
 });
@@ -138,6 +151,11 @@ export function createServiceVerifier(opts: {
   internalPublicKey: JWK;
   /** Refuses user tokens issued before their user's revocation (see revocation.ts); every service passes it. */
   revocations?: Pick<RevocationList, "notBefore">;
+  /**
+   * Verifies personal API keys (`luna_sk_...`, see api-keys.ts; it applies the revocation list itself). Without it an
+   * API key is refused.
+   */
+  apiKeys?: JwtVerifier;
 }): JwtVerifier {
   const user = createJwtVerifier({ issuer: opts.userIssuer, audience: opts.audience, ...opts.userKeys });
   const internal = createJwtVerifier({ issuer: opts.internalIssuer, audience: opts.audience, keys: { keys: [opts.internalPublicKey] } });
@@ -160,7 +178,14 @@ export function createServiceVerifier(opts: {
     },
   });
   // Outside the cache: a cached token is still checked against revocations on every call.
-  return opts.revocations ? revocationCheckingVerifier(verifier, opts.revocations) : verifier;
+  const tokens = opts.revocations ? revocationCheckingVerifier(verifier, opts.revocations) : verifier;
+  return {
+    verify(token) {
+      if (!looksLikeApiKey(token)) return tokens.verify(token);
+      if (!opts.apiKeys) return Promise.reject(new ConnectError("API keys are not accepted here", Code.Unauthenticated));
+      return opts.apiKeys.verify(token);
+    },
+  };
 }
 
 /**
@@ -307,6 +332,7 @@ export async function hostModules(opts: {
   }
   const health = createHealth({ services: opts.modules.map((m) => m.name) });
   const httpHandlers = [...opts.modules.flatMap((m) => (m.http ? [m.http] : [])), ...(opts.http ? [opts.http] : [])];
+  const httpContext: HttpContext = { verifier: opts.verifier };
   const server: LunaServer = createServer({
     routes(router) {
       health.routes(router);
@@ -315,7 +341,7 @@ export async function hostModules(opts: {
     },
     interceptors: [opts.metrics.interceptor, authInterceptor({ verifier: opts.verifier, rules }), ...(opts.interceptors ?? [])],
     cors: { allowedOrigins: opts.corsOrigins },
-    extraHttp: (req, res) => httpHandlers.some((h) => h(req, res)),
+    extraHttp: (req, res) => httpHandlers.some((h) => h(req, res, httpContext)),
     log: opts.log,
     shutdownGraceMs: opts.shutdownGraceMs,
     metrics: opts.metrics,
@@ -402,6 +428,8 @@ export async function runService<S extends z.ZodObject>(opts: RunServiceOptions<
       issuer: runtime.LUNA_INTERNAL_ISSUER, audience: runtime.LUNA_JWT_AUDIENCE, subject: opts.name,
       timeoutMs: runtime.LUNA_CALL_TIMEOUT });
     const hostedModule: { current?: ServiceModule } = {};
+    const revocations = createRevocationList({ redis, checkIntervalMs: runtime.LUNA_REVOCATION_CHECK_INTERVAL, log });
+    const authLookup = apiKeyLookupOver(clients.transport("auth"));
     const verifier = createServiceVerifier({
       userIssuer: runtime.LUNA_JWT_ISSUER,
       audience: runtime.LUNA_JWT_AUDIENCE,
@@ -409,7 +437,13 @@ export async function runService<S extends z.ZodObject>(opts: RunServiceOptions<
       userKeys: opts.name === "auth" ? { keys: () => hostedModule.current!.jwks!() } : { jwksUrl: runtime.LUNA_JWKS_URL },
       internalIssuer: runtime.LUNA_INTERNAL_ISSUER,
       internalPublicKey: publicJwkOf(internalKey),
-      revocations: createRevocationList({ redis, checkIntervalMs: runtime.LUNA_REVOCATION_CHECK_INTERVAL, log }),
+      revocations,
+      apiKeys: createApiKeyVerifier({
+        // Auth answers from its own database; everyone else asks auth.
+        lookup: opts.name === "auth" ? (key) => hostedModule.current!.apiKeyLookup!(key) : authLookup,
+        revocations,
+        cacheTtlMs: runtime.LUNA_API_KEY_CACHE_TTL,
+      }),
     });
     const mod = await opts.create(config, { log, metrics, redis, nats, js: jetstream(nats), databaseUrl, clients });
     hostedModule.current = mod;

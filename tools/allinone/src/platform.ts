@@ -12,6 +12,7 @@ import {
   createLogger,
   createMetrics,
   createRevocationList,
+  createApiKeyVerifier,
   createServiceVerifier,
   ensureStreams,
   generateSigningKey,
@@ -120,13 +121,24 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
       if (!auth?.jwks) throw new Error("the auth module is not hosted");
       return auth.jwks();
     };
+    const revocations = createRevocationList({ redis, checkIntervalMs: runtime.LUNA_REVOCATION_CHECK_INTERVAL, log });
     const verifier = createServiceVerifier({
       userIssuer: runtime.LUNA_JWT_ISSUER,
       audience: runtime.LUNA_JWT_AUDIENCE,
       userKeys: { keys: authJwks },
       internalIssuer: runtime.LUNA_INTERNAL_ISSUER,
       internalPublicKey: publicJwkOf(internalKey),
-      revocations: createRevocationList({ redis, checkIntervalMs: runtime.LUNA_REVOCATION_CHECK_INTERVAL, log }),
+      revocations,
+      // API keys: the hosted auth module answers directly (no call through a transport).
+      apiKeys: createApiKeyVerifier({
+        lookup: (key) => {
+          const auth = modules.find((m) => m.name === "auth");
+          if (!auth?.apiKeyLookup) throw new Error("the auth module is not hosted");
+          return auth.apiKeyLookup(key);
+        },
+        revocations,
+        cacheTtlMs: runtime.LUNA_API_KEY_CACHE_TTL,
+      }),
     });
     const clients = inProcessClients({ modules: () => modules, verifier, internalKey, issuer: runtime.LUNA_INTERNAL_ISSUER,
       audience: runtime.LUNA_JWT_AUDIENCE, subject: "luna", timeoutMs: runtime.LUNA_CALL_TIMEOUT });
