@@ -385,8 +385,10 @@ export function chatView(deps: ChatViewDeps): { el: HTMLElement; route(): void }
   });
 
   /** Follows one reply's event stream into `r`: text as it arrives (markdown), "warming up" while the model wakes, the bill. */
-  const follow = async (r: Reply, events: AsyncIterable<{ event?: ChatEvent }>) => {
+  const follow = async (r: Reply, events: AsyncIterable<{ event?: ChatEvent }>): Promise<Partial<Message>> => {
     r.el.classList.add("streaming");
+    /** What the stream said about the end, kept with the reply for the sibling arrows. */
+    const end: Partial<Message> = { finishReason: FinishReason.CANCELLED, completionTokens: 0n, creditsCharged: 0n };
     const state = current!;
     // While the model warms up: the server's last `waiting` event, counted down locally between its repeats.
     let warming: { modelId: string; endsAt: number } | undefined;
@@ -416,12 +418,15 @@ export function chatView(deps: ChatViewDeps): { el: HTMLElement; route(): void }
           r.text = (start >= 0 && start <= r.text.length ? r.text.slice(0, start) : r.text) + ev.value.text;
           renderLater(r);
         } else if (ev?.case === "finished") {
+          renderMarkdown(r.body, r.text); // the whole reply now, not at the next frame
           r.meta.textContent = finishedMeta(ev.value);
+          Object.assign(end, { finishReason: ev.value.finishReason, completionTokens: ev.value.completionTokens, creditsCharged: ev.value.creditsCharged });
           if (ev.value.finishReason === FinishReason.CANCELLED) r.el.classList.add("stopped");
           deps.onBalance(ev.value.balanceAfter);
         } else if (ev?.case === "error") {
           r.el.classList.add("failed");
           r.meta.textContent = `failed: ${ev.value.message || ev.value.code}`;
+          Object.assign(end, { errorMessage: ev.value.message, errorCode: ev.value.code });
           deps.onBalance(ev.value.balanceAfter);
         }
       }
@@ -440,10 +445,11 @@ export function chatView(deps: ChatViewDeps): { el: HTMLElement; route(): void }
       r.el.classList.remove("streaming", "warming");
       if (!r.text && !r.meta.textContent) r.meta.textContent = "(no reply)";
     }
+    return end;
   };
 
   /** Records a finished reply as the newest sibling of its group and redraws the buttons. */
-  const settle = (r: Reply) => {
+  const settle = (r: Reply, end: Partial<Message>) => {
     const parent = r.el.dataset.parent;
     const id = r.el.dataset.id;
     if (!parent || !id) return;
@@ -453,8 +459,9 @@ export function chatView(deps: ChatViewDeps): { el: HTMLElement; route(): void }
       : r.el.classList.contains("stopped") ? MessageStatus.STOPPED : MessageStatus.COMPLETE;
     for (const m of group) m.active = false;
     const existing = group.findIndex((m) => m.id === id);
-    if (existing >= 0) Object.assign(group[existing]!, { content: r.text, status, active: true });
-    else group.push({ id, parentId: parent, content: r.text, status, active: true } as Message);
+    const fields = { ...end, content: r.text, status, active: true };
+    if (existing >= 0) Object.assign(group[existing]!, fields);
+    else group.push({ id, parentId: parent, ...fields } as Message);
     siblings.set(parent, group);
     shown.set(parent, existing >= 0 ? existing : group.length - 1);
     const meta = r.meta.textContent; // what the stream said (tokens and credits) stays
@@ -483,16 +490,16 @@ export function chatView(deps: ChatViewDeps): { el: HTMLElement; route(): void }
         if (!res.conversation) throw new Error("the server returned no conversation");
         conversation = res.conversation;
         maxTokensFor.set(conversation.id, limit);
-        history.pushState(null, "", `/c/${conversation.id}`);
+        // The new chat page becomes the conversation: back goes to where the person was before it.
+        history.replaceState(null, "", `/c/${conversation.id}`);
         settings.hidden = true;
         setTitle(conversation);
       }
       const c = conversation;
       if (!c.lastMessagePreview) c.lastMessagePreview = text;
       bumpConversation(c);
-      await follow(r, chat.sendMessage({ conversationId: c.id, text, clientMessageId: randomId(), maxOutputTokens: maxTokensFor.get(c.id) ?? 0 },
-        { signal: current.abort.signal }));
-      settle(r);
+      settle(r, await follow(r, chat.sendMessage({ conversationId: c.id, text, clientMessageId: randomId(), maxOutputTokens: maxTokensFor.get(c.id) ?? 0 },
+        { signal: current.abort.signal })));
     } catch (err) {
       r.el.classList.add("failed");
       r.meta.textContent = errorMessage(err);
@@ -513,9 +520,8 @@ export function chatView(deps: ChatViewDeps): { el: HTMLElement; route(): void }
     current = { abort: new AbortController(), messageId: "", stopping: false };
     setBusy(true);
     try {
-      await follow(fresh, chat.regenerateMessage({ messageId: target.id, maxOutputTokens: maxTokensFor.get(conversation.id) ?? 0 },
-        { signal: current.abort.signal }));
-      settle(fresh);
+      settle(fresh, await follow(fresh, chat.regenerateMessage({ messageId: target.id, maxOutputTokens: maxTokensFor.get(conversation.id) ?? 0 },
+        { signal: current.abort.signal })));
     } catch (err) {
       fresh.el.classList.add("failed");
       fresh.meta.textContent = errorMessage(err);
@@ -531,8 +537,7 @@ export function chatView(deps: ChatViewDeps): { el: HTMLElement; route(): void }
     current = { abort: new AbortController(), messageId: m.id, stopping: false };
     setBusy(true);
     try {
-      await follow(r, chat.resumeStream({ messageId: m.id, offset: 0n }, { signal: current.abort.signal }));
-      settle(r);
+      settle(r, await follow(r, chat.resumeStream({ messageId: m.id, offset: 0n }, { signal: current.abort.signal })));
       deps.onCreditsChanged();
     } finally {
       current = undefined;

@@ -64,7 +64,7 @@ export function renderMarkdown(el: HTMLElement, source: string): void {
   const html = marked.parse(source, { async: false });
   el.innerHTML = DOMPurify.sanitize(html, { USE_PROFILES: { html: true }, FORBID_TAGS: ["style", "form", "input", "button", "img"] });
   for (const code of el.querySelectorAll<HTMLElement>("pre > code")) {
-    const text = code.textContent ?? "";
+    const text = (code.textContent ?? "").replace(/\n$/, ""); // marked ends a fence's text with a newline
     const lang = /\blanguage-([\w+-]+)/.exec(code.className)?.[1];
     if (lang && hljs.getLanguage(lang)) {
       code.innerHTML = hljs.highlight(text, { language: lang, ignoreIllegals: true }).value; // hljs escapes the text
