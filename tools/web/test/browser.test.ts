@@ -179,6 +179,7 @@ describe("web client in Chromium", () => {
     await page.locator("#chat-input").fill("Hello, Luna!");
     await page.keyboard.press("Enter");
     expect(await replyDone(page)).not.toContain("token limit");
+    expect(await page.locator("#conversation-title").textContent()).toBe("Hello, Luna!"); // untitled: its first message
     const first = conversationIdOf(page);
     expect(first, page.url()).toBeTruthy();
     await expect.poll(() => page.locator("#conversation-list .conv").count()).toBe(1);
@@ -356,6 +357,11 @@ describe("web client in Chromium", () => {
     const page = await context.newPage();
     const errors = watchConsole(page);
     await signIn(page, "bea@luna.test");
+    // The console watch itself: an HTTP error response is expected noise, a console error is not.
+    await page.evaluate("fetch('/assets/missing-file.js').then((r) => r.status)");
+    await page.evaluate("console.error('deliberate')");
+    await expect.poll(() => errors).toEqual(["console: deliberate"]);
+    errors.length = 0;
 
     // The top bar is one line, inside the screen.
     const bar = (await page.locator("header.topbar").boundingBox())!;

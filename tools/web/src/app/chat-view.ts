@@ -110,7 +110,7 @@ export function chatView(deps: ChatViewDeps): { el: HTMLElement; route(): void }
       navigate(`/c/${c.id}`);
     });
     const rename = h("button", { type: "button", class: "ghost icon", title: "Rename", "aria-label": "Rename", "data-action": "rename" }, "✎");
-    const del = h("button", { type: "button", class: "ghost icon", title: "Delete", "aria-label": "Delete", "data-action": "delete" }, "🗑");
+    const del = h("button", { type: "button", class: "ghost icon", title: "Delete", "aria-label": "Delete", "data-action": "delete" }, "×");
     const li = h("li", { class: "conv", "data-id": c.id }, link, rename, del);
     if (conversation?.id === c.id) li.classList.add("active");
     rename.addEventListener("click", () => {
@@ -496,7 +496,10 @@ export function chatView(deps: ChatViewDeps): { el: HTMLElement; route(): void }
         setTitle(conversation);
       }
       const c = conversation;
-      if (!c.lastMessagePreview) c.lastMessagePreview = text;
+      if (!c.lastMessagePreview) {
+        c.lastMessagePreview = text;
+        setTitle(c); // untitled: named by its first message until it gets a title
+      }
       bumpConversation(c);
       settle(r, await follow(r, chat.sendMessage({ conversationId: c.id, text, clientMessageId: randomId(), maxOutputTokens: maxTokensFor.get(c.id) ?? 0 },
         { signal: current.abort.signal })));
