@@ -23,6 +23,11 @@ export const configSchema = z.object({
   IMAGE_DEADLINE_GRACE: duration("30s"),
   /** How often the sweeper runs (deadlines, unsettled credits, undispatched jobs). */
   IMAGE_SWEEP_INTERVAL: duration("5s"),
+  /**
+   * The sweeper releases an open image hold whose job was never stored (a submission crashed between billing's
+   * reserve and its commit) once the hold is this old.
+   */
+  IMAGE_ORPHAN_HOLD_GRACE: duration("30s"),
   /** Jobs handled per sweep query. */
   IMAGE_SWEEP_BATCH: int(200, 1, 10_000),
   /** Lifetime of signed image URLs. */

@@ -10,6 +10,7 @@ import { fileURLToPath } from "node:url";
 import type { ConnectRouter, Transport } from "@connectrpc/connect";
 import { createClient } from "@connectrpc/connect";
 import { CreditsService } from "@luna/contracts/luna/billing/v1/credits_service_pb.js";
+import { LimitsService } from "@luna/contracts/luna/billing/v1/limits_service_pb.js";
 import { ModelStatus } from "@luna/contracts/luna/models/v1/models_pb.js";
 import {
   outboxPruneOf,
@@ -130,6 +131,7 @@ export async function createImageJobModule(config: ImageJobConfig, infra: ImageJ
       store,
       catalog,
       credits: createClient(CreditsService, billing),
+      limits: createClient(LimitsService, billing),
       lifecycle,
       signer,
       estimateQueue: createQueueEstimator({ store, defaultRunMs: config.IMAGE_DEFAULT_RUN_ESTIMATE, poolWake }),
@@ -159,7 +161,8 @@ export async function createImageJobModule(config: ImageJobConfig, infra: ImageJ
       await consumer.ready;
       userDeleted = startUserDeletedConsumer({ js: infra.js, store, images: imageStore, lifecycle, log });
       sweeper = startSweeper({ store, lifecycle, settler, log, intervalMs: config.IMAGE_SWEEP_INTERVAL, batch: config.IMAGE_SWEEP_BATCH,
-        deadlineGraceMs: config.IMAGE_DEADLINE_GRACE });
+        deadlineGraceMs: config.IMAGE_DEADLINE_GRACE, credits: createClient(CreditsService, billing), orphanHoldGraceMs: config.IMAGE_ORPHAN_HOLD_GRACE,
+        callTimeoutMs: config.IMAGE_BILLING_TIMEOUT });
     },
     ensurePoolConsumers: () => poolConsumers?.ensureAll() ?? Promise.resolve([]),
     async stop() {

@@ -1,6 +1,11 @@
 // The periodic safety net of image-job: fails jobs past their deadlines (releasing their credits and interrupting a
 // worker that may still run them), retries billing settlements that failed, and dispatches waiting jobs that
-// nothing else dispatched. Safe on every replica at once (row locks; settlement is idempotent).
+// nothing else dispatched, and releases the credit holds of submissions that crashed between billing's reserve and
+// their commit (no job names such a hold; billing lists it by its reference, the job id), instead of leaving them to
+// their deadline. Safe on every replica at once (row and user locks; settlement and release are idempotent).
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import type { Client } from "@connectrpc/connect";
+import type { CreditsService } from "@luna/contracts/luna/billing/v1/credits_service_pb.js";
 import type { JobStore } from "./data/job-store.js";
 import type { Lifecycle } from "./lifecycle.js";
 import type { Settler } from "./settlement.js";
@@ -18,18 +23,48 @@ export interface SweeperOptions {
   intervalMs: number;
   batch: number;
   deadlineGraceMs: number;
+  /** Billing, for the holds no job names (the hold sweep is off without it). */
+  credits?: Client<typeof CreditsService>;
+  /** Holds younger than this are left out of the hold sweep. */
+  orphanHoldGraceMs?: number;
+  callTimeoutMs?: number;
   /** Settlements younger than this are left to the path that made them (default 2 s). */
   settleDelayMs?: number;
 }
 
 /** One sweep round; returns what it did (for tests and logs). */
-export async function sweepOnce(opts: SweeperOptions, now = new Date()): Promise<{ failed: number; settled: number; dispatched: number }> {
+export async function sweepOnce(opts: SweeperOptions, now = new Date()): Promise<{ failed: number; settled: number; dispatched: number; holdsReleased: number }> {
   const failed = await opts.store.failExpired(now, opts.deadlineGraceMs, opts.batch);
   for (const f of failed) opts.lifecycle.changed(f.job, f.previousStatus);
   const unsettled = await opts.store.unsettled(opts.batch, new Date(now.getTime() - (opts.settleDelayMs ?? 2000)));
   for (const job of unsettled) await opts.settler.settle(job);
   const dispatched = await opts.store.dispatchWaitingJobs(opts.batch);
-  return { failed: failed.length, settled: unsettled.length, dispatched };
+  const holdsReleased = await releaseOrphanedHolds(opts, now).catch((err: unknown) => {
+    opts.log.warn({ err }, "could not look for orphaned credit holds; will retry");
+    return 0;
+  });
+  return { failed: failed.length, settled: unsettled.length, dispatched, holdsReleased };
+}
+
+/** Releases the open image holds (older than the grace) whose job does not exist; returns how many. */
+export async function releaseOrphanedHolds(opts: SweeperOptions, now = new Date()): Promise<number> {
+  const credits = opts.credits;
+  if (!credits) return 0;
+  const call = { timeoutMs: opts.callTimeoutMs ?? 10_000 };
+  const createdBefore = timestampFromDate(new Date(now.getTime() - (opts.orphanHoldGraceMs ?? 30_000)));
+  let released = 0;
+  let pageToken = "";
+  do {
+    const page = await credits.listOpenHolds({ reason: "image", createdBefore, pageSize: opts.batch, pageToken }, call);
+    pageToken = page.nextPageToken;
+    const missing = await opts.store.jobsMissing(page.holds.map((h) => ({ jobId: h.reference, userId: h.accountId })));
+    for (const h of page.holds.filter((x) => missing.includes(x.reference))) {
+      await credits.release({ holdId: h.id }, call);
+      released++;
+      opts.log.info({ holdId: h.id, jobId: h.reference, credits: h.amount.toString() }, "released a credit hold whose job was never stored");
+    }
+  } while (pageToken !== "");
+  return released;
 }
 
 export function startSweeper(opts: SweeperOptions): { stop(): Promise<void> } {
@@ -40,7 +75,7 @@ export function startSweeper(opts: SweeperOptions): { stop(): Promise<void> } {
     running = (async () => {
       try {
         const r = await sweepOnce(opts);
-        if (r.failed > 0 || r.dispatched > 0) opts.log.info(r, "image job sweep");
+        if (r.failed > 0 || r.dispatched > 0 || r.holdsReleased > 0) opts.log.info(r, "image job sweep");
       } catch (err) {
         opts.log.warn({ err }, "image job sweep failed; will retry");
       }

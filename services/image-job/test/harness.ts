@@ -65,6 +65,8 @@ export interface HarnessOptions {
   /** Start one in-process worker (default true). */
   worker0?: boolean;
   signupCredits?: number;
+  /** Billing's per-minute image job limit for role user (default generous, so only tests of the limit meet it). */
+  imagePerMinute?: number;
 }
 
 export interface Harness {
@@ -160,7 +162,8 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
       { ...infra, databaseUrl: regDb.url }));
     const billing = await createBillingModule(
       loadConfig(billingConfigSchema, { BILLING_CONSUME_USER_EVENTS: "false", BILLING_SIGNUP_CREDITS: String(opts.signupCredits ?? 1000),
-        BILLING_INVARIANT_CHECK_INTERVAL: "0ms", BILLING_DB_POOL_SIZE: "5" }),
+        BILLING_INVARIANT_CHECK_INTERVAL: "0ms", BILLING_DB_POOL_SIZE: "5",
+        BILLING_RATE_LIMITS: JSON.stringify({ roles: { user: { rates: { image: { limit: opts.imagePerMinute ?? 1000, per: "minute" } } } } }) }),
       { ...infra, databaseUrl: billDb.url });
     modules.push(billing);
     const imageJob = await createImageJobModule(
@@ -240,7 +243,7 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
           LUNA_INTERNAL_KEY: JSON.stringify(internalKey.privateJwk),
           LUNA_INTERNAL_ISSUER: INTERNAL_ISSUER,
           LUNA_JWT_AUDIENCE: AUDIENCE,
-          LUNA_ADMIN_PORT: String(await freePort()),
+          LUNA_ADMIN_PORT: overrides.LUNA_ADMIN_PORT ?? String(await freePort()),
           LUNA_HOST: "127.0.0.1",
           LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "info",
         };

@@ -4,6 +4,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient, createRouterTransport } from "@connectrpc/connect";
 import { CreditsService } from "@luna/contracts/luna/billing/v1/credits_service_pb.js";
+import { LimitsService } from "@luna/contracts/luna/billing/v1/limits_service_pb.js";
 import { ImageService } from "@luna/contracts/luna/image/v1/image_service_pb.js";
 import { ImageWorkerService, StartJobAction } from "@luna/contracts/luna/image/v1/image_worker_service_pb.js";
 import { CatalogWorkflowSchema, ModelStatus, WorkflowParameter as P, type CatalogWorkflow } from "@luna/contracts/luna/models/v1/models_pb.js";
@@ -61,12 +62,15 @@ interface Setup {
   workflow?: CatalogWorkflow | undefined;
   reserve?: () => { holdId: string; amount: bigint; expiresAt?: Date } | ConnectError;
   principal?: Principal;
+  rate?: () => { allowed: boolean; limit: number; retryAfter?: { seconds: bigint; nanos: number } };
 }
 
 function clients(s: Setup) {
   const catalog = { loaded: s.loaded ?? true, getWorkflow: (id: string) => (id === "tiny" ? s.workflow : undefined) };
   const reserves: string[] = [];
-  const billing = createRouterTransport((router) => router.service(CreditsService, {
+  const billing = createRouterTransport((router) => router.service(LimitsService, {
+    checkRateLimit: () => (s.rate?.() ?? { allowed: true, limit: 10 }),
+  }).service(CreditsService, {
     async reserve(req) {
       reserves.push(req.idempotencyKey);
       const r = s.reserve?.() ?? { holdId: `hold-${req.reference}`, amount: req.amount };
@@ -77,7 +81,7 @@ function clients(s: Setup) {
   const metrics = createImageJobMetrics(new Registry(), async () => []);
   const lifecycle = { changed: () => undefined, discardObjects: () => undefined };
   const transport = createRouterTransport(routes({
-    store, catalog, credits: createClient(CreditsService, billing), lifecycle,
+    store, catalog, credits: createClient(CreditsService, billing), limits: createClient(LimitsService, billing), lifecycle,
     signer: { store: createLocalStore({ dir: "/tmp/unused-image-store", secret: "s".repeat(32), baseUrl: "" }), urlTtlMs: 60_000 },
     estimateQueue: createQueueEstimator({ store, defaultRunMs: 1000 }),
     nc: { subscribe: () => ({ unsubscribe: () => undefined }) } as never,
@@ -131,6 +135,17 @@ describe("SubmitJob with its dependencies in odd states", () => {
       expect((await codeOf(images.submitJob({ workflowId: "tiny", prompt: "x" })))[0]).toBe(code);
     }
     expect((await pool.query("SELECT count(*)::int AS n FROM image_jobs WHERE user_id = $1", ["billing-user"])).rows[0].n).toBe(0);
+  });
+
+  it("checks the per-minute limit before reserving: refused or unreachable, nothing is reserved or stored", async () => {
+    const principal = { userId: "rate-user", role: "user" as const, tokenId: "t" };
+    const over = clients({ workflow: wf(), principal, rate: () => ({ allowed: false, limit: 10, retryAfter: { seconds: 7n, nanos: 0 } }) });
+    expect(await codeOf(over.images.submitJob({ workflowId: "tiny", prompt: "x" }))).toEqual([Code.ResourceExhausted, "rate limit: at most 10 image jobs per minute; retry in 7s"]);
+    expect(over.reserves).toEqual([]);
+    const down = clients({ workflow: wf(), principal, rate: () => { throw new ConnectError("redis down", Code.Unavailable); } });
+    expect((await codeOf(down.images.submitJob({ workflowId: "tiny", prompt: "x" })))[0]).toBe(Code.Unavailable);
+    expect(down.reserves).toEqual([]);
+    expect((await pool.query("SELECT count(*)::int AS n FROM image_jobs WHERE user_id = $1", ["rate-user"])).rows[0].n).toBe(0);
   });
 
   it("uses one billing key per job, and refuses a retried key whose hold has expired", async () => {

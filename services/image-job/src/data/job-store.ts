@@ -646,6 +646,31 @@ export function createJobStore(opts: JobStoreOptions) {
     },
 
     /** Final jobs whose billing action (commit or release) is not done yet. */
+    /**
+     * The ids among `refs` that name no job (the hold sweep: holds of submissions that crashed between billing's
+     * reserve and their commit). Each candidate is confirmed under its user's lock, which a submission holds from
+     * before its reserve until its commit: a job being written is waited for (up to 2 s, else left for the next
+     * sweep), never reported missing.
+     */
+    async jobsMissing(refs: Array<{ jobId: string; userId: string }>): Promise<string[]> {
+      const valid = refs.filter((r) => isUuid(r.jobId));
+      if (valid.length === 0) return [];
+      const present = await pool.query("SELECT id FROM image_jobs WHERE id = ANY($1::uuid[])", [valid.map((r) => r.jobId)]);
+      const found = new Set(present.rows.map((r: { id: string }) => r.id));
+      const missing: string[] = [];
+      for (const ref of valid) {
+        if (found.has(ref.jobId)) continue;
+        try {
+          const r = await transaction(async (_db, first) => first,
+            `SET LOCAL lock_timeout = '2s'; ${lockUserSql(ref.userId)}; SELECT 1 FROM image_jobs WHERE id = ${jobIdLiteral(ref.jobId)}`);
+          if (r?.rowCount === 0) missing.push(ref.jobId);
+        } catch {
+          // the user's lock is busy: next sweep
+        }
+      }
+      return missing;
+    },
+
     async unsettled(batch: number, finishedBefore: Date): Promise<JobRow[]> {
       const r = await pool.query(
         `SELECT * FROM image_jobs WHERE settlement <> '' AND settled_at IS NULL AND finished_at < $1 ORDER BY finished_at LIMIT $2`,

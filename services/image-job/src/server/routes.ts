@@ -19,6 +19,8 @@ import {
 } from "@luna/contracts/luna/image/v1/image_worker_service_pb.js";
 import { ImageJobLiveSchema, type ImageJobLive } from "@luna/contracts/luna/events/v1/image_events_pb.js";
 import type { CreditsService } from "@luna/contracts/luna/billing/v1/credits_service_pb.js";
+import { HoldStatus } from "@luna/contracts/luna/billing/v1/ledger_pb.js";
+import type { LimitsService } from "@luna/contracts/luna/billing/v1/limits_service_pb.js";
 import {
   WorkflowParamError,
   failedPrecondition,
@@ -60,6 +62,8 @@ export interface RouteDeps {
   store: JobStore;
   catalog: { readonly loaded: boolean; getWorkflow(id: string): CatalogWorkflow | undefined };
   credits: Client<typeof CreditsService>;
+  /** Billing's per-user request rates (feature "image"), checked before a new job's reserve. */
+  limits: Client<typeof LimitsService>;
   lifecycle: Lifecycle;
   signer: Signer;
   estimateQueue: QueueEstimator;
@@ -92,6 +96,9 @@ class BillingCallError extends Error {
   }
 }
 
+/** The user is over billing's per-minute limit for image jobs. */
+class RateLimitedError extends Error {}
+
 /** A list request's page size (0 = `defaultSize`, at most 100) and decoded cursor; INVALID_ARGUMENT naming the field. */
 function pageRequest(page: { pageSize: number; pageToken: string } | undefined, defaultSize: number): { size: number; cursor: ReturnType<typeof decodePageToken> } {
   let size: number;
@@ -108,7 +115,7 @@ function pageRequest(page: { pageSize: number; pageToken: string } | undefined, 
 }
 
 export function routes(deps: RouteDeps): (router: ConnectRouter) => void {
-  const { store, catalog, credits, lifecycle, signer, settings } = deps;
+  const { store, catalog, credits, limits, lifecycle, signer, settings } = deps;
   let warnedShortHold = false;
 
   const toJob = async (job: JobWithImages) => jobToProto(job, job.images, signer, await deps.estimateQueue(job));
@@ -124,7 +131,7 @@ export function routes(deps: RouteDeps): (router: ConnectRouter) => void {
   return (router) => {
     router.service(ImageService, {
       async submitJob(req, ctx) {
-        const { userId } = requirePrincipal(ctx, "user");
+        const { userId, role } = requirePrincipal(ctx, "user");
         if (req.workflowId === "") throw invalidArgument("workflow_id", "is required");
         if (!WORKFLOW_ID_RE.test(req.workflowId)) throw invalidArgument("workflow_id", "must be a workflow id such as flux-schnell");
         if (req.idempotencyKey !== "") {
@@ -171,14 +178,32 @@ export function routes(deps: RouteDeps): (router: ConnectRouter) => void {
         let submitted;
         try {
           submitted = await store.submit(newJob, async () => {
+            // Counted only for a new job (a retry of a stored one is answered before this), before any credits move.
+            let rate;
+            try {
+              rate = await limits.checkRateLimit({ userId, role: role === "admin" ? "admin" : "user", feature: "image" }, { timeoutMs: settings.callTimeoutMs });
+            } catch (err) {
+              throw new BillingCallError(ConnectError.from(err));
+            }
+            if (!rate.allowed) {
+              const s = rate.retryAfter ? Math.max(1, Math.ceil(Number(rate.retryAfter.seconds) + rate.retryAfter.nanos / 1e9)) : 1;
+              throw new RateLimitedError(`rate limit: at most ${rate.limit} image jobs per minute; retry in ${s}s`);
+            }
             if (amount <= 0n) return { holdId: "", amount: 0n };
             let r;
+            let replayed = false;
             try {
               r = await credits.reserve({
                 accountId: userId, amount, reason: "image", reference: jobId, idempotencyKey: holdIdempotencyKey(jobId),
                 ttl: { seconds: BigInt(Math.ceil(holdTtlMs / 1000)), nanos: 0 },
-              }, { timeoutMs: settings.callTimeoutMs });
+              }, { timeoutMs: settings.callTimeoutMs, onHeader: (h) => { replayed = h.get("idempotent-replayed") === "true"; } });
+              // A retry whose first attempt never committed gets the original hold back: the sweeper may have
+              // released it since (no job named it), so it must still be open.
+              if (replayed && (await credits.getHold({ holdId: r.holdId }, { timeoutMs: settings.callTimeoutMs })).hold?.status !== HoldStatus.OPEN) {
+                throw failedPrecondition("idempotency_key: this key's credit hold was released; submit with a new key");
+              }
             } catch (err) {
+              if (err instanceof ConnectError && err.code === Code.FailedPrecondition && err.rawMessage.startsWith("idempotency_key:")) throw err;
               throw new BillingCallError(ConnectError.from(err));
             }
             const expiresAt = r.expiresAt ? timestampDate(r.expiresAt).getTime() : Number.POSITIVE_INFINITY;
@@ -195,6 +220,7 @@ export function routes(deps: RouteDeps): (router: ConnectRouter) => void {
           });
         } catch (err) {
           if (err instanceof JobLimitError) throw resourceExhausted(err.message);
+          if (err instanceof RateLimitedError) throw resourceExhausted(err.message);
           if (err instanceof IdempotencyConflictError) throw failedPrecondition(err.message);
           if (err instanceof BillingCallError) {
             const c = err.callError;
