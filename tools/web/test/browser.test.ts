@@ -5,6 +5,7 @@
 // console error other than an expected HTTP error response fails a test.
 import { existsSync, readdirSync, statSync } from "node:fs";
 import { createServer, request, type Server } from "node:http";
+import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { chromium, type Browser, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -15,9 +16,13 @@ import { CHROMIUM_ARGS, ensureChromium } from "./chromium.js";
 
 const webDir = resolve(import.meta.dirname, "..");
 const distDir = join(webDir, "dist");
-/** Screenshots the README shows (written by this test; commit them when the page changes). */
-const SCREENSHOT = resolve(webDir, "../../docs/web-client.png");
-const SCREENSHOT_PHONE = resolve(webDir, "../../docs/web-client-phone.png");
+/**
+ * Screenshots: the README shows docs/web-client*.png. `LUNA_UPDATE_SCREENSHOTS=1` writes them there (commit them
+ * when the page changes); otherwise they go to the temp dir, so a test run leaves the work tree as it was.
+ */
+const SHOTS_DIR = process.env.LUNA_UPDATE_SCREENSHOTS ? resolve(webDir, "../../docs") : tmpdir();
+const SCREENSHOT = join(SHOTS_DIR, "web-client.png");
+const SCREENSHOT_PHONE = join(SHOTS_DIR, "web-client-phone.png");
 const DESKTOP = { width: 1280, height: 800 };
 const PHONE = { width: 390, height: 844 };
 const PASSWORD = "a-long-and-unusual-passphrase-9";
