@@ -4,6 +4,7 @@
 // simulator, and image workers in-process or as child processes.
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
+import { createServer as createHttpServer } from "node:http";
 import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -48,6 +49,7 @@ import {
 
 const BILLING_MIGRATIONS = fileURLToPath(new URL("../../billing/prisma/migrations", import.meta.url));
 const WORKER_MAIN = fileURLToPath(new URL("../src/worker/main.ts", import.meta.url));
+const SERVICE_MAIN = fileURLToPath(new URL("../src/main.ts", import.meta.url));
 const REPO_ROOT = fileURLToPath(new URL("../../..", import.meta.url));
 
 export const ISSUER = "luna-auth";
@@ -90,6 +92,11 @@ export interface Harness {
   /** Starts a worker as a child process (`src/worker/main.ts`), talking to image-job over the network. */
   spawnWorker(overrides?: Record<string, string>): Promise<ChildProcess>;
   workerEnv(overrides?: Record<string, string>): Record<string, string>;
+  /**
+   * Starts image-job as a child process (`src/main.ts`) on the same database and NATS, calling this harness's billing
+   * and model-registry over the network; `client(userId)` talks to it as that user. For crash tests (SIGKILL).
+   */
+  spawnImageJob(overrides?: Record<string, string>): Promise<{ child: ChildProcess; client(userId: string): Client<typeof ImageService> }>;
   balance(userId: string): Promise<{ balance: bigint; held: bigint; available: bigint }>;
   assertLedgerConsistent(): Promise<void>;
   close(): Promise<void>;
@@ -266,6 +273,62 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
         return child;
       },
       workerEnv,
+      async spawnImageJob(overrides = {}) {
+        // The child verifies user tokens from a JWKS URL, as a deployed service does.
+        const jwks = createHttpServer((_req, res) => {
+          res.setHeader("content-type", "application/json");
+          res.end(JSON.stringify({ keys: [userKey.publicJwk] }));
+        });
+        await new Promise<void>((r) => jwks.listen(0, "127.0.0.1", r));
+        cleanups.push(() => new Promise<void>((r) => jwks.close(() => r())));
+        const port = await freePort();
+        const env = {
+          ...process.env,
+          ...TEST_IMAGE_CONFIG,
+          IMAGE_LOCAL_DIR: imageDir,
+          ...opts.image,
+          DATABASE_URL: jobDb.url,
+          LUNA_MIGRATE_ON_START: "false",
+          NATS_URL: natsServer.url,
+          REDIS_URL: testServers().redisUrl,
+          LUNA_SERVICE_URLS: `billing=${baseUrl},model-registry=${baseUrl}`,
+          LUNA_INTERNAL_KEY: JSON.stringify(internalKey.privateJwk),
+          LUNA_INTERNAL_ISSUER: INTERNAL_ISSUER,
+          LUNA_JWT_ISSUER: ISSUER,
+          LUNA_JWT_AUDIENCE: AUDIENCE,
+          LUNA_JWKS_URL: `http://127.0.0.1:${(jwks.address() as AddressInfo).port}/jwks.json`,
+          LUNA_HOST: "127.0.0.1",
+          LUNA_PORT: String(port),
+          LUNA_ADMIN_PORT: String(await freePort()),
+          LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "info",
+          ...overrides,
+        };
+        const child = spawn(process.execPath, ["--conditions=luna-source", "--import", "tsx", SERVICE_MAIN], { cwd: REPO_ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
+        children.push(child);
+        let output = "";
+        child.stderr!.on("data", (d: Buffer) => (output += d.toString()));
+        await new Promise<void>((resolve, reject) => {
+          const onData = (d: Buffer) => {
+            output += d.toString();
+            if (output.includes("image-job listening")) {
+              child.stdout!.off("data", onData);
+              child.stdout!.resume();
+              resolve();
+            }
+          };
+          child.stdout!.on("data", onData);
+          child.once("exit", (code) => reject(new Error(`image-job exited with ${code} before listening:\n${output}`)));
+        });
+        const client = (userId: string) => createClient(ImageService, createGrpcTransport({
+          baseUrl: `http://127.0.0.1:${port}`,
+          interceptors: [(next) => async (req) => {
+            req.header.set("authorization", `Bearer ${await signAccessToken({ privateKey: userKey.privateJwk, kid: userKey.kid, issuer: ISSUER,
+              audience: AUDIENCE, subject: userId, role: "user", ttlSeconds: 600 })}`);
+            return next(req);
+          }],
+        }));
+        return { child, client };
+      },
       async balance(userId) {
         const acct = await billing.ledger.store.getAccount(userId);
         return { balance: acct!.balance, held: acct!.held, available: acct!.balance - acct!.held };
