@@ -179,11 +179,16 @@ export function createServiceVerifier(opts: {
   });
   // Outside the cache: a cached token is still checked against revocations on every call.
   const tokens = opts.revocations ? revocationCheckingVerifier(verifier, opts.revocations) : verifier;
+  return acceptingApiKeys(tokens, opts.apiKeys);
+}
+
+/** Sends `luna_sk_` bearer values to `apiKeys` (refused when undefined) and everything else to `tokens`. */
+export function acceptingApiKeys(tokens: JwtVerifier, apiKeys: JwtVerifier | undefined): JwtVerifier {
   return {
     verify(token) {
       if (!looksLikeApiKey(token)) return tokens.verify(token);
-      if (!opts.apiKeys) return Promise.reject(new ConnectError("API keys are not accepted here", Code.Unauthenticated));
-      return opts.apiKeys.verify(token);
+      if (!apiKeys) return Promise.reject(new ConnectError("API keys are not accepted here", Code.Unauthenticated));
+      return apiKeys.verify(token);
     },
   };
 }

@@ -2,14 +2,17 @@ import { randomBytes, randomUUID } from "node:crypto";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { dirname } from "node:path";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { alreadyExists, failedPrecondition, notFound, permissionDenied, unauthenticated, type Logger, type RevocationList } from "@luna/kit";
+import {
+  alreadyExists, apiKeyHint, apiKeyRevocationId, failedPrecondition, generateApiKey, hashApiKey, isWellFormedApiKey, notFound,
+  permissionDenied, resourceExhausted, unauthenticated, type ApiKeyLookupResult, type Logger, type RevocationList,
+} from "@luna/kit";
 import { canonicalInviteCode, formatInviteCode, generateInviteCode, hashInviteCode, inviteCodeHint } from "./domain/invite-code.js";
 import { generateRefreshToken, hashRefreshToken } from "./domain/refresh-token.js";
 import { passwordProblem, type PasswordPolicy } from "./domain/password-policy.js";
 import { normalizeEmail } from "./domain/email.js";
 import type { PasswordHasher } from "./domain/password-hasher.js";
 import type { Cursor } from "./domain/page-token.js";
-import { EmailTakenError, type AuthStore, type Invite, type Tx, type User } from "./data/store.js";
+import { EmailTakenError, type ApiKey, type AuthStore, type Invite, type Tx, type User } from "./data/store.js";
 import { enqueueUserCreated, enqueueUserDeleted } from "./events/user-events.js";
 import type { AccessTokenIssuer } from "./keys/access-token.js";
 import type { Throttle, ThrottleDecision } from "./throttle/throttle.js";
@@ -27,6 +30,12 @@ export type AccountsConfig = {
   refreshGraceMs: number;
   /** How long a token revocation must be kept: the access-token TTL plus the verifiers' clock skew. */
   revocationTtlMs?: number;
+  /** Active API keys per account; default 100. */
+  apiKeyMaxActive?: number;
+  /** How long a key's revocation must be kept: the services' API-key cache TTL plus skew; default 10 min. */
+  apiKeyRevocationTtlMs?: number;
+  /** `last_used_at` is written at most this often; default 1 min. */
+  apiKeyTouchIntervalMs?: number;
 };
 
 export type AccountsDeps = {
@@ -223,6 +232,64 @@ export class Accounts {
     this.d.kickOutbox();
     await this.revokeAccessTokens(user.id, "deleted");
     this.d.log.info({ userId }, "account deleted");
+  }
+
+  // ---- API keys ----------------------------------------------------------------------------------------------------
+
+  /** Creates a personal API key; the plain key exists only in the result (the database keeps its hash). Audited. */
+  async createApiKey(userId: string, spec: { name: string; expiresInMs?: number }): Promise<{ apiKey: ApiKey; key: string }> {
+    await this.getMe(userId);
+    const now = this.clock();
+    const key = generateApiKey();
+    const max = this.d.config.apiKeyMaxActive ?? 100;
+    const row = await this.d.store.insertApiKey({
+      userId, name: spec.name, keyHash: hashApiKey(key), keyHint: apiKeyHint(key),
+      expiresAt: spec.expiresInMs ? new Date(now.getTime() + spec.expiresInMs) : null, now,
+    }, max);
+    if (row === "limit") throw resourceExhausted(`at most ${max} active API keys per account; revoke one first`);
+    this.d.log.info({ audit: "api_key.created", userId, apiKeyId: row.id, keyHint: row.keyHint, expiresAt: row.expiresAt }, "API key created");
+    return { apiKey: row, key };
+  }
+
+  /** The account's keys, newest first (at most 200). */
+  listApiKeys(userId: string, includeInactive: boolean): Promise<ApiKey[]> {
+    return this.d.store.listApiKeys(userId, { includeInactive, now: this.clock(), limit: 200 });
+  }
+
+  /**
+   * Revokes a key: the owner's own (`ownerId`), or any key when `ownerId` is undefined (admins). NOT_FOUND for
+   * someone else's key, so ids cannot be probed. Every service stops accepting it within seconds (the revocation
+   * list cuts their caches short). Audited; revoking twice keeps the first time.
+   */
+  async revokeApiKey(actorId: string, id: string, ownerId: string | undefined): Promise<ApiKey> {
+    const existing = await this.d.store.getApiKey(id);
+    if (!existing || (ownerId !== undefined && existing.userId !== ownerId)) throw notFound(`API key ${id}`);
+    const revoked = await this.d.store.revokeApiKey(id, this.clock());
+    if (!revoked) throw notFound(`API key ${id}`);
+    try {
+      await this.d.revocations?.revokeUser(apiKeyRevocationId(id), { ttlMs: this.d.config.apiKeyRevocationTtlMs ?? 600_000, at: new Date() });
+    } catch (err) {
+      this.d.log.error({ err, apiKeyId: id }, "could not record the key revocation; services may accept the key until their cache expires");
+    }
+    this.d.log.info({ audit: "api_key.revoked", actorId, userId: existing.userId, apiKeyId: id, keyHint: existing.keyHint }, "API key revoked");
+    return revoked;
+  }
+
+  /**
+   * The owner of a valid key (AuthInternalService.VerifyApiKey). One error for every reason (unknown, revoked,
+   * expired, account disabled or deleted), so a caller learns nothing about keys it does not hold.
+   */
+  async verifyApiKey(key: string): Promise<ApiKeyLookupResult> {
+    const invalid = () => unauthenticated("invalid API key (unknown, revoked or expired)");
+    if (!isWellFormedApiKey(key)) throw invalid();
+    const row = await this.d.store.findApiKeyByHash(hashApiKey(key));
+    const now = this.clock();
+    if (!row || row.revokedAt !== null || (row.expiresAt !== null && row.expiresAt <= now) || row.user.deletedAt !== null || row.user.disabledAt !== null) {
+      throw invalid();
+    }
+    void this.d.store.touchApiKey(row.id, now, this.d.config.apiKeyTouchIntervalMs ?? 60_000)
+      .catch((err: unknown) => this.d.log.warn({ err, apiKeyId: row.id }, "could not record the key's last use"));
+    return { userId: row.userId, apiKeyId: row.id, expiresAtMs: row.expiresAt?.getTime() };
   }
 
   // ---- admin -------------------------------------------------------------------------------------------------------

@@ -70,6 +70,15 @@ export const authConfigSchema = z.object({
   AUTH_ADMIN_EMAIL: z.string().optional(),
   /** Its password; unset: a random one is generated and printed once to the log. */
   AUTH_ADMIN_PASSWORD: z.string().optional(),
+  /** Active personal API keys per account (CreateApiKey refuses more). */
+  AUTH_API_KEY_MAX_ACTIVE: int(100, 1, 10_000),
+  /**
+   * How long a key's revocation stays in the revocation list: at least every service's LUNA_API_KEY_CACHE_TTL (the
+   * longest a replica trusts an earlier answer for the key), plus clock skew.
+   */
+  AUTH_API_KEY_REVOCATION_TTL: duration("10m"),
+  /** `last_used_at` of a key is written at most this often. */
+  AUTH_API_KEY_TOUCH_INTERVAL: duration("1m"),
   /** LUNA_OUTBOX_RETAIN, LUNA_INBOX_RETAIN, LUNA_EVENT_PRUNE_INTERVAL (kit: event tables' retention). */
   ...eventRetentionConfigSchema.shape,
 });

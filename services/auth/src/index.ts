@@ -60,6 +60,8 @@ export interface AuthModule extends ServiceModule {
   stop(): Promise<void>;
   /** The JWKS (what `/.well-known/jwks.json` serves): in-process verifiers use it as `keys: () => auth.jwks()`. */
   jwks(): Promise<Jwks>;
+  /** Checks a personal API key against the database (what AuthInternalService.VerifyApiKey answers). */
+  apiKeyLookup: NonNullable<ServiceModule["apiKeyLookup"]>;
   /** Runs the key rotation check now (it also runs every AUTH_KEY_CHECK_INTERVAL). */
   rotateKeysNow(): Promise<void>;
   /** `make dev`: usable invite codes, printed and written to a file; idempotent (see Accounts.bootstrapDevInvites). */
@@ -127,6 +129,9 @@ export async function createAuthModule(config: AuthConfig, infra: AuthInfra, opt
       sessionMaxLifetimeMs: config.AUTH_SESSION_MAX_LIFETIME,
       refreshGraceMs: config.AUTH_REFRESH_GRACE,
       revocationTtlMs: config.AUTH_ACCESS_TOKEN_TTL + config.AUTH_CLOCK_SKEW,
+      apiKeyMaxActive: config.AUTH_API_KEY_MAX_ACTIVE,
+      apiKeyRevocationTtlMs: config.AUTH_API_KEY_REVOCATION_TTL,
+      apiKeyTouchIntervalMs: config.AUTH_API_KEY_TOUCH_INTERVAL,
     },
   });
 
@@ -149,6 +154,7 @@ export async function createAuthModule(config: AuthConfig, infra: AuthInfra, opt
       await db.$disconnect();
     },
     jwks: () => keys.jwks(),
+    apiKeyLookup: (key) => accounts.verifyApiKey(key),
     rotateKeysNow: () => keys.rotateIfDue(),
     bootstrapDev: (o) => accounts.bootstrapDevInvites(o),
     accounts,

@@ -10,7 +10,7 @@ import type { NatsConnection } from "@nats-io/nats-core";
 import { fromBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import { Registry } from "prom-client";
 import {
-  authInterceptor, connectNats, connectRedis, createJwtVerifier, createLogger, createRevocationList, createServer, ensureStreams, loadConfig,
+  acceptingApiKeys, authInterceptor, connectNats, connectRedis, createApiKeyVerifier, createJwtVerifier, createLogger, createRevocationList, createServer, ensureStreams, loadConfig,
   revocationCheckingVerifier, EVENTS_STREAM, type JwtVerifier, type LunaServer, type Redis, type TrustedProxies,
 } from "@luna/kit";
 import { createTestDatabase, testServers, type TestDatabase } from "@luna/kit/testing";
@@ -94,7 +94,7 @@ export async function startAuth(env: Record<string, string> = {}, opts: { truste
   const lazyVerifier: JwtVerifier = { verify: (t) => verifierRef.current!.verify(t) };
   const server: LunaServer = createServer({
     routes: (r) => module.routes(r),
-    extraHttp: module.http,
+    extraHttp: (req, res) => module.http(req, res, { verifier: lazyVerifier }),
     interceptors: [authInterceptor({ verifier: lazyVerifier, rules: module.authRules })],
     log,
     trustedProxies: opts.trustedProxies,
@@ -103,7 +103,10 @@ export async function startAuth(env: Record<string, string> = {}, opts: { truste
   const baseUrl = `http://127.0.0.1:${port}`;
   const verifier = createJwtVerifier({ jwksUrl: `${baseUrl}/.well-known/jwks.json`, issuer: config.LUNA_JWT_ISSUER, audience: config.LUNA_JWT_AUDIENCE });
   // As every service's runtime does: tokens of revoked users are refused (kit: revocation.ts).
-  verifierRef.current = revocationCheckingVerifier(verifier, createRevocationList({ redis, checkIntervalMs: opts.revocationCheckMs }));
+  const revocations = createRevocationList({ redis, checkIntervalMs: opts.revocationCheckMs });
+  // API keys as runService verifies them in auth itself: auth's own lookup, cut short by the revocation list.
+  verifierRef.current = acceptingApiKeys(revocationCheckingVerifier(verifier, revocations),
+    createApiKeyVerifier({ lookup: (key) => module.apiKeyLookup(key), revocations }));
   await module.start();
 
   const clientsFrom = (ip: string) => {

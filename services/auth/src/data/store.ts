@@ -1,5 +1,5 @@
 import type { Db } from "./db.js";
-import { Prisma, type Invite, type SigningKey, type User } from "../generated/prisma/client.js";
+import { Prisma, type ApiKey, type Invite, type SigningKey, type User } from "../generated/prisma/client.js";
 
 /**
  * Auth's Postgres access. Every multi-row change is one transaction; the conditional UPDATEs (invite redemption,
@@ -7,7 +7,7 @@ import { Prisma, type Invite, type SigningKey, type User } from "../generated/pr
  * caller's clock so that the service's notion of "now" is one thing (and testable).
  */
 export type Tx = Prisma.TransactionClient;
-export type { Invite, SigningKey, User };
+export type { ApiKey, Invite, SigningKey, User };
 
 export type NewRefreshToken = { tokenHash: string; expiresAt: Date };
 export type SessionSpec = { expiresAt: Date; refreshToken: NewRefreshToken };
@@ -94,6 +94,7 @@ export class AuthStore {
       data: { email: null, displayName: "", passwordHash: null, deletedAt: now, disabledAt: now, updatedAt: now },
     });
     await tx.session.deleteMany({ where: { userId } });
+    await tx.apiKey.deleteMany({ where: { userId } });
   }
 
   /** Live admins other than `exceptUserId` that are not disabled. */
@@ -238,5 +239,52 @@ export class AuthStore {
 
   deleteSigningKeys(kids: string[]): Promise<unknown> {
     return this.db.signingKey.deleteMany({ where: { kid: { in: kids } } });
+  }
+
+  // ---- API keys ----------------------------------------------------------------------------------------------------
+
+  /** Inserts a key unless the user already has `maxActive` active ones (checked under a lock on the user's row). */
+  async insertApiKey(k: { userId: string; name: string; keyHash: string; keyHint: string; expiresAt: Date | null; now: Date },
+    maxActive: number): Promise<ApiKey | "limit"> {
+    return this.transaction(async (tx) => {
+      await tx.$queryRaw`SELECT id FROM users WHERE id = ${k.userId}::uuid FOR UPDATE`;
+      const active = await tx.apiKey.count({
+        where: { userId: k.userId, revokedAt: null, OR: [{ expiresAt: null }, { expiresAt: { gt: k.now } }] },
+      });
+      if (active >= maxActive) return "limit";
+      return tx.apiKey.create({
+        data: { userId: k.userId, name: k.name, keyHash: k.keyHash, keyHint: k.keyHint, expiresAt: k.expiresAt, createdAt: k.now },
+      });
+    });
+  }
+
+  /** A user's keys, newest first; inactive (revoked or expired) ones only when asked. */
+  listApiKeys(userId: string, q: { includeInactive: boolean; now: Date; limit: number }): Promise<ApiKey[]> {
+    return this.db.apiKey.findMany({
+      where: q.includeInactive ? { userId } : { userId, revokedAt: null, OR: [{ expiresAt: null }, { expiresAt: { gt: q.now } }] },
+      orderBy: [{ createdAt: "desc" }, { id: "desc" }],
+      take: q.limit,
+    });
+  }
+
+  getApiKey(id: string): Promise<ApiKey | null> {
+    return this.db.apiKey.findUnique({ where: { id } });
+  }
+
+  /** Sets `revoked_at` once (a second revocation keeps the first time); undefined when there is no such key. */
+  async revokeApiKey(id: string, now: Date): Promise<ApiKey | undefined> {
+    await this.db.apiKey.updateMany({ where: { id, revokedAt: null }, data: { revokedAt: now } });
+    return (await this.db.apiKey.findUnique({ where: { id } })) ?? undefined;
+  }
+
+  /** The key with its account, by hash. */
+  findApiKeyByHash(keyHash: string): Promise<(ApiKey & { user: User }) | null> {
+    return this.db.apiKey.findUnique({ where: { keyHash }, include: { user: true } });
+  }
+
+  /** Stamps `last_used_at` unless it was stamped within `minIntervalMs` (one write a minute, not one per call). */
+  async touchApiKey(id: string, now: Date, minIntervalMs: number): Promise<void> {
+    const cutoff = new Date(now.getTime() - minIntervalMs);
+    await this.db.apiKey.updateMany({ where: { id, OR: [{ lastUsedAt: null }, { lastUsedAt: { lt: cutoff } }] }, data: { lastUsedAt: now } });
   }
 }

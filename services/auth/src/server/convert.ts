@@ -1,7 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { InviteSchema, Role, TokensSchema, UserSchema, type Invite as InviteMessage, type Tokens, type User as UserMessage } from "@luna/contracts/luna/auth/v1/auth_pb.js";
-import type { Invite, User } from "../data/store.js";
+import { ApiKeySchema, InviteSchema, Role, TokensSchema, UserSchema, type ApiKey as ApiKeyMessage, type Invite as InviteMessage, type Tokens, type User as UserMessage } from "@luna/contracts/luna/auth/v1/auth_pb.js";
+import type { ApiKey, Invite, User } from "../data/store.js";
 import type { IssuedTokens } from "../accounts.js";
 
 export function userMessage(u: User): UserMessage {
@@ -38,5 +38,20 @@ export function inviteMessage(i: Invite, code = ""): InviteMessage {
     createdAt: timestampFromDate(i.createdAt),
     createdByUserId: i.createdByUserId ?? "",
     revokedAt: i.revokedAt ? timestampFromDate(i.revokedAt) : undefined,
+  });
+}
+
+/** `key` only when just created (the database keeps only its hash). */
+export function apiKeyMessage(k: ApiKey, key = ""): ApiKeyMessage {
+  return create(ApiKeySchema, {
+    id: k.id,
+    userId: k.userId,
+    name: k.name,
+    key,
+    keyHint: k.keyHint,
+    createdAt: timestampFromDate(k.createdAt),
+    expiresAt: k.expiresAt ? timestampFromDate(k.expiresAt) : undefined,
+    lastUsedAt: k.lastUsedAt ? timestampFromDate(k.lastUsedAt) : undefined,
+    revokedAt: k.revokedAt ? timestampFromDate(k.revokedAt) : undefined,
   });
 }

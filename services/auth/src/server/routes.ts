@@ -1,12 +1,14 @@
 import type { ConnectRouter, HandlerContext } from "@connectrpc/connect";
-import { clientAddressKey, requirePrincipal, type MethodRules } from "@luna/kit";
+import { clientAddressKey, permissionDenied, requirePrincipal, type MethodRules, type Principal } from "@luna/kit";
 import { AuthService } from "@luna/contracts/luna/auth/v1/auth_service_pb.js";
 import { AuthAdminService } from "@luna/contracts/luna/auth/v1/auth_admin_service_pb.js";
+import { AuthInternalService } from "@luna/contracts/luna/auth/v1/auth_internal_service_pb.js";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { Accounts, RequestOrigin } from "../accounts.js";
 import { UNKNOWN_IP } from "../throttle/throttle.js";
 import { encodePageToken } from "../domain/page-token.js";
 import type { PasswordPolicy } from "../domain/password-policy.js";
-import { inviteMessage, tokensMessage, userMessage } from "./convert.js";
+import { apiKeyMessage, inviteMessage, tokensMessage, userMessage } from "./convert.js";
 import * as v from "./validate.js";
 
 /** Who may call what (the kit's auth interceptor enforces it; handlers check again). */
@@ -17,12 +19,14 @@ export const authRules: MethodRules = {
   [`${AuthService.typeName}/Refresh`]: "public",
   [`${AuthService.typeName}/SignOut`]: "public",
   [AuthAdminService.typeName]: "admin",
+  [AuthInternalService.typeName]: "internal",
 };
 
 /** The use cases the handlers call (a subset of Accounts, so tests can pass fakes). */
 export type AccountsApi = Pick<Accounts,
   "signUp" | "signIn" | "refresh" | "signOut" | "getMe" | "updateProfile" | "changePassword" | "deleteAccount" |
-  "createInvites" | "listInvites" | "revokeInvite" | "listUsers" | "setUserRole" | "setUserDisabled">;
+  "createInvites" | "listInvites" | "revokeInvite" | "listUsers" | "setUserRole" | "setUserDisabled" |
+  "createApiKey" | "listApiKeys" | "revokeApiKey" | "verifyApiKey">;
 
 export type RouteDeps = {
   accounts: AccountsApi;
@@ -37,6 +41,13 @@ export function routes(deps: RouteDeps): (router: ConnectRouter) => void {
     // The kit's server resolves it once for every service (LUNA_TRUSTED_PROXY_HOPS, LUNA_TRUSTED_PROXIES).
     ip: ctx.values.get(clientAddressKey) ?? UNKNOWN_IP,
   });
+
+  /** Key management needs a session: a leaked API key must not mint or hide keys. */
+  const withSession = (ctx: HandlerContext): Principal => {
+    const me = requirePrincipal(ctx, "user");
+    if (me.apiKeyId) throw permissionDenied("API keys cannot manage API keys; sign in");
+    return me;
+  };
 
   return (router) => {
     router.service(AuthService, {
@@ -82,6 +93,28 @@ export function routes(deps: RouteDeps): (router: ConnectRouter) => void {
         await accounts.deleteAccount(me.userId, v.existingPassword("password", req.password, policy), origin(ctx));
         return {};
       },
+      async createApiKey(req, ctx) {
+        const me = withSession(ctx);
+        const spec = { name: v.apiKeyName("name", req.name), expiresInMs: v.expiresIn("expires_in", req.expiresIn, v.MAX_API_KEY_EXPIRY_MS) };
+        const { apiKey, key } = await accounts.createApiKey(me.userId, spec);
+        return { apiKey: apiKeyMessage(apiKey, key) };
+      },
+      async listApiKeys(req, ctx) {
+        const me = withSession(ctx);
+        return { apiKeys: (await accounts.listApiKeys(me.userId, req.includeInactive)).map((k) => apiKeyMessage(k)) };
+      },
+      async revokeApiKey(req, ctx) {
+        const me = withSession(ctx);
+        return { apiKey: apiKeyMessage(await accounts.revokeApiKey(me.userId, v.uuid("api_key_id", req.apiKeyId), me.userId)) };
+      },
+    });
+
+    router.service(AuthInternalService, {
+      async verifyApiKey(req, ctx) {
+        requirePrincipal(ctx, "internal");
+        const r = await accounts.verifyApiKey(req.key);
+        return { userId: r.userId, apiKeyId: r.apiKeyId, expiresAt: r.expiresAtMs !== undefined ? timestampFromMs(r.expiresAtMs) : undefined };
+      },
     });
 
     router.service(AuthAdminService, {
@@ -122,6 +155,15 @@ export function routes(deps: RouteDeps): (router: ConnectRouter) => void {
         const admin = requirePrincipal(ctx, "admin");
         const userId = v.uuid("user_id", req.userId);
         return { user: userMessage(await accounts.setUserDisabled(admin.userId, userId, req.disabled)) };
+      },
+      async listUserApiKeys(req, ctx) {
+        requirePrincipal(ctx, "admin");
+        const userId = v.uuid("user_id", req.userId);
+        return { apiKeys: (await accounts.listApiKeys(userId, req.includeInactive)).map((k) => apiKeyMessage(k)) };
+      },
+      async revokeUserApiKey(req, ctx) {
+        const admin = requirePrincipal(ctx, "admin");
+        return { apiKey: apiKeyMessage(await accounts.revokeApiKey(admin.userId, v.uuid("api_key_id", req.apiKeyId), undefined)) };
       },
     });
   };

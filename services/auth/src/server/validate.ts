@@ -76,12 +76,27 @@ export const MAX_INVITE_EXPIRY_MS = 366 * 24 * 3_600_000;
 const MIN_INVITE_EXPIRY_MS = 60_000;
 
 /** An optional duration in milliseconds: unset or zero = none. */
-export function expiresIn(field: string, d: Duration | undefined): number | undefined {
+export function expiresIn(field: string, d: Duration | undefined, maxMs = MAX_INVITE_EXPIRY_MS): number | undefined {
   if (!d || (d.seconds === 0n && d.nanos === 0)) return undefined;
   if (d.seconds < 0n || d.nanos < 0) throw invalidArgument(field, "must not be negative");
   const ms = Number(d.seconds) * 1000 + Math.floor(d.nanos / 1e6);
-  if (ms < MIN_INVITE_EXPIRY_MS || ms > MAX_INVITE_EXPIRY_MS) throw invalidArgument(field, "must be between 1 minute and 366 days");
+  if (ms < MIN_INVITE_EXPIRY_MS || ms > maxMs) {
+    throw invalidArgument(field, `must be between 1 minute and ${Math.round(maxMs / 86_400_000)} days`);
+  }
   return ms;
+}
+
+/** API keys may live up to 10 years (or forever, when unset). */
+export const MAX_API_KEY_EXPIRY_MS = 3653 * 24 * 3_600_000;
+
+/** An API key's name: 1 to 64 characters, no control characters. */
+export function apiKeyName(field: string, raw: string): string {
+  const s = raw.normalize("NFC").trim();
+  if (s === "") throw invalidArgument(field, "is required");
+  if ([...s].length > 64) throw invalidArgument(field, "must be at most 64 characters");
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u001f\u007f-\u009f]/u.test(s)) throw invalidArgument(field, "must not contain control characters");
+  return s;
 }
 
 export const MAX_NOTE_LENGTH = 200;
