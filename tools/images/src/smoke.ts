@@ -144,10 +144,11 @@ async function main(): Promise<void> {
     console.log("==> migrations (luna/migrate)");
     for (const service of Object.keys(api)) {
       for (const round of [1, 2]) {
+        const t0 = Date.now();
         const out = spawnSync(engine.cmd, [...engine.global, "run", "--rm", "--network=host", "--read-only", "--user", `${UID}:${UID}`, "--cap-drop=ALL",
           ...(engine.cmd === "podman" ? podmanLimits() : []), "-e", `DATABASE_URL=${dbUrl(service)}`, imageName("migrate", tag), "--service", service],
         { encoding: "utf8" });
-        check(out.status === 0, `luna-migrate --service ${service} (run ${round}) exits 0${out.status === 0 ? "" : `:\n${out.stdout}${out.stderr}`}`);
+        check(out.status === 0, `luna-migrate --service ${service} (run ${round}) exits 0 in ${Date.now() - t0} ms${out.status === 0 ? "" : `:\n${out.stdout}${out.stderr}`}`);
         const said = out.stdout.trim().split("\n").at(-1) ?? "";
         if (round === 2) check(/no pending migrations/.test(out.stdout), `second run for ${service} is a no-op ("${said}")`);
       }
