@@ -15,6 +15,8 @@ const CHART = "charts/comfyui";
 const dir = join(repoRoot, CHART);
 const NS = "luna";
 const POOL_PODS = { "app.kubernetes.io/name": "comfyui" };
+/** The Luna apps allowed on the workers' admin port: the registry's health probes (GET /readyz). */
+const PROBERS = ["model-registry"];
 
 const cache = new Map<string, Promise<K8sObject[]>>();
 function render(values?: string): Promise<K8sObject[]> {
@@ -30,7 +32,7 @@ const edit = (objects: K8sObject[], fn: (copy: any[]) => void): K8sObject[] => {
 const deployment = (c: any[], name = "comfyui-flux1-schnell") => c.find((o) => o.kind === "Deployment" && o.metadata.name === name);
 const container = (d: any, name: string) => d.spec.template.spec.containers.find((x: { name: string }) => x.name === name);
 const allChecks = (objects: K8sObject[]) => [
-  ...crossCheck(objects), ...checkComfyPods(objects), ...checkComfyScaling(objects), ...checkIngressOnlyFrom(objects, POOL_PODS, []),
+  ...crossCheck(objects), ...checkComfyPods(objects), ...checkComfyScaling(objects), ...checkIngressOnlyFrom(objects, POOL_PODS, PROBERS),
 ];
 
 beforeAll(async () => {
@@ -153,11 +155,17 @@ describe("comfyui checks fail on broken renders", () => {
     expect(crossCheck(orphan).join("\n")).toMatch(/targets Deployment\/comfyui-gone/);
   });
 
-  it("a NetworkPolicy letting a Luna app in (nothing but Prometheus and helm tests may connect)", async () => {
+  it("a NetworkPolicy letting another Luna app in, or not the registry's probes (nothing but Prometheus, the registry and helm tests may connect)", async () => {
     const broken = edit(await render(), (c) => {
       c.find((o) => o.kind === "NetworkPolicy").spec.ingress.push({ from: [{ podSelector: { matchLabels: { "app.kubernetes.io/name": "image-job", "app.kubernetes.io/part-of": "luna" } } }] });
     });
-    expect(checkIngressOnlyFrom(broken, POOL_PODS, []).join("\n")).toMatch(/admits image-job \(only no Luna app may connect\)/);
+    expect(checkIngressOnlyFrom(broken, POOL_PODS, PROBERS).join("\n")).toMatch(/admits image-job \(only model-registry may connect\)/);
+    const unprobed = edit(await render(), (c) => {
+      for (const rule of c.find((o) => o.kind === "NetworkPolicy").spec.ingress) {
+        rule.from = rule.from.filter((p: any) => p.podSelector?.matchLabels?.["app.kubernetes.io/name"] !== "model-registry");
+      }
+    });
+    expect(checkIngressOnlyFrom(unprobed, POOL_PODS, PROBERS).join("\n")).toMatch(/does not admit model-registry/);
   });
 
   it("the admin-only Service selecting no pod", async () => {

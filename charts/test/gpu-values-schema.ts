@@ -137,7 +137,8 @@ export function comfyuiValuesSchema(): Schema {
       secretEnv: { type: "array", items: obj({ name: { enum: SERVICE_ENV["image-worker"] }, key: str, optional: bool }, ["name"]) },
       defaults: obj(poolSettings, ["gpu", "resources", "modelStorage", "probes", "autoscaling", "terminationGracePeriodSeconds"]),
       pools: { type: "array", minItems: 1, items: pool },
-      networkPolicy: obj({ enabled: bool, metricsFrom: { type: "array", items: { type: "object" } } }),
+      networkPolicy: obj({ enabled: bool, healthApps: { type: "array", items: { type: "string", pattern: dnsLabel } },
+        metricsFrom: { type: "array", items: { type: "object" } } }),
       podMonitor: monitor,
     },
   };

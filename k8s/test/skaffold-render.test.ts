@@ -80,6 +80,56 @@ describe("wiring between releases (-p kind)", () => {
   }, 120_000);
 });
 
+/**
+ * Problems with REGISTRY_SEED_IMAGE_WORKERS ("model=http://service:port,...") against the comfyui release: each entry
+ * must name a headless Service with that port selecting the pods whose worker serves that model, every pool must be
+ * listed, and the pools' NetworkPolicy must let model-registry's pods reach the admin port.
+ */
+function imageWorkerWiring(value: string, comfy: K8sObject[]): string[] {
+  const problems: string[] = [];
+  const any = (o: K8sObject) => o as any; // eslint-disable-line @typescript-eslint/no-explicit-any
+  const pools = comfy.filter((o) => o.kind === "Deployment").map((d) => {
+    const env = any(d).spec.template.spec.containers.flatMap((c: { env?: Array<{ name: string; value?: string }> }) => c.env ?? []);
+    return { labels: any(d).spec.template.metadata.labels as Record<string, string>, ids: String(env.find((e: { name: string }) => e.name === "IMAGE_WORKER_POOLS")?.value ?? "").split(",") };
+  });
+  const listed = new Set<string>();
+  for (const entry of value.split(",").filter(Boolean)) {
+    const [id, raw] = [entry.slice(0, entry.indexOf("=")), entry.slice(entry.indexOf("=") + 1)];
+    listed.add(id);
+    const url = new URL(raw);
+    const svc = comfy.find((o) => o.kind === "Service" && o.metadata?.name === url.hostname);
+    if (!svc) { problems.push(`${id}: no Service ${url.hostname} in the comfyui release`); continue; }
+    if (!any(svc).spec.ports.some((p: { port: number }) => p.port === Number(url.port))) problems.push(`${id}: Service ${url.hostname} has no port ${url.port}`);
+    if (any(svc).spec.clusterIP !== "None") problems.push(`${id}: Service ${url.hostname} is not headless (one replica per pod needs pod addresses)`);
+    const selected = pools.filter((p) => Object.entries(any(svc).spec.selector as Record<string, string>).every(([k, v]) => p.labels[k] === v));
+    if (!selected.some((p) => p.ids.includes(id))) problems.push(`${id}: Service ${url.hostname} selects no worker of pool ${id}`);
+  }
+  for (const id of pools.flatMap((p) => p.ids)) if (!listed.has(id)) problems.push(`pool ${id} is not probed through its workers`);
+  const open = comfy.filter((o) => o.kind === "NetworkPolicy").some((np) => any(np).spec.ingress.some((rule: { from?: Array<{ podSelector?: { matchLabels?: Record<string, string> } }> }) =>
+    rule.from?.some((peer) => peer.podSelector?.matchLabels?.["app.kubernetes.io/name"] === "model-registry")));
+  if (!open) problems.push("the comfyui NetworkPolicy does not admit model-registry's probes");
+  return problems;
+}
+
+describe("wiring between releases: image pools (-p kind)", () => {
+  it("the seeded image models are probed at their pools' workers' Services, which the NetworkPolicy lets the registry reach", async () => {
+    const registry = releasesOf(graph.modules.get("model-registry")!, "kind")[0]!;
+    const cm = (await render(registry)).find((o) => o.kind === "ConfigMap" && (o as any).data?.REGISTRY_SEED_IMAGE_WORKERS) as any; // eslint-disable-line @typescript-eslint/no-explicit-any
+    expect(cm, "REGISTRY_SEED_IMAGE_WORKERS in model-registry's ConfigMap").toBeDefined();
+    const value = cm.data.REGISTRY_SEED_IMAGE_WORKERS as string;
+    const comfy = await render(releasesOf(graph.modules.get("comfyui")!, "kind")[0]!);
+    expect(imageWorkerWiring(value, comfy)).toEqual([]);
+    // The check sees each way it can go wrong.
+    expect(imageWorkerWiring(value.replace("comfyui-sdxl-base-workers", "comfyui-sdxl-workers"), comfy)).toEqual(
+      ["sdxl-base-1.0: no Service comfyui-sdxl-workers in the comfyui release"]);
+    expect(imageWorkerWiring(value.replace(":9090", ":8188"), comfy)).toEqual(["flux1-schnell: Service comfyui-flux1-schnell-workers has no port 8188"]);
+    expect(imageWorkerWiring(value.split(",")[0]!, comfy)).toEqual(["pool sdxl-base-1.0 is not probed through its workers"]);
+    expect(imageWorkerWiring(value.replace("flux1-schnell=http://comfyui-flux1-schnell", "flux1-schnell=http://comfyui-sdxl-base"), comfy)).toEqual(
+      ["flux1-schnell: Service comfyui-sdxl-base-workers selects no worker of pool flux1-schnell"]);
+    expect(imageWorkerWiring(value, comfy.filter((o) => o.kind !== "NetworkPolicy"))).toEqual(["the comfyui NetworkPolicy does not admit model-registry's probes"]);
+  }, 120_000);
+});
+
 describe("a template key that misses the chart's image", () => {
   it("is refused by the chart's schema when the key does not exist (migration.image.tag)", async () => {
     const auth = releasesOf(graph.modules.get("auth")!, "kind")[0]!;

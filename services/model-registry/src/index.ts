@@ -99,7 +99,8 @@ export async function createModelRegistryModule(
     async start() {
       relay = startOutboxRelay({ databaseUrl: infra.databaseUrl, js: infra.js, log, prune: outboxPruneOf(config) });
       if (config.REGISTRY_SEED) {
-        await seedCatalog(store, { vllmUrl: config.REGISTRY_SEED_VLLM_URL, comfyuiUrl: config.REGISTRY_SEED_COMFYUI_URL }, log);
+        await seedCatalog(store, { vllmUrl: config.REGISTRY_SEED_VLLM_URL, comfyuiUrl: config.REGISTRY_SEED_COMFYUI_URL,
+          imageWorkers: config.REGISTRY_SEED_IMAGE_WORKERS }, log);
       }
       statusMetrics.update(await store.listModels());
       prober.start();

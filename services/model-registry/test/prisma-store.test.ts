@@ -76,6 +76,18 @@ describe("Prisma catalog store", () => {
     await expect(prisma.$executeRaw`UPDATE models SET cold_start_seconds = -1 WHERE id = 'm-concurrent'`).rejects.toThrow(/models_cold_start_check/);
   });
 
+  it("keeps an upstream's probe kind; rows from before it (\"\") read as the kind's default; unknown ones are refused", async () => {
+    const image = catalog.models.find((m) => m.kind === "IMAGE")!;
+    const workers = { baseUrls: [], resolveUrl: "http://comfyui-flux1-schnell-workers:9090", apiKeyEnv: "", servedModelName: "", probe: "WORKER" as const };
+    await store.upsertModel({ ...image, id: "img-worker", upstream: workers }, 0n);
+    expect((await store.getModel("img-worker"))?.upstream).toEqual(workers);
+    await store.upsertModel(model(), 0n);
+    await prisma.$executeRaw`UPDATE models SET upstream_probe = '' WHERE id IN ('img-worker', 'm-concurrent')`;
+    expect((await store.getModel("img-worker"))?.upstream.probe).toBe("COMFYUI");
+    expect((await store.getModel("m-concurrent"))?.upstream.probe).toBe("OPENAI");
+    await expect(prisma.$executeRaw`UPDATE models SET upstream_probe = 'PING' WHERE id = 'img-worker'`).rejects.toThrow(/models_upstream_probe_check/);
+  });
+
   it("lets exactly one of several concurrent updates at the same expected version through", async () => {
     await store.upsertModel(model(), 0n);
     const results = await Promise.allSettled(

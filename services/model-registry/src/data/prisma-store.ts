@@ -7,6 +7,7 @@ import { PrismaClient, Prisma, type CatalogModel as ModelRow, type CatalogWorkfl
 import { catalogModelToProto, catalogWorkflowToProto } from "../domain/convert.js";
 import { checkModelUpsert, checkWorkflowUpsert } from "../domain/rules.js";
 import { healthFingerprint } from "../domain/status.js";
+import { defaultProbe } from "../domain/types.js";
 import type {
   BindingInput,
   HealthRecord,
@@ -16,6 +17,7 @@ import type {
   ModelRecord,
   ReplicaHealthRecord,
   StyleLoraInput,
+  UpstreamProbeName,
   WorkflowInput,
   WorkflowParametersInput,
   WorkflowRecord,
@@ -32,6 +34,9 @@ export function createPrismaClient(databaseUrl: string): PrismaClient {
   return new PrismaClient({ adapter: new PrismaPg({ connectionString: databaseUrl }) });
 }
 
+const PROBES: ReadonlySet<string> = new Set<UpstreamProbeName>(["OPENAI", "COMFYUI", "WORKER"]);
+const isProbeName = (s: string): s is UpstreamProbeName => PROBES.has(s);
+
 function toModelRecord(r: ModelRow): ModelRecord {
   const replicas = (r.replicaHealth as unknown as Array<Omit<ReplicaHealthRecord, "checkedAt"> & { checkedAt: string }>).map((x) => ({
     baseUrl: x.baseUrl,
@@ -39,11 +44,12 @@ function toModelRecord(r: ModelRow): ModelRecord {
     detail: x.detail,
     checkedAt: new Date(x.checkedAt),
   }));
+  const kind = r.kind as ModelKindName;
   return {
     id: r.id,
     displayName: r.displayName,
     description: r.description,
-    kind: r.kind as ModelKindName,
+    kind,
     tags: r.tags,
     contextWindow: r.contextWindow,
     maxOutputTokens: r.maxOutputTokens,
@@ -54,6 +60,8 @@ function toModelRecord(r: ModelRow): ModelRecord {
       resolveUrl: r.upstreamResolveUrl,
       apiKeyEnv: r.upstreamApiKeyEnv,
       servedModelName: r.servedModelName,
+      // "" in rows written before the probe was configurable: the kind's default, as before.
+      probe: isProbeName(r.upstreamProbe) ? r.upstreamProbe : defaultProbe(kind),
     },
     scaleToZero: r.scaleToZero,
     coldStartSeconds: r.coldStartSeconds,
@@ -103,6 +111,7 @@ function modelColumns(m: ModelInput) {
     upstreamResolveUrl: m.upstream.resolveUrl,
     upstreamApiKeyEnv: m.upstream.apiKeyEnv,
     servedModelName: m.upstream.servedModelName,
+    upstreamProbe: m.upstream.probe,
     scaleToZero: m.scaleToZero,
     coldStartSeconds: m.coldStartSeconds,
   };

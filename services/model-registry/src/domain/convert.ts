@@ -9,6 +9,7 @@ import {
   ModelSchema,
   ModelStatus,
   ModelUpstreamSchema,
+  UpstreamProbe,
   WorkflowSchema,
   type CatalogModel,
   type CatalogWorkflow,
@@ -28,6 +29,8 @@ export const STATUS_ENUM: Record<StatusName, ModelStatus> = {
 };
 
 export const KIND_ENUM = { TEXT: ModelKind.TEXT, IMAGE: ModelKind.IMAGE } as const;
+
+export const PROBE_ENUM = { OPENAI: UpstreamProbe.OPENAI, COMFYUI: UpstreamProbe.COMFYUI, WORKER: UpstreamProbe.WORKER } as const;
 
 /** The public view of a model. */
 export function modelToProto(m: ModelRecord): Model {
@@ -61,6 +64,7 @@ export function catalogModelToProto(m: ModelRecord): CatalogModel {
       resolveUrl: m.upstream.resolveUrl,
       apiKeyEnv: m.upstream.apiKeyEnv,
       servedModelName: m.upstream.servedModelName,
+      probe: PROBE_ENUM[m.upstream.probe],
       replicas: m.health.replicas.map((r) => ({ baseUrl: r.baseUrl, healthy: r.healthy, detail: r.detail, checkedAt: timestampFromDate(r.checkedAt) })),
     }),
   });
@@ -120,7 +124,7 @@ export function modelInputToSpec(m: ModelInput): ModelSpec {
     maxOutputTokens: m.maxOutputTokens,
     prices: { inputPer1kTokens: m.prices.inputPer1k, outputPer1kTokens: m.prices.outputPer1k, perImage: m.prices.perImage },
     sortOrder: m.sortOrder,
-    upstream: m.upstream,
+    upstream: { ...m.upstream, probe: PROBE_ENUM[m.upstream.probe] },
     scaleToZero: m.scaleToZero,
     coldStartSeconds: m.coldStartSeconds,
   });

@@ -1,8 +1,10 @@
 import { describe, expect, it } from "vitest";
 import { renderWorkflow } from "@luna/kit";
-import { catalogWorkflowToProto } from "./convert.js";
+import { configSchema } from "../config.js";
+import { catalogWorkflowToProto, modelInputToSpec } from "./convert.js";
 import { DEFAULT_PRICES, defaultCatalog } from "./seed-catalog.js";
 import type { WorkflowRecord } from "./types.js";
+import { validateModelSpec } from "./validate.js";
 
 const catalog = defaultCatalog({ vllmUrl: "http://vllm:8000/", comfyuiUrl: "http://comfy:8188" });
 
@@ -26,8 +28,28 @@ describe("defaultCatalog", () => {
     for (const w of catalog.workflows) expect(w.pricePerImage).toBe(50n);
   });
 
-  it("points text models at the vLLM URL and image models at the ComfyUI URL", () => {
+  it("points text models at the vLLM URL and image models at the ComfyUI URL, each with its kind's probe", () => {
     for (const m of catalog.models) expect(m.upstream.baseUrls).toEqual([m.kind === "TEXT" ? "http://vllm:8000" : "http://comfy:8188"]);
+    for (const m of catalog.models) expect(m.upstream.probe).toBe(m.kind === "TEXT" ? "OPENAI" : "COMFYUI");
+  });
+
+  it("seeds the image models named in imageWorkers at their workers' Service, probed at the workers' /readyz", () => {
+    const workers = new Map([["sdxl-base-1.0", "http://comfyui-sdxl-base-workers:9090/"]]);
+    const c = defaultCatalog({ vllmUrl: "http://vllm:8000", comfyuiUrl: "http://comfy:8188", imageWorkers: workers });
+    const up = (id: string) => c.models.find((m) => m.id === id)!.upstream;
+    expect(up("sdxl-base-1.0")).toEqual({ baseUrls: [], resolveUrl: "http://comfyui-sdxl-base-workers:9090", apiKeyEnv: "", servedModelName: "", probe: "WORKER" });
+    expect(up("flux1-schnell")).toMatchObject({ baseUrls: ["http://comfy:8188"], probe: "COMFYUI" });
+    for (const m of c.models) expect(validateModelSpec(modelInputToSpec(m)).problems, m.id).toEqual([]);
+  });
+
+  it("reads REGISTRY_SEED_IMAGE_WORKERS as model=url entries and refuses anything else", () => {
+    const parse = (v: string) => configSchema.safeParse({ REGISTRY_SEED_IMAGE_WORKERS: v });
+    expect(configSchema.parse({}).REGISTRY_SEED_IMAGE_WORKERS.size).toBe(0);
+    expect([...parse("flux1-schnell=http://comfyui-flux1-schnell-workers:9090, sdxl-base-1.0=http://w:9090").data!.REGISTRY_SEED_IMAGE_WORKERS])
+      .toEqual([["flux1-schnell", "http://comfyui-flux1-schnell-workers:9090"], ["sdxl-base-1.0", "http://w:9090"]]);
+    for (const bad of ["http://w:9090", "flux1-schnell=", "flux1-schnell=ftp://w", "Flux=http://w:9090", "=http://w:9090"]) {
+      expect(parse(bad).success, bad).toBe(false);
+    }
   });
 
   it("renders FLUX schnell with fixed 4 steps, cfg 1 and no negative prompt", () => {

@@ -11,8 +11,15 @@ export const DEFAULT_PRICES = { textPer1k: 10n, perImage: 50n } as const;
 export interface SeedOptions {
   /** Base URL of the vLLM-compatible server that serves every seeded text model. */
   vllmUrl: string;
-  /** Base URL of the ComfyUI that runs every seeded workflow. */
+  /** Base URL of the ComfyUI that runs every seeded workflow (probed at `/system_stats`). */
   comfyuiUrl: string;
+  /**
+   * Image model id → URL of its pool's image workers' admin port, usually a headless Service
+   * ("http://comfyui-flux1-schnell-workers:9090"): that model is seeded with it as resolve_url and probed at the
+   * workers' `/readyz` (probe WORKER) instead of at comfyuiUrl. A cluster needs it: there ComfyUI listens on
+   * 127.0.0.1 inside its pod.
+   */
+  imageWorkers?: ReadonlyMap<string, string>;
 }
 
 const FLUX_GRAPH = {
@@ -68,11 +75,12 @@ function textModel(m: Omit<ModelInput, "kind" | "prices" | "upstream" | "scaleTo
     ...ALWAYS_ON,
     kind: "TEXT",
     prices: { inputPer1k: DEFAULT_PRICES.textPer1k, outputPer1k: DEFAULT_PRICES.textPer1k, perImage: 0n },
-    upstream: { baseUrls: [vllmUrl], resolveUrl: "", apiKeyEnv: "", servedModelName: "" },
+    upstream: { baseUrls: [vllmUrl], resolveUrl: "", apiKeyEnv: "", servedModelName: "", probe: "OPENAI" },
   };
 }
 
-function imageModel(m: Omit<ModelInput, "kind" | "prices" | "upstream" | "contextWindow" | "maxOutputTokens" | "scaleToZero" | "coldStartSeconds">, comfyuiUrl: string): ModelInput {
+function imageModel(m: Omit<ModelInput, "kind" | "prices" | "upstream" | "contextWindow" | "maxOutputTokens" | "scaleToZero" | "coldStartSeconds">, comfyuiUrl: string, workers: ReadonlyMap<string, string>): ModelInput {
+  const workersUrl = workers.get(m.id)?.replace(/\/+$/, "");
   return {
     ...m,
     ...ALWAYS_ON,
@@ -80,7 +88,9 @@ function imageModel(m: Omit<ModelInput, "kind" | "prices" | "upstream" | "contex
     contextWindow: 0,
     maxOutputTokens: 0,
     prices: { inputPer1k: 0n, outputPer1k: 0n, perImage: DEFAULT_PRICES.perImage },
-    upstream: { baseUrls: [comfyuiUrl], resolveUrl: "", apiKeyEnv: "", servedModelName: "" },
+    upstream: workersUrl
+      ? { baseUrls: [], resolveUrl: workersUrl, apiKeyEnv: "", servedModelName: "", probe: "WORKER" }
+      : { baseUrls: [comfyuiUrl], resolveUrl: "", apiKeyEnv: "", servedModelName: "", probe: "COMFYUI" },
   };
 }
 
@@ -88,6 +98,7 @@ function imageModel(m: Omit<ModelInput, "kind" | "prices" | "upstream" | "contex
 export function defaultCatalog(opts: SeedOptions): { models: ModelInput[]; workflows: WorkflowInput[] } {
   const vllm = opts.vllmUrl.replace(/\/+$/, "");
   const comfy = opts.comfyuiUrl.replace(/\/+$/, "");
+  const workers = opts.imageWorkers ?? new Map<string, string>();
   const models: ModelInput[] = [
     textModel({
       id: "llama-3.1-8b-abliterated",
@@ -122,14 +133,14 @@ export function defaultCatalog(opts: SeedOptions): { models: ModelInput[]; workf
       description: "Black Forest Labs FLUX.1 schnell (fp8): high-quality images in 4 steps.",
       tags: ["fast"],
       sortOrder: 100,
-    }, comfy),
+    }, comfy, workers),
     imageModel({
       id: "sdxl-base-1.0",
       displayName: "Stable Diffusion XL",
       description: "Stability AI SDXL 1.0 base, with curated LoRA styles.",
       tags: ["styles"],
       sortOrder: 110,
-    }, comfy),
+    }, comfy, workers),
   ];
   const workflows: WorkflowInput[] = [
     {

@@ -11,11 +11,23 @@ export interface Prices {
   perImage: bigint;
 }
 
+/**
+ * How replicas are probed: OPENAI (vLLM `/health` + `/v1/models`), COMFYUI (`/system_stats`), WORKER (the image
+ * worker's admin `/readyz`, which checks its ComfyUI: a cluster pool, where ComfyUI is only reachable in its pod).
+ */
+export type UpstreamProbeName = "OPENAI" | "COMFYUI" | "WORKER";
+
+/** The probe a kind gets when the spec leaves it unspecified (and rows written before probes were configurable). */
+export function defaultProbe(kind: ModelKindName): UpstreamProbeName {
+  return kind === "TEXT" ? "OPENAI" : "COMFYUI";
+}
+
 export interface UpstreamInput {
   baseUrls: string[];
   resolveUrl: string;
   apiKeyEnv: string;
   servedModelName: string;
+  probe: UpstreamProbeName;
 }
 
 /** A model's editable fields, validated. */

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { create } from "@bufbuild/protobuf";
-import { ModelKind } from "@luna/contracts/luna/models/v1/models_pb.js";
+import { ModelKind, UpstreamProbe } from "@luna/contracts/luna/models/v1/models_pb.js";
 import { ModelSpecSchema, type ModelSpec } from "@luna/contracts/luna/models/v1/model_admin_service_pb.js";
 import { modelInputToSpec, workflowInputToSpec } from "./convert.js";
 import { defaultCatalog } from "./seed-catalog.js";
@@ -36,6 +36,16 @@ describe("catalog ids", () => {
 });
 
 describe("validateModelSpec", () => {
+  it("fills in the kind's probe, keeps an image model's WORKER probe, and refuses probes the kind cannot use", () => {
+    expect(validateModelSpec(textSpec()).input?.upstream.probe).toBe("OPENAI");
+    expect(validateModelSpec(imageSpec()).input?.upstream.probe).toBe("COMFYUI");
+    const worker = { baseUrls: [], resolveUrl: "http://comfyui-sdxl-workers:9090", apiKeyEnv: "", servedModelName: "", probe: UpstreamProbe.WORKER };
+    expect(validateModelSpec(imageSpec({ upstream: worker as never })).input?.upstream).toMatchObject({ probe: "WORKER", resolveUrl: "http://comfyui-sdxl-workers:9090" });
+    expect(problemFields(textSpec({ upstream: worker as never }))).toEqual(["model.upstream.probe"]);
+    expect(problemFields(imageSpec({ upstream: { ...worker, probe: UpstreamProbe.OPENAI } as never }))).toEqual(["model.upstream.probe"]);
+    expect(problemFields(imageSpec({ upstream: { ...worker, probe: 99 as UpstreamProbe } as never }))).toEqual(["model.upstream.probe"]);
+  });
+
   it("accepts a valid text model and normalizes its URLs", () => {
     const { input, problems } = validateModelSpec(textSpec());
     expect(problems).toEqual([]);

@@ -1,9 +1,9 @@
 // Validation of admin input: every field is checked and every problem is reported with its field path, before
 // anything is written.
 import { validateWorkflowDefinition, type DefinitionProblem } from "@luna/kit";
-import { ModelKind, type WorkflowParameters, type WorkflowTemplate } from "@luna/contracts/luna/models/v1/models_pb.js";
+import { ModelKind, UpstreamProbe, type WorkflowParameters, type WorkflowTemplate } from "@luna/contracts/luna/models/v1/models_pb.js";
 import type { ModelSpec, UpstreamSpec, WorkflowSpec } from "@luna/contracts/luna/models/v1/model_admin_service_pb.js";
-import type { ModelInput, ModelKindName, WorkflowInput } from "./types.js";
+import { defaultProbe, type ModelInput, type ModelKindName, type UpstreamProbeName, type WorkflowInput } from "./types.js";
 
 export type Problem = DefinitionProblem;
 
@@ -106,6 +106,15 @@ function checkUpstream(field: string, up: UpstreamSpec | undefined, problems: Pr
   else if (hasControlChars(up.servedModelName) || /\s/.test(up.servedModelName)) problems.push({ field: `${field}.served_model_name`, message: "must not contain whitespace or control characters" });
 }
 
+/** The probe a kind may use (UNSPECIFIED = the kind's default); undefined when the kind cannot use it. */
+function probeName(probe: UpstreamProbe, kind: ModelKindName): UpstreamProbeName | undefined {
+  if (probe === UpstreamProbe.UNSPECIFIED) return defaultProbe(kind);
+  if (kind === "TEXT") return probe === UpstreamProbe.OPENAI ? "OPENAI" : undefined;
+  if (probe === UpstreamProbe.COMFYUI) return "COMFYUI";
+  if (probe === UpstreamProbe.WORKER) return "WORKER";
+  return undefined;
+}
+
 function kindName(kind: ModelKind): ModelKindName | undefined {
   return kind === ModelKind.TEXT ? "TEXT" : kind === ModelKind.IMAGE ? "IMAGE" : undefined;
 }
@@ -144,6 +153,11 @@ export function validateModelSpec(spec: ModelSpec | undefined, prefix = "model")
     if (kind === "IMAGE" && prices.outputPer1kTokens !== 0n) problems.push({ field: f("prices.output_per_1k_tokens"), message: "must be 0 for an image model" });
   }
   checkUpstream(f("upstream"), spec.upstream, problems);
+  const probe = spec.upstream && kind ? probeName(spec.upstream.probe, kind) : undefined;
+  if (spec.upstream && kind && !probe) {
+    const allowed = kind === "TEXT" ? "UPSTREAM_PROBE_OPENAI" : "UPSTREAM_PROBE_COMFYUI or UPSTREAM_PROBE_WORKER";
+    problems.push({ field: f("upstream.probe"), message: `must be UPSTREAM_PROBE_UNSPECIFIED or ${allowed} for ${kind === "TEXT" ? "a text" : "an image"} model, got ${UpstreamProbe[spec.upstream.probe] ?? spec.upstream.probe}` });
+  }
   if (spec.scaleToZero) {
     if (spec.coldStartSeconds < 1 || spec.coldStartSeconds > LIMITS.maxColdStartSeconds) {
       problems.push({ field: f("cold_start_seconds"), message: `must be between 1 and ${LIMITS.maxColdStartSeconds} with scale_to_zero (the expected wake time users are shown), got ${spec.coldStartSeconds}` });
@@ -151,7 +165,7 @@ export function validateModelSpec(spec: ModelSpec | undefined, prefix = "model")
   } else if (spec.coldStartSeconds !== 0) {
     problems.push({ field: f("cold_start_seconds"), message: `must be 0 unless scale_to_zero is set, got ${spec.coldStartSeconds}` });
   }
-  if (problems.length > 0 || !kind || !prices || !spec.upstream) return { problems };
+  if (problems.length > 0 || !kind || !prices || !spec.upstream || !probe) return { problems };
   return {
     problems,
     input: {
@@ -169,6 +183,7 @@ export function validateModelSpec(spec: ModelSpec | undefined, prefix = "model")
         resolveUrl: spec.upstream.resolveUrl.replace(/\/+$/, ""),
         apiKeyEnv: spec.upstream.apiKeyEnv,
         servedModelName: spec.upstream.servedModelName,
+        probe,
       },
       scaleToZero: spec.scaleToZero,
       coldStartSeconds: spec.coldStartSeconds,

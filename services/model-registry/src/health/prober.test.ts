@@ -29,7 +29,7 @@ function textModel(over: Partial<ModelInput> = {}): ModelInput {
     maxOutputTokens: 512,
     prices: { inputPer1k: 10n, outputPer1k: 10n, perImage: 0n },
     sortOrder: 0,
-    upstream: { baseUrls: ["http://a:1", "http://b:1"], resolveUrl: "", apiKeyEnv: "", servedModelName: "" },
+    upstream: { baseUrls: ["http://a:1", "http://b:1"], resolveUrl: "", apiKeyEnv: "", servedModelName: "", probe: "OPENAI" },
     scaleToZero: false,
     coldStartSeconds: 0,
     ...over,
@@ -97,7 +97,7 @@ describe("health prober", () => {
   });
 
   it("marks a scale-to-zero model STANDBY (announced) while no replica is healthy, and AVAILABLE once one wakes", async () => {
-    await store.upsertModel(textModel({ scaleToZero: true, coldStartSeconds: 60, upstream: { baseUrls: ["http://a:1"], resolveUrl: "", apiKeyEnv: "", servedModelName: "" } }), 0n);
+    await store.upsertModel(textModel({ scaleToZero: true, coldStartSeconds: 60, upstream: { baseUrls: ["http://a:1"], resolveUrl: "", apiKeyEnv: "", servedModelName: "", probe: "OPENAI" } }), 0n);
     routes.set("http://a:1/health", { status: 503 });
     const p = prober();
     await p.probeAll();
@@ -110,14 +110,14 @@ describe("health prober", () => {
   });
 
   it("counts a replica that does not serve the model as unhealthy", async () => {
-    await store.upsertModel(textModel({ upstream: { baseUrls: ["http://a:1"], resolveUrl: "", apiKeyEnv: "", servedModelName: "served-name" } }), 0n);
+    await store.upsertModel(textModel({ upstream: { baseUrls: ["http://a:1"], resolveUrl: "", apiKeyEnv: "", servedModelName: "served-name", probe: "OPENAI" } }), 0n);
     healthy("http://a:1", "something-else");
     await prober().probeAll();
     expect((await store.getModel("m1"))?.health.reason).toMatch(/model "served-name" not served \(serves: something-else\)/);
   });
 
   it("sends the API key named by api_key_env, and probes /health only when the registry lacks it", async () => {
-    await store.upsertModel(textModel({ upstream: { baseUrls: ["http://a:1"], resolveUrl: "", apiKeyEnv: "VLLM_KEY", servedModelName: "" } }), 0n);
+    await store.upsertModel(textModel({ upstream: { baseUrls: ["http://a:1"], resolveUrl: "", apiKeyEnv: "VLLM_KEY", servedModelName: "", probe: "OPENAI" } }), 0n);
     healthy("http://a:1");
     await prober({ readSecret: (n) => (n === "VLLM_KEY" ? "s3cret" : undefined) }).probeAll();
     expect(seen.find((s) => s.url.endsWith("/v1/models"))?.auth).toBe("Bearer s3cret");
@@ -131,7 +131,7 @@ describe("health prober", () => {
   });
 
   it("judges a server without /health (Ollama) by its model list alone", async () => {
-    await store.upsertModel(textModel({ upstream: { baseUrls: ["http://a:1", "http://b:1"], resolveUrl: "", apiKeyEnv: "", servedModelName: "llama3.2:3b" } }), 0n);
+    await store.upsertModel(textModel({ upstream: { baseUrls: ["http://a:1", "http://b:1"], resolveUrl: "", apiKeyEnv: "", servedModelName: "llama3.2:3b", probe: "OPENAI" } }), 0n);
     routes.set("http://a:1/health", { status: 404, body: "404 page not found" });
     routes.set("http://a:1/v1/models", { status: 200, body: models(["llama3.2:3b"]) });
     routes.set("http://b:1/health", { status: 404, body: "404 page not found" });
@@ -143,7 +143,7 @@ describe("health prober", () => {
   });
 
   it("does not count a 404 on /health as healthy when the model list cannot be read without the key", async () => {
-    await store.upsertModel(textModel({ upstream: { baseUrls: ["http://a:1"], resolveUrl: "", apiKeyEnv: "KEY", servedModelName: "" } }), 0n);
+    await store.upsertModel(textModel({ upstream: { baseUrls: ["http://a:1"], resolveUrl: "", apiKeyEnv: "KEY", servedModelName: "", probe: "OPENAI" } }), 0n);
     routes.set("http://a:1/health", { status: 404 });
     routes.set("http://a:1/v1/models", { status: 200, body: models(["m1"]) });
     await prober().probeAll();
@@ -153,7 +153,7 @@ describe("health prober", () => {
   });
 
   it("reports a rejected key", async () => {
-    await store.upsertModel(textModel({ upstream: { baseUrls: ["http://a:1"], resolveUrl: "", apiKeyEnv: "VLLM_KEY", servedModelName: "" } }), 0n);
+    await store.upsertModel(textModel({ upstream: { baseUrls: ["http://a:1"], resolveUrl: "", apiKeyEnv: "VLLM_KEY", servedModelName: "", probe: "OPENAI" } }), 0n);
     routes.set("http://a:1/health", { status: 200 });
     routes.set("http://a:1/v1/models", { status: 401 });
     await prober({ readSecret: () => "wrong" }).probeAll();
@@ -161,7 +161,7 @@ describe("health prober", () => {
   });
 
   it("probes image models with ComfyUI's /system_stats", async () => {
-    await store.upsertModel({ ...textModel({ id: "img", kind: "IMAGE", contextWindow: 0, maxOutputTokens: 0 }), upstream: { baseUrls: ["http://c:1", "http://d:1"], resolveUrl: "", apiKeyEnv: "", servedModelName: "" } }, 0n);
+    await store.upsertModel({ ...textModel({ id: "img", kind: "IMAGE", contextWindow: 0, maxOutputTokens: 0 }), upstream: { baseUrls: ["http://c:1", "http://d:1"], resolveUrl: "", apiKeyEnv: "", servedModelName: "", probe: "COMFYUI" } }, 0n);
     routes.set("http://c:1/system_stats", { status: 200, body: '{"system":{},"devices":[]}' });
     routes.set("http://d:1/system_stats", { status: 200, body: "<html>" });
     await prober().probeAll();
@@ -170,8 +170,22 @@ describe("health prober", () => {
     expect(m?.health.replicas[1]?.detail).toBe("GET /system_stats: not JSON");
   });
 
+  it("probes WORKER upstreams at the image worker's /readyz (its ComfyUI check), never at /system_stats", async () => {
+    await store.upsertModel({ ...textModel({ id: "img", kind: "IMAGE", contextWindow: 0, maxOutputTokens: 0 }),
+      upstream: { baseUrls: ["http://w1:9090", "http://w2:9090", "http://w3:9090"], resolveUrl: "", apiKeyEnv: "", servedModelName: "", probe: "WORKER" } }, 0n);
+    routes.set("http://w1:9090/readyz", { status: 200, body: '{"status":"ok","failed":[]}' });
+    routes.set("http://w2:9090/readyz", { status: 503, body: '{"status":"fail","failed":["comfyui"]}' });
+    routes.set("http://w3:9090/readyz", { status: 503, body: "draining" });
+    await prober().probeAll();
+    const m = await store.getModel("img");
+    expect(m?.health.status).toBe("DEGRADED");
+    expect(m?.health.replicas.map((r) => [r.healthy, r.detail])).toEqual([
+      [true, ""], [false, "GET /readyz: HTTP 503 (not ready: comfyui)"], [false, "GET /readyz: HTTP 503"]]);
+    expect(seen.map((x) => new URL(x.url).pathname)).toEqual(["/readyz", "/readyz", "/readyz"]);
+  });
+
   it("writes off a healthy replica only after the configured number of failures in a row", async () => {
-    await store.upsertModel(textModel({ upstream: { baseUrls: ["http://a:1"], resolveUrl: "", apiKeyEnv: "", servedModelName: "" } }), 0n);
+    await store.upsertModel(textModel({ upstream: { baseUrls: ["http://a:1"], resolveUrl: "", apiKeyEnv: "", servedModelName: "", probe: "OPENAI" } }), 0n);
     healthy("http://a:1");
     const p = prober({ failuresToUnhealthy: 3 });
     await p.probeAll();
@@ -187,7 +201,7 @@ describe("health prober", () => {
   });
 
   it("resolves headless-service names into replicas", async () => {
-    await store.upsertModel(textModel({ upstream: { baseUrls: [], resolveUrl: "http://vllm.svc:8000", apiKeyEnv: "", servedModelName: "" } }), 0n);
+    await store.upsertModel(textModel({ upstream: { baseUrls: [], resolveUrl: "http://vllm.svc:8000", apiKeyEnv: "", servedModelName: "", probe: "OPENAI" } }), 0n);
     healthy("http://10.0.0.1:8000");
     await prober({ lookup: async () => ["10.0.0.1", "10.0.0.2"] }).probeAll();
     const m = await store.getModel("m1");
@@ -196,7 +210,7 @@ describe("health prober", () => {
   });
 
   it("is OFFLINE when the name resolves to nothing", async () => {
-    await store.upsertModel(textModel({ upstream: { baseUrls: [], resolveUrl: "http://gone.svc:8000", apiKeyEnv: "", servedModelName: "" } }), 0n);
+    await store.upsertModel(textModel({ upstream: { baseUrls: [], resolveUrl: "http://gone.svc:8000", apiKeyEnv: "", servedModelName: "", probe: "OPENAI" } }), 0n);
     await store.recordHealth("m1", { status: "AVAILABLE", reason: "", replicas: [] });
     await prober({ lookup: async () => [] }).probeAll();
     expect((await store.getModel("m1"))?.health).toMatchObject({ status: "OFFLINE", reason: "no replicas configured or resolved" });

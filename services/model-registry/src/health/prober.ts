@@ -1,6 +1,8 @@
-// Periodic health probes of every enabled model's replicas. A text replica is healthy when vLLM's `GET /health`
-// answers 2xx (or 404: a server without that route, such as Ollama) and `GET /v1/models` lists the served model; an image replica when ComfyUI's `GET /system_stats`
-// answers 2xx with JSON. A replica turns unhealthy after `failuresToUnhealthy` failures in a row and healthy again
+// Periodic health probes of every enabled model's replicas, by the upstream's probe kind. OPENAI (text): vLLM's
+// `GET /health` answers 2xx (or 404: a server without that route, such as Ollama) and `GET /v1/models` lists the
+// served model. COMFYUI (image, make dev): ComfyUI's `GET /system_stats` answers 2xx with JSON. WORKER (image, a
+// cluster pool: ComfyUI listens on 127.0.0.1 inside its pod, only the image worker's admin port is reachable): the
+// worker's `GET /readyz` answers 2xx, which it does only while its ComfyUI answers and NATS is connected. A replica turns unhealthy after `failuresToUnhealthy` failures in a row and healthy again
 // after one success. The model's status (AVAILABLE / DEGRADED / OFFLINE, or STANDBY for a scale-to-zero model
 // without a healthy replica) is stored — and announced as a
 // `model.changed` event — only when it or the set of healthy replicas changes.
@@ -117,6 +119,20 @@ export function createHealthProber(opts: HealthProberOptions): HealthProber {
     if (typeof parsed !== "object" || parsed === null) throw new ProbeFailure("GET /system_stats: unexpected body");
   }
 
+  async function probeWorker(base: string): Promise<void> {
+    const ready = await get(`${base}/readyz`, {});
+    if (ready.status >= 200 && ready.status <= 299) return;
+    // The kit's admin server names the failed checks ({"failed":["comfyui"]}): the operator's first clue.
+    let failed = "";
+    try {
+      const parsed = JSON.parse(ready.body) as { failed?: unknown };
+      if (Array.isArray(parsed.failed)) failed = parsed.failed.map(String).slice(0, 5).join(", ");
+    } catch {
+      failed = "";
+    }
+    throw new ProbeFailure(`GET /readyz: HTTP ${ready.status}${failed ? ` (not ready: ${failed})` : ""}`);
+  }
+
   async function probeModel(model: ModelRecord): Promise<void> {
     const urls = await resolveReplicaUrls(model.upstream, opts.lookup ? { lookup: opts.lookup } : {});
     const previous = state.get(model.id) ?? new Map<string, ReplicaState>();
@@ -126,7 +142,9 @@ export function createHealthProber(opts: HealthProberOptions): HealthProber {
         let ok = true;
         let detail = "";
         try {
-          if (model.kind === "TEXT") await probeText(model, url);
+          const probe = model.upstream.probe;
+          if (probe === "OPENAI") await probeText(model, url);
+          else if (probe === "WORKER") await probeWorker(url);
           else await probeImage(url);
         } catch (err) {
           ok = false;

@@ -1,7 +1,7 @@
 import { beforeEach, describe, expect, it } from "vitest";
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, createRouterTransport, type Client } from "@connectrpc/connect";
-import { ImageSizeSchema, ModelKind, ModelStatus } from "@luna/contracts/luna/models/v1/models_pb.js";
+import { ImageSizeSchema, ModelKind, ModelStatus, UpstreamProbe } from "@luna/contracts/luna/models/v1/models_pb.js";
 import { ModelService } from "@luna/contracts/luna/models/v1/model_service_pb.js";
 import { ModelAdminService, ModelSpecSchema, type ModelSpec, type WorkflowSpec } from "@luna/contracts/luna/models/v1/model_admin_service_pb.js";
 import { ModelUpstreamService } from "@luna/contracts/luna/models/v1/model_upstream_service_pb.js";
@@ -228,7 +228,7 @@ describe("ModelAdminService", () => {
 
   it("refuses to turn an image model with workflows into a text model", async () => {
     const spec = modelInputToSpec(catalog.models.find((m) => m.id === "sdxl-base-1.0")!);
-    const asText = { ...fieldsOf(spec), kind: ModelKind.TEXT, contextWindow: 4096, maxOutputTokens: 512, prices: { inputPer1kTokens: 1n, outputPer1kTokens: 1n, perImage: 0n } as never };
+    const asText = { ...fieldsOf(spec), upstream: { ...spec.upstream!, probe: UpstreamProbe.UNSPECIFIED }, kind: ModelKind.TEXT, contextWindow: 4096, maxOutputTokens: 512, prices: { inputPer1kTokens: 1n, outputPer1kTokens: 1n, perImage: 0n } as never };
     expect((await codeOf(adminClient.upsertModel({ model: asText }, await auth.as("admin")))).code).toBe(Code.FailedPrecondition);
   });
 
