@@ -4,7 +4,8 @@
 // gateway: sign up, a streamed chat reply, an image job to SUCCEEDED and its PNG, the ledger invariants; per container:
 // non-root + read-only checks and start-to-ready time; and a SIGTERM to chat-router with a reply in flight. It stops
 // and removes everything it started (also what an interrupted earlier run left: containers labelled luna-smoke).
-//   LUNA_IMAGE_TAG (dev)  LUNA_SMOKE_READY_TIMEOUT_MS (60000)  LUNA_SMOKE_KEEP_LOGS=1 (print every container's log)
+//   LUNA_IMAGE_TAG (dev)  LUNA_SMOKE_READY_TIMEOUT_MS (60000: give up waiting)  LUNA_SMOKE_READY_BUDGET_MS (10000: slower
+//   fails)  LUNA_SMOKE_KEEP_LOGS=1 (print every container's log)
 import { spawn, spawnSync } from "node:child_process";
 import { chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -27,6 +28,8 @@ const PREFIX = "luna-smoke-";
 const ADMIN = { email: "admin@smoke.test", password: "smoke-admin-passphrase-42" };
 const UID = "10001";
 const READY_TIMEOUT = Number(process.env.LUNA_SMOKE_READY_TIMEOUT_MS ?? 60_000);
+/** "Ready within a few seconds": slower than this fails the smoke (measured 0.3–4 s on 2 shared cores). */
+const READY_BUDGET = Number(process.env.LUNA_SMOKE_READY_BUDGET_MS ?? 10_000);
 const PNG = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
 
 interface Running {
@@ -189,9 +192,9 @@ async function main(): Promise<void> {
         "fs.writeFileSync('/tmp/probe','x');console.log(JSON.stringify({uid:process.getuid(),gid:process.getgid(),pid:process.pid,ro}))";
       const seen = JSON.parse(run(engine, ["exec", r.name, "node", "-e", probe]).trim()) as { uid: number; gid: number; ro: boolean };
       const pid1 = run(engine, ["exec", r.name, "node", "-e", "console.log(require('fs').readFileSync('/proc/1/cmdline','utf8').split('\\0')[0])"]).trim();
-      check(seen.uid === 10001 && seen.gid === 10001 && seen.ro && pid1 === "node",
+      check(seen.uid === 10001 && seen.gid === 10001 && seen.ro && pid1 === "node" && (r.readyMs ?? 0) <= READY_BUDGET,
         `${r.program}: uid/gid ${seen.uid}/${seen.gid}, root filesystem read-only, /tmp writable, PID 1 is ${pid1}` +
-        (r.readyMs !== undefined ? `, ready in ${r.readyMs} ms` : ""));
+        (r.readyMs !== undefined ? `, ready in ${r.readyMs} ms (budget ${READY_BUDGET} ms)` : ""));
     }
 
     // ---- the dev gateway in front of the containers, as Envoy is in the cluster
