@@ -4,6 +4,7 @@ import { commandHelp, parseCommandArgs, type CommandSpec } from "./args.js";
 import { accountCommands } from "./commands/account.js";
 import { adminCommands } from "./commands/admin.js";
 import { chatCommands } from "./commands/chat.js";
+import { conversationCommands } from "./commands/conversations.js";
 import { creditCommands } from "./commands/credits.js";
 import { imageCommands } from "./commands/image.js";
 import { modelCommands } from "./commands/models.js";
@@ -14,7 +15,7 @@ import { VERSION } from "./version.js";
 
 /** Every command, in the order `luna --help` lists them. */
 export const COMMANDS: CommandSpec<Context>[] = [
-  ...accountCommands, ...creditCommands, ...modelCommands, ...chatCommands, ...imageCommands, ...adminCommands,
+  ...accountCommands, ...creditCommands, ...modelCommands, ...chatCommands, ...conversationCommands, ...imageCommands, ...adminCommands,
 ];
 
 function mainHelp(): string {

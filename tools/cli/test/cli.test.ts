@@ -146,6 +146,53 @@ describe("luna CLI against the all-in-one platform", () => {
     expect(r.stderr).toMatch(/^\[llama-3\.1-8b-abliterated · \d+ tokens?, \d+ credits?; [\d,]+ left\]\n$/);
   });
 
+  it.skipIf(!hosts("chat-router"))("conversations: list, show, continue with ask, resume a reply being written, rename, delete", async () => {
+    const list = await luna(["conversations"], userEnv());
+    expect(list.code, list.stderr).toBe(0);
+    expect(list.stdout).toMatch(/^ID\s+LAST ACTIVITY\s+MODEL\s+MESSAGES\s+TITLE\n\S+\s+.*llama-3\.1-8b-abliterated\s+2\s+\S.*\n/); // untitled here: the preview of its last message
+    const id = list.stdout.split("\n")[1]!.split(/\s+/)[0]!;
+
+    // ask -c continues the most recent conversation (its model), --conversation a chosen one.
+    const more = await luna(["ask", "-c", "And about rivers?"], userEnv());
+    expect(more.code, more.stderr).toBe(0);
+    expect(more.stderr).toMatch(/^\[llama-3\.1-8b-abliterated · /);
+    expectOneErrorLine(await luna(["ask", "--conversation", id, "--model", "qwen2.5-7b-instruct", "x"], userEnv()), 2,
+      /--model is fixed for a conversation/);
+    const shown = await luna(["conversation", "show", id], userEnv());
+    expect(shown.code, shown.stderr).toBe(0);
+    expect(shown.stdout).toMatch(new RegExp(`^.+\n  id ${id} · llama-3\\.1-8b-abliterated · 4 messages · `));
+    expect(shown.stdout).toContain("\nyou> Tell me about the sea\n");
+    expect(shown.stdout).toContain(`\nyou> And about rivers?\n\nllama-3.1-8b-abliterated> ${more.stdout.trimEnd()}`);
+
+    // A reply still being written is followed to its end by another client.
+    const slow = Array.from({ length: 40 }, (_, i) => `w${i}`).join(" ");
+    const replies = await fetch(`${lp.platform.simulators.vllmUrl}/_sim/replies`, { method: "POST", headers: { "content-type": "application/json" },
+      body: JSON.stringify({ replies: [{ match: "[slow]", text: slow }] }) });
+    expect(replies.status).toBe(200);
+    await simFaults({ slowTokenMs: 60 });
+    try {
+      const asking = startCli(["ask", "--conversation", id, "Something [slow]"], userEnv());
+      asking.end();
+      await asking.waitFor(/w\d/);
+      const resumed = await luna(["conversation", "resume", id], userEnv());
+      const asked = await asking.done;
+      expect(resumed.code, resumed.stderr).toBe(0);
+      expect(resumed.stdout).toBe(`${slow}\n`);
+      expect(asked.stdout).toBe(`${slow}\n`);
+      expect(resumed.stderr).toMatch(/^\[\d+ tokens, \d+ credits?\]\n$/);
+    } finally {
+      await simFaults({ slowTokenMs: 0 });
+    }
+    const done = await luna(["conversation", "resume", id], userEnv());
+    expect(done).toMatchObject({ code: 0, stdout: `${slow}\n`, stderr: "[the last reply is not being written any more (complete)]\n" });
+
+    expect(await luna(["conversation", "rename", id, "Seas and rivers"], userEnv())).toMatchObject({ code: 0, stdout: 'Renamed to "Seas and rivers".\n' });
+    expect((await luna(["conversations"], userEnv())).stdout).toMatch(new RegExp(`${id}\\s+.*Seas and rivers\\n`));
+    expect(await luna(["conversation", "delete", id], userEnv())).toMatchObject({ code: 0, stdout: "Conversation deleted.\n" });
+    expectOneErrorLine(await luna(["conversation", "show", id], userEnv()), 1, /not found/);
+    expect((await luna(["conversations"], userEnv())).stdout).not.toContain(id);
+  });
+
   it.skipIf(!hosts("chat-router"))("Ctrl-C stops an ask reply and keeps what was written", async () => {
     await hangAfterTokens();
     try {
@@ -271,7 +318,7 @@ describe("luna CLI against the all-in-one platform", () => {
     const granted = await luna(["admin", "grant", USER_EMAIL, "500", "--reason", "thanks for testing"], adminEnv());
     expect(granted.code, granted.stderr).toBe(0);
     expect(granted.stdout).toMatch(new RegExp(`^Granted 500 credits to ${USER_EMAIL}; balance now [\\d,]+\\.\n$`));
-    const history = await luna(["history"], userEnv());
+    const history = await luna(["history", "--limit", "200"], userEnv()); // the sign-up grant is behind many charges by now
     expect(history.code).toBe(0);
     expect(history.stdout).toMatch(/^WHEN\s+KIND\s+CREDITS\s+WHAT\n/);
     expect(history.stdout).toMatch(/grant\s+\+500\s+/);

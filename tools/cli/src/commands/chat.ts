@@ -118,6 +118,27 @@ class Reply {
   }
 }
 
+/** The conversation `ask` continues (--conversation ID, or --continue: the most recent), if any. */
+async function conversationToContinue(ctx: Context, args: Args, command: string): Promise<{ id: string; modelId: string } | undefined> {
+  const id = str(args, "conversation");
+  const latest = args.options.continue === true;
+  if (!id && !latest) return undefined;
+  if (id && latest) throw new UsageError("--conversation and --continue are alternatives: pass one", command);
+  for (const flag of ["model", "system"]) {
+    if (str(args, flag) !== undefined) throw new UsageError(`--${flag} is fixed for a conversation: leave it out when continuing one`, command);
+  }
+  const chat = ctx.clients.client(ChatService);
+  if (id) {
+    const res = await chat.getConversation({ conversationId: id, messagesPage: { pageSize: 1 } });
+    if (!res.conversation) throw new CliError("the server returned no conversation");
+    return { id: res.conversation.id, modelId: res.conversation.modelId };
+  }
+  const res = await chat.listConversations({ page: { pageSize: 1 } });
+  const c = res.conversations[0];
+  if (!c) throw new CliError("you have no conversation to continue yet");
+  return { id: c.id, modelId: c.modelId };
+}
+
 async function createConversation(ctx: Context, modelId: string, systemPrompt: string): Promise<string> {
   const res = await ctx.clients.client(ChatService).createConversation({ modelId, systemPrompt });
   if (!res.conversation) throw new CliError("the server returned no conversation");
@@ -146,17 +167,24 @@ export const chatCommands: CommandSpec<Context>[] = [
     name: "ask",
     summary: "Ask one question; the reply streams to stdout.",
     details: "Use \"-\" as the question to read it from stdin. Ctrl-C stops the reply (what was written is kept and billed).\n" +
-      "Example: luna ask \"Write a haiku about GPUs\" --model qwen2.5-7b-instruct",
+      "Each ask starts a conversation (`luna conversations` lists them); --conversation ID or -c (the most recent one)\n" +
+      "continues one instead, with its model and system prompt.\n" +
+      "Example: luna ask \"Write a haiku about GPUs\" --model qwen2.5-7b-instruct; luna ask -c \"Another one\"",
     positionals: [{ name: "<question>", description: "The question (or - for stdin)" }],
-    options: chatOptions,
+    options: {
+      ...chatOptions,
+      conversation: { type: "string", value: "ID", description: "Continue this conversation (see `luna conversations`)" },
+      continue: { type: "boolean", short: "c", description: "Continue your most recent conversation" },
+    },
     async run(ctx, args) {
       const command = "ask";
       const question = args.positionals[0] === "-" ? (await readAll(ctx.io)).trim() : args.positionals[0]!;
       if (!question.trim()) throw new UsageError("the question is empty", command);
       const limit = maxTokens(args, command);
       ctx.requireSession();
-      const model = await pickModel(ctx, str(args, "model"), command);
-      const conversationId = await createConversation(ctx, model.id, str(args, "system") ?? "");
+      const continued = await conversationToContinue(ctx, args, command);
+      const model = continued ? { id: continued.modelId } : await pickModel(ctx, str(args, "model"), command);
+      const conversationId = continued?.id ?? await createConversation(ctx, model.id, str(args, "system") ?? "");
       const reply = new Reply(ctx);
       const off = ctx.io.onInterrupt(() => reply.stop());
       try {
