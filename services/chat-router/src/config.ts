@@ -25,6 +25,10 @@ export const chatRouterConfigSchema = z.object({
   CHAT_MAX_MESSAGE_CHARS: int(32_000, 1, 1_000_000),
   /** Longest system prompt, in characters. */
   CHAT_MAX_SYSTEM_PROMPT_CHARS: int(8_000, 0, 200_000),
+  /** The OpenAI-compatible API (`POST /v1/chat/completions`): the largest request body (the whole history). */
+  CHAT_OPENAI_MAX_BODY_BYTES: int(4 * 1024 * 1024, 1024, 64 * 1024 * 1024),
+  /** Most messages in one `/v1/chat/completions` request. */
+  CHAT_OPENAI_MAX_MESSAGES: int(1000, 1, 100_000),
 
   // ---- prompt building and token counting
   /** Tokens the chat template adds per message (role markers); added to /tokenize's count of the content. */
@@ -107,6 +111,11 @@ export const chatRouterConfigSchema = z.object({
   CHAT_STALE_STREAM_AFTER: duration("2m"),
   /** How often the sweeper looks for orphaned replies ("0ms" = never). */
   CHAT_SWEEP_INTERVAL: duration("30s"),
+  /**
+   * The sweeper releases an open chat hold that no reply uses (its request crashed before the hold id was stored)
+   * once it is this old; keep it above the longest time a request takes from its reserve to storing its message.
+   */
+  CHAT_ORPHAN_HOLD_GRACE: duration("1m"),
   /** Conversations (owner, model, system prompt size, known history size) cached in memory for the hot path. */
   CHAT_CONVERSATION_CACHE_SIZE: int(10_000, 0, 10_000_000),
 

@@ -36,6 +36,7 @@ import { startUserDeletedConsumer } from "./events/user-deleted.js";
 import { LiveHub } from "./live/hub.js";
 import { createChatMetrics } from "./metrics.js";
 import { CHAT_AUTH_RULES, chatRoutes } from "./server/routes.js";
+import { openAIRoutes, outboxUsageRecorder } from "./openai/http.js";
 import { ReplicaPool } from "./upstream/pool.js";
 import { WakeGate } from "./upstream/wake.js";
 
@@ -128,7 +129,7 @@ export async function createChatRouterModule(config: ChatRouterConfig, infra: Se
   };
   const conversations = new Conversations({ store, catalog, tokens, stopReply, forget: (id) => engine.forget(id), remember: (c) => engine.remember(c, 0) });
   const sweep = () => sweepOrphanedReplies({
-    store, billing, catalog, staleMs: config.CHAT_STALE_STREAM_AFTER, localIds: () => engine.activeRuns().map((r) => r.plan.assistantMessageId),
+    store, billing, catalog, staleMs: config.CHAT_STALE_STREAM_AFTER, orphanHoldGraceMs: config.CHAT_ORPHAN_HOLD_GRACE, localIds: () => engine.activeRuns().map((r) => r.plan.assistantMessageId),
     kickOutbox, log,
   });
 
@@ -142,6 +143,11 @@ export async function createChatRouterModule(config: ChatRouterConfig, infra: Se
     name: "chat-router",
     routes: chatRoutes({ config, engine, conversations }),
     authRules: CHAT_AUTH_RULES,
+    // The OpenAI-compatible API (/v1/models, /v1/chat/completions): the same engine, billing and limits.
+    http: openAIRoutes({
+      engine, catalog, recordUsage: outboxUsageRecorder(pool, kickOutbox), maxBodyBytes: config.CHAT_OPENAI_MAX_BODY_BYTES,
+      maxMessages: config.CHAT_OPENAI_MAX_MESSAGES, log,
+    }),
     readiness: [
       { name: "chat-router-db", check: async () => void (await pool.query("SELECT 1")) },
       catalog.readiness,

@@ -2,6 +2,9 @@
 // does it: `hostModules` + `inProcessClients`), on real Postgres and Redis from the test run and a NATS of the test
 // file's own, with vLLM simulators as upstreams. Clients talk to the hosted port over gRPC (HTTP/2), with user
 // tokens signed by a test key.
+import { spawn, type ChildProcess } from "node:child_process";
+import { createServer as createHttpServer } from "node:http";
+import { createServer as createNetServer, type AddressInfo } from "node:net";
 import { fileURLToPath } from "node:url";
 import { dirname, join } from "node:path";
 import { createClient, type Client, type Transport } from "@connectrpc/connect";
@@ -39,6 +42,17 @@ import type { ChatEvent } from "@luna/contracts/luna/chat/v1/chat_pb.js";
 import type { JWK } from "jose";
 import { expect } from "vitest";
 import { chatRouterConfigSchema, createChatRouterModule, migrationsDir, type ChatRouterModule } from "../src/index.js";
+
+const CHAT_MAIN = fileURLToPath(new URL("../src/main.ts", import.meta.url));
+const REPO_ROOT = fileURLToPath(new URL("../../..", import.meta.url));
+
+async function freePort(): Promise<number> {
+  const srv = createNetServer();
+  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
+  const { port } = srv.address() as AddressInfo;
+  await new Promise((r) => srv.close(r));
+  return port;
+}
 
 const billingMigrations = join(dirname(fileURLToPath(import.meta.resolve("@luna/billing"))), "../prisma/migrations");
 
@@ -82,6 +96,11 @@ export interface Platform {
   userKey: SigningKey;
   /** Another chat-router "process" on the same databases and NATS (own server, NATS connection, metrics). */
   startReplica(env?: Record<string, string>): Promise<ChatReplica>;
+  /**
+   * chat-router as a real child process (`src/main.ts`) on the same database, NATS and Redis, calling this
+   * platform's billing and model-registry over the network. For crash tests (SIGKILL).
+   */
+  spawnChatRouter(env?: Record<string, string>): Promise<{ child: ChildProcess; client(token: string): Client<typeof ChatService> }>;
   /** A user token (and the user's funded billing account). */
   user(credits: bigint, id?: string): Promise<{ id: string; token: string; chat: Client<typeof ChatService> }>;
   /** Registers a text model served by the given simulator URLs and waits until chat-router sees it available. */
@@ -191,6 +210,46 @@ export async function startPlatform(opts: PlatformOptions = {}): Promise<Platfor
       replicas.push(r);
       await r.module.catalog.whenLoaded();
       return r;
+    },
+    async spawnChatRouter(env = {}) {
+      // The child verifies user tokens from a JWKS URL, as a deployed service does.
+      const jwks = createHttpServer((_req, res) => {
+        res.setHeader("content-type", "application/json");
+        res.end(JSON.stringify(toJwks(userKey)));
+      });
+      await new Promise<void>((r) => jwks.listen(0, "127.0.0.1", r));
+      cleanups.push(() => new Promise<void>((r) => jwks.close(() => r())));
+      const port = await freePort();
+      const childEnv = {
+        ...process.env, ...TEST_CHAT_ENV, ...opts.chatEnv,
+        DATABASE_URL: chatDb.url, LUNA_MIGRATE_ON_START: "false", NATS_URL: nats.url, REDIS_URL: servers.redisUrl,
+        LUNA_SERVICE_URLS: `billing=http://127.0.0.1:${chat.hosted.port},model-registry=http://127.0.0.1:${chat.hosted.port}`,
+        LUNA_INTERNAL_KEY: JSON.stringify(internalKey), LUNA_INTERNAL_ISSUER: INTERNAL_ISSUER, LUNA_JWT_ISSUER: ISSUER, LUNA_JWT_AUDIENCE: AUDIENCE,
+        LUNA_JWKS_URL: `http://127.0.0.1:${(jwks.address() as AddressInfo).port}/jwks.json`,
+        LUNA_HOST: "127.0.0.1", LUNA_PORT: String(port), LUNA_ADMIN_PORT: String(await freePort()), LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "info",
+        ...env,
+      };
+      const child = spawn(process.execPath, ["--conditions=luna-source", "--import", "tsx", CHAT_MAIN], { cwd: REPO_ROOT, env: childEnv, stdio: ["ignore", "pipe", "pipe"] });
+      cleanups.push(async () => void (child.exitCode === null && child.signalCode === null && child.kill("SIGKILL")));
+      let output = "";
+      child.stderr!.on("data", (d: Buffer) => (output += d.toString()));
+      await new Promise<void>((resolve, reject) => {
+        const onData = (d: Buffer) => {
+          output += d.toString();
+          if (output.includes("chat-router listening")) {
+            child.stdout!.off("data", onData);
+            child.stdout!.resume();
+            resolve();
+          }
+        };
+        child.stdout!.on("data", onData);
+        child.once("exit", (code) => reject(new Error(`chat-router exited with ${code} before listening:\n${output}`)));
+      });
+      const client = (token: string) => createClient(ChatService, createGrpcTransport({
+        baseUrl: `http://127.0.0.1:${port}`,
+        interceptors: [(next) => (req) => { req.header.set("authorization", `Bearer ${token}`); return next(req); }],
+      }));
+      return { child, client };
     },
     async user(credits, id) {
       const userId = id ?? `u${process.pid}-${Date.now().toString(36)}-${++userCounter}`;

@@ -4,7 +4,7 @@
  * per-user rate limit and concurrent-stream lease.
  */
 import { Code, ConnectError, createClient, type Client, type Transport } from "@connectrpc/connect";
-import { durationFromMs } from "@bufbuild/protobuf/wkt";
+import { durationFromMs, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { CreditsService } from "@luna/contracts/luna/billing/v1/credits_service_pb.js";
 import { HoldStatus, type Hold } from "@luna/contracts/luna/billing/v1/ledger_pb.js";
 import { ConcurrencyKind, LimitsService } from "@luna/contracts/luna/billing/v1/limits_service_pb.js";
@@ -171,6 +171,24 @@ export class BillingClient {
 
   async getHold(holdId: string): Promise<Hold | undefined> {
     return (await this.credits.getHold({ holdId })).hold;
+  }
+
+  /**
+   * The open chat holds (oldest first), optionally of one message; `createdBefore` leaves out holds of requests that
+   * may still be starting. For the sweeper: a hold whose id never reached its message (a crash between the reserve
+   * and the write) is found by its reference, the message id.
+   */
+  async openHolds(q: { reference?: string; createdBefore?: Date }): Promise<Hold[]> {
+    const out: Hold[] = [];
+    let pageToken = "";
+    do {
+      const r = await this.credits.listOpenHolds({
+        reason: "chat", reference: q.reference ?? "", createdBefore: q.createdBefore ? timestampFromDate(q.createdBefore) : undefined, pageSize: 500, pageToken,
+      });
+      out.push(...r.holds);
+      pageToken = r.nextPageToken;
+    } while (pageToken !== "");
+    return out;
   }
 
   private async settle(op: string, holdId: string, fn: () => Promise<Hold | undefined>): Promise<Hold | undefined> {

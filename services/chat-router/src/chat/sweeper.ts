@@ -3,9 +3,15 @@
  * CHAT_STALE_STREAM_AFTER is claimed, billed for what its last checkpoint holds (or for what an earlier commit
  * already charged), marked failed ("interrupted") and its usage event emitted — exactly like a reply that failed
  * after its first token.
+ *
+ * The hold id reaches its message after the reserve, in the background (off the path to the first token), and a
+ * speculative hold may be placed before the message is even stored; a crash in between leaves an open hold that no
+ * record names. Billing is asked for those by their reference (the message id): an orphaned reply without a hold id
+ * settles the hold placed for it, and open chat holds older than CHAT_ORPHAN_HOLD_GRACE whose message is gone,
+ * finished, or names another hold are released, instead of waiting for their deadline (CHAT_HOLD_TTL).
  */
-import { HoldStatus } from "@luna/contracts/luna/billing/v1/ledger_pb.js";
-import type { CatalogCache } from "@luna/kit";
+import { HoldStatus, type Hold } from "@luna/contracts/luna/billing/v1/ledger_pb.js";
+import { isUuid, type CatalogCache } from "@luna/kit";
 import { replyCost } from "../domain/pricing.js";
 import { previewOf } from "../domain/validate.js";
 import type { ChatStore, MessageRow } from "../data/store.js";
@@ -17,6 +23,8 @@ export interface SweeperDeps {
   billing: BillingClient;
   catalog: Pick<CatalogCache, "getModel">;
   staleMs: number;
+  /** Open holds younger than this are left alone by the hold sweep (their request may still be starting). */
+  orphanHoldGraceMs: number;
   /** Replies this process streams (never orphans, whatever their heartbeat says). */
   localIds(): string[];
   kickOutbox(): void;
@@ -37,7 +45,46 @@ export async function sweepOrphanedReplies(deps: SweeperDeps): Promise<number> {
     }
   }
   if (n > 0) deps.log.info({ replies: n }, "finished replies whose replica stopped");
+  const released = await releaseOrphanedHolds(deps).catch((err: unknown) => {
+    deps.log.warn({ err }, "could not look for orphaned holds; retrying next sweep");
+    return 0;
+  });
+  if (released > 0) deps.log.info({ holds: released }, "released chat holds that no reply uses");
   return n;
+}
+
+/**
+ * Releases open chat holds no reply will settle: older than the grace, and whose message does not exist (the
+ * request died before storing it, or it was undone or deleted), is no longer streaming, or names another hold (a
+ * speculative hold that was neither used nor released). Holds of streaming replies without a hold id are left to
+ * the stale-reply sweep, which settles them (see finishOrphan). Returns how many it released.
+ */
+export async function releaseOrphanedHolds(deps: SweeperDeps): Promise<number> {
+  const holds = (await deps.billing.openHolds({ createdBefore: new Date(Date.now() - deps.orphanHoldGraceMs) }))
+    .filter((h) => isUuid(h.reference));
+  if (holds.length === 0) return 0;
+  const local = new Set(deps.localIds());
+  const states = await deps.store.holdStates([...new Set(holds.map((h) => h.reference))]);
+  let n = 0;
+  for (const h of holds) {
+    if (local.has(h.reference)) continue;
+    const m = states.get(h.reference);
+    const orphaned = !m || m.status !== "streaming" || (m.holdId !== null && m.holdId !== h.id);
+    if (!orphaned) continue;
+    const r = await deps.billing.release(h.id);
+    if (r && r.status !== HoldStatus.OPEN) n++;
+  }
+  return n;
+}
+
+/**
+ * The hold of an orphaned reply whose hold id was never recorded: the largest open hold placed for the message (the
+ * one its run used); the others are released. Undefined when there is none.
+ */
+async function adoptHold(deps: SweeperDeps, messageId: string): Promise<Hold | undefined> {
+  const holds = (await deps.billing.openHolds({ reference: messageId })).sort((a, b) => (a.amount < b.amount ? 1 : a.amount > b.amount ? -1 : 0));
+  for (const extra of holds.slice(1)) await deps.billing.release(extra.id);
+  return holds[0];
 }
 
 async function finishOrphan(deps: SweeperDeps, row: MessageRow): Promise<boolean> {
@@ -46,8 +93,9 @@ async function finishOrphan(deps: SweeperDeps, row: MessageRow): Promise<boolean
   const completionTokens = row.completionTokens;
   const promptTokens = completionTokens > 0 ? row.promptTokens : 0;
   let charged = 0n;
-  if (row.holdId) {
-    const hold = await deps.billing.getHold(row.holdId);
+  const holdId = row.holdId ?? (await adoptHold(deps, row.id))?.id;
+  if (holdId) {
+    const hold = await deps.billing.getHold(holdId);
     if (hold?.status === HoldStatus.COMMITTED) {
       charged = hold.charged;
     } else if (hold?.status === HoldStatus.OPEN) {
@@ -57,9 +105,9 @@ async function finishOrphan(deps: SweeperDeps, row: MessageRow): Promise<boolean
         : 0n;
       const amount = cost > hold.amount ? hold.amount : cost;
       if (amount > 0n) {
-        charged = (await deps.billing.commit(row.holdId, amount, { model: row.modelId, inputTokens: promptTokens, outputTokens: completionTokens }))?.charged ?? 0n;
+        charged = (await deps.billing.commit(holdId, amount, { model: row.modelId, inputTokens: promptTokens, outputTokens: completionTokens }))?.charged ?? 0n;
       } else {
-        await deps.billing.release(row.holdId);
+        await deps.billing.release(holdId);
       }
     }
   }

@@ -525,6 +525,12 @@ export class ChatStore {
     return r.rows.map((x) => toMessage(x as Row));
   }
 
+  /** Status and recorded hold of the given messages; ids without a message are absent (for the hold sweep). */
+  async holdStates(ids: string[]): Promise<Map<string, { status: MessageStatus; holdId: string | null }>> {
+    const r = await this.pool.query(`SELECT id, status, hold_id FROM messages WHERE id = ANY($1::uuid[])`, [ids]);
+    return new Map(r.rows.map((x: { id: string; status: MessageStatus; hold_id: string | null }) => [x.id, { status: x.status, holdId: x.hold_id }]));
+  }
+
   /** The owner of a conversation (for the sweeper's usage events). */
   async conversationOwner(conversationId: string): Promise<{ userId: string; modelId: string } | undefined> {
     const r = await this.pool.query(`SELECT user_id, model_id FROM conversations WHERE id = $1`, [conversationId]);

@@ -1,0 +1,128 @@
+// RELIABILITY.md (issue 20 item 5): chat-router killed (SIGKILL) after billing placed a reply's hold and before the
+// hold id reached the message. A real chat-router child process is held inside the window by a test trigger (the
+// write waits for a lock this test holds) and killed there; its in-flight write never commits. The surviving
+// replica's sweeper finds the hold through billing (ListOpenHolds by reference, the assistant message id) and
+// settles it within a sweep instead of at its deadline (CHAT_HOLD_TTL, 30 min):
+// - the exact reserve, recorded in the background after the reserve: the reply goes stale with no hold id; the
+//   stale-reply sweep adopts the hold placed for it and releases it (nothing was produced);
+// - the speculative reserve (key `<message id>/<uuid>`), placed together with storing the message: the message is
+//   never stored; the hold sweep releases the hold whose message does not exist.
+import { ConnectError } from "@connectrpc/connect";
+import { startVllmSim, type VllmSim } from "@luna/sim-vllm";
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { sendMessageIds } from "../src/domain/ids.js";
+import { startPlatform, waitFor, type Platform } from "./harness.js";
+
+const LOCK = 20_520_015;
+let platform: Platform;
+let sim: VllmSim;
+let db: pg.Client;
+
+beforeAll(async () => {
+  sim = await startVllmSim({ models: ["sim-model:4096"], outputTokens: { min: 200, max: 200 }, faults: { slowTokenMs: 50 } });
+  platform = await startPlatform({ chatEnv: { CHAT_STALE_STREAM_AFTER: "1s", CHAT_ORPHAN_HOLD_GRACE: "1s" } });
+  await platform.addModel({ id: "m-crash", baseUrls: [sim.url], contextWindow: 4096, maxOutputTokens: 256 });
+  db = new pg.Client({ connectionString: platform.dbs.chat.url });
+  await db.connect();
+  const name = (await db.query<{ n: string }>("SELECT current_database() AS n")).rows[0]!.n;
+  // A killed client's backend notices the closed socket while it waits (as it does at its next read in production).
+  await db.query(`ALTER DATABASE "${name}" SET client_connection_check_interval = '100ms'`);
+  await db.query(`CREATE FUNCTION luna_test_hold_window() RETURNS trigger LANGUAGE plpgsql AS $$
+                  BEGIN PERFORM pg_advisory_xact_lock(${LOCK}); RETURN NEW; END $$`);
+}, 60_000);
+
+afterAll(async () => {
+  await db?.end();
+  await platform?.stop();
+  await sim?.close();
+});
+
+const waiters = async () =>
+  (await db.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event = 'advisory'")).rows[0]!.n;
+
+/** The idempotency key a hold was reserved with: the message id (exact) or `<message id>/<uuid>` (speculative). */
+async function keyOf(holdId: string): Promise<string> {
+  const b = new pg.Client({ connectionString: platform.dbs.billing.url });
+  await b.connect();
+  try {
+    return (await b.query<{ k: string }>("SELECT idempotency_key AS k FROM holds WHERE id = $1", [holdId])).rows[0]!.k;
+  } finally {
+    await b.end();
+  }
+}
+
+const openHolds = (reference: string) => platform.billing.ledger.store.listOpenHolds({ reason: "chat", reference, limit: 10 });
+
+/**
+ * Sends a message through a chat-router child while `trigger` (a CREATE TRIGGER on messages) makes the chosen write
+ * wait, and kills the child once billing holds credits for the reply and the write waits. Returns the reply's id.
+ */
+async function crashInWindow(trigger: string, conversationOnChild: boolean): Promise<{ userId: string; messageId: string; holdIds: string[] }> {
+  const u = await platform.user(10_000n);
+  const doomed = await platform.spawnChatRouter();
+  const child = doomed.client(u.token);
+  // A conversation created on the child is known to it (its history is empty): it reserves speculatively.
+  const create = () => (conversationOnChild ? child : u.chat).createConversation({ modelId: "m-crash" });
+  let conversationId = "";
+  await waitFor(async () => {
+    conversationId = (await create().catch(() => ({ conversation: undefined }))).conversation?.id ?? "";
+    return conversationId !== "";
+  }, "the child sees the model", 20_000);
+  const messageId = sendMessageIds(conversationId, "c1").assistantMessageId;
+  await db.query(trigger);
+  await db.query("SELECT pg_advisory_lock($1)", [LOCK]);
+  const stream = (async () => {
+    for await (const _ of child.sendMessage({ conversationId, text: "Tell me a long story", clientMessageId: "c1" })) void _;
+  })().catch((e: unknown) => ConnectError.from(e));
+  await waitFor(async () => (await openHolds(messageId)).length > 0 && (await waiters()) >= 1, "a hold placed and the write waiting", 20_000);
+  const holdIds = (await openHolds(messageId)).map((h) => h.id);
+  doomed.child.kill("SIGKILL");
+  await new Promise((r) => doomed.child.once("exit", r));
+  await stream;
+  await waitFor(async () => (await waiters()) === 0, "the killed process's backends gone");
+  await db.query("SELECT pg_advisory_unlock($1)", [LOCK]);
+  await db.query("DROP TRIGGER luna_test_hold_window ON messages");
+  return { userId: u.id, messageId, holdIds };
+}
+
+describe("chat-router killed between the reserve and recording the hold", () => {
+  it("exact reserve: the reply has no hold id; the stale-reply sweep finds the hold by the message id and releases it", async () => {
+    const c = await crashInWindow(`CREATE TRIGGER luna_test_hold_window BEFORE UPDATE ON messages FOR EACH ROW
+      WHEN (NEW.hold_id IS DISTINCT FROM OLD.hold_id) EXECUTE FUNCTION luna_test_hold_window()`, false);
+    expect(c.holdIds).toHaveLength(1);
+    expect(await keyOf(c.holdIds[0]!)).toBe(c.messageId);
+    const row = await db.query("SELECT status, hold_id FROM messages WHERE id = $1", [c.messageId]);
+    expect(row.rows[0]).toEqual({ status: "streaming", hold_id: null });
+    expect(await platform.available(c.userId)).toBeLessThan(10_000n);
+
+    await new Promise((r) => setTimeout(r, 1100)); // CHAT_STALE_STREAM_AFTER
+    await platform.chat.module.sweep();
+    expect((await db.query("SELECT status, error_code FROM messages WHERE id = $1", [c.messageId])).rows[0]).toEqual({ status: "failed", error_code: "interrupted" });
+    expect(await openHolds(c.messageId)).toEqual([]);
+    const hold = (await platform.billing.ledger.store.getHold(c.holdIds[0]!))!;
+    expect(hold.status).toBe("released");
+    expect(await platform.available(c.userId)).toBe(10_000n);
+    await platform.assertInvariants();
+  }, 90_000);
+
+  it("speculative reserve: the message is never stored; the hold sweep releases the hold whose message does not exist", async () => {
+    const c = await crashInWindow(`CREATE TRIGGER luna_test_hold_window BEFORE INSERT ON messages FOR EACH ROW
+      EXECUTE FUNCTION luna_test_hold_window()`, true);
+    expect(c.holdIds).toHaveLength(1);
+    expect(await keyOf(c.holdIds[0]!)).toMatch(new RegExp(`^${c.messageId}/[0-9a-f-]{36}$`));
+    const key = (await db.query("SELECT 1 FROM messages WHERE id = $1", [c.messageId])).rowCount;
+    expect(key).toBe(0);
+    expect(await platform.available(c.userId)).toBeLessThan(10_000n);
+
+    // Younger than CHAT_ORPHAN_HOLD_GRACE: left alone (its request might still be storing its message).
+    await platform.chat.module.sweep();
+    expect(await openHolds(c.messageId)).toHaveLength(1);
+    await new Promise((r) => setTimeout(r, 1100));
+    await platform.chat.module.sweep();
+    expect(await openHolds(c.messageId)).toEqual([]);
+    expect((await platform.billing.ledger.store.getHold(c.holdIds[0]!))!.status).toBe("released");
+    expect(await platform.available(c.userId)).toBe(10_000n);
+    await platform.assertInvariants();
+  }, 90_000);
+});
