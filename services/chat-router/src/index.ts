@@ -36,7 +36,6 @@ import { startUserDeletedConsumer } from "./events/user-deleted.js";
 import { LiveHub } from "./live/hub.js";
 import { createChatMetrics } from "./metrics.js";
 import { CHAT_AUTH_RULES, chatRoutes } from "./server/routes.js";
-import { openAIRoutes, outboxUsageRecorder } from "./openai/http.js";
 import { ReplicaPool } from "./upstream/pool.js";
 import { WakeGate } from "./upstream/wake.js";
 
@@ -143,11 +142,6 @@ export async function createChatRouterModule(config: ChatRouterConfig, infra: Se
     name: "chat-router",
     routes: chatRoutes({ config, engine, conversations }),
     authRules: CHAT_AUTH_RULES,
-    // The OpenAI-compatible API (/v1/models, /v1/chat/completions): the same engine, billing and limits.
-    http: openAIRoutes({
-      engine, catalog, recordUsage: outboxUsageRecorder(pool, kickOutbox), maxBodyBytes: config.CHAT_OPENAI_MAX_BODY_BYTES,
-      maxMessages: config.CHAT_OPENAI_MAX_MESSAGES, log,
-    }),
     readiness: [
       { name: "chat-router-db", check: async () => void (await pool.query("SELECT 1")) },
       catalog.readiness,
