@@ -150,9 +150,30 @@ describe("ResumeStream", () => {
     const tail = await collect(laptop.resumeStream({ messageId: c.started!.assistantMessageId, offset: 20n }));
     expect(tail.text).toBe(c.text.slice(20));
     expect(tail.finished).toEqual(c.finished);
-    const none = await collect(u.chat.resumeStream({ messageId: c.started!.assistantMessageId, offset: 1_000_000n }));
+    // From its end: nothing more, then the end. Past its end: OUT_OF_RANGE, not an empty success.
+    const end = BigInt(c.text.length);
+    const none = await collect(u.chat.resumeStream({ messageId: c.started!.assistantMessageId, offset: end }));
     expect(none.deltas).toEqual([]);
-    expect(none.finished).toBeDefined();
+    expect(none.finished).toEqual(c.finished);
+    const past = await collect(u.chat.resumeStream({ messageId: c.started!.assistantMessageId, offset: end + 1n })).catch((e: unknown) => e as ConnectError);
+    expect(past).toMatchObject({ code: Code.OutOfRange, rawMessage: `offset: ${end + 1n} is past the end of the reply (${end} UTF-16 code units)` });
+  });
+
+  it("answers OUT_OF_RANGE for an offset past a live reply's end, on its own replica and from another one", async () => {
+    const u = await platform.user(1000n);
+    const { conversation } = await u.chat.createConversation({ modelId: "m-slow", title: "t" });
+    const laptop = patient.client(u.token);
+    let here: Promise<unknown> | undefined;
+    let there: Promise<unknown> | undefined;
+    await collect(u.chat.sendMessage({ conversationId: conversation!.id, text: "Explain the stars", clientMessageId: "o" }), (s) => {
+      if (s.deltas.length === 5 && !here) {
+        const req = { messageId: s.started!.assistantMessageId, offset: 1_000_000n };
+        here = collect(u.chat.resumeStream(req)).catch((e: unknown) => e);
+        there = collect(laptop.resumeStream(req)).catch((e: unknown) => e);
+      }
+    });
+    expect(await here).toMatchObject({ code: Code.OutOfRange });
+    expect(await there).toMatchObject({ code: Code.OutOfRange });
   });
 
   it("is private: another user's message is NOT_FOUND", async () => {

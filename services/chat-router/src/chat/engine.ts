@@ -13,6 +13,7 @@
  * before a hold covers the worst case, and what is charged is always the actual usage.
  */
 import { randomUUID } from "node:crypto";
+import { Code, ConnectError } from "@connectrpc/connect";
 import type { Model } from "@luna/contracts/luna/models/v1/models_pb.js";
 import { ModelKind, ModelStatus } from "@luna/contracts/luna/models/v1/models_pb.js";
 import type { ReplyStarted } from "@luna/contracts/luna/chat/v1/chat_pb.js";
@@ -35,6 +36,11 @@ import { finalFromRow, startedFromRow } from "../server/convert.js";
 import type { ReplyEvent, ReplyReader } from "../live/reply.js";
 import type { ChatRouterConfig } from "../config.js";
 import { ReplyRun, type RunDeps, type StopReason } from "./reply-run.js";
+
+/** ResumeStream's `offset` beyond the reply's text: OUT_OF_RANGE (the documented answer). */
+function offsetPastEnd(offset: number, end: number): ConnectError {
+  return new ConnectError(`offset: ${offset} is past the end of the reply (${end} UTF-16 code units)`, Code.OutOfRange);
+}
 import type { ReplyHold } from "./billing.js";
 import type { TokenCounter } from "./tokens.js";
 import type { TitleWriter } from "./titles.js";
@@ -487,6 +493,7 @@ export class ChatEngine {
     const delta = (text: string, end: number): ReplyEvent => ({ case: "delta", value: { $typeName: "luna.chat.v1.ReplyDelta", text, offset: BigInt(end) } });
     while (!signal.aborted) {
       if (row && row.status !== "streaming") {
+        if (pos > row.content.length) throw offsetPastEnd(pos, row.content.length);
         if (row.content.length > pos) yield delta(row.content.slice(pos), row.content.length);
         yield finalFromRow(row);
         return;
@@ -507,6 +514,8 @@ export class ChatEngine {
       }
       const f = await hub.follow(first.id, cfg.CHAT_RESUME_SNAPSHOT_TIMEOUT);
       if (f) {
+        // The reply's length as last seen: a terminal event with the client's offset beyond it is OUT_OF_RANGE.
+        let seenEnd = f.snapshot.offset;
         try {
           if (f.snapshot.offset > pos) {
             yield delta(f.snapshot.text.slice(pos), f.snapshot.offset);
@@ -524,11 +533,13 @@ export class ChatEngine {
             if (ev.case === "delta") {
               const end = Number(ev.value.offset);
               const start = end - ev.value.text.length;
+              seenEnd = Math.max(seenEnd, end);
               if (end <= pos) continue;
               if (start > pos) break; // a gap (should not happen): ask for a fresh snapshot
               yield start === pos ? { case: "delta", value: ev.value } : delta(ev.value.text.slice(pos - start), end);
               pos = end;
             } else {
+              if (pos > seenEnd) throw offsetPastEnd(pos, seenEnd);
               yield ev;
               return;
             }
@@ -561,6 +572,12 @@ export class ChatEngine {
     const found = await this.deps.store.getMessage(req.messageId, p.userId);
     if (!found) throw notFound(`message ${req.messageId}`);
     if (found.message.role !== "assistant") throw invalidArgument("message_id", "must be an assistant message (a reply)");
+    // Past the end is the client's mistake (a wrong message or a miscounted offset): say so rather than send nothing.
+    // The end is known here for a finished reply and for one this process streams; a reply streaming on another
+    // replica is checked when it ends (followElsewhere).
+    const local = this.runs.get(found.message.id);
+    const end = local ? local.reply.length : found.message.status !== "streaming" ? found.message.content.length : undefined;
+    if (end !== undefined && req.offset > end) throw offsetPastEnd(req.offset, end);
     return this.follow(found.message, p.userId, req.offset, true);
   }
 

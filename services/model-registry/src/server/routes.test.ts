@@ -121,6 +121,9 @@ describe("ModelService (public)", () => {
     expect(JSON.stringify(sdxl, (_k, v: unknown) => (typeof v === "bigint" ? String(v) : v))).not.toMatch(/safetensors|class_type/);
     expect(workflows[0]!.parameters?.negativePromptSupported).toBe(false);
     expect((await publicClient.listWorkflows({ modelId: "flux1-schnell" })).workflows.map((w) => w.id)).toEqual(["flux-schnell"]);
+    // Unknown ids (luna.common.v1's rule): the resource asked for is NOT_FOUND, an unknown filter INVALID_ARGUMENT.
+    expect(await codeOf(publicClient.listWorkflows({ modelId: "no-such-model" }))).toMatchObject({ code: Code.InvalidArgument, message: expect.stringMatching(/model_id: the catalog has no model "no-such-model"/) });
+    expect((await codeOf(publicClient.getModel({ modelId: "no-such-model" }))).code).toBe(Code.NotFound);
   });
 
   it("hides workflows that are disabled or whose model is disabled", async () => {

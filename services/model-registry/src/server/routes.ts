@@ -106,6 +106,8 @@ export function routes(deps: RouteDeps): (router: ConnectRouter) => void {
       async listWorkflows(req) {
         if (req.modelId !== "") requireValidId("model_id", req.modelId);
         const models = await modelsById();
+        // An unknown filter id is the caller's mistake (luna.common.v1's rule), not "no workflows".
+        if (req.modelId !== "" && !models.has(req.modelId)) throw invalidArgument("model_id", `the catalog has no model "${req.modelId}"`);
         const visible = (await store.listWorkflows()).filter((w) => (req.modelId === "" || w.modelId === req.modelId) && workflowVisible(w, models));
         const { items, nextPageToken } = paginate(visible, req.page);
         return { workflows: items.map((w) => workflowToProto(w, models.get(w.modelId))), page: { nextPageToken } };

@@ -296,7 +296,8 @@ export type ReplyFinished = Message$1<"luna.chat.v1.ReplyFinished"> & {
   creditsCharged: bigint;
 
   /**
-   * Credits the user has available right after this charge.
+   * Credits the user had available right after this charge, as of the charge: a replayed or resumed stream of an
+   * older reply reports the same value as the first time, not today's balance (BillingService.GetBalance has that).
    *
    * @generated from field: int64 balance_after = 5;
    */
@@ -347,6 +348,8 @@ export type ReplyError = Message$1<"luna.chat.v1.ReplyError"> & {
   creditsCharged: bigint;
 
   /**
+   * As in ReplyFinished: as of the charge.
+   *
    * @generated from field: int64 balance_after = 6;
    */
   balanceAfter: bigint;

@@ -21,7 +21,8 @@ export const file_luna_chat_v1_chat_service: GenFile = /*@__PURE__*/
  */
 export type CreateConversationRequest = Message<"luna.chat.v1.CreateConversationRequest"> & {
   /**
-   * A text model from the model registry's ListModels; fixed for the conversation.
+   * A text model from the model registry's ListModels; fixed for the conversation. An unknown id (or an image
+   * model) is INVALID_ARGUMENT (luna.common.v1's rule for unknown ids).
    *
    * @generated from field: string model_id = 1;
    */
@@ -379,7 +380,8 @@ export type ResumeStreamRequest = Message<"luna.chat.v1.ResumeStreamRequest"> & 
   messageId: string;
 
   /**
-   * The `offset` of the last delta received (0 = from the beginning).
+   * The `offset` of the last delta received (0 = from the beginning). An offset past the reply's end is
+   * OUT_OF_RANGE (for a reply still being generated on another replica: when it ends).
    *
    * @generated from field: int64 offset = 2;
    */

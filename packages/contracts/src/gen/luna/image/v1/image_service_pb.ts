@@ -21,7 +21,8 @@ export const file_luna_image_v1_image_service: GenFile = /*@__PURE__*/
  */
 export type SubmitJobRequest = Message<"luna.image.v1.SubmitJobRequest"> & {
   /**
-   * A workflow id from the model registry's ListWorkflows, e.g. "flux-schnell".
+   * A workflow id from the model registry's ListWorkflows, e.g. "flux-schnell". An unknown one is INVALID_ARGUMENT
+   * (luna.common.v1's rule for unknown ids).
    *
    * @generated from field: string workflow_id = 1;
    */

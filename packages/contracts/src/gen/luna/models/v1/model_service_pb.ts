@@ -69,6 +69,8 @@ export const ListModelsResponseSchema: GenMessage<ListModelsResponse> = /*@__PUR
  */
 export type GetModelRequest = Message<"luna.models.v1.GetModelRequest"> & {
   /**
+   * An id the catalog does not have is NOT_FOUND.
+   *
    * @generated from field: string model_id = 1;
    */
   modelId: string;
@@ -103,7 +105,8 @@ export const GetModelResponseSchema: GenMessage<GetModelResponse> = /*@__PURE__*
  */
 export type ListWorkflowsRequest = Message<"luna.models.v1.ListWorkflowsRequest"> & {
   /**
-   * Empty = workflows of every model.
+   * Empty = workflows of every model. An id the catalog does not have is INVALID_ARGUMENT (luna.common.v1's rule
+   * for unknown ids), never an empty list.
    *
    * @generated from field: string model_id = 1;
    */
