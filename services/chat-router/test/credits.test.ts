@@ -109,6 +109,28 @@ describe("limits", () => {
     await platform.assertInvariants();
   });
 
+  it("counts a request refused for the concurrent-stream limit against the per-minute budget (README: limits)", async () => {
+    const u = await platform.user(5000n);
+    const a = await u.chat.createConversation({ modelId: "m-pricey", title: "a" });
+    const b = await u.chat.createConversation({ modelId: "m-pricey", title: "b" });
+    sim.setFaults({ slowTokenMs: 5 });
+    try {
+      const first = u.chat.sendMessage({ conversationId: a.conversation!.id, text: "one", clientMessageId: "1", maxOutputTokens: 40 })[Symbol.asyncIterator]();
+      await first.next();
+      const busy = await rejected(collect(u.chat.sendMessage({ conversationId: b.conversation!.id, text: "two", clientMessageId: "2" })));
+      expect(busy.rawMessage).toMatch(/at most 1 at a time/);
+      for (let r = await first.next(); !r.done; r = await first.next()) { /* drain */ }
+    } finally {
+      sim.setFaults({ slowTokenMs: 0 });
+    }
+    // Two of the three requests a minute are spent (one served, one refused): one more is served, then the limit.
+    expect((await collect(u.chat.sendMessage({ conversationId: b.conversation!.id, text: "two", clientMessageId: "2", maxOutputTokens: 16 }))).finished).toBeDefined();
+    const err = await rejected(collect(u.chat.sendMessage({ conversationId: b.conversation!.id, text: "three", clientMessageId: "3", maxOutputTokens: 16 })));
+    expect(err.code).toBe(Code.ResourceExhausted);
+    expect(err.rawMessage).toMatch(/rate limit/);
+    await platform.assertInvariants();
+  });
+
   it("rate-limits chat requests per user per minute", async () => {
     const u = await platform.user(5000n);
     const other = await platform.user(5000n);
