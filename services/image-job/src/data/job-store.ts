@@ -645,7 +645,6 @@ export function createJobStore(opts: JobStoreOptions) {
       return sent;
     },
 
-    /** Final jobs whose billing action (commit or release) is not done yet. */
     /**
      * The ids among `refs` that name no job (the hold sweep: holds of submissions that crashed between billing's
      * reserve and their commit). Each candidate is confirmed under its user's lock, which a submission holds from
@@ -671,6 +670,7 @@ export function createJobStore(opts: JobStoreOptions) {
       return missing;
     },
 
+    /** Final jobs whose billing action (commit or release) is not done yet. */
     async unsettled(batch: number, finishedBefore: Date): Promise<JobRow[]> {
       const r = await pool.query(
         `SELECT * FROM image_jobs WHERE settlement <> '' AND settled_at IS NULL AND finished_at < $1 ORDER BY finished_at LIMIT $2`,
