@@ -327,19 +327,42 @@ describe("web client in Chromium", () => {
       await simFaults({ hangRate: 0 });
     }
 
-    // Images: the price before submitting, progress, the gallery.
+    // Images: every option, the price before submitting, progress, the gallery (caption, full size, download, delete).
     await page.locator("#tab-images").click();
     await page.locator("#workflow").selectOption("flux-schnell");
+    expect(await page.locator("#steps").isDisabled()).toBe(true); // fixed steps
+    expect(await page.locator("#negative-prompt").isDisabled()).toBe(true); // no negative prompt for this workflow
+    await page.locator("#workflow").selectOption("sdxl");
     await page.locator("#count").selectOption("2");
-    expect(await page.locator("#image-price").textContent()).toMatch(/^\d+ credits$/);
+    const two = await page.locator("#image-price").textContent();
     await page.locator("#count").selectOption("1");
     const price = await page.locator("#image-price").textContent();
+    expect(price).toMatch(/^\d+ credits?$/);
+    expect(Number(two!.replace(/\D/g, ""))).toBe(2 * Number(price!.replace(/\D/g, "")));
+    await page.evaluate("document.querySelector('#image-options').open = true"); // a <details>
+    const styles = await page.locator("#style option").count();
+    if (styles > 1) await page.locator("#style").selectOption({ index: 1 });
+    await page.locator("#steps").fill("20");
+    await page.locator("#seed").fill("4242");
+    await page.locator("#negative-prompt").fill("blurry");
     await page.locator("#image-prompt").fill("a lighthouse in a storm, oil painting");
     await page.locator("#generate").click();
     await expect.poll(() => page.locator("#progress").getAttribute("data-status"), { timeout: 60_000 }).toBe("succeeded");
     expect(await page.locator("#job-status").textContent()).toBe(`Done — 1 image, ${price}`);
-    await expect.poll(() => page.evaluate("(() => { const i = document.querySelector('#gallery img'); return i.complete && i.naturalWidth; })()") as Promise<number>, { timeout: 20_000 })
-      .toBeGreaterThan(0);
+    const shot = page.locator("#gallery .shot").first();
+    await expect.poll(() => page.evaluate("(() => { const i = document.querySelector('#gallery img'); return i.complete && i.naturalWidth; })()") as Promise<number>,
+      { timeout: 20_000 }).toBeGreaterThan(0);
+    expect(await shot.locator(".caption").textContent()).toBe("a lighthouse in a storm, oil painting");
+    expect(await shot.locator("[data-action=download]").getAttribute("download")).toMatch(/^luna-.+\.png$/);
+    await shot.locator("[data-action=view]").click();
+    await expect.poll(() => page.locator("#viewer").isVisible()).toBe(true);
+    expect(await page.locator("#viewer p").textContent()).toContain("seed 4242"); // the job used the chosen seed
+    await page.locator("#viewer-close").click();
+    await expect.poll(() => page.locator("#viewer").isVisible()).toBe(false);
+    const before = await page.locator("#gallery .shot").count();
+    page.once("dialog", (d) => void d.accept());
+    await shot.locator("[data-action=delete-image]").click();
+    await expect.poll(() => page.locator("#gallery .shot").count()).toBe(before - 1);
 
     // Usage: the ledger, with the sign-up grant and the charges.
     await page.locator("#tab-account").click();

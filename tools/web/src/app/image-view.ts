@@ -43,6 +43,17 @@ export function imageView(deps: ImageViewDeps): { el: HTMLElement; refresh(): vo
   const workflowSelect = h("select", { id: "workflow", "aria-label": "Workflow" });
   const sizeSelect = h("select", { id: "size", "aria-label": "Size" });
   const countSelect = h("select", { id: "count", "aria-label": "Images" });
+  const negative = h("input", { id: "negative-prompt", placeholder: "Negative prompt: what to leave out", "aria-label": "Negative prompt" });
+  const styleSelect = h("select", { id: "style", "aria-label": "Style" });
+  const steps = h("input", { id: "steps", type: "number", inputmode: "numeric", "aria-label": "Steps" });
+  const seed = h("input", { id: "seed", type: "number", min: 0, inputmode: "numeric", placeholder: "random", "aria-label": "Seed" });
+  const more = h("details", { class: "image-options", id: "image-options" }, h("summary", {}, "More options"),
+    h("div", { class: "row" },
+      h("label", {}, h("span", { class: "muted" }, "Style"), styleSelect),
+      h("label", {}, h("span", { class: "muted" }, "Steps"), steps),
+      h("label", {}, h("span", { class: "muted" }, "Seed"), seed)),
+    negative);
+  const viewer = h("dialog", { class: "viewer", id: "viewer" });
   const generate = h("button", { type: "submit", class: "primary", id: "generate" }, "Generate");
   const cancel = h("button", { type: "button", class: "ghost", id: "cancel-job", hidden: true }, "Cancel");
   const price = h("span", { class: "price muted", id: "image-price", title: "Held when you submit; a failed job costs nothing" });
@@ -62,6 +73,17 @@ export function imageView(deps: ImageViewDeps): { el: HTMLElement; refresh(): vo
     if (p?.defaultSize) sizeSelect.value = `${p.defaultSize.width}x${p.defaultSize.height}`;
     const max = Math.max(1, p?.maxImages ?? 1);
     replace(countSelect, ...Array.from({ length: max }, (_, i) => h("option", { value: i + 1 }, `${i + 1} image${i ? "s" : ""}`)));
+    replace(styleSelect, h("option", { value: "" }, "Default style"), ...(p?.styles ?? []).map((st) => h("option", { value: st.id, title: st.description }, st.displayName || st.id)));
+    styleSelect.value = p?.defaultStyleId ?? "";
+    styleSelect.disabled = (p?.styles.length ?? 0) === 0;
+    steps.min = String(p?.minSteps ?? 1);
+    steps.max = String(p?.maxSteps ?? 1);
+    steps.placeholder = String(p?.defaultSteps ?? "");
+    steps.value = "";
+    steps.disabled = !p || p.minSteps === p.maxSteps; // fixed for this workflow
+    negative.disabled = !p?.negativePromptSupported;
+    negative.placeholder = p?.negativePromptSupported ? "Negative prompt: what to leave out" : "This workflow takes no negative prompt";
+    if (p?.maxPromptChars) prompt.maxLength = p.maxPromptChars;
     showPrice();
   };
   /** The price before submitting: per image times the count. */
@@ -99,12 +121,35 @@ export function imageView(deps: ImageViewDeps): { el: HTMLElement; refresh(): vo
     try {
       const res = await images.listImages({ page: { pageSize: GALLERY_SIZE } });
       if (res.images.length === 0) return replace(gallery, h("p", { class: "muted empty" }, "Your images will appear here."));
-      replace(gallery, ...res.images.map((img: Image) =>
-        h("a", { href: img.url, target: "_blank", rel: "noopener", class: "tile", title: img.prompt },
-          h("img", { src: img.url, alt: img.prompt, loading: "lazy", width: img.width, height: img.height }))));
+      replace(gallery, ...res.images.map((img: Image) => galleryItem(img)));
     } catch (err) {
       replace(gallery, h("p", { class: "form-error" }, `The gallery could not be loaded: ${errorMessage(err)}`));
     }
+  };
+
+  /** A gallery tile: the image (opens full size), its prompt as the caption, download and delete. */
+  const galleryItem = (img: Image): HTMLElement => {
+    const open = h("button", { type: "button", class: "tile", title: "View full size", "data-action": "view" },
+      h("img", { src: img.url, alt: img.prompt, loading: "lazy", width: img.width, height: img.height }));
+    const download = h("a", { href: img.url, download: `luna-${img.id}.png`, class: "ghost small", "data-action": "download" }, "Download");
+    const del = h("button", { type: "button", class: "ghost small", "data-action": "delete-image" }, "Delete");
+    const figure = h("figure", { class: "shot", "data-id": img.id }, open,
+      h("figcaption", {}, h("span", { class: "caption", title: img.prompt }, img.prompt), h("span", { class: "tools" }, download, del)));
+    open.addEventListener("click", () => {
+      replace(viewer,
+        h("img", { src: img.url, alt: img.prompt, width: img.width, height: img.height }),
+        h("p", {}, img.prompt, h("span", { class: "muted" }, ` · ${img.width} × ${img.height} · seed ${img.seed}`)),
+        h("form", { method: "dialog" }, h("button", { class: "primary", id: "viewer-close" }, "Close")));
+      viewer.showModal();
+    });
+    del.addEventListener("click", () => {
+      if (!confirm("Delete this image? This cannot be undone.")) return;
+      images.deleteImage({ imageId: img.id }).then(() => {
+        figure.remove();
+        if (!gallery.querySelector(".shot")) replace(gallery, h("p", { class: "muted empty" }, "Your images will appear here."));
+      }, (err: unknown) => alert(`The image could not be deleted: ${errorMessage(err)}`));
+    });
+    return figure;
   };
 
   cancel.addEventListener("click", () => {
@@ -113,6 +158,7 @@ export function imageView(deps: ImageViewDeps): { el: HTMLElement; refresh(): vo
 
   const form = h("form", { class: "image-form" },
     prompt,
+    more,
     h("div", { class: "row" }, workflowSelect, sizeSelect, countSelect, h("span", { class: "row submit-row" }, price, cancel, generate)));
   form.addEventListener("submit", (ev) => {
     ev.preventDefault();
@@ -126,7 +172,9 @@ export function imageView(deps: ImageViewDeps): { el: HTMLElement; refresh(): vo
     preview.hidden = true;
     try {
       const { job } = await images.submitJob({ workflowId: workflowSelect.value, prompt: prompt.value, width, height,
-        count: Number(countSelect.value), idempotencyKey: randomId() });
+        count: Number(countSelect.value), idempotencyKey: randomId(), styleId: styleSelect.value,
+        negativePrompt: negative.disabled ? "" : negative.value.trim(), steps: steps.value ? Number(steps.value) : 0,
+        ...(seed.value ? { seed: BigInt(seed.value) } : {}) });
       if (!job) throw new Error("the server returned no job");
       jobId = job.id;
       cancel.hidden = false;
@@ -158,6 +206,6 @@ export function imageView(deps: ImageViewDeps): { el: HTMLElement; refresh(): vo
     }
   };
 
-  const el = h("section", { class: "panel images", id: "images" }, form, progress, h("h2", {}, "Gallery"), gallery);
+  const el = h("section", { class: "panel images", id: "images" }, form, progress, h("h2", {}, "Gallery"), gallery, viewer);
   return { el, refresh: () => void loadGallery() };
 }
