@@ -101,36 +101,4 @@ export function client<S extends DescService>(service: S): Client<S> {
   return c;
 }
 
-/** Seconds until a retry is allowed, from a rate-limited answer's `retry-after` (or its message). */
-function retryAfterSeconds(err: ConnectError): number | undefined {
-  const header = Number(err.metadata.get("retry-after"));
-  if (Number.isFinite(header) && header > 0) return Math.ceil(header);
-  const m = /(\d+)\s*(?:s\b|seconds?)/i.exec(err.rawMessage);
-  return m ? Number(m[1]) : undefined;
-}
-
-/**
- * A message for people: one sentence saying what happened and what to do, never the "[code]" prefix or an HTTP
- * status name ("Too Many Requests").
- */
-export function errorMessage(err: unknown): string {
-  if (err instanceof ConnectError) {
-    const msg = err.rawMessage;
-    if (/fetch|network|load failed|connection/i.test(msg) && (err.code === Code.Unavailable || err.code === Code.Unknown || err.code === Code.Internal)) {
-      return "Luna can't be reached — check your connection and try again.";
-    }
-    if (err.code === Code.ResourceExhausted) {
-      if (/credit|balance/i.test(msg)) {
-        const first = msg.replace(/^not enough credits:?\s*/i, "");
-        return `Not enough credits${first ? ` — ${first}` : ""}. Ask an admin for more.`;
-      }
-      const wait = retryAfterSeconds(err);
-      return `Too many requests right now — try again ${wait ? `in ${wait} s` : "in a moment"}.`;
-    }
-    if (err.code === Code.Unavailable) return `The model or service is unavailable right now (${msg}) — try again shortly.`;
-    if (err.code === Code.Unimplemented) return "This server does not offer that yet.";
-    return msg;
-  }
-  if (err instanceof TypeError && /fetch/i.test(err.message)) return "Luna can't be reached — check your connection and try again.";
-  return err instanceof Error ? err.message : String(err);
-}
+export { errorMessage } from "./errors.js";
