@@ -424,6 +424,15 @@ describe("web client in Chromium", () => {
       await simFaults({ hangRate: 0 });
     }
 
+    // Offline: the reply says Luna cannot be reached (Chromium logs the failed request: expected here).
+    await context.setOffline(true);
+    await page.locator("#chat-input").fill("Are you there?");
+    await page.locator("#send").click();
+    await expect.poll(() => lastReply(page).locator(".meta").textContent()).toBe("Luna can't be reached — check your connection and try again.");
+    await context.setOffline(false);
+    const offline = errors.filter((e) => e.includes("net::ERR_INTERNET_DISCONNECTED"));
+    errors.splice(0, errors.length, ...errors.filter((e) => !offline.includes(e)));
+
     // Images: every control inside the screen and wide enough for its value (not "FLU" / "102").
     await page.locator("#tab-images").click();
     await expect.poll(() => page.locator("#workflow option").count()).toBeGreaterThan(0);
