@@ -14,6 +14,7 @@ export * from "./client-address.js";
 export * from "./auth.js";
 export * from "./revocation.js";
 export * from "./api-keys.js";
+export * from "./openai-http.js";
 export * from "./nats.js";
 export * from "./outbox.js";
 export * from "./inbox.js";

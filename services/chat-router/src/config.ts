@@ -25,6 +25,10 @@ export const chatRouterConfigSchema = z.object({
   CHAT_MAX_MESSAGE_CHARS: int(32_000, 1, 1_000_000),
   /** Longest system prompt, in characters. */
   CHAT_MAX_SYSTEM_PROMPT_CHARS: int(8_000, 0, 200_000),
+  /** The OpenAI-compatible API (`POST /v1/chat/completions`): the largest request body (the whole history). */
+  CHAT_OPENAI_MAX_BODY_BYTES: int(4 * 1024 * 1024, 1024, 64 * 1024 * 1024),
+  /** Most messages in one `/v1/chat/completions` request. */
+  CHAT_OPENAI_MAX_MESSAGES: int(1000, 1, 100_000),
 
   // ---- prompt building and token counting
   /** Tokens the chat template adds per message (role markers); added to /tokenize's count of the content. */

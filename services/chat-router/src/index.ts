@@ -22,6 +22,7 @@ import {
   type OutboxRelay,
   type ReadinessCheck,
   type ServiceInfra,
+  type ServiceModule,
 } from "@luna/kit";
 import { ModelKind } from "@luna/contracts/luna/models/v1/models_pb.js";
 import { BillingClient } from "./chat/billing.js";
@@ -36,6 +37,7 @@ import { startUserDeletedConsumer } from "./events/user-deleted.js";
 import { LiveHub } from "./live/hub.js";
 import { createChatMetrics } from "./metrics.js";
 import { CHAT_AUTH_RULES, chatRoutes } from "./server/routes.js";
+import { openAIRoutes, outboxUsageRecorder } from "./openai/http.js";
 import { ReplicaPool } from "./upstream/pool.js";
 import { WakeGate } from "./upstream/wake.js";
 
@@ -60,6 +62,8 @@ export interface ChatRouterModule {
   name: "chat-router";
   routes(router: ConnectRouter): void;
   authRules: MethodRules;
+  /** The OpenAI-compatible API (/v1/models, /v1/chat/completions). */
+  http: NonNullable<ServiceModule["http"]>;
   readiness: ReadinessCheck[];
   start(): Promise<void>;
   stop(): Promise<void>;
@@ -142,6 +146,11 @@ export async function createChatRouterModule(config: ChatRouterConfig, infra: Se
     name: "chat-router",
     routes: chatRoutes({ config, engine, conversations }),
     authRules: CHAT_AUTH_RULES,
+    // The OpenAI-compatible API (/v1/models, /v1/chat/completions): the same engine, billing and limits.
+    http: openAIRoutes({
+      engine, catalog, recordUsage: outboxUsageRecorder(pool, kickOutbox), maxBodyBytes: config.CHAT_OPENAI_MAX_BODY_BYTES,
+      maxMessages: config.CHAT_OPENAI_MAX_MESSAGES, log,
+    }),
     readiness: [
       { name: "chat-router-db", check: async () => void (await pool.query("SELECT 1")) },
       catalog.readiness,

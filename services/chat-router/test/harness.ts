@@ -16,6 +16,8 @@ import {
   connectRedis,
   createLogger,
   createMetrics,
+  createApiKeyVerifier,
+  createRevocationList,
   createServiceVerifier,
   ensureStreams,
   generateSigningKey,
@@ -25,6 +27,7 @@ import {
   publicJwkOf,
   signAccessToken,
   toJwks,
+  type ApiKeyLookup,
   type HostedModules,
   type Logger,
   type Redis,
@@ -118,6 +121,8 @@ export interface PlatformOptions {
   registryEnv?: Record<string, string>;
   /** Billing's limits for role "user" (default: generous, so only tests of limits hit them). */
   limits?: { chatPerMinute?: number; chatStreams?: number };
+  /** Accept personal API keys, looked up here (auth's part; the kit's key verifier and revocation list are real). */
+  apiKeyLookup?: ApiKeyLookup;
 }
 
 export async function startPlatform(opts: PlatformOptions = {}): Promise<Platform> {
@@ -132,9 +137,11 @@ export async function startPlatform(opts: PlatformOptions = {}): Promise<Platfor
   const redis: Redis = connectRedis(servers.redisUrl, { log, name: "chat-test" });
   const userKey = await generateSigningKey({ kid: "user-test" });
   const internalKey: JWK = (await generateSigningKey({ kid: "internal-test" })).privateJwk;
+  const revocations = createRevocationList({ redis, checkIntervalMs: 200 });
   const verifier = createServiceVerifier({
     userIssuer: ISSUER, audience: AUDIENCE, userKeys: { keys: async () => toJwks(userKey) },
-    internalIssuer: INTERNAL_ISSUER, internalPublicKey: publicJwkOf(internalKey),
+    internalIssuer: INTERNAL_ISSUER, internalPublicKey: publicJwkOf(internalKey), revocations,
+    apiKeys: opts.apiKeyLookup ? createApiKeyVerifier({ lookup: opts.apiKeyLookup, revocations }) : undefined,
   });
   const cleanups: Array<() => Promise<unknown>> = [];
 

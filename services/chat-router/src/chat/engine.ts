@@ -28,14 +28,14 @@ import {
 } from "@luna/kit";
 import { sendMessageIds } from "../domain/ids.js";
 import { tokenUpperBound } from "../domain/tokens.js";
-import { buildPrompt, type HistoryMessage } from "../domain/prompt.js";
+import { buildPrompt, type ChatMessage, type HistoryMessage } from "../domain/prompt.js";
 import type { TokenPrices } from "../domain/pricing.js";
 import { previewOf } from "../domain/validate.js";
 import type { ConversationRow, HistoryRow, MessageRow } from "../data/store.js";
 import { finalFromRow, startedFromRow } from "../server/convert.js";
 import type { ReplyEvent, ReplyReader } from "../live/reply.js";
 import type { ChatRouterConfig } from "../config.js";
-import { ReplyRun, type RunDeps, type StopReason } from "./reply-run.js";
+import { ReplyRun, type RunDeps, type RunPlan, type StopReason } from "./reply-run.js";
 
 /** ResumeStream's `offset` beyond the reply's text: OUT_OF_RANGE (the documented answer). */
 function offsetPastEnd(offset: number, end: number): ConnectError {
@@ -389,6 +389,63 @@ export class ChatEngine {
             .catch((err: unknown) => this.deps.log.error({ err, messageId: assistantMessageId }, "could not undo a rejected regeneration"));
         }
       }
+    }
+  }
+
+  // ---- stateless completions (the OpenAI-compatible API) -------------------------------------------------------
+
+  /**
+   * A reply to a history the client sends (`POST /v1/chat/completions`): the same rate limit, stream lease,
+   * worst-case hold, replica choice, breaker, retries, wake-up wait, cancellation and billing as SendMessage — the
+   * same ReplyRun — but nothing is stored except the usage event. `req.id` (the completion id) is the hold's
+   * reference; it is not a UUID, so the sweeper's release of holds without a message leaves it alone, and a hold of a
+   * replica that crashed is released at its deadline (CHAT_HOLD_TTL). The whole history must fit the context window
+   * (nothing is dropped, as OpenAI does): else INVALID_ARGUMENT on `messages`.
+   */
+  async complete(p: Principal, req: { id: string; model: Model; messages: ChatMessage[]; maxOutputTokens: number;
+    sampling: Record<string, unknown>; recordUsage: NonNullable<RunPlan["stateless"]>["recordUsage"] }, startedAt: number): Promise<ReplyStream> {
+    const cfg = this.deps.config;
+    const { billing, tokens } = this.deps;
+    if (this.closing) throw unavailable("the service is shutting down; try again");
+    const model = this.servableModel(req.model.id);
+    const text = req.messages.map((m) => m.content).join("\n");
+    const [rateR, leaseR, countR] = await Promise.allSettled([
+      billing.checkRateLimit(p),
+      billing.acquireStreamLease(p, cfg.CHAT_LEASE_TTL),
+      tokens.count(model.id, req.id, text),
+    ]);
+    const leaseId = leaseR.status === "fulfilled" ? leaseR.value : "";
+    let handedOver = false;
+    try {
+      if (rateR.status === "rejected") throw rateR.reason;
+      if (leaseR.status === "rejected") throw leaseR.reason;
+      const contentTokens = countR.status === "fulfilled" ? countR.value : tokens.estimate(text);
+      const promptTokens = cfg.CHAT_PROMPT_OVERHEAD_TOKENS + contentTokens + req.messages.length * cfg.CHAT_MESSAGE_OVERHEAD_TOKENS;
+      const room = model.contextWindow - promptTokens;
+      const minOutput = Math.min(cfg.CHAT_MIN_REPLY_TOKENS, this.maxOutput(model, req.maxOutputTokens));
+      if (room < minOutput) {
+        throw invalidArgument("messages", `need about ${promptTokens + minOutput} tokens with a minimal reply; the context window of ${model.id} is ${model.contextWindow}`);
+      }
+      const outputTokens = Math.min(this.maxOutput(model, req.maxOutputTokens), room);
+      const prices = this.prices(model);
+      const preparedAt = performance.now();
+      this.deps.metrics.ttftPhase.observe({ phase: "prepare" }, (preparedAt - startedAt) / 1000);
+      const hold = await billing.reserveReply({
+        userId: p.userId, messageId: req.id, prices, promptTokens, outputTokens, minOutputTokens: minOutput, ttlMs: cfg.CHAT_HOLD_TTL,
+      });
+      handedOver = true;
+      const heldAt = performance.now();
+      this.deps.metrics.ttftPhase.observe({ phase: "reserve" }, (heldAt - preparedAt) / 1000);
+      const run = this.startRun({
+        userId: p.userId, conversationId: "", modelId: model.id, userMessageId: "", assistantMessageId: req.id, messages: req.messages,
+        promptTokens, prices, hold, leaseId, startedAt, heldAt, sampling: req.sampling, stateless: { recordUsage: req.recordUsage },
+      }, undefined, undefined);
+      return this.localStream(run.reply.read(0), {
+        $typeName: "luna.chat.v1.ReplyStarted", userMessageId: "", assistantMessageId: req.id,
+        creditsHeld: hold.amount, maxOutputTokens: hold.outputTokens, modelId: model.id, replayed: false,
+      });
+    } finally {
+      if (!handedOver && leaseId) billing.releaseStreamLease(leaseId);
     }
   }
 

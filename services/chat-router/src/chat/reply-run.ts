@@ -12,7 +12,7 @@ import type { ChatMessage } from "../domain/prompt.js";
 import { replyCost, type TokenPrices } from "../domain/pricing.js";
 import { previewOf } from "../domain/validate.js";
 import type { ChatStore, MessageStatus } from "../data/store.js";
-import { usageOutboxRow } from "../events/usage.js";
+import { usageOutboxRow, type OutboxRow } from "../events/usage.js";
 import type { LiveHub } from "../live/hub.js";
 import { LiveReply, type ReplyEvent } from "../live/reply.js";
 import type { ChatMetrics } from "../metrics.js";
@@ -74,6 +74,13 @@ export interface RunPlan {
   startedAt: number;
   /** When the credits were held (performance.now()), for the time-to-first-token phases. */
   heldAt: number;
+  /** Sampling fields passed to the model as they are (OpenAI API: temperature, top_p, stop, seed). */
+  sampling?: Record<string, unknown>;
+  /**
+   * A stateless reply (the OpenAI-compatible API): there is no message row, so no checkpoints; its end records only
+   * the usage event (through this, instead of ChatStore.finishReply). Billed exactly like a stored reply.
+   */
+  stateless?: { recordUsage(event: OutboxRow | undefined): Promise<boolean> };
 }
 
 /** The settled result, as stored. */
@@ -281,7 +288,7 @@ export class ReplyRun {
       tried.add(lease.replica);
       if (attempt > 0) deps.metrics.retries.inc({ model: plan.modelId });
       if (body === undefined || bodyModel !== lease.model) {
-        body = chatRequestBody(lease.model, plan.messages, plan.hold.outputTokens);
+        body = chatRequestBody(lease.model, plan.messages, plan.hold.outputTokens, plan.sampling);
         bodyModel = lease.model;
       }
       const stream = new UpstreamStream({
@@ -329,7 +336,7 @@ export class ReplyRun {
 
   /** Saves the text so far; at most one write in flight, skipped when nothing changed since the last one. */
   private checkpoint(): void {
-    if (this.checkpointing || this.reply.final) return;
+    if (this.checkpointing || this.reply.final || this.plan.stateless) return;
     // The write also serves as the heartbeat the sweeper watches, so it happens even without new text.
     this.checkpointing = true;
     const length = this.reply.length;
@@ -391,7 +398,10 @@ export class ReplyRun {
     // message is never refused for this slot).
     this.leaseReleased = true;
     const leaseFreed = deps.billing.releaseStreamLeaseNow(plan.leaseId);
-    const stored = await deps.store.finishReply(
+    const usageEvent = charged > 0n || completionTokens > 0
+      ? usageOutboxRow({ userId: plan.userId, modelId: plan.modelId, promptTokens, completionTokens, creditsCharged: charged, messageId: plan.assistantMessageId })
+      : undefined;
+    const stored = await (plan.stateless ? plan.stateless.recordUsage(usageEvent) : deps.store.finishReply(
       {
         messageId: plan.assistantMessageId,
         conversationId: plan.conversationId,
@@ -407,10 +417,8 @@ export class ReplyRun {
         errorMessage,
         preview: content ? previewOf(content) : "",
       },
-      charged > 0n || completionTokens > 0
-        ? usageOutboxRow({ userId: plan.userId, modelId: plan.modelId, promptTokens, completionTokens, creditsCharged: charged, messageId: plan.assistantMessageId })
-        : undefined,
-    ).catch((err: unknown) => {
+      usageEvent,
+    )).catch((err: unknown) => {
       deps.log.error({ err, messageId: plan.assistantMessageId }, "could not store the final reply; the sweeper will finish it");
       return false;
     });

@@ -59,8 +59,10 @@ export interface StreamChatRequest {
 }
 
 /** The JSON body of a streamed chat completion asking for usage in the last chunk. */
-export function chatRequestBody(model: string, messages: ReadonlyArray<{ role: string; content: string }>, maxTokens: number): string {
-  return JSON.stringify({ model, messages, stream: true, stream_options: { include_usage: true }, max_tokens: maxTokens });
+export function chatRequestBody(model: string, messages: ReadonlyArray<{ role: string; content: string }>, maxTokens: number,
+  sampling?: Record<string, unknown>): string {
+  // Sampling first: the fields Luna controls (model, budget, streaming with usage) always win.
+  return JSON.stringify({ ...sampling, model, messages, stream: true, stream_options: { include_usage: true }, max_tokens: maxTokens });
 }
 
 const MAX_ERROR_BODY = 64 * 1024;
