@@ -185,7 +185,7 @@ export function buildRoutes(rpcs: readonly Rpc[], s: EdgeSettings, table: readon
       name: `${r.exact ? "path" : "prefix"} ${r.prefix}`,
       match: r.exact ? { path: r.prefix } : { prefix: r.prefix },
       route: {
-        ...clusterRoute(r.service, s, false),
+        ...clusterRoute(r.service, s, r.streaming === true),
         ...(r.plain ? {} : { rate_limits: rateLimits(`edge.${r.service}`, false) }),
       },
       typed_per_filter_config: { [JWT_FILTER]: jwtPerRoute(r.plain ? "none" : "token") },

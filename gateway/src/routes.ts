@@ -16,6 +16,8 @@ export interface GatewayRoute {
    * rate limit. RPC routes take who may call what from the services' own access rules (see sources.ts).
    */
   plain?: boolean;
+  /** A long response (SSE, a request that waits for a job): stream timeouts instead of the unary one. */
+  streaming?: boolean;
 }
 
 /**
@@ -34,6 +36,10 @@ export const PUBLIC_ROUTES: readonly GatewayRoute[] = [
   { prefix: "/.well-known/jwks.json", exact: true, service: "auth", plain: true },
   // image-job's signed, expiring image URLs (IMAGE_PATH_PREFIX in services/image-job): the signature is the access.
   { prefix: "/images/", service: "image-job", plain: true },
+  // The OpenAI-compatible API (issue 22). Plain at the edge: its bearer is usually a personal API key (`luna_sk_`),
+  // which is not a JWT, so the service verifies it (kit: api-keys.ts) and applies the per-user limits itself.
+  { prefix: "/v1/models", exact: true, service: "chat-router", plain: true },
+  { prefix: "/v1/chat/completions", exact: true, service: "chat-router", plain: true, streaming: true },
   // Health of the edge: answered by auth, the service every session depends on.
   { prefix: "/grpc.health.v1.Health/", service: "auth", plain: true },
 ];
@@ -43,6 +49,7 @@ export const PUBLIC_ROUTES: readonly GatewayRoute[] = [
  * servers would refuse a user token anyway; the gateway does not even let the request reach them.
  */
 export const DENIED_PREFIXES: readonly string[] = [
+  "/luna.auth.v1.AuthInternalService/",
   "/luna.billing.v1.CreditsService/",
   "/luna.billing.v1.LimitsService/",
   "/luna.models.v1.ModelUpstreamService/",
