@@ -3,8 +3,9 @@ import { Code, ConnectError, createClient, createRouterTransport } from "@connec
 import { Health, HealthCheckResponse_ServingStatus as Status, HealthCheckResponseSchema } from "@luna/contracts/grpc/health/v1/health_pb.js";
 import { describe, expect, it } from "vitest";
 import {
-  aborted, alreadyExists, codeOf, errorInterceptor, failedPrecondition, invalidArgument, notFound, permissionDenied,
-  resourceExhausted, toConnectError, unauthenticated, unavailable,
+  aborted, alreadyExists, availableCreditsOf, codeOf, errorInterceptor, failedPrecondition, formatCredits, invalidArgument,
+  invalidPageSize, invalidPageToken, notEnoughCredits, notFound, permissionDenied, resourceExhausted, toConnectError,
+  unauthenticated, unavailable,
 } from "./errors.js";
 import { createLogger } from "./log.js";
 
@@ -99,5 +100,25 @@ describe("errorInterceptor", () => {
     expect(received).toEqual([Status.SERVING]);
     expect(err?.code).toBe(Code.Internal);
     expect(err?.rawMessage).not.toContain("hunter2");
+  });
+});
+
+describe("refusal wordings (one per situation, used by every service)", () => {
+  it("states credits once, with the need and what is available, in plain English", () => {
+    const e = notEnoughCredits("this job (1 × 50)", 50n, 0n);
+    expect([e.code, e.rawMessage]).toEqual([Code.ResourceExhausted, "not enough credits: this job (1 × 50) needs 50 credits, 0 available"]);
+    expect(notEnoughCredits("a reply", 1, 0).rawMessage).toBe("not enough credits: a reply needs 1 credit, 0 available");
+    expect([formatCredits(1n), formatCredits(0n), formatCredits(2)]).toEqual(["1 credit", "0 credits", "2 credits"]);
+  });
+
+  it("reads the available credits back from the wording (and from billing's older one), else undefined", () => {
+    expect(availableCreditsOf(notEnoughCredits("the hold", 41n, 40n).rawMessage)).toBe(40n);
+    expect(availableCreditsOf("insufficient credits: requested 31, available 30")).toBe(30n);
+    expect(availableCreditsOf("not enough credits: the balance kept changing; try again")).toBeUndefined();
+  });
+
+  it("words page-size and page-token errors the same for every list", () => {
+    expect([invalidPageSize("page.page_size", -1).code, invalidPageSize("page.page_size", -1).rawMessage]).toEqual([Code.InvalidArgument, "page.page_size: must not be negative, got -1"]);
+    expect(invalidPageToken("page.page_token").rawMessage).toBe("page.page_token: is not a next_page_token of this list (pass it back unchanged)");
   });
 });

@@ -39,6 +39,42 @@ export function aborted(message: string): ConnectError {
   return new ConnectError(message, Code.Aborted);
 }
 
+// ---- Refusals every service words the same way (one wording per situation) ----------------------------------------
+
+/** "1 credit", "50 credits". */
+export function formatCredits(n: bigint | number): string {
+  return `${n} ${BigInt(n) === 1n || BigInt(n) === -1n ? "credit" : "credits"}`;
+}
+
+/** The text of a credits refusal: "not enough credits: <what> needs 50 credits, 0 available". */
+export function notEnoughCreditsMessage(what: string, needed: bigint | number, available: bigint | number): string {
+  return `not enough credits: ${what} needs ${formatCredits(needed)}, ${available} available`;
+}
+
+/** `RESOURCE_EXHAUSTED` for credits that fall short, stating the need and what is available. */
+export function notEnoughCredits(what: string, needed: bigint | number, available: bigint | number): ConnectError {
+  return new ConnectError(notEnoughCreditsMessage(what, needed, available), Code.ResourceExhausted);
+}
+
+/**
+ * The available credits stated in a credits refusal (undefined when the message states none). Also reads the wording
+ * billing used before ("... available 42"), so a service keeps working next to an older billing during a rollout.
+ */
+export function availableCreditsOf(message: string): bigint | undefined {
+  const m = /, (-?\d+) available$/.exec(message) ?? /\bavailable (-?\d+)/.exec(message);
+  return m ? BigInt(m[1]!) : undefined;
+}
+
+/** `INVALID_ARGUMENT` for a negative page size (0 means the list's default; above its maximum is clamped). */
+export function invalidPageSize(field: string, size: number): ConnectError {
+  return invalidArgument(field, `must not be negative, got ${size}`);
+}
+
+/** `INVALID_ARGUMENT` for a page token this list did not hand out. */
+export function invalidPageToken(field: string): ConnectError {
+  return invalidArgument(field, "is not a next_page_token of this list (pass it back unchanged)");
+}
+
 function isAbortError(err: unknown): boolean {
   return err instanceof Error && (err.name === "AbortError" || err.name === "TimeoutError");
 }

@@ -10,7 +10,7 @@ import { BillingService } from "@luna/contracts/luna/billing/v1/billing_service_
 import { CreditsService, ReserveResponseSchema, ReserveRequestSchema } from "@luna/contracts/luna/billing/v1/credits_service_pb.js";
 import { LedgerEntryKind } from "@luna/contracts/luna/billing/v1/ledger_pb.js";
 import { ConcurrencyKind, LimitsService } from "@luna/contracts/luna/billing/v1/limits_service_pb.js";
-import { principalKey, type Role } from "@luna/kit";
+import { invalidPageSize, invalidPageToken, principalKey, type Role } from "@luna/kit";
 import { testServers } from "@luna/kit/testing";
 import { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -144,7 +144,7 @@ describe("credits flow over RPC", () => {
     const me = await fundedAccount(t.store, 30n);
     const credits = createClient(CreditsService, transport);
     const e = await codeOf(credits.reserve({ accountId: me, amount: 31n, reason: "image", idempotencyKey: "j" }, internal));
-    expect(e).toEqual({ code: Code.ResourceExhausted, message: "insufficient credits: requested 31, available 30" });
+    expect(e).toEqual({ code: Code.ResourceExhausted, message: "not enough credits: the request needs 31 credits, 30 available" });
   });
 
   it("admin: grant (idempotent), account, reversal, invariants", async () => {
@@ -206,6 +206,9 @@ describe("ListOpenHolds (the callers' sweepers find holds whose record was lost)
       expect({ field, ...e }).toMatchObject({ field, code: Code.InvalidArgument, message: expect.stringMatching(new RegExp(`^${field}: `)) });
     }
     expect((await codeOf(credits.listOpenHolds({ reason }, as("user", acct)))).code).toBe(Code.PermissionDenied);
+    // The kit's wording, as in every service's lists.
+    expect((await codeOf(credits.listOpenHolds({ reason, pageSize: -1 }, internal))).message).toBe(invalidPageSize("page_size", -1).rawMessage);
+    expect((await codeOf(credits.listOpenHolds({ reason, pageToken: "garbage!" }, internal))).message).toBe(invalidPageToken("page_token").rawMessage);
   });
 });
 

@@ -8,6 +8,7 @@
 import fc from "fast-check";
 import pg from "pg";
 import { afterAll, beforeAll, expect, it } from "vitest";
+import { notEnoughCreditsMessage } from "@luna/kit";
 import { LedgerStore } from "../src/data/ledger-store.js";
 import { micros, named } from "../src/data/sql.js";
 import { BillingError } from "../src/domain/errors.js";
@@ -81,7 +82,7 @@ function modelReserve(m: Model, s: SentReserve): { expect: "replay"; result: Res
   if (a.closed) return { expect: "error", kind: "failed_precondition" };
   const available = m.available(s.account);
   if (available < s.amount) {
-    return { expect: "error", kind: "resource_exhausted", message: `insufficient credits: requested ${s.amount}, available ${available}` };
+    return { expect: "error", kind: "resource_exhausted", message: notEnoughCreditsMessage("the request", s.amount, available) };
   }
   return { expect: "new" };
 }

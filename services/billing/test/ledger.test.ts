@@ -110,7 +110,7 @@ describe("reserve, commit, release", () => {
     const err = await rejection(t.store.reserve(reserveInput(id, 41n, "b")));
     expect(err).toBeInstanceOf(InsufficientCreditsError);
     expect(err.kind).toBe("resource_exhausted");
-    expect(err.message).toBe("insufficient credits: requested 41, available 40");
+    expect(err.message).toBe("not enough credits: the request needs 41 credits, 40 available");
     expect(await balanceOf(id)).toEqual({ balance: 100n, held: 60n, available: 40n });
     // exactly the available amount still passes
     await t.store.reserve(reserveInput(id, 40n, "c"));

@@ -7,6 +7,7 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { assertSchemaMatchesDatabase } from "@luna/kit/testing";
+import { invalidPageSize, invalidPageToken } from "@luna/kit";
 import { startVllmSim, type VllmSim } from "@luna/sim-vllm";
 import { ChatService } from "@luna/contracts/luna/chat/v1/chat_service_pb.js";
 import { MessageStatus } from "@luna/contracts/luna/chat/v1/chat_pb.js";
@@ -193,6 +194,10 @@ describe("bad input", () => {
     expect(await rowCounts()).toEqual(before);
     expect(await platform.available(u.id)).toBe(available);
     expect(sim.stats().requests.total).toBe(requests);
+    // Page errors in the kit's wording, as in every service's lists.
+    expect((await codeOf(chat.listConversations({ page: { pageSize: -1 } }))).message).toBe(invalidPageSize("page.page_size", -1).rawMessage);
+    expect((await codeOf(chat.getConversation({ conversationId: id, messagesPage: { pageToken: "%%%" } }))).message)
+      .toBe(invalidPageToken("messages_page.page_token").rawMessage);
     // Unknown but well-formed ids are NOT_FOUND.
     expect((await codeOf(chat.getConversation({ conversationId: VALID_ID }))).code).toBe(Code.NotFound);
     expect((await codeOf(send({ conversationId: VALID_ID }))).code).toBe(Code.NotFound);

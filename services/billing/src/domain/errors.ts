@@ -2,6 +2,8 @@
  * Domain errors of the ledger. They carry what the caller needs to know and map one-to-one onto Connect codes at
  * the RPC boundary (server/errors.ts), so the domain and data layers stay free of transport types.
  */
+import { notEnoughCreditsMessage } from "@luna/kit";
+
 export type BillingErrorKind =
   | "invalid_argument"
   | "not_found"
@@ -34,6 +36,6 @@ export class InsufficientCreditsError extends BillingError {
     readonly requested: bigint,
     readonly available: bigint,
   ) {
-    super("resource_exhausted", `insufficient credits: requested ${requested}, available ${available}`);
+    super("resource_exhausted", notEnoughCreditsMessage("the request", requested, available));
   }
 }

@@ -1,5 +1,5 @@
 /** Opaque history page tokens: base64url of "<created_at micros>~<item id>" (the keyset of the last item). */
-import { invalid } from "../domain/errors.js";
+import { invalidPageToken } from "@luna/kit";
 
 export function encodePageToken(k: { at: bigint; id: string }): string {
   return Buffer.from(`${k.at}~${k.id}`, "utf8").toString("base64url");
@@ -7,7 +7,7 @@ export function encodePageToken(k: { at: bigint; id: string }): string {
 
 export function decodePageToken(field: string, token: string): { at: bigint; id: string } | undefined {
   if (token === "") return undefined;
-  const bad = () => invalid(field, "is not a token returned by this RPC (pass next_page_token back unchanged)");
+  const bad = () => invalidPageToken(field);
   if (token.length > 200 || !/^[A-Za-z0-9_-]+$/.test(token)) throw bad();
   const m = /^(-?\d{1,20})~([er][0-9a-f-]{1,40})$/.exec(Buffer.from(token, "base64url").toString("utf8"));
   if (!m) throw bad();
@@ -17,7 +17,7 @@ export function decodePageToken(field: string, token: string): { at: bigint; id:
 /** ListOpenHolds page tokens: base64url of "<created_at micros>~<hold id>". */
 export function decodeHoldPageToken(field: string, token: string): { at: bigint; id: string } | undefined {
   if (token === "") return undefined;
-  const bad = () => invalid(field, "is not a token returned by this RPC (pass next_page_token back unchanged)");
+  const bad = () => invalidPageToken(field);
   if (token.length > 200 || !/^[A-Za-z0-9_-]+$/.test(token)) throw bad();
   const m = /^(\d{1,20})~([0-9a-f-]{36})$/.exec(Buffer.from(token, "base64url").toString("utf8"));
   if (!m) throw bad();

@@ -28,7 +28,7 @@ import {
   ReserveResponseSchema,
 } from "@luna/contracts/luna/billing/v1/credits_service_pb.js";
 import { PageResponseSchema } from "@luna/contracts/luna/common/v1/common_pb.js";
-import { requirePrincipal } from "@luna/kit";
+import { invalidPageSize, requirePrincipal } from "@luna/kit";
 import { invalid, notFound } from "../domain/errors.js";
 import {
   checkAnyAccountId,
@@ -102,7 +102,7 @@ export function billingRoutes(deps: RouteDeps): (router: ConnectRouter) => void 
         rpc(async () => {
           const me = requirePrincipal(ctx, "user");
           const size = req.page?.pageSize ?? 0;
-          if (size < 0) throw invalid("page.page_size", `must not be negative (got ${size})`);
+          if (size < 0) throw invalidPageSize("page.page_size", size);
           const limit = size === 0 ? HISTORY_DEFAULT_PAGE : Math.min(size, HISTORY_MAX_PAGE);
           const after = decodePageToken("page.page_token", req.page?.pageToken ?? "");
           const items = await store.listHistory(me.userId, limit + 1, after);
@@ -170,7 +170,7 @@ export function billingRoutes(deps: RouteDeps): (router: ConnectRouter) => void 
           requirePrincipal(ctx, "internal");
           const reason = checkReasonLabel("reason", req.reason);
           const reference = req.reference === "" ? undefined : checkText("reference", req.reference, { required: false, max: 200 });
-          if (req.pageSize < 0) throw invalid("page_size", `must not be negative (got ${req.pageSize})`);
+          if (req.pageSize < 0) throw invalidPageSize("page_size", req.pageSize);
           const limit = req.pageSize === 0 ? OPEN_HOLDS_DEFAULT_PAGE : Math.min(req.pageSize, OPEN_HOLDS_MAX_PAGE);
           const after = decodeHoldPageToken("page_token", req.pageToken);
           const b = req.createdBefore;

@@ -3,6 +3,7 @@ import { Code, ConnectError, createRouterTransport } from "@connectrpc/connect";
 import { CreditsService } from "@luna/contracts/luna/billing/v1/credits_service_pb.js";
 import { HoldStatus } from "@luna/contracts/luna/billing/v1/ledger_pb.js";
 import { LimitsService } from "@luna/contracts/luna/billing/v1/limits_service_pb.js";
+import { notEnoughCredits } from "@luna/kit";
 import { describe, expect, it } from "vitest";
 import { BillingClient } from "./billing.js";
 
@@ -21,7 +22,8 @@ function fakeBilling(available: bigint, opts: { replayStatus?: HoldStatus; failC
           ctx.responseHeader.set("idempotent-replayed", "true");
           return { holdId: "h-old", amount: req.amount, available: 0n };
         }
-        if (req.amount > available) throw new ConnectError(`insufficient credits: requested ${req.amount}, available ${available}`, Code.ResourceExhausted);
+        // Billing's refusal, in the kit's wording (the chat client reads the available credits back from it).
+        if (req.amount > available) throw notEnoughCredits("the request", req.amount, available);
         return { holdId: "h1", amount: req.amount, available: available - req.amount };
       },
       getHold: () => ({ hold: { id: "h-old", status: opts.replayStatus ?? HoldStatus.OPEN } }),
@@ -61,7 +63,7 @@ describe("BillingClient.reserveReply", () => {
     const err = await client.reserveReply(input).catch((e: unknown) => e as ConnectError);
     expect(err).toBeInstanceOf(ConnectError);
     expect((err as ConnectError).code).toBe(Code.ResourceExhausted);
-    expect((err as ConnectError).rawMessage).toMatch(/at least 17 credits .* 10 available/);
+    expect((err as ConnectError).rawMessage).toBe("not enough credits: a reply (100 prompt tokens and at least 16 reply tokens) needs 17 credits, 10 available");
   });
 
   it("refuses a replayed hold that is no longer open", async () => {

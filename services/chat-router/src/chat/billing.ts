@@ -8,7 +8,7 @@ import { durationFromMs, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { CreditsService } from "@luna/contracts/luna/billing/v1/credits_service_pb.js";
 import { HoldStatus, type Hold } from "@luna/contracts/luna/billing/v1/ledger_pb.js";
 import { ConcurrencyKind, LimitsService } from "@luna/contracts/luna/billing/v1/limits_service_pb.js";
-import { aborted, resourceExhausted, unavailable, type Principal } from "@luna/kit";
+import { aborted, notEnoughCredits, resourceExhausted, unavailable, type Principal } from "@luna/kit";
 import { affordableOutputTokens, availableFromReserveError, replyCost, type TokenPrices } from "../domain/pricing.js";
 
 export interface BillingLogger {
@@ -135,7 +135,7 @@ export class BillingClient {
         const afford = affordableOutputTokens(i.prices, available, i.promptTokens, outputTokens);
         if (afford < i.minOutputTokens) {
           const need = replyCost(i.prices, i.promptTokens, i.minOutputTokens);
-          throw resourceExhausted(`not enough credits: a reply needs at least ${need} credits (${i.promptTokens} prompt tokens and ${i.minOutputTokens} reply tokens), ${available} available`);
+          throw notEnoughCredits(`a reply (${i.promptTokens} prompt tokens and at least ${i.minOutputTokens} reply tokens)`, need, available);
         }
         outputTokens = afford;
       }

@@ -1,5 +1,5 @@
 // Opaque page tokens (base64url JSON) for keyset pagination. A token that does not decode is INVALID_ARGUMENT.
-import { invalidArgument, isUuid } from "@luna/kit";
+import { invalidPageToken, isUuid } from "@luna/kit";
 
 /** Position after a conversation in "newest activity first" order. */
 export interface ConversationCursor {
@@ -21,7 +21,7 @@ export function decodeConversationCursor(field: string, token: string): Conversa
   } catch {
     // fall through
   }
-  throw invalidArgument(field, "is not a page token from this RPC");
+  throw invalidPageToken(field);
 }
 
 /** Position before a message (messages are paged from the newest back). */
@@ -37,5 +37,5 @@ export function decodeMessageCursor(field: string, token: string): bigint | unde
   } catch {
     // fall through
   }
-  throw invalidArgument(field, "is not a page token from this RPC");
+  throw invalidPageToken(field);
 }

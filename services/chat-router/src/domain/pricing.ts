@@ -1,5 +1,6 @@
 // Credits for a reply. Prices are whole credits per 1k tokens (model registry); a reply costs
 // ceil((prompt × input price + completion × output price) / 1000), so partial thousands are rounded up once.
+import { availableCreditsOf } from "@luna/kit";
 
 export interface TokenPrices {
   inputPer1k: bigint;
@@ -24,8 +25,7 @@ export function affordableOutputTokens(prices: TokenPrices, available: bigint, p
   return n > BigInt(cap) ? cap : Number(n);
 }
 
-/** Parses the available credits out of billing's RESOURCE_EXHAUSTED message ("... available 42"). */
+/** Parses the available credits out of billing's RESOURCE_EXHAUSTED message (the kit's wording, "..., 42 available"). */
 export function availableFromReserveError(message: string): bigint | undefined {
-  const m = /available (-?\d+)/.exec(message);
-  return m ? BigInt(m[1]!) : undefined;
+  return availableCreditsOf(message);
 }

@@ -1,6 +1,6 @@
 // Request field checks. Each failure is INVALID_ARGUMENT naming the field (kit `invalidArgument`), raised before
 // anything is written.
-import { invalidArgument, isUuid } from "@luna/kit";
+import { invalidArgument, invalidPageSize, isUuid } from "@luna/kit";
 
 const MODEL_ID_RE = /^[a-z0-9][a-z0-9.-]{0,63}$/;
 const CLIENT_ID_RE = /^[\x21-\x7e]{1,100}$/;
@@ -87,7 +87,7 @@ export function checkOffset(field: string, value: bigint): number {
 
 /** A page size: 0 = `def`, clamped to `max`, never negative. */
 export function checkPageSize(field: string, value: number, def: number, max: number): number {
-  if (value < 0) throw invalidArgument(field, `must not be negative (got ${value})`);
+  if (value < 0) throw invalidPageSize(field, value);
   return value === 0 ? def : Math.min(value, max);
 }
 
