@@ -19,6 +19,11 @@ export const configSchema = z.object({
   IMAGE_RUN_DEADLINE_BASE: duration("60s"),
   IMAGE_RUN_DEADLINE_PER_MP_STEP: duration("500ms"),
   IMAGE_RUN_DEADLINE_MAX: duration("30m"),
+  /**
+   * After the sweeper failed a RUNNING job at its deadline without a result from its worker, how long the job's hold
+   * is kept and a late success (ComfyUI finished, e.g. while NATS was unreachable) still delivers its images.
+   */
+  IMAGE_LATE_RESULT_WINDOW: duration("5m"),
   /** The sweeper fails a RUNNING job this long after its run deadline (the worker normally reports first). */
   IMAGE_DEADLINE_GRACE: duration("30s"),
   /** How often the sweeper runs (deadlines, unsettled credits, undispatched jobs). */

@@ -101,6 +101,7 @@ export async function createImageJobModule(config: ImageJobConfig, infra: ImageJ
     maxRunningPerUser: config.IMAGE_MAX_RUNNING_PER_USER,
     maxQueuedPerUser: config.IMAGE_MAX_QUEUED_PER_USER,
     startCacheSize: config.IMAGE_START_CACHE_SIZE,
+    lateResultWindowMs: config.IMAGE_LATE_RESULT_WINDOW,
     afterCommit: () => relay?.kick(),
     publish: config.IMAGE_FAST_DISPATCH
       ? (row) => publishEvent(infra.js, row.subject, row.payload, { msgId: row.id, headers: JSON.parse(row.headers) as Record<string, string> })

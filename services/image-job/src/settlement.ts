@@ -8,7 +8,7 @@ import type { ImageJobMetrics } from "./metrics.js";
 
 export interface Settler {
   /** Settles one job now (no-op if it owes nothing or another call is settling it). */
-  settle(job: Pick<JobRow, "id" | "userId" | "settlement" | "settledAt" | "holdId" | "creditsCharged" | "modelId" | "imagesProduced">): Promise<void>;
+  settle(job: JobRow): Promise<void>;
 }
 
 interface Log {
@@ -26,6 +26,9 @@ export function createSettler(opts: { store: JobStore; billing: Transport; log: 
       if (!job.settlement || job.settledAt || inflight.has(job.id)) return;
       inflight.add(job.id);
       try {
+        // Failed by the sweeper at its deadline: the worker's images may still come (store.applyResult); the hold is
+        // released once the late-result window has passed (the sweeper retries every unsettled job).
+        if (job.settlement === "release" && (await store.awaitsLateResult(job))) return;
         if (!job.holdId) {
           await store.markSettled(job, job.settlement === "commit" ? { charged: 0n } : {});
           return;

@@ -69,6 +69,8 @@ export interface HarnessOptions {
   signupCredits?: number;
   /** Billing's per-minute image job limit for role user (default generous, so only tests of the limit meet it). */
   imagePerMinute?: number;
+  /** NATS with JetStream on disk, so that stopNats/startNats keep the streams (an outage, not a wipe). */
+  durableNats?: boolean;
 }
 
 export interface Harness {
@@ -78,6 +80,10 @@ export interface Harness {
   billing: BillingModule;
   nc: NatsConnection;
   natsUrl: string;
+  /** Stops this harness's NATS server (an outage: clients reconnect once it is back). */
+  stopNats(): Promise<void>;
+  /** Starts it again on the same port with the same data. */
+  startNats(): Promise<void>;
   imageDir: string;
   /** image-job's database. */
   jobDatabaseUrl: string;
@@ -130,7 +136,7 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
   const cleanups: Array<() => Promise<void>> = [];
   const log: Logger = createLogger({ service: "image-job-test", level: process.env.TEST_LOG_LEVEL ?? "silent" });
   try {
-    const natsServer = await startDedicatedNats();
+    const natsServer = await startDedicatedNats({ durable: opts.durableNats });
     cleanups.push(() => natsServer.dispose());
     const sim = await startComfySim({ stepMs: 5, ...opts.sim });
     cleanups.push(() => sim.close());
@@ -208,7 +214,7 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
       }],
     }));
     const harness: Harness = {
-      baseUrl, sim, imageJob, billing, nc, natsUrl: natsServer.url, imageDir, jobDatabaseUrl: jobDb.url, metrics, admin,
+      baseUrl, sim, imageJob, billing, nc, natsUrl: natsServer.url, stopNats: () => natsServer.stop(), startNats: () => natsServer.restart(), imageDir, jobDatabaseUrl: jobDb.url, metrics, admin,
       async newUser() {
         const id = `user-${process.pid}-${++userCounter}-${Math.random().toString(36).slice(2, 8)}`;
         await billing.ledger.openAccountWithSignupGrant(id);

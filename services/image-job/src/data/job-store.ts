@@ -24,7 +24,7 @@ import {
   type OutboxEvent,
   type OutboxRow,
 } from "@luna/kit";
-import { ErrorCodes, RESULT_CONSUMER, isFinal, jobStoragePrefix } from "../domain/job.js";
+import { ErrorCodes, RESULT_CONSUMER, isFinal, jobStoragePrefix, resultEventId } from "../domain/job.js";
 import type { PageCursor } from "../domain/page-token.js";
 import { jobQueuedEvent, jobUpdatedEvent, usageRecordedEvent } from "../events/messages.js";
 import { imageFromRow, jobFromRow, type ImageRow, type JobRow, type JobWithImages } from "./rows.js";
@@ -88,6 +88,9 @@ const lockUserSql = (userId: string): string =>
 
 
 /** A job id as a quoted literal (it must be a UUID: checked here). */
+/** See awaitsLateResult. */
+const LATE_RELEASE_MARGIN_MS = 10_000;
+
 const jobIdLiteral = (jobId: string): string => {
   if (!isUuid(jobId)) throw new Error(`not a job id: ${JSON.stringify(jobId)}`);
   return `'${jobId}'`;
@@ -160,6 +163,11 @@ export interface JobStoreOptions {
   /** Dispatched jobs whose identity is remembered for StartJob (default 10 000; 0 = none). */
   startCacheSize?: number;
   /**
+   * How long after the sweeper failed a RUNNING job at its deadline (no result from its worker) a late SUCCEEDED
+   * result still turns it into a success, its hold kept open meanwhile (IMAGE_LATE_RESULT_WINDOW; default 0 = never).
+   */
+  lateResultWindowMs?: number;
+  /**
    * Wakes the relay at once. Called after each commit that wrote outbox events, unless the queue messages take the
    * fast path (`publish`): then nothing else this store writes needs the relay before its NOTIFY pass, and it is
    * called only when a fast publish failed.
@@ -223,6 +231,14 @@ interface JobIdentity {
 export function createJobStore(opts: JobStoreOptions) {
   const { pool } = opts;
   const startCacheSize = opts.startCacheSize ?? 10_000;
+  const lateWindowMs = opts.lateResultWindowMs ?? 0;
+  /**
+   * A job the sweeper failed at its deadline whose hold is not released yet, within the late-result window: its
+   * worker may still deliver the images (e.g. ComfyUI finished while NATS was unreachable).
+   */
+  const lateRecoverable = (job: JobRow, now = Date.now()): boolean =>
+    job.status === "FAILED" && job.errorCode === ErrorCodes.deadlineExceeded && job.settlement === "release" && !job.settledAt &&
+    job.finishedAt !== null && job.finishedAt.getTime() > now - lateWindowMs;
   /**
    * Identities of jobs this process dispatched, until a worker starts them (insertion order: the oldest is dropped
    * first when full). Always right when present: identities never change.
@@ -545,7 +561,10 @@ export function createJobStore(opts: JobStoreOptions) {
         if (!q.rows[0].fresh) return { kind: "duplicate" };
         const job = jobFromRow(q.rows[0]);
         const offeredKeys = r.images.map((i) => i.storageKey);
-        if (isFinal(job.status)) return { kind: "ignored", job, orphanKeys: r.outcome === "SUCCEEDED" ? offeredKeys : [] };
+        // The first result of a job the sweeper failed at its deadline: its images are recovered (its hold is still
+        // open, see awaitsLateResult) rather than thrown away.
+        const late = r.outcome === "SUCCEEDED" && lateRecoverable(job);
+        if (isFinal(job.status) && !late) return { kind: "ignored", job, orphanKeys: r.outcome === "SUCCEEDED" ? offeredKeys : [] };
 
         if (r.outcome === "SUCCEEDED") {
           const prefix = jobStoragePrefix(job.userId, job.id);
@@ -668,6 +687,17 @@ export function createJobStore(opts: JobStoreOptions) {
         }
       }
       return missing;
+    },
+
+    /**
+     * Whether a job's release waits for a late result: the sweeper failed it at its deadline, no worker result was
+     * applied for it, and the late-result window (plus a margin, so a result applied at the window's end never
+     * meets a release in flight) has not passed.
+     */
+    async awaitsLateResult(job: JobRow): Promise<boolean> {
+      if (!lateRecoverable(job, Date.now() - LATE_RELEASE_MARGIN_MS)) return false;
+      const r = await pool.query("SELECT 1 FROM inbox_events WHERE consumer = $1 AND event_id = $2", [RESULT_CONSUMER, resultEventId(job.id)]);
+      return r.rowCount === 0;
     },
 
     /** Final jobs whose billing action (commit or release) is not done yet. */
