@@ -7,6 +7,7 @@ import { chatCommands } from "./commands/chat.js";
 import { conversationCommands } from "./commands/conversations.js";
 import { creditCommands } from "./commands/credits.js";
 import { imageCommands } from "./commands/image.js";
+import { keyCommands } from "./commands/keys.js";
 import { modelCommands } from "./commands/models.js";
 import { createContext, DEFAULT_URL, loadSettings, notSignedIn, type Context } from "./context.js";
 import { describeError, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError } from "./errors.js";
@@ -15,7 +16,8 @@ import { VERSION } from "./version.js";
 
 /** Every command, in the order `luna --help` lists them. */
 export const COMMANDS: CommandSpec<Context>[] = [
-  ...accountCommands, ...creditCommands, ...modelCommands, ...chatCommands, ...conversationCommands, ...imageCommands, ...adminCommands,
+  ...accountCommands, ...creditCommands, ...modelCommands, ...chatCommands, ...conversationCommands, ...imageCommands, ...keyCommands,
+  ...adminCommands,
 ];
 
 function mainHelp(): string {

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ADMIN_EMAIL, ADMIN_PASSWORD, hosts, startTestPlatform, type TestPlatform } from "./platform.js";
 import { luna, startCli, type CliRun } from "./run-cli.js";
 import { startVllmSim } from "@luna/sim-vllm";
+import OpenAI from "openai";
 
 const USER_EMAIL = "ann@luna.test";
 const USER_PASSWORD = "a-long-and-unusual-passphrase-7";
@@ -323,6 +324,40 @@ describe("luna CLI against the all-in-one platform", () => {
     expect(history.stdout).toMatch(/^WHEN\s+KIND\s+CREDITS\s+WHAT\n/);
     expect(history.stdout).toMatch(/grant\s+\+500\s+/);
     expect(history.stdout).toMatch(/grant\s+\+1,000\s+/);
+  });
+
+  it.skipIf(!hosts("chat-router"))("keys: create one, use it with the openai SDK (models, a streamed reply with usage), list it, revoke it", async () => {
+    const created = await luna(["keys", "create", "sdk test", "--expires", "30d"], userEnv());
+    expect(created.code, created.stderr).toBe(0);
+    const key = created.stdout.trim();
+    expect(key).toMatch(/^luna_sk_[0-9A-Za-z]{46}$/);
+    expect(created.stderr).toMatch(/It is shown only now\.\n$/);
+    const openai = new OpenAI({ apiKey: key, baseURL: `${lp.url}/v1`, maxRetries: 0 });
+    expect((await openai.models.list()).data.map((m) => m.id)).toContain("llama-3.1-8b-abliterated");
+    const stream = await openai.chat.completions.create({ model: "llama-3.1-8b-abliterated", stream: true, stream_options: { include_usage: true },
+      messages: [{ role: "user", content: "Hello" }] });
+    let text = "";
+    let usage: OpenAI.CompletionUsage | null | undefined;
+    for await (const chunk of stream) {
+      text += chunk.choices[0]?.delta.content ?? "";
+      usage ??= chunk.usage;
+    }
+    expect(text.length).toBeGreaterThan(0);
+    expect(usage?.completion_tokens).toBeGreaterThan(0);
+
+    const list = await luna(["keys", "list"], userEnv());
+    expect(list.code, list.stderr).toBe(0);
+    expect(list.stdout).toMatch(new RegExp(`${key.slice(0, 12)}…\\s+sdk test\\s+active`));
+    const id = list.stdout.split("\n")[1]!.split(/\s+/)[0]!;
+    expect(await luna(["keys", "revoke", id], userEnv())).toMatchObject({ code: 0, stdout: `Revoked API key "sdk test" (${key.slice(0, 12)}…).\n` });
+    // It stops working within seconds (the kit's key cache is cut short by the revocation list).
+    const since = Date.now();
+    let refused: unknown;
+    while (!refused && Date.now() - since < 5000) refused = await openai.models.list().then(() => undefined, (e: unknown) => e);
+    expect(refused).toBeInstanceOf(OpenAI.AuthenticationError);
+    expect((await luna(["keys", "list"], userEnv())).stdout).toBe("No API keys.\n");
+    expect((await luna(["keys", "list", "--all"], userEnv())).stdout).toMatch(/sdk test\s+revoked/);
+    expectOneErrorLine(await luna(["keys", "create"], userEnv()), 2, /<name>/);
   });
 
   it("admin: lists users, disables and enables a model", async () => {
