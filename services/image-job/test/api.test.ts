@@ -6,6 +6,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { JobStatus } from "@luna/contracts/luna/image/v1/image_pb.js";
 import { ImageService } from "@luna/contracts/luna/image/v1/image_service_pb.js";
 import { ImageWorkerService } from "@luna/contracts/luna/image/v1/image_worker_service_pb.js";
+import { invalidPageSize, invalidPageToken } from "@luna/kit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { signImageUrl } from "../src/index.js";
 import { startHarness, TEST_IMAGE_CONFIG, type Harness } from "./harness.js";
@@ -69,8 +70,9 @@ describe("validation", () => {
     expect((await errorOf(user.client.getJob({ jobId: "../x" }))).code).toBe(Code.InvalidArgument);
     expect((await errorOf(user.client.cancelJob({ jobId: "nope" }))).code).toBe(Code.InvalidArgument);
     expect((await errorOf(user.client.deleteImage({ imageId: "1" }))).rawMessage).toContain("image_id:");
-    expect((await errorOf(user.client.listJobs({ page: { pageToken: "garbage" } }))).rawMessage).toContain("page.page_token");
-    expect((await errorOf(user.client.listImages({ page: { pageSize: -1 } }))).rawMessage).toContain("page.page_size");
+    // The kit's wording, as in every service's lists.
+    expect((await errorOf(user.client.listJobs({ page: { pageToken: "garbage" } }))).rawMessage).toBe(invalidPageToken("page.page_token").rawMessage);
+    expect((await errorOf(user.client.listImages({ page: { pageSize: -1 } }))).rawMessage).toBe(invalidPageSize("page.page_size", -1).rawMessage);
     expect((await errorOf(user.client.listJobs({ status: 99 as JobStatus }))).rawMessage).toContain("status");
     const watch = async () => {
       for await (const _ of user.client.watchJob({ jobId: "x" })) {
@@ -133,7 +135,8 @@ describe("limits, queue and pagination (no worker running)", () => {
     expect(await h.balance(user.id)).toMatchObject({ held: 1000n });
     const err = await errorOf(user.client.submitJob({ workflowId: "flux-schnell", prompt: "broke", count: 1 }));
     expect(err.code).toBe(Code.ResourceExhausted);
-    expect(err.rawMessage).toContain("not enough credits");
+    // One statement with the need and the balance (the kit's wording), not billing's message appended to ours.
+    expect(err.rawMessage).toBe("not enough credits: this job (1 × 50) needs 50 credits, 0 available");
     expect((await user.client.listJobs({})).jobs).toHaveLength(5);
     for (const j of (await user.client.listJobs({})).jobs) await user.client.cancelJob({ jobId: j.id });
     expect(await waitForNoHold(() => h.balance(user.id))).toMatchObject({ balance: 1000n });

@@ -1,7 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, createRouterTransport, type Interceptor } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
-import { authInterceptor, clientAddressKey, type JwtVerifier } from "@luna/kit";
+import { authInterceptor, clientAddressKey, invalidPageSize, invalidPageToken, type JwtVerifier } from "@luna/kit";
 import { AuthService } from "@luna/contracts/luna/auth/v1/auth_service_pb.js";
 import { AuthAdminService } from "@luna/contracts/luna/auth/v1/auth_admin_service_pb.js";
 import { Role } from "@luna/contracts/luna/auth/v1/auth_pb.js";
@@ -199,8 +199,9 @@ describe("AuthAdminService validation", () => {
   });
   it("ListInvites and ListUsers: page and email_prefix", async () => {
     fresh();
-    await expectInvalid(c.calls, c.admin.listInvites({ page: { pageSize: -1 } }, admin), "page.page_size");
-    await expectInvalid(c.calls, c.admin.listInvites({ page: { pageToken: "garbage" } }, admin), "page.page_token");
+    // The kit's wording, as in every service's lists.
+    await expectInvalid(c.calls, c.admin.listInvites({ page: { pageSize: -1 } }, admin), "page.page_size", invalidPageSize("page.page_size", -1).rawMessage);
+    await expectInvalid(c.calls, c.admin.listInvites({ page: { pageToken: "garbage" } }, admin), "page.page_token", invalidPageToken("page.page_token").rawMessage);
     await expectInvalid(c.calls, c.admin.listUsers({ page: { pageToken: "garbage" } }, admin), "page.page_token");
     await expectInvalid(c.calls, c.admin.listUsers({ emailPrefix: "x".repeat(300) }, admin), "email_prefix");
     const token = encodePageToken({ createdAt: now, id: OTHER });

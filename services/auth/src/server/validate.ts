@@ -1,5 +1,5 @@
 import type { Duration } from "@bufbuild/protobuf/wkt";
-import { invalidArgument, isUuid } from "@luna/kit";
+import { invalidArgument, invalidPageSize, invalidPageToken, isUuid } from "@luna/kit";
 import type { PageRequest } from "@luna/contracts/luna/common/v1/common_pb.js";
 import { Role as RoleProto } from "@luna/contracts/luna/auth/v1/auth_pb.js";
 import { normalizeEmail, MAX_EMAIL_LENGTH } from "../domain/email.js";
@@ -111,11 +111,11 @@ export function note(field: string, raw: string): string {
 
 export function page(field: string, p: PageRequest | undefined): { limit: number; cursor?: Cursor } {
   const size = p?.pageSize ?? 0;
-  if (size < 0) throw invalidArgument(`${field}.page_size`, "must not be negative");
+  if (size < 0) throw invalidPageSize(`${field}.page_size`, size);
   const token = p?.pageToken ?? "";
   if (token === "") return { limit: pageSize(size) };
   const cursor = decodePageToken(token);
-  if (!cursor) throw invalidArgument(`${field}.page_token`, "is not a page token from this list");
+  if (!cursor) throw invalidPageToken(`${field}.page_token`);
   return { limit: pageSize(size), cursor };
 }
 

@@ -23,9 +23,13 @@ import { HoldStatus } from "@luna/contracts/luna/billing/v1/ledger_pb.js";
 import type { LimitsService } from "@luna/contracts/luna/billing/v1/limits_service_pb.js";
 import {
   WorkflowParamError,
+  availableCreditsOf,
   failedPrecondition,
   invalidArgument,
+  invalidPageSize,
+  invalidPageToken,
   isUuid,
+  notEnoughCredits,
   notFound,
   requirePrincipal,
   resolveImageJobParams,
@@ -104,13 +108,13 @@ function pageRequest(page: { pageSize: number; pageToken: string } | undefined, 
   let size: number;
   try {
     size = pageSize(page?.pageSize ?? 0, defaultSize, 100);
-  } catch (err) {
-    throw invalidArgument("page.page_size", (err as Error).message);
+  } catch {
+    throw invalidPageSize("page.page_size", page?.pageSize ?? 0);
   }
   try {
     return { size, cursor: decodePageToken(page?.pageToken ?? "") };
-  } catch (err) {
-    throw invalidArgument("page.page_token", (err as Error).message);
+  } catch {
+    throw invalidPageToken("page.page_token");
   }
 }
 
@@ -225,7 +229,8 @@ export function routes(deps: RouteDeps): (router: ConnectRouter) => void {
           if (err instanceof BillingCallError) {
             const c = err.callError;
             if (c.code === Code.ResourceExhausted) {
-              throw resourceExhausted(`not enough credits: this job needs ${amount} (${resolved.count} × ${pricePerImage}); ${c.rawMessage}`);
+              // One statement (the kit's wording) with billing's available credits, not billing's message appended.
+              throw notEnoughCredits(`this job (${resolved.count} × ${pricePerImage})`, amount, availableCreditsOf(c.rawMessage) ?? 0n);
             }
             if (c.code === Code.FailedPrecondition || c.code === Code.NotFound) throw failedPrecondition(`credits: ${c.rawMessage}`);
             throw unavailable("billing is unavailable; retry shortly");

@@ -5,6 +5,7 @@ import { ImageSizeSchema, ModelKind, ModelStatus, UpstreamProbe } from "@luna/co
 import { ModelService } from "@luna/contracts/luna/models/v1/model_service_pb.js";
 import { ModelAdminService, ModelSpecSchema, type ModelSpec, type WorkflowSpec } from "@luna/contracts/luna/models/v1/model_admin_service_pb.js";
 import { ModelUpstreamService } from "@luna/contracts/luna/models/v1/model_upstream_service_pb.js";
+import { invalidPageSize, invalidPageToken } from "@luna/kit";
 import { createMemoryStore, type MemoryStore } from "../data/memory-store.js";
 import { modelInputToSpec, workflowInputToSpec } from "../domain/convert.js";
 import { defaultCatalog } from "../domain/seed-catalog.js";
@@ -86,14 +87,16 @@ describe("ModelService (public)", () => {
     expect(third.page?.nextPageToken).toBe("");
   });
 
-  it.each<[string, object, string]>([
+  it.each<[string, object, string, string?]>([
     ["an unknown kind", { kind: 7 }, "kind"],
-    ["a negative page size", { page: { pageSize: -1 } }, "page.page_size"],
-    ["a forged page token", { page: { pageToken: "not-a-token" } }, "page.page_token"],
-  ])("rejects %s", async (_name, req, field) => {
+    // Page errors in the kit's wording, as in every service's lists.
+    ["a negative page size", { page: { pageSize: -1 } }, "page.page_size", invalidPageSize("page.page_size", -1).rawMessage],
+    ["a forged page token", { page: { pageToken: "not-a-token" } }, "page.page_token", invalidPageToken("page.page_token").rawMessage],
+  ])("rejects %s", async (_name, req, field, exact) => {
     const { code, message } = await codeOf(publicClient.listModels(req));
     expect(code).toBe(Code.InvalidArgument);
     expect(message.startsWith(`${field}:`)).toBe(true);
+    if (exact) expect(message).toBe(exact);
   });
 
   it("hides disabled models from the list but still shows them by id, with the reason", async () => {

@@ -1,6 +1,6 @@
 // Connect handlers: validate → store (which applies the write rules and emits events) → map to messages.
 import type { ConnectRouter, HandlerContext } from "@connectrpc/connect";
-import { invalidArgument, notFound, requirePrincipal, type Logger } from "@luna/kit";
+import { invalidArgument, invalidPageSize, invalidPageToken, notFound, requirePrincipal, type Logger } from "@luna/kit";
 import { ModelKind } from "@luna/contracts/luna/models/v1/models_pb.js";
 import type { PageRequest } from "@luna/contracts/luna/common/v1/common_pb.js";
 import { ModelService } from "@luna/contracts/luna/models/v1/model_service_pb.js";
@@ -45,14 +45,14 @@ function requireValidId(field: string, id: string): void {
 /** Offset pagination behind an opaque token (the catalog is small and ordered by sort order, then id). */
 function paginate<T>(items: T[], page: PageRequest | undefined): { items: T[]; nextPageToken: string } {
   const size = page?.pageSize ?? 0;
-  if (size < 0) throw invalidArgument("page.page_size", `must be >= 0, got ${size}`);
+  if (size < 0) throw invalidPageSize("page.page_size", size);
   const limit = Math.min(size || PAGE.defaultSize, PAGE.maxSize);
   let offset = 0;
   const token = page?.pageToken ?? "";
   if (token) {
     const decoded = /^[A-Za-z0-9_-]{1,32}$/.test(token) ? Buffer.from(token, "base64url").toString("utf8") : "";
     const m = /^o:(\d{1,9})$/.exec(decoded);
-    if (!m) throw invalidArgument("page.page_token", "is not a token from a previous response");
+    if (!m) throw invalidPageToken("page.page_token");
     offset = Number(m[1]);
   }
   const slice = items.slice(offset, offset + limit);
