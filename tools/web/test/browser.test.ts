@@ -399,11 +399,27 @@ describe("web client in Chromium", () => {
       expect(box.right).toBeLessThanOrEqual(PHONE.width);
       expect(box.top).toBeLessThan(bar.height);
     }
+    // Many conversations: the sidebar shows a page, and more as it is scrolled to its end.
+    const token = ((await (await fetch(`${lp!.url}/luna.auth.v1.AuthService/SignIn`, { method: "POST", headers: { "content-type": "application/json" },
+      body: JSON.stringify({ email: "bea@luna.test", password: PASSWORD }) })).json()) as { tokens: { accessToken: string } }).tokens.accessToken;
+    for (let i = 0; i < 32; i++) {
+      const res = await fetch(`${lp!.url}/luna.chat.v1.ChatService/CreateConversation`, { method: "POST",
+        headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+        body: JSON.stringify({ modelId: "qwen2.5-7b-instruct", title: `Old chat ${i}` }) });
+      expect(res.status).toBe(200);
+    }
+    await page.reload();
+    await expect.poll(() => page.locator("#conversation-list .conv").count()).toBe(30); // one page
+    await page.locator("#toggle-sidebar").click();
+    await page.evaluate("document.querySelector('#conversation-scroll').scrollTop = 1e6");
+    await expect.poll(() => page.locator("#conversation-list .conv").count()).toBeGreaterThanOrEqual(34);
+    await page.locator(".drawer-shade").click({ position: { x: PHONE.width - 20, y: PHONE.height / 2 } }); // beside the drawer: closes it
+
     // The sidebar is a drawer: hidden, then opened, and picking a conversation closes it.
-    expect(await page.locator("#sidebar").evaluate((el) => el.getBoundingClientRect().right)).toBeLessThanOrEqual(0);
+    await expect.poll(() => page.locator("#sidebar").evaluate((el) => el.getBoundingClientRect().right)).toBeLessThanOrEqual(0);
     await page.locator("#toggle-sidebar").click();
     await expect.poll(() => page.locator("#sidebar").evaluate((el) => el.getBoundingClientRect().left)).toBe(0);
-    await page.locator("#conversation-list .conv-link").first().click();
+    await page.locator("#conversation-list .conv-link", { hasText: "Markdown tests" }).click(); // on the second page
     await expect.poll(() => page.locator("#sidebar").evaluate((el) => el.getBoundingClientRect().right)).toBeLessThanOrEqual(0);
     await expect.poll(() => page.locator(".msg").count()).toBeGreaterThan(0);
 
