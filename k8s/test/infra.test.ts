@@ -27,6 +27,14 @@ async function validateAll(objects: K8sObject[]): Promise<string[]> {
 }
 
 const byKind = (objects: K8sObject[], kind: string): K8sObject[] => objects.filter((o) => o.kind === kind);
+
+/** The labels CloudNativePG 1.30 puts on a cluster's instance pods (pkg/specs/pods.go, pkg/utils/labels_annotations.go). */
+function cnpgInstanceLabels(cluster: string): Record<string, string> {
+  return {
+    "cnpg.io/cluster": cluster, "cnpg.io/podRole": "instance", "app.kubernetes.io/name": "postgresql",
+    "app.kubernetes.io/instance": cluster, "app.kubernetes.io/component": "database", "app.kubernetes.io/managed-by": "cloudnative-pg",
+  };
+}
 type Any = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
 beforeAll(async () => {
@@ -89,8 +97,12 @@ describe("luna-infra chart (Postgres clusters, Redis, object storage)", () => {
         const want = peer.podSelector?.matchLabels ?? {};
         expect(deployments.some((d) => Object.entries(want).every(([k, v]) => d.spec.template.metadata.labels[k] === v)), `${svc}: no Redis pod labelled ${JSON.stringify(want)}`).toBe(true);
       }
-      // CloudNativePG labels every instance app.kubernetes.io/name=postgresql (pkg/utils AppName in 1.30).
-      for (const peer of values.networkPolicy?.egress?.postgres?.to ?? []) expect(peer.podSelector?.matchLabels).toEqual({ "app.kubernetes.io/name": "postgresql" });
+      // The service's Postgres peer must select the instance pods of its cluster.
+      for (const peer of values.networkPolicy?.egress?.postgres?.to ?? []) {
+        const want: Record<string, string> = peer.podSelector?.matchLabels ?? {};
+        const labels = cnpgInstanceLabels(`pg-${svc}`);
+        expect(Object.entries(want).every(([k, v]) => labels[k] === v), `${svc}: ${JSON.stringify(want)} selects no pod of pg-${svc} (${JSON.stringify(labels)})`).toBe(true);
+      }
     }
   });
 
