@@ -103,6 +103,8 @@ describe("luna-infra chart (Postgres clusters, Redis, object storage)", () => {
         const labels = cnpgInstanceLabels(`pg-${svc}`);
         expect(Object.entries(want).every(([k, v]) => labels[k] === v), `${svc}: ${JSON.stringify(want)} selects no pod of pg-${svc} (${JSON.stringify(labels)})`).toBe(true);
       }
+      // A peer for another cluster's pods, or a role instance pods do not have, selects nothing.
+      expect(Object.entries({ "cnpg.io/podRole": "primary" }).every(([k, v]) => cnpgInstanceLabels(`pg-${svc}`)[k] === v)).toBe(false);
     }
   });
 
