@@ -30,7 +30,7 @@ import { createLogger, type Logger } from "./log.js";
 import { applyMigrations } from "./migrate.js";
 import { createDirectTransport } from "./direct-transport.js";
 import { createMetrics, type Metrics } from "./metrics.js";
-import { connectNats, ensureStreams, natsReady } from "./nats.js";
+import { connectNats, defaultStreams, ensureStreams, natsReady, type StreamSpec } from "./nats.js";
 import { connectRedis, redisReady, type Redis } from "./redis.js";
 import { createServer, runUntilSignal, type LunaServer, type NodeServerRequest, type NodeServerResponse } from "./server.js";
 import { startTracing } from "./tracing.js";
@@ -93,6 +93,12 @@ export const runtimeConfigSchema = z.object({
   DATABASE_URL: z.string().optional(),
   REDIS_URL: z.string().default("redis://127.0.0.1:6379"),
   NATS_URL: z.string().default("nats://127.0.0.1:4222"),
+  /**
+   * Replicas of Luna's JetStream streams (LUNA_EVENTS, LUNA_IMAGE_JOBS, LUNA_DEADLETTER). 1 for a single server;
+   * 3 on a 3-server cluster, or the streams that carry money and jobs live on one server's disk. Every process sets
+   * the streams to this at start, so all of them must agree.
+   */
+  LUNA_NATS_STREAM_REPLICAS: z.coerce.number().int().min(1).max(5).optional().transform((v) => v ?? 1),
   /** Issuer and audience of user access tokens (signed by the auth service). */
   LUNA_JWT_ISSUER: z.string().default("luna-auth"),
   LUNA_JWT_AUDIENCE: z.string().default("luna"),
@@ -115,6 +121,11 @@ export const runtimeConfigSchema = z.object({
   ...trustedProxyConfigSchema.shape,
 });
 export type RuntimeConfig = z.infer<typeof runtimeConfigSchema>;
+
+/** Luna's streams as this process's runtime configuration wants them (LUNA_NATS_STREAM_REPLICAS). */
+export function streamsFor(config: Pick<RuntimeConfig, "LUNA_NATS_STREAM_REPLICAS">): StreamSpec[] {
+  return defaultStreams({ replicas: config.LUNA_NATS_STREAM_REPLICAS });
+}
 
 /** Reads the internal service key from LUNA_INTERNAL_KEY or LUNA_INTERNAL_KEY_FILE. */
 export function loadInternalKey(config: Pick<RuntimeConfig, "LUNA_INTERNAL_KEY" | "LUNA_INTERNAL_KEY_FILE">): JWK {
@@ -427,7 +438,7 @@ export async function runService<S extends z.ZodObject>(opts: RunServiceOptions<
     const internalKey = loadInternalKey(runtime);
     const redis = connectRedis(runtime.REDIS_URL, { log, name: opts.name });
     const nats = await connectNats({ servers: runtime.NATS_URL, name: opts.name, log });
-    await ensureStreams(nats);
+    await ensureStreams(nats, streamsFor(runtime));
     const metrics = createMetrics({ service: opts.name });
     const clients = networkClients({ urls: parseServiceUrls(runtime.LUNA_SERVICE_URLS), internalKey,
       issuer: runtime.LUNA_INTERNAL_ISSUER, audience: runtime.LUNA_JWT_AUDIENCE, subject: opts.name,

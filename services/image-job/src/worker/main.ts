@@ -14,6 +14,7 @@ import {
   runUntilSignal,
   runtimeConfigSchema,
   startAdminServer,
+  streamsFor,
 } from "@luna/kit";
 import { createImageStore } from "../storage/index.js";
 import { workerConfigSchema } from "./config.js";
@@ -23,7 +24,7 @@ const runtime = loadConfig(runtimeConfigSchema);
 const config = loadConfig(workerConfigSchema);
 const log = createLogger({ service: "image-worker", level: runtime.LOG_LEVEL });
 const nats = await connectNats({ servers: runtime.NATS_URL, name: "image-worker", log });
-await ensureStreams(nats);
+await ensureStreams(nats, streamsFor(runtime));
 const clients = networkClients({ urls: parseServiceUrls(runtime.LUNA_SERVICE_URLS), internalKey: loadInternalKey(runtime),
   issuer: runtime.LUNA_INTERNAL_ISSUER, audience: runtime.LUNA_JWT_AUDIENCE, subject: "image-worker", timeoutMs: runtime.LUNA_CALL_TIMEOUT });
 const metrics = createMetrics({ service: "image-worker" });
