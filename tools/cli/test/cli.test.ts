@@ -194,6 +194,30 @@ describe("luna CLI against the all-in-one platform", () => {
     expect((await luna(["conversations"], userEnv())).stdout).not.toContain(id);
   });
 
+  it.skipIf(!hosts("chat-router"))("chat at a terminal: /stop typed during a reply is not echoed into it, other lines are refused at once", async () => {
+    await hangAfterTokens();
+    try {
+      const cli = startCli(["chat", "--model", "llama-3.1-8b-abliterated"], userEnv(), { tty: true });
+      await cli.waitFor("you> ");
+      cli.type("Tell me a story\r");
+      const before = cli.stdout().length;
+      await cli.waitFor(/Tell me a story\r?\n.*[a-z]/s);
+      for (const ch of "/help\r") cli.type(ch); // typed key by key, as at a keyboard
+      await cli.waitFor("(a reply is being written: /stop or Ctrl-C stops it; then type again)", "stderr");
+      for (const ch of "/stop\r") cli.type(ch);
+      await cli.waitFor(/\[stopped/, "stderr");
+      const during = cli.stdout().slice(before);
+      expect(during).not.toContain("/stop");
+      expect(during).not.toContain("/help");
+      cli.type("\u0004"); // Ctrl-D quits
+      const r = await cli.done;
+      expect(r.code).toBe(0);
+      expect(r.stderr).not.toMatch(/Commands|\/model \[id\]/); // /help did not run after the reply either
+    } finally {
+      await noFaults();
+    }
+  });
+
   it.skipIf(!hosts("chat-router"))("Ctrl-C stops an ask reply and keeps what was written", async () => {
     await hangAfterTokens();
     try {

@@ -37,9 +37,14 @@ class Capture extends Writable {
 }
 
 /** Starts `luna <args>` and returns handles to drive it while it runs. */
-export function startCli(args: string[], env: NodeJS.ProcessEnv): LiveCli {
+export function startCli(args: string[], env: NodeJS.ProcessEnv, opts: { tty?: boolean } = {}): LiveCli {
   const stdin = new PassThrough();
   const stdout = new Capture();
+  if (opts.tty) {
+    // A terminal: keys arrive one by one in raw mode, and output is drawn (prompts, echo).
+    Object.assign(stdin, { isTTY: true, setRawMode: () => stdin });
+    Object.assign(stdout, { isTTY: true, columns: 100 });
+  }
   const stderr = new Capture();
   const handlers = new Set<() => void>();
   const io: Io = {

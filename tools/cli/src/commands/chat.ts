@@ -1,6 +1,7 @@
 // Chat commands: `ask` (one question, the reply streamed to stdout) and `chat` (an interactive REPL).
 import { randomUUID } from "node:crypto";
 import { createInterface } from "node:readline";
+import { Writable } from "node:stream";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ChatService } from "@luna/contracts/luna/chat/v1/chat_service_pb.js";
 import { FinishReason, type ChatEvent } from "@luna/contracts/luna/chat/v1/chat_pb.js";
@@ -229,7 +230,16 @@ interface ReplOptions {
 async function repl(ctx: Context, opts: ReplOptions): Promise<void> {
   const { io } = ctx;
   const terminal = io.stdin.isTTY === true && io.stdout.isTTY === true;
-  const rl = createInterface({ input: io.stdin, output: io.stdout, terminal, prompt: "you> " });
+  // At a terminal readline echoes what is typed; while a reply is written that echo would land inside the reply
+  // ("/stop" in the text), so it is muted then.
+  let muted = false;
+  const echo = Object.assign(new Writable({
+    write(chunk: Buffer | string, _enc, done) {
+      if (!muted) io.stdout.write(chunk);
+      done();
+    },
+  }), { isTTY: io.stdout.isTTY, columns: io.stdout.columns });
+  const rl = createInterface({ input: io.stdin, output: terminal ? echo : io.stdout, terminal, prompt: "you> " });
   let model = opts.model;
   let conversationId: string | undefined;
   let current: Reply | undefined;
@@ -259,6 +269,9 @@ async function repl(ctx: Context, opts: ReplOptions): Promise<void> {
   rl.on("line", (line) => {
     idleInterrupts = 0;
     if (line.trim() === "/stop" && current) return current.stop();
+    // At a terminal, a line typed while a reply is written is not kept for later (it would run long after it was
+    // typed): say so. Piped input is read ahead and answered in order.
+    if (terminal && current && line.trim()) return ctx.note("(a reply is being written: /stop or Ctrl-C stops it; then type again)");
     queue.push(line);
     notify();
   });
@@ -309,6 +322,7 @@ async function repl(ctx: Context, opts: ReplOptions): Promise<void> {
       try {
         conversationId ??= await createConversation(ctx, model.id, opts.systemPrompt);
         current = new Reply(ctx);
+        muted = true;
         const res = await current.run(conversationId, line, opts.maxOutputTokens, (s) => io.stdout.write(s));
         if (res.text && !res.text.endsWith("\n")) io.stdout.write("\n");
         if (res.ended === "error") ctx.note(`luna: the reply failed: ${res.errorMessage}`);
@@ -318,6 +332,7 @@ async function repl(ctx: Context, opts: ReplOptions): Promise<void> {
         ctx.note(`luna: ${describeError(err, { url: ctx.settings.url, signedIn: true })}`);
       } finally {
         current = undefined;
+        muted = false;
       }
     }
   } finally {
