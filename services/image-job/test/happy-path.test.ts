@@ -59,7 +59,9 @@ describe("happy path", () => {
     expect(last!.creditsCharged).toBe(100n);
 
     for (const img of last!.images) {
-      expect(img.url).toMatch(/^\/images\/images\/.+\?exp=\d+&sig=[A-Za-z0-9_-]{43}$/);
+      // An opaque key (the job's folder): no user id, no doubled images/ segment.
+      expect(img.url).toMatch(new RegExp(`^/images/${job!.id}/[01]\\.png\\?exp=\\d+&sig=[A-Za-z0-9_-]{43}$`));
+      expect(img.url).not.toContain(user.id);
       const res = await fetch(`${h.baseUrl}${img.url}`);
       expect(res.status).toBe(200);
       expect(res.headers.get("content-type")).toBe("image/png");

@@ -15,6 +15,15 @@ export interface ModuleContext {
   notes: string[];
 }
 
+/**
+ * image-job's make dev settings under the environment's own: the local store's secret and folder, and absolute image
+ * URLs at the platform's own address (`publicUrl`, what the gateway's public URL is in a cluster; "" = relative).
+ */
+export function devImageEnv(env: NodeJS.ProcessEnv, ctx: { dataDir: string; publicUrl: string }): NodeJS.ProcessEnv {
+  return { IMAGE_URL_SECRET: devSecret(ctx.dataDir, "image-url.key"), IMAGE_LOCAL_DIR: join(ctx.dataDir, "images"),
+    IMAGE_PUBLIC_BASE_URL: ctx.publicUrl, ...env };
+}
+
 export interface ModuleEntry {
   name: string;
   /** The module's own database on the local Postgres. */
@@ -22,7 +31,7 @@ export interface ModuleEntry {
   migrationsDir?: string;
   /** Text models the vLLM simulator must serve for this module's seeded catalog. */
   simulatedModels?: Array<{ name: string; maxModelLen: number }>;
-  create(env: NodeJS.ProcessEnv, infra: ServiceInfra, ctx: ModuleContext & { comfyUrl: string }): Promise<ServiceModule>;
+  create(env: NodeJS.ProcessEnv, infra: ServiceInfra, ctx: ModuleContext & { comfyUrl: string; publicUrl: string }): Promise<ServiceModule>;
   /** Runs once the API port serves (e.g. dev bootstrap: first admin, invite codes). */
   afterStart?(mod: ServiceModule, ctx: ModuleContext): Promise<void>;
 }
@@ -79,8 +88,7 @@ export const MODULES: ModuleEntry[] = [
     database: "luna_images",
     migrationsDir: image.migrationsDir,
     async create(env, infra, ctx) {
-      const local = { IMAGE_URL_SECRET: devSecret(ctx.dataDir, "image-url.key"), IMAGE_LOCAL_DIR: join(ctx.dataDir, "images") };
-      const mod = await image.createImageJobModule(loadConfig(image.configSchema, { ...local, ...env }), infra);
+      const mod = await image.createImageJobModule(loadConfig(image.configSchema, devImageEnv(env, ctx)), infra);
       const worker = image.createImageWorker(loadConfig(image.workerConfigSchema, { ...env, COMFYUI_URL: ctx.comfyUrl }), {
         log: infra.log.child({ component: "image-worker" }), nats: infra.nats, js: infra.js,
         transport: infra.clients.transport("image-job"), store: mod.imageStore, registry: infra.metrics.registry,

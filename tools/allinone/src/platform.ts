@@ -145,10 +145,13 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
 
     progress("starting services");
     const notes: string[] = [];
+    // Where clients reach this platform (signed image URLs are absolute there); unknown with a random port.
+    const urlHost = ["0.0.0.0", "::", ""].includes(platform.LUNA_DEV_HOST) ? "localhost" : platform.LUNA_DEV_HOST;
+    const publicUrl = runtime.LUNA_PORT > 0 ? `http://${urlHost.includes(":") ? `[${urlHost}]` : urlHost}:${runtime.LUNA_PORT}` : "";
     for (const entry of MODULES) {
       const infra: ServiceInfra = { log: log.child({ module: entry.name }), metrics, redis, nats, js: jetstream(nats),
         databaseUrl: opts.stack.databaseUrl(entry.database), clients };
-      const mod = await entry.create(env, infra, { dataDir: opts.dataDir, notes, comfyUrl: sims.comfyUrl });
+      const mod = await entry.create(env, infra, { dataDir: opts.dataDir, notes, comfyUrl: sims.comfyUrl, publicUrl });
       modules.push(mod);
       progress(`  ${entry.name} ready`);
     }

@@ -24,7 +24,7 @@ import {
   type OutboxEvent,
   type OutboxRow,
 } from "@luna/kit";
-import { ErrorCodes, RESULT_CONSUMER, isFinal, jobStoragePrefix, resultEventId } from "../domain/job.js";
+import { ErrorCodes, RESULT_CONSUMER, isFinal, isJobStorageKey, resultEventId } from "../domain/job.js";
 import type { PageCursor } from "../domain/page-token.js";
 import { jobQueuedEvent, jobUpdatedEvent, usageRecordedEvent } from "../events/messages.js";
 import { imageFromRow, jobFromRow, type ImageRow, type JobRow, type JobWithImages } from "./rows.js";
@@ -567,11 +567,10 @@ export function createJobStore(opts: JobStoreOptions) {
         if (isFinal(job.status) && !late) return { kind: "ignored", job, orphanKeys: r.outcome === "SUCCEEDED" ? offeredKeys : [] };
 
         if (r.outcome === "SUCCEEDED") {
-          const prefix = jobStoragePrefix(job.userId, job.id);
           const seen = new Set<number>();
           const valid = r.images.filter((i) => {
             const ok = Number.isInteger(i.index) && i.index >= 0 && i.index < job.count && !seen.has(i.index) &&
-              i.storageKey.startsWith(prefix) && i.width > 0 && i.height > 0 && i.sizeBytes > 0;
+              isJobStorageKey(i.storageKey, job.userId, job.id) && i.width > 0 && i.height > 0 && i.sizeBytes > 0;
             if (ok) seen.add(i.index);
             return ok;
           });

@@ -6,6 +6,7 @@ import {
   imageStorageKey,
   isFinal,
   jobIdForKey,
+  isJobStorageKey,
   jobStoragePrefix,
   poolDurable,
   poolToken,
@@ -76,12 +77,18 @@ describe("names", () => {
     expect(() => poolToken("")).toThrow();
   });
 
-  it("keeps storage keys inside the job's folder whatever the user id", () => {
-    expect(imageStorageKey("user-1", "j", 0)).toBe("images/user-1/j/0.png");
-    expect(imageStorageKey("user-1", "j", 2).startsWith(jobStoragePrefix("user-1", "j"))).toBe(true);
-    const weird = imageStorageKey("../../etc", "j", 0);
+  it("names storage keys opaquely (job folder, no user id, no images/ segment) and keeps them inside the job's folder", () => {
+    const job = "0b4a9c1e-7f7e-4d55-9a43-2b3f1c0d9e11";
+    expect(imageStorageKey(job, 0)).toBe(`${job}/0.png`);
+    expect(imageStorageKey(job, 2).startsWith(jobStoragePrefix(job))).toBe(true);
+    const weird = imageStorageKey("../../etc", 0);
     expect(weird).not.toContain("..");
-    expect(weird.split("/")).toHaveLength(4);
+    expect(weird.split("/")).toHaveLength(2);
+    // A result may name the job's own keys, or the keys workers wrote before (a job in flight across an upgrade).
+    expect(isJobStorageKey(`${job}/1.png`, "user-1", job)).toBe(true);
+    expect(isJobStorageKey(`images/user-1/${job}/1.png`, "user-1", job)).toBe(true);
+    expect(isJobStorageKey(`images/user-2/${job}/1.png`, "user-1", job)).toBe(false);
+    expect(isJobStorageKey("another-job/1.png", "user-1", job)).toBe(false);
   });
 });
 

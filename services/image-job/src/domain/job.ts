@@ -125,14 +125,25 @@ export function poolDurable(modelId: string): string {
 /** Durable consumer of worker results in image-job, and its inbox name. */
 export const RESULT_CONSUMER = "image-job-results";
 
-/** Object key of a job's image: one folder per user and job, so ownership is visible in the key. */
-export function imageStorageKey(userId: string, jobId: string, index: number): string {
-  return `images/${safeSegment(userId)}/${jobId}/${index}.png`;
+/**
+ * Object key of a job's image: `<job id>/<index>.png`. Opaque on purpose — the key ends up in signed URLs, storage
+ * logs and bucket listings, so it names no user (ownership is the job row's) — and one folder per job.
+ */
+export function imageStorageKey(jobId: string, index: number): string {
+  return `${jobStoragePrefix(jobId)}${index}.png`;
 }
 
 /** The key prefix every image of a job starts with (results naming other keys are refused). */
-export function jobStoragePrefix(userId: string, jobId: string): string {
-  return `images/${safeSegment(userId)}/${jobId}/`;
+export function jobStoragePrefix(jobId: string): string {
+  return `${safeSegment(jobId)}/`;
+}
+
+/**
+ * Whether a worker's result may name `key` for this job: its own prefix, or the one workers used before keys were
+ * opaque (`images/<user id>/<job id>/`), so a job in flight across an upgrade keeps its images.
+ */
+export function isJobStorageKey(key: string, userId: string, jobId: string): boolean {
+  return key.startsWith(jobStoragePrefix(jobId)) || key.startsWith(`images/${safeSegment(userId)}/${jobId}/`);
 }
 
 function safeSegment(s: string): string {

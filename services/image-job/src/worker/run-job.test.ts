@@ -92,7 +92,7 @@ describe("runJob", () => {
     expect(out).toMatchObject({ outcome: "SUCCEEDED" });
     if (out.outcome !== "SUCCEEDED") return;
     expect(out.images.map((i) => [i.index, i.storageKey, i.width])).toEqual([
-      [0, `images/u1/${o.spec.jobId}/0.png`, 64], [1, `images/u1/${o.spec.jobId}/1.png`, 64]]);
+      [0, `${o.spec.jobId}/0.png`, 64], [1, `${o.spec.jobId}/1.png`, 64]]);
     expect(o.store.objects.size).toBe(2);
     expect(progress.length).toBeGreaterThan(0);
     expect(sim.stats().executions[o.spec.jobId]).toBe(1);

@@ -285,7 +285,7 @@ async function collect(o: RunJobOptions, h: HistoryState): Promise<JobOutcome> {
     if (bytes === undefined) return stopped(signal);
     const size = pngSize(bytes);
     if (!size) return { outcome: "FAILED", code: ErrorCodes.noOutputs, message: `ComfyUI output ${ref.filename} is not a PNG` };
-    const key = imageStorageKey(spec.userId, spec.jobId, index);
+    const key = imageStorageKey(spec.jobId, index);
     const stored = await retrying(signal, log, "image store put", async () => {
       await o.store.put(key, bytes, "image/png");
       return true;
