@@ -15,6 +15,11 @@ export const configSchema = z.object({
   IMAGE_MAX_QUEUED_PER_USER: int(5, 0, 1000),
   /** A job not started within this time after submission fails with `queue_timeout` (credits released). */
   IMAGE_QUEUE_TIMEOUT: duration("30m"),
+  /**
+   * The OpenAI-compatible `POST /v1/images/generations` waits this long for its job; then it answers 504 and cancels
+   * the job (credits released). Keep it within the gateway's streaming limits.
+   */
+  IMAGE_OPENAI_WAIT_TIMEOUT: duration("10m"),
   /** Run deadline = base + steps × megapixels × images × per-step time, capped at the maximum. */
   IMAGE_RUN_DEADLINE_BASE: duration("60s"),
   IMAGE_RUN_DEADLINE_PER_MP_STEP: duration("500ms"),

@@ -22,6 +22,7 @@ import {
   type ConsumerHandle,
   type InboxPruner,
   type MethodRules,
+  type HttpContext,
   type NodeServerRequest,
   type NodeServerResponse,
   type OutboxRelay,
@@ -41,6 +42,7 @@ import { authRules, routes } from "./server/routes.js";
 import { createSettler } from "./settlement.js";
 import { createImageStore, ephemeralUrlSecret, type ImageStore } from "./storage/index.js";
 import { imageHttpHandler } from "./storage/http.js";
+import { openAIImagesRoute } from "./server/openai-images.js";
 import { startSweeper } from "./sweeper.js";
 
 export { configSchema, type ImageJobConfig } from "./config.js";
@@ -64,7 +66,8 @@ export interface ImageJobModule {
   name: "image-job";
   routes(router: ConnectRouter): void;
   authRules: MethodRules;
-  http?: (req: NodeServerRequest, res: NodeServerResponse) => boolean;
+  /** Signed image URLs (local store) and the OpenAI-compatible `POST /v1/images/generations`. */
+  http: (req: NodeServerRequest, res: NodeServerResponse, ctx: HttpContext) => boolean;
   readiness: ReadinessCheck[];
   start(): Promise<void>;
   stop(): Promise<void>;
@@ -125,30 +128,35 @@ export async function createImageJobModule(config: ImageJobConfig, infra: ImageJ
   let sweeper: { stop(): Promise<void> } | undefined;
   let poolConsumers: PoolConsumers | undefined;
 
+  const imageRoutes = routes({
+    store,
+    catalog,
+    credits: createClient(CreditsService, billing),
+    limits: createClient(LimitsService, billing),
+    lifecycle,
+    signer,
+    estimateQueue: createQueueEstimator({ store, defaultRunMs: config.IMAGE_DEFAULT_RUN_ESTIMATE, poolWake }),
+    nc: infra.nats,
+    metrics,
+    log,
+    settings: {
+      runDeadline: { baseMs: config.IMAGE_RUN_DEADLINE_BASE, perMegapixelStepMs: config.IMAGE_RUN_DEADLINE_PER_MP_STEP, maxMs: config.IMAGE_RUN_DEADLINE_MAX },
+      queueTimeoutMs: config.IMAGE_QUEUE_TIMEOUT,
+      deadlineGraceMs: config.IMAGE_DEADLINE_GRACE,
+      watchRefreshMs: config.IMAGE_WATCH_REFRESH,
+      callTimeoutMs: config.IMAGE_BILLING_TIMEOUT,
+    },
+  });
+  const localImages = config.IMAGE_STORE === "local" ? imageHttpHandler({ store: imageStore, secret: urlSecret, log }) : undefined;
+  const openAIImages = openAIImagesRoute({ routes: imageRoutes, rules: authRules, catalog, imageStore, urlSecret,
+    waitTimeoutMs: config.IMAGE_OPENAI_WAIT_TIMEOUT, log });
+
   return {
     name: "image-job",
     imageStore,
-    routes: routes({
-      store,
-      catalog,
-      credits: createClient(CreditsService, billing),
-      limits: createClient(LimitsService, billing),
-      lifecycle,
-      signer,
-      estimateQueue: createQueueEstimator({ store, defaultRunMs: config.IMAGE_DEFAULT_RUN_ESTIMATE, poolWake }),
-      nc: infra.nats,
-      metrics,
-      log,
-      settings: {
-        runDeadline: { baseMs: config.IMAGE_RUN_DEADLINE_BASE, perMegapixelStepMs: config.IMAGE_RUN_DEADLINE_PER_MP_STEP, maxMs: config.IMAGE_RUN_DEADLINE_MAX },
-        queueTimeoutMs: config.IMAGE_QUEUE_TIMEOUT,
-        deadlineGraceMs: config.IMAGE_DEADLINE_GRACE,
-        watchRefreshMs: config.IMAGE_WATCH_REFRESH,
-        callTimeoutMs: config.IMAGE_BILLING_TIMEOUT,
-      },
-    }),
+    routes: imageRoutes,
     authRules,
-    http: config.IMAGE_STORE === "local" ? imageHttpHandler({ store: imageStore, secret: urlSecret, log }) : undefined,
+    http: (req, res, ctx) => (localImages?.(req, res) ?? false) || openAIImages(req, res, ctx),
     readiness: [
       { name: "image-job-db", check: async () => void (await pool.query("SELECT 1")) },
       catalog.readiness,

@@ -93,6 +93,8 @@ export interface Harness {
   admin: Client<typeof ModelAdminService>;
   /** A new user with the sign-up credits. */
   newUser(): Promise<{ id: string; client: Client<typeof ImageService>; transport: Transport }>;
+  /** An access token of a user (e.g. for the OpenAI-compatible API's clients). */
+  userToken(userId: string): Promise<string>;
   /** Starts an in-process worker with its own NATS connection. */
   startWorker(overrides?: Record<string, string>): Promise<InProcessWorker>;
   /** Starts a worker as a child process (`src/worker/main.ts`), talking to image-job over the network. */
@@ -215,6 +217,8 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
     }));
     const harness: Harness = {
       baseUrl, sim, imageJob, billing, nc, natsUrl: natsServer.url, stopNats: () => natsServer.stop(), startNats: () => natsServer.restart(), imageDir, jobDatabaseUrl: jobDb.url, metrics, admin,
+      userToken: (userId) => signAccessToken({ privateKey: userKey.privateJwk, kid: userKey.kid, issuer: ISSUER, audience: AUDIENCE,
+        subject: userId, role: "user", ttlSeconds: 600 }),
       async newUser() {
         const id = `user-${process.pid}-${++userCounter}-${Math.random().toString(36).slice(2, 8)}`;
         await billing.ledger.openAccountWithSignupGrant(id);

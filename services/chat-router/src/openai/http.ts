@@ -19,7 +19,7 @@ import { WARM_UP_TIMEOUT } from "../chat/reply-run.js";
 
 export interface OpenAIRoutesDeps {
   engine: Pick<ChatEngine, "complete">;
-  catalog: Pick<CatalogCache, "getModel" | "listModels" | "loaded">;
+  catalog: Pick<CatalogCache, "getModel" | "listModels" | "listWorkflows" | "loaded">;
   /** Enqueues a stateless reply's usage event (the outbox), then wakes the relay. */
   recordUsage(event: OutboxRow | undefined): Promise<boolean>;
   maxBodyBytes: number;
@@ -97,25 +97,28 @@ export function parseChatRequest(body: Record<string, unknown>, maxMessages: num
   };
 }
 
-/** The catalog's text and image models in OpenAI's shape, with Luna's prices and limits as extra fields. */
+/**
+ * The catalog in OpenAI's shape: the text models (for /v1/chat/completions) and the image workflows (the `model` of
+ * /v1/images/generations), with Luna's prices and limits as extra fields. Disabled ones are not listed.
+ */
 export function modelsList(catalog: OpenAIRoutesDeps["catalog"]) {
-  const entry = (m: Model) => ({
-    id: m.id,
-    object: "model",
-    created: Math.floor(Number(m.updatedAt?.seconds ?? 0n)),
-    owned_by: "luna",
+  const created = (t: { seconds: bigint } | undefined) => Math.floor(Number(t?.seconds ?? 0n));
+  const text = catalog.listModels(ModelKind.TEXT).filter((m) => m.status !== ModelStatus.DISABLED).map((m: Model) => ({
+    id: m.id, object: "model", created: created(m.updatedAt), owned_by: "luna",
     luna: {
-      kind: m.kind === ModelKind.IMAGE ? "image" : "text",
-      display_name: m.displayName,
-      context_window: m.contextWindow || undefined,
-      max_output_tokens: m.maxOutputTokens || undefined,
-      input_credits_per_1k_tokens: m.prices?.inputPer1kTokens?.toString(),
-      output_credits_per_1k_tokens: m.prices?.outputPer1kTokens?.toString(),
-      credits_per_image: m.prices?.perImage?.toString(),
+      kind: "text", display_name: m.displayName, context_window: m.contextWindow, max_output_tokens: m.maxOutputTokens,
+      input_credits_per_1k_tokens: (m.prices?.inputPer1kTokens ?? 0n).toString(),
+      output_credits_per_1k_tokens: (m.prices?.outputPer1kTokens ?? 0n).toString(),
     },
-  });
-  const offered = [...catalog.listModels(ModelKind.TEXT), ...catalog.listModels(ModelKind.IMAGE)].filter((m) => m.status !== ModelStatus.DISABLED);
-  return { object: "list", data: offered.map(entry) };
+  }));
+  const images = catalog.listWorkflows().flatMap((c) => (c.workflow && c.workflow.status !== ModelStatus.DISABLED ? [c.workflow] : [])).map((w) => ({
+    id: w.id, object: "model", created: created(w.updatedAt), owned_by: "luna",
+    luna: {
+      kind: "image", display_name: w.displayName, credits_per_image: w.pricePerImage.toString(),
+      sizes: (w.parameters?.sizes ?? []).map((z) => `${z.width}x${z.height}`), max_images: w.parameters?.maxImages ?? 1,
+    },
+  }));
+  return { object: "list", data: [...text, ...images] };
 }
 
 function finishReasonOf(f: ReplyFinished): string {
