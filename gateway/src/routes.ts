@@ -40,6 +40,8 @@ export const PUBLIC_ROUTES: readonly GatewayRoute[] = [
   // which is not a JWT, so the service verifies it (kit: api-keys.ts) and applies the per-user limits itself.
   { prefix: "/v1/models", exact: true, service: "chat-router", plain: true },
   { prefix: "/v1/chat/completions", exact: true, service: "chat-router", plain: true, streaming: true },
+  // Waits for the image job: a long response, like a stream.
+  { prefix: "/v1/images/generations", exact: true, service: "image-job", plain: true, streaming: true },
   // Health of the edge: answered by auth, the service every session depends on.
   { prefix: "/grpc.health.v1.Health/", service: "auth", plain: true },
 ];
