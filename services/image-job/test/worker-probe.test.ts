@@ -19,7 +19,7 @@ async function current(): Promise<CatalogModel> {
 }
 
 /** Rewrites the pool model's upstream (and scale to zero), keeping its other fields. */
-async function setUpstream(upstream: Partial<UpstreamSpec>, scaleToZero = false): Promise<void> {
+async function setUpstream(upstream: Omit<Partial<UpstreamSpec>, "$typeName">, scaleToZero = false): Promise<void> {
   const m = (await current()).model!;
   await h.admin.upsertModel({ model: create(ModelSpecSchema, {
     id: m.id, displayName: m.displayName, description: m.description, kind: m.kind, tags: m.tags, contextWindow: 0, maxOutputTokens: 0,
