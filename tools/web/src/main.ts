@@ -8,6 +8,7 @@ import { authView } from "./app/auth-view.js";
 import { chatView } from "./app/chat-view.js";
 import { count, h, replace } from "./app/dom.js";
 import { imageView } from "./app/image-view.js";
+import { keysView } from "./app/keys-view.js";
 
 const root = document.getElementById("app")!;
 /** How many times (a second apart) an empty new account's balance is checked again for the sign-up grant. */
@@ -52,6 +53,9 @@ function showApp(): void {
   const chat = chatView({ onBalance: setBalance, onCreditsChanged: () => void refreshBalance() });
   const images = imageView({ onCreditsChanged: () => void refreshBalance() });
   const account = accountView();
+  // API keys live on the account page, below the usage.
+  const keys = keysView();
+  account.el.append(keys.el);
   const tabs = h("nav", { class: "tabs", role: "tablist" });
   const panels = { chat: chat.el, images: images.el, account: account.el };
   const select = (name: keyof typeof panels) => {
@@ -60,6 +64,7 @@ function showApp(): void {
     if (name === "images") images.refresh();
     if (name === "account") {
       account.refresh();
+      keys.refresh();
       void refreshBalance();
     }
   };
