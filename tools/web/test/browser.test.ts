@@ -135,7 +135,8 @@ beforeAll(async () => {
     return;
   }
   await buildIfNeeded();
-  lp = await startTestPlatform();
+  // Both tests together send more chat requests in a minute than a user's default rate limit allows.
+  lp = await startTestPlatform({ BILLING_RATE_LIMITS: JSON.stringify({ roles: { user: { rates: { chat: { limit: 120, per: "minute" } } } } }) });
   pageUrl = await servePage(lp.url);
   browser = await chromium.launch({ executablePath: found.path, args: CHROMIUM_ARGS });
 }, 900_000);
@@ -400,7 +401,7 @@ describe("web client in Chromium", () => {
       expect(box.top).toBeLessThan(bar.height);
     }
     // Many conversations: the sidebar shows a page, and more as it is scrolled to its end.
-    const token = ((await (await fetch(`${lp!.url}/luna.auth.v1.AuthService/SignIn`, { method: "POST", headers: { "content-type": "application/json" },
+    const token: string = ((await (await fetch(`${lp!.url}/luna.auth.v1.AuthService/SignIn`, { method: "POST", headers: { "content-type": "application/json" },
       body: JSON.stringify({ email: "bea@luna.test", password: PASSWORD }) })).json()) as { tokens: { accessToken: string } }).tokens.accessToken;
     for (let i = 0; i < 32; i++) {
       const res = await fetch(`${lp!.url}/luna.chat.v1.ChatService/CreateConversation`, { method: "POST",
@@ -408,7 +409,29 @@ describe("web client in Chromium", () => {
         body: JSON.stringify({ modelId: "qwen2.5-7b-instruct", title: `Old chat ${i}` }) });
       expect(res.status).toBe(200);
     }
-    await page.reload();
+    // A long conversation (26 exchanges = 52 messages, more than one page of history), through the API.
+    const api = (method: string, body: object) => fetch(`${lp!.url}/luna.chat.v1.ChatService/${method}`, { method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${token}` }, body: JSON.stringify(body) });
+    const long = ((await (await api("CreateConversation", { modelId: "qwen2.5-7b-instruct", title: "A long one" })).json()) as { conversation: { id: string } })
+      .conversation.id;
+    for (let i = 0; i < 26; i++) {
+      // SendMessage streams: Connect's enveloped JSON (flags byte, big-endian length, message); the body ends with the reply.
+      const json = Buffer.from(JSON.stringify({ conversationId: long, text: `question ${i}`, clientMessageId: `long-${i}`, maxOutputTokens: 3 }));
+      const envelope = Buffer.concat([Buffer.from([0, 0, 0, 0, 0]), json]);
+      envelope.writeUInt32BE(json.length, 1);
+      const res = await fetch(`${lp!.url}/luna.chat.v1.ChatService/SendMessage`, { method: "POST",
+        headers: { "content-type": "application/connect+json", authorization: `Bearer ${token}` }, body: envelope });
+      expect(res.status).toBe(200);
+      expect(Buffer.from(await res.arrayBuffer()).toString()).not.toContain('"error"');
+    }
+    await page.goto(`${pageUrl}/c/${long}`);
+    await expect.poll(() => page.locator(".msg").count()).toBe(50); // the newest page
+    expect(await page.locator(".msg.user").first().textContent()).toBe("question 1");
+    await page.evaluate("document.querySelector('#messages').scrollTop = 0");
+    await expect.poll(() => page.locator(".msg").count()).toBe(52); // older ones on scroll up
+    expect(await page.locator(".msg.user").first().textContent()).toBe("question 0");
+
+    await page.goto(pageUrl);
     await expect.poll(() => page.locator("#conversation-list .conv").count()).toBe(30); // one page
     await page.locator("#toggle-sidebar").click();
     await page.evaluate("document.querySelector('#conversation-scroll').scrollTop = 1e6");

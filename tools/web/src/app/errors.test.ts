@@ -20,6 +20,9 @@ describe("errorMessage", () => {
   it("rate limited says when to retry", () => {
     const limited = new ConnectError("rate limit exceeded", Code.ResourceExhausted, { "retry-after": "7" });
     expect(errorMessage(limited)).toBe("Too many requests right now — try again in 7 s.");
+    // chat-router's own words
+    expect(errorMessage(new ConnectError("rate limit: at most 20 chat requests per minute; retry in 2s", Code.ResourceExhausted)))
+      .toBe("Too many requests right now — try again in 2 s.");
     expect(errorMessage(new ConnectError("Too Many Requests", Code.ResourceExhausted))).toBe("Too many requests right now — try again in a moment.");
   });
 
