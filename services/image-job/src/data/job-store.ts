@@ -132,7 +132,9 @@ export interface NewJob {
 
 export type StartOutcome =
   | { kind: "run"; job: JobRow; resumed: boolean }
-  | { kind: "skip"; reason: string; finished?: { job: JobRow; previousStatus: string } };
+  | { kind: "skip"; reason: string; finished?: { job: JobRow; previousStatus: string };
+      /** With reason "collect": the job, whose outputs the worker may still find in ComfyUI's history. */
+      job?: JobRow };
 
 export interface ResultInput {
   eventId: string;
@@ -537,6 +539,9 @@ export function createJobStore(opts: JobStoreOptions) {
       const out = await transaction(async (db): Promise<StartOutcome> => {
         const job = await lockJob(db, jobId);
         if (!job) return { kind: "skip", reason: "not_found" };
+        // Failed at its deadline with no result yet (its worker died or could not report): a redelivery may still
+        // collect what ComfyUI finished (never generating it again).
+        if (lateRecoverable(job)) return { kind: "skip", reason: "collect", job };
         if (isFinal(job.status)) return { kind: "skip", reason: job.status.toLowerCase() };
         const now = new Date();
         if (job.status === "QUEUED" && job.queueDeadline <= now) {
@@ -545,7 +550,8 @@ export function createJobStore(opts: JobStoreOptions) {
         }
         if (job.status === "RUNNING" && job.runDeadline && job.runDeadline <= now) {
           wrote = true;
-          return { kind: "skip", reason: "failed", finished: { job: await finish(db, job, DEADLINE), previousStatus: "RUNNING" } };
+          const failed = await finish(db, job, DEADLINE);
+          return { kind: "skip", reason: lateWindowMs > 0 ? "collect" : "failed", finished: { job: failed, previousStatus: "RUNNING" }, job: failed };
         }
         throw new Error(`job ${jobId} could not be started in status ${job.status}`);
       }, lockUserSql(userId));

@@ -50,6 +50,7 @@ import {
 } from "../domain/job.js";
 import { decodePageToken, encodePageToken, pageSize } from "../domain/page-token.js";
 import { IdempotencyConflictError, JobLimitError, type JobStore, type JobWithImages } from "../data/job-store.js";
+import type { JobRow } from "../data/rows.js";
 import type { Lifecycle } from "../lifecycle.js";
 import type { ImageJobMetrics } from "../metrics.js";
 import { imageToProto, jobStatusFromProto, jobToProto, type Signer } from "./convert.js";
@@ -351,19 +352,21 @@ export function routes(deps: RouteDeps): (router: ConnectRouter) => void {
         if (req.workerId.length === 0 || req.workerId.length > 200) throw invalidArgument("worker_id", "must be 1-200 characters");
         if (!catalog.loaded) throw unavailable("the model catalog is not loaded yet; retry shortly");
         const out = await store.startJob(req.jobId, req.workerId);
+        const spec = (job: JobRow) => create(JobSpecSchema, {
+          jobId: job.id, userId: job.userId, workflowId: job.workflowId, modelId: job.modelId, prompt: job.prompt,
+          negativePrompt: job.negativePrompt, width: job.width, height: job.height, count: job.count, steps: job.steps,
+          seed: job.seed, styleId: job.styleId,
+        });
         if (out.kind === "skip") {
           if (out.finished) lifecycle.changed(out.finished.job, out.finished.previousStatus);
-          return create(StartJobResponseSchema, { action: StartJobAction.SKIP, skipReason: out.reason });
+          // "collect": failed at its deadline without a result; the worker collects ComfyUI's finished outputs, if any.
+          return create(StartJobResponseSchema, { action: StartJobAction.SKIP, skipReason: out.reason, job: out.job ? spec(out.job) : undefined });
         }
         const job = out.job;
         if (!out.resumed) lifecycle.changed(job, "QUEUED");
         return create(StartJobResponseSchema, {
           action: StartJobAction.RUN,
-          job: create(JobSpecSchema, {
-            jobId: job.id, userId: job.userId, workflowId: job.workflowId, modelId: job.modelId, prompt: job.prompt,
-            negativePrompt: job.negativePrompt, width: job.width, height: job.height, count: job.count, steps: job.steps,
-            seed: job.seed, styleId: job.styleId,
-          }),
+          job: spec(job),
           // Unset when the workflow left the catalog: the worker then fails the job (invalid_workflow).
           workflow: catalog.getWorkflow(job.workflowId),
           runDeadline: job.runDeadline ? timestampFromDate(job.runDeadline) : undefined,

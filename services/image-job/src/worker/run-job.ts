@@ -263,8 +263,18 @@ export async function runJob(o: RunJobOptions): Promise<JobOutcome> {
   }
 }
 
+/**
+ * A job that ended without a result from its worker (failed at its deadline): its outputs, when ComfyUI's history
+ * has a success for it; undefined otherwise (queued, running, failed or unknown there). Never submits anything.
+ */
+export async function collectFinished(o: Pick<RunJobOptions, "spec" | "comfy" | "store" | "signal" | "log">): Promise<JobOutcome | undefined> {
+  const h = await o.comfy.history(o.spec.jobId);
+  if (!h || h.state !== "success") return undefined;
+  return collect(o, h);
+}
+
 /** Turns a history entry into the job's outcome, downloading and storing the images of a success. */
-async function collect(o: RunJobOptions, h: HistoryState): Promise<JobOutcome> {
+async function collect(o: Pick<RunJobOptions, "spec" | "comfy" | "store" | "signal" | "log">, h: HistoryState): Promise<JobOutcome> {
   const { spec, signal, log } = o;
   if (h.state === "error") {
     const reason = stopReason(signal);

@@ -24,13 +24,13 @@ import { publishEvent, runConsumer, type ConsumedMessage, type ConsumerHandle, t
 import type { JetStreamClient } from "@nats-io/jetstream";
 import type { NatsConnection, Subscription } from "@nats-io/nats-core";
 import { Counter, Histogram, type Registry } from "prom-client";
-import { Subjects, poolConsumerSpec, resultEventId } from "../domain/job.js";
+import { ErrorCodes, Subjects, poolConsumerSpec, resultEventId } from "../domain/job.js";
 import { eventMeta } from "../events/messages.js";
 import type { ImageStore } from "../storage/store.js";
 import { ComfyClient } from "./comfy-client.js";
 import type { ImageWorkerConfig } from "./config.js";
 import { Mutex } from "./mutex.js";
-import { runJob, type JobOutcome, type StopReason } from "./run-job.js";
+import { collectFinished, runJob, type JobOutcome, type StopReason } from "./run-job.js";
 
 interface Log {
   info(obj: object, msg?: string): void;
@@ -210,6 +210,32 @@ export function createImageWorker(config: ImageWorkerConfig, deps: ImageWorkerDe
         } catch (err) {
           log.warn({ ...jlog, err }, "image-job StartJob failed; the job goes back to the queue");
           return "retry";
+        }
+        if (start.action !== StartJobAction.RUN && start.skipReason === "collect" && start.job) {
+          // Failed at its deadline without a result (e.g. its worker died after ComfyUI finished): deliver what
+          // ComfyUI produced, if it did; image-job turns the job into a success while it still holds the credits.
+          const outcome = await collectFinished({ spec: start.job, comfy, store, signal: stop.signal,
+            log: { info: (o, m) => log.info({ ...jlog, ...o }, m), warn: (o, m) => log.warn({ ...jlog, ...o }, m), debug: (o, m) => log.debug({ ...jlog, ...o }, m) } })
+            .catch((err: unknown) => {
+              log.warn({ ...jlog, err }, "could not look for the outputs of a job failed at its deadline");
+              return undefined;
+            });
+          if (outcome?.outcome === "ABANDONED") return "retry";
+          if (outcome?.outcome === "SUCCEEDED") {
+            freeGpu();
+            if (!(await publishResult(jobId, start.attempt, outcome, {}, msg.signal))) return "retry";
+            log.info({ ...jlog, images: outcome.images.length }, "collected the outputs of a job failed at its deadline");
+            metrics?.jobs.inc({ pool, outcome: "collected" });
+            return "ack";
+          }
+          // Not finished there: it must not keep the GPU busy. The (ignored) failure result tells image-job that no
+          // success will come, so the job's credits are released now rather than at the end of the late window.
+          await comfy.cancel(jobId).catch(() => undefined);
+          await publishResult(jobId, start.attempt, { outcome: "FAILED", code: ErrorCodes.deadlineExceeded, message: "the job did not finish before its deadline" },
+            {}, msg.signal);
+          log.info({ ...jlog, reason: start.skipReason }, "job skipped");
+          metrics?.jobs.inc({ pool, outcome: "skipped" });
+          return "ack";
         }
         if (start.action !== StartJobAction.RUN || !start.job) {
           log.info({ ...jlog, reason: start.skipReason }, "job skipped");

@@ -133,7 +133,7 @@ export type StartJobResponse = Message<"luna.image.v1.StartJobResponse"> & {
   action: StartJobAction;
 
   /**
-   * Set with RUN.
+   * Set with RUN, and with SKIP "collect".
    *
    * @generated from field: luna.image.v1.JobSpec job = 2;
    */
@@ -168,7 +168,9 @@ export type StartJobResponse = Message<"luna.image.v1.StartJobResponse"> & {
   resumed: boolean;
 
   /**
-   * Why SKIP: "cancelled", "succeeded", "failed", "not_found".
+   * Why SKIP: "cancelled", "succeeded", "failed", "not_found", or "collect": the job failed at its deadline with no
+   * result yet; if ComfyUI's history has the prompt's outputs, the worker stores them and reports SUCCEEDED (never
+   * generating again), otherwise it interrupts the prompt and reports the failure.
    *
    * @generated from field: string skip_reason = 7;
    */
