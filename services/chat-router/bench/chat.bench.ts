@@ -16,6 +16,8 @@
 // out, no auth, database, billing or limits) — and reports:
 // - TTFT: request sent → first token received; "added" = through chat-router minus direct (p50, p99); "floor" = the
 //   floor minus direct, what one more process and gRPC hop cost on this machine before any of chat-router's work;
+// - the same through chat-router's OpenAI-compatible door (POST /v1/chat/completions on the platform's port, HTTP/1.1
+//   with a user's bearer, streamed; issue 22): "added via /v1" = that TTFT minus direct, beside the Connect path's;
 // - ITL: per reply, (last token − first token) / (tokens − 1); "added" = p50 through chat-router minus direct;
 // - tokens/s relayed (all streams together), and the platform process's CPU per 1k tokens relayed.
 // - where the routed TTFT goes (means): chat-router's own phase histograms (prepare = conversation read, inserts,
@@ -75,16 +77,21 @@ function ask<T>(c: ChildProcess, type: string): Promise<T> {
   });
 }
 
-/** One streamed completion straight to the simulator. */
-function direct(agent: http.Agent, url: string): Promise<Sample> {
+/**
+ * One streamed chat completion: straight to the simulator (model "sim-model", no token), or through chat-router's
+ * OpenAI-compatible API (a catalog model id and a user's token). The first token is the first non-empty content.
+ */
+function direct(agent: http.Agent, url: string, via?: { model: string; token: string }): Promise<Sample> {
   return new Promise((resolve, reject) => {
-    const body = JSON.stringify({ model: "sim-model", messages: [{ role: "user", content: PROMPT }], stream: true,
+    const body = JSON.stringify({ model: via?.model ?? "sim-model", messages: [{ role: "user", content: PROMPT }], stream: true,
       stream_options: { include_usage: true }, max_tokens: REPLY_TOKENS });
+    const auth: Record<string, string> = via ? { authorization: `Bearer ${via.token}` } : {};
     const t0 = performance.now();
     let first = 0;
     let last = 0;
     let tokens = 0;
-    const req = http.request(`${url}/v1/chat/completions`, { method: "POST", agent, headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) } }, (res) => {
+    let usageTokens = 0;
+    const req = http.request(`${url}/v1/chat/completions`, { method: "POST", agent, headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body), ...auth } }, (res) => {
       res.setEncoding("utf8");
       const parser = new SseParser((data) => {
         const c = interpretChunk(data);
@@ -93,9 +100,14 @@ function direct(agent: http.Agent, url: string): Promise<Sample> {
           if (tokens === 0) first = last;
           tokens++;
         }
+        // chat-router may send several tokens in one chunk (a reader behind the model): its usage is the count.
+        if (c.kind === "chunk" && c.usage) usageTokens = c.usage.completionTokens;
       });
       res.on("data", (d: string) => parser.push(d));
-      res.on("end", () => resolve({ ttftMs: first - t0, itlMs: tokens > 1 ? (last - first) / (tokens - 1) : 0, tokens }));
+      res.on("end", () => {
+        const n = via ? usageTokens : tokens;
+        resolve({ ttftMs: first - t0, itlMs: n > 1 ? (last - first) / (n - 1) : 0, tokens: n });
+      });
       res.on("error", reject);
     });
     req.on("error", reject);
@@ -177,6 +189,7 @@ async function main(): Promise<void> {
       platform.on("message", (m: { type: string; port: number; tokens: string[] }) => m.type === "ready" && resolve(m));
     });
     const transport = createGrpcTransport({ baseUrl: `http://127.0.0.1:${port}` });
+    const platformUrl = `http://127.0.0.1:${port}`;
     const chats = tokens.map((t) => createClient(ChatService, createGrpcTransport({
       baseUrl: `http://127.0.0.1:${port}`,
       interceptors: [(next) => (req) => { req.header.set("authorization", `Bearer ${t}`); return next(req); }],
@@ -197,6 +210,7 @@ async function main(): Promise<void> {
     await run(4, 40, () => direct(agent, simUrl));
     await run(4, 40, (s) => routed(chats[s]!, warm[s]!.pop()!));
     await run(4, 40, (s) => routed(floorChats[s]!, simUrl));
+    await run(4, 40, (s) => direct(agent, platformUrl, { model: "bench-model", token: tokens[s]! }));
 
     const rows: string[][] = [];
     const breakdown: string[][] = [];
@@ -211,6 +225,7 @@ async function main(): Promise<void> {
       const d = { samples: [] as Sample[], wallS: 0 };
       const r = { samples: [] as Sample[], wallS: 0 };
       const f = { samples: [] as Sample[], wallS: 0 };
+      const o = { samples: [] as Sample[], wallS: 0 };
       let cpu = 0;
       const ph0 = (await ask<{ phases: Phases }>(platform, "phases")).phases;
       for (let round = 0; round < ROUNDS; round++) {
@@ -231,26 +246,35 @@ async function main(): Promise<void> {
           f.samples.push(...x.samples);
           f.wallS += x.wallS;
         };
-        const order = [directRound, routedRound, floorRound];
+        const openaiRound = async () => {
+          const x = await run(streams, per, (st) => direct(agent, platformUrl, { model: lv.modelId, token: tokens[st]! }), lv.staggerMs);
+          o.samples.push(...x.samples);
+          o.wallS += x.wallS;
+        };
+        const order = [directRound, routedRound, floorRound, openaiRound];
         for (let i = 0; i < order.length; i++) await order[(round + i) % order.length]!();
       }
       const ph1 = (await ask<{ phases: Phases }>(platform, "phases")).phases;
       if (r.samples.some((x) => x.tokens !== REPLY_TOKENS)) throw new Error("a reply through chat-router had the wrong length");
       if (f.samples.some((x) => x.tokens !== REPLY_TOKENS)) throw new Error("a reply through the floor relay had the wrong length");
+      if (o.samples.some((x) => x.tokens !== REPLY_TOKENS)) throw new Error("a reply through /v1/chat/completions had the wrong length");
       const dT = d.samples.map((x) => x.ttftMs);
       const rT = r.samples.map((x) => x.ttftMs);
       const fT = f.samples.map((x) => x.ttftMs);
+      const oT = o.samples.map((x) => x.ttftMs);
       const dI = d.samples.map((x) => x.itlMs);
       const rI = r.samples.map((x) => x.itlMs);
       const rTokens = r.samples.reduce((n, x) => n + x.tokens, 0);
       const dTokens = d.samples.reduce((n, x) => n + x.tokens, 0);
       const added = { p50: pct(rT, 50) - pct(dT, 50), p99: pct(rT, 99) - pct(dT, 99), itl: pct(rI, 50) - pct(dI, 50),
-        floorP50: pct(fT, 50) - pct(dT, 50), floorP99: pct(fT, 99) - pct(dT, 99) };
+        floorP50: pct(fT, 50) - pct(dT, 50), floorP99: pct(fT, 99) - pct(dT, 99),
+        openaiP50: pct(oT, 50) - pct(dT, 50), openaiP99: pct(oT, 99) - pct(dT, 99) };
       rows.push([
         lv.label, String(streams), String(r.samples.length),
         `${pct(dT, 50).toFixed(2)} / ${pct(dT, 99).toFixed(2)}`,
         `${pct(rT, 50).toFixed(2)} / ${pct(rT, 99).toFixed(2)}`,
         `${added.p50.toFixed(2)} / ${added.p99.toFixed(2)}`,
+        `${added.openaiP50.toFixed(2)} / ${added.openaiP99.toFixed(2)}`,
         `${added.floorP50.toFixed(2)} / ${added.floorP99.toFixed(2)}`,
         `${(pct(dI, 50) * 1000).toFixed(0)} / ${(pct(rI, 50) * 1000).toFixed(0)}`,
         (added.itl * 1000).toFixed(0),
@@ -281,6 +305,8 @@ async function main(): Promise<void> {
         + ` — the floor (a no-op gRPC relay in its own process) adds ${added.floorP50.toFixed(2)} ms here`);
       checks.push(`added TTFT p99 at ${PACED_STREAMS} streams decoding ${PACED_TPS} tok/s: ${added.p99.toFixed(2)} ms (aim ≤ 10 ms) ${added.p99 <= 10 ? "✓" : "✗"}`
         + ` — floor ${added.floorP99.toFixed(2)} ms`);
+      checks.push(`added TTFT through /v1/chat/completions at ${PACED_STREAMS} streams decoding ${PACED_TPS} tok/s: p50 ${added.openaiP50.toFixed(2)} ms,`
+        + ` p99 ${added.openaiP99.toFixed(2)} ms (the Connect path: ${added.p50.toFixed(2)} / ${added.p99.toFixed(2)} ms)`);
     }
     const inv = await ask<{ ok: boolean; violations: number }>(platform, "invariants");
 
@@ -289,7 +315,7 @@ async function main(): Promise<void> {
       + ` (the machine at its limit: throughput and CPU), "${PACED_TPS} tok/s" = the simulator decoding at a model's pace, streams starting spread out (the latency aims);`
       + ` "floor" = a relay that does none of chat-router's work (gRPC in, the same upstream client out), minus direct`);
     console.log(`load average (1/5/15 min) before: ${loadBefore}, after: ${load()} (shared cores: compare runs made together)\n`);
-    table(["model", "streams", "requests", "TTFT direct ms p50/p99", "TTFT via router ms p50/p99", "added TTFT ms p50/p99", "floor added ms p50/p99",
+    table(["model", "streams", "requests", "TTFT direct ms p50/p99", "TTFT via router ms p50/p99", "added TTFT ms p50/p99", "added via /v1 ms p50/p99", "floor added ms p50/p99",
       "ITL µs direct/router p50", "added ITL µs", "tokens/s direct/router", "router CPU ms / 1k tok"], rows);
     console.log("where the routed TTFT goes (means, ms; phases measured inside chat-router):\n");
     table(["model", "streams", "direct", "routed", "prepare", "reserve", "upstream headers", "upstream 1st token", "server total",
