@@ -4,7 +4,8 @@ import { Readable } from "node:stream";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
 import type { JwtVerifier } from "./auth.js";
-import { authenticateOpenAI, OpenAIError, readJsonBody, toOpenAIError } from "./openai-http.js";
+import type { OpenAIError} from "./openai-http.js";
+import { authenticateOpenAI, readJsonBody, toOpenAIError } from "./openai-http.js";
 import type { NodeServerRequest } from "./server.js";
 
 const req = (headers: Record<string, string>, body = ""): NodeServerRequest =>
