@@ -69,6 +69,12 @@ for (const w of shipped) {
   mkdirSync(join(out, rel), { recursive: true });
   cpSync(join(w, "package.json"), join(out, rel, "package.json"));
   cpSync(join(w, "dist"), join(out, rel, "dist"), { recursive: true });
+  // tsc emits only code; data files kept beside the sources (auth's common-passwords.txt.gz, loaded relative to its
+  // module) ship at the same place under dist/. Code files (.ts, .mjs, ...) never ship from src/.
+  const src = join(w, "src");
+  if (existsSync(src)) {
+    cpSync(src, join(out, rel, "dist"), { recursive: true, filter: (f) => !/\.[cm]?[jt]s$/.test(f) });
+  }
 }
 // Size: no source maps, and of @prisma/client's query compilers (one per database, ~10 MB each) only those for the
 // datasource providers of the shipped schemas.

@@ -1,8 +1,10 @@
 // Checks that the root Dockerfile still matches the workspace layout (run by tools/images/test/dockerfile.test.ts, no
-// container engine needed): for every program, the workspaces its build stage copies, installs, compiles and gathers
-// are exactly its transitive workspace dependencies (package.json), its image runs an entrypoint that exists, exposes
-// its ports; and the runtime rules hold (NODE_IMAGE argument, uid 10001, OCI labels, every service's migrations in
-// the migrate image).
+// container engine needed): for every program, the workspaces its build copies, installs, compiles and gathers are
+// exactly its transitive workspace dependencies (package.json). A build stage may be shared and parametrised: its FROM
+// may name `<alias>-${PROGRAM}`, an alias stage whose ENV (e.g. SERVICE=auth) the stage's COPY/RUN lines expand, as
+// BuildKit and buildah do; the check expands it per program the same way. No two build stages may be copies differing
+// only in a name. Also: the image runs an entrypoint that exists and exposes its ports; the runtime rules hold
+// (NODE_IMAGE argument, uid 10001, OCI labels, every service's migrations in the migrate image).
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { PROGRAMS, type Program } from "./programs.js";
@@ -60,6 +62,56 @@ export function parseStages(text: string): Stage[] {
   return stages;
 }
 
+/** `${NAME}` and `$NAME` replaced from vars; names vars lacks are left as they are. */
+function expand(line: string, vars: ReadonlyMap<string, string>): string {
+  return line.replace(/\$\{(\w+)\}|\$(\w+)/g, (whole, a?: string, b?: string) => vars.get((a ?? b)!) ?? whole);
+}
+
+/**
+ * The lines of build stage `name` as the engine runs them for one PROGRAM: FROM `${PROGRAM}` resolved, the ENV and
+ * ARG values of the stage and its parent stages (parents first) expanded into its lines. Problems when a parent is no
+ * stage of the file (e.g. no alias stage for this program) or a variable stays undefined.
+ */
+export function resolveStage(stages: Stage[], name: string, program: string): { lines: string[]; problems: string[] } {
+  const problems: string[] = [];
+  const chain: Stage[] = [];
+  for (let s = stages.find((x) => x.name === name); s; ) {
+    chain.unshift(s);
+    const from = s.from.replace(/\$\{PROGRAM\}|\$PROGRAM\b/g, program);
+    const parent = stages.find((x) => x.name === from);
+    if (!parent && from !== s.from) problems.push(`${s.name} [PROGRAM=${program}] starts FROM ${from}, which is not a stage of the Dockerfile`);
+    s = parent;
+  }
+  const vars = new Map<string, string>([["PROGRAM", program]]);
+  for (const s of chain) {
+    for (const line of s.lines) {
+      const env = /^ENV\s+(.*)$/.exec(line)?.[1];
+      const arg = /^ARG\s+(\w+)=(\S*)$/.exec(line);
+      if (env && /^\w+\s+[^=]*$/.test(env)) vars.set(env.split(/\s+/)[0]!, expand(env.replace(/^\w+\s+/, ""), vars));
+      else if (env) for (const m of env.matchAll(/(\w+)=(\S*)/g)) vars.set(m[1]!, expand(m[2]!, vars));
+      if (arg) vars.set(arg[1]!, expand(arg[2]!, vars));
+    }
+  }
+  const own = chain.at(-1)?.lines ?? [];
+  const lines = own.map((l) => expand(l, vars));
+  for (const l of lines) {
+    const undef = /\$\{?\w+\}?/.exec(l);
+    if (undef) problems.push(`${name} [PROGRAM=${program}] uses ${undef[0]}, which no ENV/ARG of the stage or its parents defines: ${l}`);
+  }
+  return { lines, problems };
+}
+
+/** Build stages that are copies of one another differing only in their own name (`build-auth` vs `build-billing`). */
+export function duplicateStages(stages: Stage[]): string[][] {
+  const groups = new Map<string, string[]>();
+  for (const s of stages.filter((x) => x.name.startsWith("build-") && x.lines.length > 0)) {
+    const own = s.name.slice("build-".length);
+    const key = [s.from, ...s.lines].map((l) => l.split(own).join("\u0000")).join("\n");
+    groups.set(key, [...(groups.get(key) ?? []), s.name]);
+  }
+  return [...groups.values()].filter((g) => g.length > 1);
+}
+
 const sorted = (xs: Iterable<string>): string[] => [...new Set(xs)].sort();
 const same = (a: string[], b: string[]): boolean => JSON.stringify(sorted(a)) === JSON.stringify(sorted(b));
 
@@ -97,11 +149,15 @@ export function checkDockerfile(text: string, root: string, workspaces = readWor
     const exposed = ps.lines.filter((l) => l.startsWith("EXPOSE")).flatMap((l) => l.split(/\s+/).slice(1));
     if (!same(exposed, p.ports.map(String))) problems.push(`program-${p.name} exposes [${exposed.join(", ")}], not [${p.ports.join(", ")}]`);
 
-    const bs = stage(`build-${p.stage}`);
-    if (!bs) {
-      problems.push(`no stage build-${p.stage}`);
+    const bsName = `build-${p.stage}`;
+    if (!stage(bsName)) {
+      problems.push(`no stage ${bsName}`);
       continue;
     }
+    const resolved = resolveStage(stages, bsName, p.name);
+    problems.push(...resolved.problems);
+    const bs = { lines: resolved.lines };
+    const at = `${bsName} [PROGRAM=${p.name}]`;
     const want = workspaceClosure(p.workspace, workspaces);
     const manifests = bs.lines.map((l) => /^COPY (\S+)\/package\.json \S+$/.exec(l)?.[1]).filter((x): x is string => Boolean(x));
     const sources = bs.lines.map((l) => /^COPY (\S+) (\S+)$/.exec(l)).filter((m) => m && m[1] === m[2]).map((m) => m![1]!);
@@ -110,12 +166,16 @@ export function checkDockerfile(text: string, root: string, workspaces = readWor
     const gathered = (bs.lines.find((l) => l.includes("gather.mjs /out")) ?? "").split("gather.mjs /out")[1]?.split("&&")[0]?.trim().split(/\s+/) ?? [];
     for (const [what, got] of [["copies the manifests of", manifests], ["copies the sources of", sources], ["npm ci -w installs", installed],
       ["gathers", gathered]] as const) {
-      if (!same(got, want)) problems.push(`build-${p.stage} ${what} [${sorted(got).join(", ")}], but ${p.workspace} needs [${want.join(", ")}]`);
+      if (!same(got, want)) problems.push(`${at} ${what} [${sorted(got).join(", ")}], but ${p.workspace} needs [${want.join(", ")}]`);
     }
-    if (!bs.lines.some((l) => l.includes(`tsc -b ${p.workspace}`))) problems.push(`build-${p.stage} does not compile ${p.workspace} (tsc -b)`);
+    if (!bs.lines.some((l) => l.includes(`tsc -b ${p.workspace}`))) problems.push(`${at} does not compile ${p.workspace} (tsc -b)`);
     if (existsSync(join(root, p.workspace, "prisma", "schema.prisma")) && !bs.lines.some((l) => l.includes(`prisma-generate.mjs ${p.workspace.split("/")[1]}`))) {
-      problems.push(`build-${p.stage} does not generate the Prisma client of ${p.workspace}`);
+      problems.push(`${at} does not generate the Prisma client of ${p.workspace}`);
     }
+  }
+
+  for (const group of duplicateStages(stages)) {
+    problems.push(`build stages [${group.join(", ")}] are copies differing only in a name: make them one stage parametrised by it`);
   }
 
   const migrate = stage("build-migrate");
