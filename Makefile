@@ -66,8 +66,9 @@ charts: deps ## Helm checks of every chart (real helm 3.17.2: lint --strict, tem
 	node_modules/.bin/vitest run charts/test
 
 .PHONY: charts-gen
-charts-gen: $(NPM_STAMP) ## Regenerate the service charts' values.schema.json and charts/README.md's values tables
+charts-gen: $(NPM_STAMP) ## Regenerate the charts' values.schema.json (services, vllm, comfyui) and charts/README.md's values tables
 	$(TSX) charts/test/values-schema.ts
+	$(TSX) charts/test/gpu-values-schema.ts
 	$(TSX) charts/test/values-doc.ts
 
 .PHONY: gen

@@ -1,7 +1,8 @@
 // Every chart under charts/ with the real helm (v3.17.2, @luna/kube-check): dependency build, lint --strict and
 // template for every ci/*-values.yaml, every rendered object validated against the Kubernetes/KEDA/Prometheus-
-// operator schemas (unknown fields included), the cross-object checks; every ci/invalid/*.yaml refused with the
-// error its `# expect-error:` line names. Each check is also shown failing on a deliberately broken render.
+// operator schemas (unknown fields included), the cross-object checks (and the GPU pool checks for vllm and
+// comfyui); every ci/invalid/*.yaml (schema) and ci/invalid-render/*.yaml (template `fail`) refused with the error
+// its `# expect-error:` line names. Each check is also shown failing on a deliberately broken render.
 import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
@@ -14,6 +15,9 @@ import {
 } from "./cross-checks.js";
 import { NetworkPolicies, platformEndpoints } from "./netpol.js";
 import type { Endpoint } from "./netpol.js";
+import { chartRenderer, expectedError } from "./chart-renders.js";
+import { GPU_CHART_CHECKS } from "./gpu-checks.js";
+import { gpuValuesSchemaText } from "./gpu-values-schema.js";
 import { DOCUMENTED_CHARTS, renderReadme, undocumented, unknownParams } from "./values-doc.js";
 import { SERVICE_CHARTS, serviceValuesSchemaText } from "./values-schema.js";
 
@@ -28,16 +32,12 @@ const ciFiles = (chart: string, sub = "ci") => {
   return existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith(".yaml")).sort() : [];
 };
 
-const renders = new Map<string, Promise<K8sObject[]>>();
+const renderers = new Map<string, ReturnType<typeof chartRenderer>>();
 /** helm template of a chart with one ci file, once per run. */
 function rendered(chart: string, values?: string): Promise<K8sObject[]> {
-  const key = `${chart}:${values ?? ""}`;
-  let r = renders.get(key);
-  if (!r) {
-    r = renderChart(`charts/${chart}`, { valuesFiles: values ? [`charts/${chart}/ci/${values}`] : [] }).then((x) => x.objects);
-    renders.set(key, r);
-  }
-  return r;
+  let render = renderers.get(chart);
+  if (!render) renderers.set(chart, (render = chartRenderer(chart)));
+  return render(values);
 }
 const clone = <T>(x: T): T => structuredClone(x);
 
@@ -62,12 +62,14 @@ describe.each(CHARTS)("chart %s", (chart) => {
     expect(lint.code, lint.stdout + lint.stderr).toBe(0);
     expect(objects.length).toBeGreaterThan(0);
     expect(formatIssues(await validateObjects(objects))).toBe("");
-    expect(crossCheck(objects)).toEqual([]);
+    expect([...crossCheck(objects), ...(GPU_CHART_CHECKS[chart]?.(objects, "luna") ?? [])]).toEqual([]);
   });
 
-  it.each(ciFiles(chart, "ci/invalid"))("ci/invalid/%s is refused with the expected error", async (values) => {
-    const file = join(chartsDir, chart, "ci", "invalid", values);
-    const expected = /^# expect-error: (.+)$/m.exec(readFileSync(file, "utf8"))?.[1];
+  // ci/invalid: refused by values.schema.json; ci/invalid-render: by a template `fail` (helm lint only logs those).
+  it.each([...ciFiles(chart, "ci/invalid").map((f) => `invalid/${f}`), ...ciFiles(chart, "ci/invalid-render").map((f) => `invalid-render/${f}`)])(
+    "ci/%s is refused with the expected error", async (values) => {
+    const file = join(chartsDir, chart, "ci", values);
+    const expected = expectedError(file);
     expect(expected, `${file} needs a "# expect-error: <message>" line`).toBeTruthy();
     const r = await helmResult(templateArgs(`charts/${chart}`, { valuesFiles: [file] }));
     expect(r.code).not.toBe(0);
@@ -84,6 +86,10 @@ describe("generated values schemas", () => {
   it.each(Object.keys(SERVICE_CHARTS))("charts/%s/values.schema.json is what values-schema.ts generates", (chart) => {
     // Stale when a service gains or drops a variable: run `make charts-schemas`.
     expect(readFileSync(join(chartsDir, chart, "values.schema.json"), "utf8")).toBe(serviceValuesSchemaText(chart));
+  });
+  it.each(["vllm", "comfyui"] as const)("charts/%s/values.schema.json is what gpu-values-schema.ts generates", (chart) => {
+    // Stale when the worker or a simulator gains or drops a variable: run `make charts-gen`.
+    expect(readFileSync(join(chartsDir, chart, "values.schema.json"), "utf8")).toBe(gpuValuesSchemaText(chart));
   });
 });
 

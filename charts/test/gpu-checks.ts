@@ -1,6 +1,6 @@
 // Checks of the GPU pool charts (vllm, comfyui) over rendered objects, beyond the generic ones in cross-checks.ts:
-// each returns a list of problems (empty = fine); gpu-*.test.ts run them on every ci render and show each failing
-// on a deliberately broken copy.
+// each returns a list of problems (empty = fine); charts.test.ts runs them on every ci render (GPU_CHART_CHECKS)
+// and gpu-*.test.ts show each failing on a deliberately broken copy.
 import type { K8sObject } from "@luna/kube-check";
 import { helpText as simVllmHelp, parseCli as parseSimVllm } from "../../tools/sim-vllm/src/cli.js";
 import { parseConfig as parseSimComfy, SETTINGS as SIM_COMFY_SETTINGS, envName as simComfyEnv } from "../../tools/sim-comfyui/src/config.js";
@@ -276,3 +276,17 @@ export function checkComfyScaling(objects: readonly K8sObject[]): string[] {
   }
   return out;
 }
+
+/** Who may reach each pool's pods: chat-router (and the registry's probes) for vLLM, only the registry for ComfyUI. */
+export const GPU_POOL_CLIENTS = {
+  vllm: { pods: { "app.kubernetes.io/name": "vllm" }, apps: ["chat-router", "model-registry"] },
+  comfyui: { pods: { "app.kubernetes.io/name": "comfyui" }, apps: ["model-registry"] },
+} as const;
+
+/** The GPU pool checks of each chart, run by charts.test.ts on every ci render beside the generic ones. */
+export const GPU_CHART_CHECKS: Record<string, (objects: readonly K8sObject[], namespace: string) => string[]> = {
+  vllm: (objects, namespace) => [...checkVllmPods(objects), ...checkVllmScaling(objects, namespace),
+    ...checkIngressOnlyFrom(objects, GPU_POOL_CLIENTS.vllm.pods, GPU_POOL_CLIENTS.vllm.apps)],
+  comfyui: (objects) => [...checkComfyPods(objects), ...checkComfyScaling(objects),
+    ...checkIngressOnlyFrom(objects, GPU_POOL_CLIENTS.comfyui.pods, GPU_POOL_CLIENTS.comfyui.apps)],
+};

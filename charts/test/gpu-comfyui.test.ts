@@ -1,39 +1,27 @@
-// charts/comfyui with the real helm: every ci variant rendered and validated (schemas, unknown fields, KEDA scaler
-// metadata), the generic cross-object checks and the ComfyUI pool checks of gpu-checks.ts (ComfyUI on 127.0.0.1 and
-// behind no Service, the worker sidecar's env, the nats-jetstream trigger on image-job's own consumer name);
-// ci/invalid and ci/invalid-render refused with their message. Each check is shown failing on a broken copy.
-import { readFileSync, readdirSync } from "node:fs";
+// charts/comfyui beyond the generic loop of charts.test.ts (which lints, renders and validates every ci variant, runs
+// the cross-object and GPU_CHART_CHECKS on each, and refuses ci/invalid and ci/invalid-render): what the ComfyUI pool
+// renders (ComfyUI on 127.0.0.1 and behind no Service, the worker sidecar's env, the nats-jetstream trigger on
+// image-job's own consumer name), and each ComfyUI check shown failing on a broken copy of a good render.
+import { readdirSync } from "node:fs";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
-import { dependencyBuild, formatIssues, helmResult, renderChart, repoRoot, templateArgs, validateObjects, type K8sObject } from "@luna/kube-check";
+import { dependencyBuild, formatIssues, repoRoot, validateObjects } from "@luna/kube-check";
 import { poolDurable } from "../../services/image-job/src/domain/job.js";
+import { chartRenderer, edit } from "./chart-renders.js";
 import { crossCheck } from "./cross-checks.js";
-import { gpuValuesSchemaText } from "./gpu-values-schema.js";
-import { checkComfyPods, checkComfyScaling, checkIngressOnlyFrom } from "./gpu-checks.js";
+import { checkComfyPods, checkComfyScaling, checkIngressOnlyFrom, GPU_POOL_CLIENTS } from "./gpu-checks.js";
 
 const CHART = "charts/comfyui";
 const dir = join(repoRoot, CHART);
 const NS = "luna";
-const POOL_PODS = { "app.kubernetes.io/name": "comfyui" };
+const POOL_PODS = GPU_POOL_CLIENTS.comfyui.pods;
 /** The Luna apps allowed on the workers' admin port: the registry's health probes (GET /readyz). */
-const PROBERS = ["model-registry"];
+const PROBERS = GPU_POOL_CLIENTS.comfyui.apps;
 
-const cache = new Map<string, Promise<K8sObject[]>>();
-function render(values?: string): Promise<K8sObject[]> {
-  let r = cache.get(values ?? "");
-  if (!r) {
-    r = renderChart(CHART, { release: "comfyui", namespace: NS, valuesFiles: values ? [join(CHART, "ci", values)] : [] }).then((x) => x.objects);
-    cache.set(values ?? "", r);
-  }
-  return r;
-}
+const render = chartRenderer("comfyui", { release: "comfyui", namespace: NS });
 /* eslint-disable @typescript-eslint/no-explicit-any */
-const edit = (objects: K8sObject[], fn: (copy: any[]) => void): K8sObject[] => { const c = structuredClone(objects); fn(c); return c; };
 const deployment = (c: any[], name = "comfyui-flux1-schnell") => c.find((o) => o.kind === "Deployment" && o.metadata.name === name);
 const container = (d: any, name: string) => d.spec.template.spec.containers.find((x: { name: string }) => x.name === name);
-const allChecks = (objects: K8sObject[]) => [
-  ...crossCheck(objects), ...checkComfyPods(objects), ...checkComfyScaling(objects), ...checkIngressOnlyFrom(objects, POOL_PODS, PROBERS),
-];
 
 beforeAll(async () => {
   await dependencyBuild(CHART);
@@ -44,31 +32,6 @@ describe("comfyui chart", () => {
 
   it("ships defaults, simulator, production-like and scale-to-zero variants", () => {
     expect(ci).toEqual(expect.arrayContaining(["default-values.yaml", "simulator-values.yaml", "production-values.yaml", "scale-to-zero-values.yaml"]));
-  });
-
-  it("values.schema.json is what gpu-values-schema.ts generates (variable names from the programs)", () => {
-    // Stale when the worker or a simulator gains or drops a variable: regenerate (see gpu-values-schema.ts).
-    expect(readFileSync(join(dir, "values.schema.json"), "utf8")).toBe(gpuValuesSchemaText("comfyui"));
-  });
-
-  it.each(ci)("ci/%s: lint, render, every object valid, every check passes", async (values) => {
-    const lint = await helmResult(["lint", "--strict", dir, "-f", join(dir, "ci", values), "--namespace", NS]);
-    expect(lint.code, lint.stdout + lint.stderr).toBe(0);
-    const objects = await render(values);
-    expect(formatIssues(await validateObjects(objects))).toBe("");
-    expect(allChecks(objects)).toEqual([]);
-  });
-
-  it.each([
-    ...readdirSync(join(dir, "ci/invalid")).map((f) => ["invalid", f]),
-    ...readdirSync(join(dir, "ci/invalid-render")).map((f) => ["invalid-render", f]),
-  ])("ci/%s/%s is refused with its expected error", async (sub, file) => {
-    const path = join(dir, "ci", sub, file);
-    const expected = /^# expect-error: (.+)$/m.exec(readFileSync(path, "utf8"))?.[1];
-    expect(expected).toBeTruthy();
-    const r = await helmResult(templateArgs(CHART, { valuesFiles: [path] }));
-    expect(r.code).not.toBe(0);
-    expect(r.stderr).toContain(expected);
   });
 
   it("scales each pool on the lag of image-job's durable consumer for it", async () => {

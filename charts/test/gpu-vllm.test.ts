@@ -1,37 +1,22 @@
-// charts/vllm with the real helm: every ci variant rendered and validated (Kubernetes/KEDA/Prometheus-operator
-// schemas with unknown fields, KEDA scaler metadata), the generic cross-object checks and the GPU pool checks of
-// gpu-checks.ts; ci/invalid (schema) and ci/invalid-render (template `fail`) refused with their message. Each check
-// is shown failing on a broken copy of a good render.
-import { readFileSync, readdirSync } from "node:fs";
+// charts/vllm beyond the generic loop of charts.test.ts (which lints, renders and validates every ci variant, runs
+// the cross-object and GPU_CHART_CHECKS on each, and refuses ci/invalid and ci/invalid-render): what each model
+// renders, and each vLLM pool check shown failing on a broken copy of a good render.
+import { readdirSync } from "node:fs";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
-import { dependencyBuild, formatIssues, helmResult, renderChart, repoRoot, templateArgs, validateObjects, type K8sObject } from "@luna/kube-check";
+import { dependencyBuild, formatIssues, repoRoot, validateObjects, type K8sObject } from "@luna/kube-check";
+import { chartRenderer, edit } from "./chart-renders.js";
 import { crossCheck } from "./cross-checks.js";
-import { gpuValuesSchemaText } from "./gpu-values-schema.js";
-import { checkIngressOnlyFrom, checkVllmPods, checkVllmScaling } from "./gpu-checks.js";
+import { checkIngressOnlyFrom, checkVllmPods, checkVllmScaling, GPU_POOL_CLIENTS } from "./gpu-checks.js";
 
 const CHART = "charts/vllm";
 const dir = join(repoRoot, CHART);
 const NS = "luna";
-const VLLM_PODS = { "app.kubernetes.io/name": "vllm" };
-const CLIENTS = ["chat-router", "model-registry"];
+const VLLM_PODS = GPU_POOL_CLIENTS.vllm.pods;
+const CLIENTS = GPU_POOL_CLIENTS.vllm.apps;
 
-const cache = new Map<string, Promise<K8sObject[]>>();
-function render(values?: string, extra: string[] = []): Promise<K8sObject[]> {
-  const key = `${values}:${extra.join(" ")}`;
-  let r = cache.get(key);
-  if (!r) {
-    r = renderChart(CHART, { release: "vllm", namespace: NS, valuesFiles: values ? [join(CHART, "ci", values)] : [], extraArgs: extra }).then((x) => x.objects);
-    cache.set(key, r);
-  }
-  return r;
-}
+const render = chartRenderer("vllm", { release: "vllm", namespace: NS });
 const find = (objects: K8sObject[], kind: string, name?: string) => objects.find((o) => o.kind === kind && (name === undefined || o.metadata?.name === name))!;
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-const edit = (objects: K8sObject[], fn: (copy: any[]) => void): K8sObject[] => { const c = structuredClone(objects); fn(c); return c; };
-const allChecks = (objects: K8sObject[]) => [
-  ...crossCheck(objects), ...checkVllmPods(objects), ...checkVllmScaling(objects, NS), ...checkIngressOnlyFrom(objects, VLLM_PODS, CLIENTS),
-];
 
 beforeAll(async () => {
   await dependencyBuild(CHART);
@@ -42,31 +27,6 @@ describe("vllm chart", () => {
 
   it("ships defaults, simulator, production-like and scale-to-zero variants", () => {
     expect(ci).toEqual(expect.arrayContaining(["default-values.yaml", "simulator-values.yaml", "production-values.yaml", "scale-to-zero-values.yaml"]));
-  });
-
-  it("values.schema.json is what gpu-values-schema.ts generates (variable names from the programs)", () => {
-    // Stale when the worker or a simulator gains or drops a variable: regenerate (see gpu-values-schema.ts).
-    expect(readFileSync(join(dir, "values.schema.json"), "utf8")).toBe(gpuValuesSchemaText("vllm"));
-  });
-
-  it.each(ci)("ci/%s: lint, render, every object valid, every check passes", async (values) => {
-    const lint = await helmResult(["lint", "--strict", dir, "-f", join(dir, "ci", values), "--namespace", NS]);
-    expect(lint.code, lint.stdout + lint.stderr).toBe(0);
-    const objects = await render(values);
-    expect(formatIssues(await validateObjects(objects))).toBe("");
-    expect(allChecks(objects)).toEqual([]);
-  });
-
-  it.each([
-    ...readdirSync(join(dir, "ci/invalid")).map((f) => ["invalid", f]),
-    ...readdirSync(join(dir, "ci/invalid-render")).map((f) => ["invalid-render", f]),
-  ])("ci/%s/%s is refused with its expected error", async (sub, file) => {
-    const path = join(dir, "ci", sub, file);
-    const expected = /^# expect-error: (.+)$/m.exec(readFileSync(path, "utf8"))?.[1];
-    expect(expected).toBeTruthy();
-    const r = await helmResult(templateArgs(CHART, { valuesFiles: [path] }));
-    expect(r.code).not.toBe(0);
-    expect(r.stderr).toContain(expected);
   });
 
   it("renders per model: Deployment, headless Service, cache PVC, ScaledObject; GPU and /dev/shm as configured", async () => {
