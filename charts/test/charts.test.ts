@@ -84,7 +84,7 @@ it("luna-lib (the library) lints --strict", async () => {
 
 describe("generated values schemas", () => {
   it.each(Object.keys(SERVICE_CHARTS))("charts/%s/values.schema.json is what values-schema.ts generates", (chart) => {
-    // Stale when a service gains or drops a variable: run `make charts-schemas`.
+    // Stale when a service gains or drops a variable: run `make charts-gen`.
     expect(readFileSync(join(chartsDir, chart, "values.schema.json"), "utf8")).toBe(serviceValuesSchemaText(chart));
   });
   it.each(["vllm", "comfyui"] as const)("charts/%s/values.schema.json is what gpu-values-schema.ts generates", (chart) => {

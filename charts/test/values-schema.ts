@@ -1,7 +1,7 @@
 // values.schema.json of the luna-lib service charts, generated (written once here, not five hand-kept copies):
 // the shared shape of a luna-lib service's values, plus per chart the env names the service reads (from its zod
 // config, see service-env.ts), so a misspelled variable fails `helm lint/template/install` at the schema.
-// Write: `node --conditions=luna-source --import tsx charts/test/values-schema.ts` (make charts-schemas);
+// Write: `node --conditions=luna-source --import tsx charts/test/values-schema.ts` (make charts-gen);
 // charts.test.ts fails when a committed schema differs from this output.
 import { writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
