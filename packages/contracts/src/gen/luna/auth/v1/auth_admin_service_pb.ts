@@ -4,8 +4,8 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Duration } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_duration } from "@bufbuild/protobuf/wkt";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { ApiKey, Invite, Role, User } from "./auth_pb.js";
 import { file_luna_auth_v1_auth } from "./auth_pb.js";
 import type { PageRequest, PageResponse } from "../../common/v1/common_pb.js";
@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file luna/auth/v1/auth_admin_service.proto.
  */
 export const file_luna_auth_v1_auth_admin_service: GenFile = /*@__PURE__*/
-  fileDesc("CiVsdW5hL2F1dGgvdjEvYXV0aF9hZG1pbl9zZXJ2aWNlLnByb3RvEgxsdW5hLmF1dGgudjEieQoUQ3JlYXRlSW52aXRlc1JlcXVlc3QSDQoFY291bnQYASABKAUSFQoNdXNlc19wZXJfY29kZRgCIAEoBRItCgpleHBpcmVzX2luGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEgwKBG5vdGUYBCABKAkiPgoVQ3JlYXRlSW52aXRlc1Jlc3BvbnNlEiUKB2ludml0ZXMYASADKAsyFC5sdW5hLmF1dGgudjEuSW52aXRlIlkKEkxpc3RJbnZpdGVzUmVxdWVzdBIpCgRwYWdlGAEgASgLMhsubHVuYS5jb21tb24udjEuUGFnZVJlcXVlc3QSGAoQaW5jbHVkZV9pbmFjdGl2ZRgCIAEoCCJoChNMaXN0SW52aXRlc1Jlc3BvbnNlEiUKB2ludml0ZXMYASADKAsyFC5sdW5hLmF1dGgudjEuSW52aXRlEioKBHBhZ2UYAiABKAsyHC5sdW5hLmNvbW1vbi52MS5QYWdlUmVzcG9uc2UiKAoTUmV2b2tlSW52aXRlUmVxdWVzdBIRCglpbnZpdGVfaWQYASABKAkiPAoUUmV2b2tlSW52aXRlUmVzcG9uc2USJAoGaW52aXRlGAEgASgLMhQubHVuYS5hdXRoLnYxLkludml0ZSJTChBMaXN0VXNlcnNSZXF1ZXN0EikKBHBhZ2UYASABKAsyGy5sdW5hLmNvbW1vbi52MS5QYWdlUmVxdWVzdBIUCgxlbWFpbF9wcmVmaXgYAiABKAkiYgoRTGlzdFVzZXJzUmVzcG9uc2USIQoFdXNlcnMYASADKAsyEi5sdW5hLmF1dGgudjEuVXNlchIqCgRwYWdlGAIgASgLMhwubHVuYS5jb21tb24udjEuUGFnZVJlc3BvbnNlIkcKElNldFVzZXJSb2xlUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEiAKBHJvbGUYAiABKA4yEi5sdW5hLmF1dGgudjEuUm9sZSI3ChNTZXRVc2VyUm9sZVJlc3BvbnNlEiAKBHVzZXIYASABKAsyEi5sdW5hLmF1dGgudjEuVXNlciI3ChJEaXNhYmxlVXNlclJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIQCghkaXNhYmxlZBgCIAEoCCI3ChNEaXNhYmxlVXNlclJlc3BvbnNlEiAKBHVzZXIYASABKAsyEi5sdW5hLmF1dGgudjEuVXNlciJDChZMaXN0VXNlckFwaUtleXNSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSGAoQaW5jbHVkZV9pbmFjdGl2ZRgCIAEoCCJBChdMaXN0VXNlckFwaUtleXNSZXNwb25zZRImCghhcGlfa2V5cxgBIAMoCzIULmx1bmEuYXV0aC52MS5BcGlLZXkiLQoXUmV2b2tlVXNlckFwaUtleVJlcXVlc3QSEgoKYXBpX2tleV9pZBgBIAEoCSJBChhSZXZva2VVc2VyQXBpS2V5UmVzcG9uc2USJQoHYXBpX2tleRgBIAEoCzIULmx1bmEuYXV0aC52MS5BcGlLZXky0AUKEEF1dGhBZG1pblNlcnZpY2USWAoNQ3JlYXRlSW52aXRlcxIiLmx1bmEuYXV0aC52MS5DcmVhdGVJbnZpdGVzUmVxdWVzdBojLmx1bmEuYXV0aC52MS5DcmVhdGVJbnZpdGVzUmVzcG9uc2USUgoLTGlzdEludml0ZXMSIC5sdW5hLmF1dGgudjEuTGlzdEludml0ZXNSZXF1ZXN0GiEubHVuYS5hdXRoLnYxLkxpc3RJbnZpdGVzUmVzcG9uc2USVQoMUmV2b2tlSW52aXRlEiEubHVuYS5hdXRoLnYxLlJldm9rZUludml0ZVJlcXVlc3QaIi5sdW5hLmF1dGgudjEuUmV2b2tlSW52aXRlUmVzcG9uc2USTAoJTGlzdFVzZXJzEh4ubHVuYS5hdXRoLnYxLkxpc3RVc2Vyc1JlcXVlc3QaHy5sdW5hLmF1dGgudjEuTGlzdFVzZXJzUmVzcG9uc2USUgoLU2V0VXNlclJvbGUSIC5sdW5hLmF1dGgudjEuU2V0VXNlclJvbGVSZXF1ZXN0GiEubHVuYS5hdXRoLnYxLlNldFVzZXJSb2xlUmVzcG9uc2USUgoLRGlzYWJsZVVzZXISIC5sdW5hLmF1dGgudjEuRGlzYWJsZVVzZXJSZXF1ZXN0GiEubHVuYS5hdXRoLnYxLkRpc2FibGVVc2VyUmVzcG9uc2USXgoPTGlzdFVzZXJBcGlLZXlzEiQubHVuYS5hdXRoLnYxLkxpc3RVc2VyQXBpS2V5c1JlcXVlc3QaJS5sdW5hLmF1dGgudjEuTGlzdFVzZXJBcGlLZXlzUmVzcG9uc2USYQoQUmV2b2tlVXNlckFwaUtleRIlLmx1bmEuYXV0aC52MS5SZXZva2VVc2VyQXBpS2V5UmVxdWVzdBomLmx1bmEuYXV0aC52MS5SZXZva2VVc2VyQXBpS2V5UmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_duration, file_luna_auth_v1_auth, file_luna_common_v1_common]);
+  fileDesc("CiVsdW5hL2F1dGgvdjEvYXV0aF9hZG1pbl9zZXJ2aWNlLnByb3RvEgxsdW5hLmF1dGgudjEieQoUQ3JlYXRlSW52aXRlc1JlcXVlc3QSDQoFY291bnQYASABKAUSFQoNdXNlc19wZXJfY29kZRgCIAEoBRItCgpleHBpcmVzX2luGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEgwKBG5vdGUYBCABKAkiPgoVQ3JlYXRlSW52aXRlc1Jlc3BvbnNlEiUKB2ludml0ZXMYASADKAsyFC5sdW5hLmF1dGgudjEuSW52aXRlIlkKEkxpc3RJbnZpdGVzUmVxdWVzdBIpCgRwYWdlGAEgASgLMhsubHVuYS5jb21tb24udjEuUGFnZVJlcXVlc3QSGAoQaW5jbHVkZV9pbmFjdGl2ZRgCIAEoCCJoChNMaXN0SW52aXRlc1Jlc3BvbnNlEiUKB2ludml0ZXMYASADKAsyFC5sdW5hLmF1dGgudjEuSW52aXRlEioKBHBhZ2UYAiABKAsyHC5sdW5hLmNvbW1vbi52MS5QYWdlUmVzcG9uc2UiKAoTUmV2b2tlSW52aXRlUmVxdWVzdBIRCglpbnZpdGVfaWQYASABKAkiPAoUUmV2b2tlSW52aXRlUmVzcG9uc2USJAoGaW52aXRlGAEgASgLMhQubHVuYS5hdXRoLnYxLkludml0ZSJTChBMaXN0VXNlcnNSZXF1ZXN0EikKBHBhZ2UYASABKAsyGy5sdW5hLmNvbW1vbi52MS5QYWdlUmVxdWVzdBIUCgxlbWFpbF9wcmVmaXgYAiABKAkiYgoRTGlzdFVzZXJzUmVzcG9uc2USIQoFdXNlcnMYASADKAsyEi5sdW5hLmF1dGgudjEuVXNlchIqCgRwYWdlGAIgASgLMhwubHVuYS5jb21tb24udjEuUGFnZVJlc3BvbnNlIkcKElNldFVzZXJSb2xlUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEiAKBHJvbGUYAiABKA4yEi5sdW5hLmF1dGgudjEuUm9sZSI3ChNTZXRVc2VyUm9sZVJlc3BvbnNlEiAKBHVzZXIYASABKAsyEi5sdW5hLmF1dGgudjEuVXNlciI3ChJEaXNhYmxlVXNlclJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIQCghkaXNhYmxlZBgCIAEoCCI3ChNEaXNhYmxlVXNlclJlc3BvbnNlEiAKBHVzZXIYASABKAsyEi5sdW5hLmF1dGgudjEuVXNlciJDChZMaXN0VXNlckFwaUtleXNSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSGAoQaW5jbHVkZV9pbmFjdGl2ZRgCIAEoCCJBChdMaXN0VXNlckFwaUtleXNSZXNwb25zZRImCghhcGlfa2V5cxgBIAMoCzIULmx1bmEuYXV0aC52MS5BcGlLZXkiLQoXUmV2b2tlVXNlckFwaUtleVJlcXVlc3QSEgoKYXBpX2tleV9pZBgBIAEoCSJBChhSZXZva2VVc2VyQXBpS2V5UmVzcG9uc2USJQoHYXBpX2tleRgBIAEoCzIULmx1bmEuYXV0aC52MS5BcGlLZXkixwEKCkF1ZGl0RXZlbnQSCgoCaWQYASABKAkSDAoEa2luZBgCIAEoCRIQCghhY3Rvcl9pZBgDIAEoCRISCgpzdWJqZWN0X2lkGAQgASgJEhUKDXN1YmplY3RfZW1haWwYBSABKAkSKAoEdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKcmVxdWVzdF9pZBgHIAEoCRIOCgZzb3VyY2UYCCABKAkSFAoMZGV0YWlsc19qc29uGAkgASgJImMKFkxpc3RBdWRpdEV2ZW50c1JlcXVlc3QSKQoEcGFnZRgBIAEoCzIbLmx1bmEuY29tbW9uLnYxLlBhZ2VSZXF1ZXN0Eg8KB3VzZXJfaWQYAiABKAkSDQoFa2luZHMYAyADKAkibwoXTGlzdEF1ZGl0RXZlbnRzUmVzcG9uc2USKAoGZXZlbnRzGAEgAygLMhgubHVuYS5hdXRoLnYxLkF1ZGl0RXZlbnQSKgoEcGFnZRgCIAEoCzIcLmx1bmEuY29tbW9uLnYxLlBhZ2VSZXNwb25zZTKwBgoQQXV0aEFkbWluU2VydmljZRJYCg1DcmVhdGVJbnZpdGVzEiIubHVuYS5hdXRoLnYxLkNyZWF0ZUludml0ZXNSZXF1ZXN0GiMubHVuYS5hdXRoLnYxLkNyZWF0ZUludml0ZXNSZXNwb25zZRJSCgtMaXN0SW52aXRlcxIgLmx1bmEuYXV0aC52MS5MaXN0SW52aXRlc1JlcXVlc3QaIS5sdW5hLmF1dGgudjEuTGlzdEludml0ZXNSZXNwb25zZRJVCgxSZXZva2VJbnZpdGUSIS5sdW5hLmF1dGgudjEuUmV2b2tlSW52aXRlUmVxdWVzdBoiLmx1bmEuYXV0aC52MS5SZXZva2VJbnZpdGVSZXNwb25zZRJMCglMaXN0VXNlcnMSHi5sdW5hLmF1dGgudjEuTGlzdFVzZXJzUmVxdWVzdBofLmx1bmEuYXV0aC52MS5MaXN0VXNlcnNSZXNwb25zZRJSCgtTZXRVc2VyUm9sZRIgLmx1bmEuYXV0aC52MS5TZXRVc2VyUm9sZVJlcXVlc3QaIS5sdW5hLmF1dGgudjEuU2V0VXNlclJvbGVSZXNwb25zZRJSCgtEaXNhYmxlVXNlchIgLmx1bmEuYXV0aC52MS5EaXNhYmxlVXNlclJlcXVlc3QaIS5sdW5hLmF1dGgudjEuRGlzYWJsZVVzZXJSZXNwb25zZRJeCg9MaXN0VXNlckFwaUtleXMSJC5sdW5hLmF1dGgudjEuTGlzdFVzZXJBcGlLZXlzUmVxdWVzdBolLmx1bmEuYXV0aC52MS5MaXN0VXNlckFwaUtleXNSZXNwb25zZRJhChBSZXZva2VVc2VyQXBpS2V5EiUubHVuYS5hdXRoLnYxLlJldm9rZVVzZXJBcGlLZXlSZXF1ZXN0GiYubHVuYS5hdXRoLnYxLlJldm9rZVVzZXJBcGlLZXlSZXNwb25zZRJeCg9MaXN0QXVkaXRFdmVudHMSJC5sdW5hLmF1dGgudjEuTGlzdEF1ZGl0RXZlbnRzUmVxdWVzdBolLmx1bmEuYXV0aC52MS5MaXN0QXVkaXRFdmVudHNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_luna_auth_v1_auth, file_luna_common_v1_common]);
 
 /**
  * @generated from message luna.auth.v1.CreateInvitesRequest
@@ -357,6 +357,135 @@ export const RevokeUserApiKeyResponseSchema: GenMessage<RevokeUserApiKeyResponse
   messageDesc(file_luna_auth_v1_auth_admin_service, 15);
 
 /**
+ * One recorded security or admin event. Rows are never changed, except that deleting an account clears its email
+ * from them (subject_email); subject_id, the account id, remains.
+ *
+ * @generated from message luna.auth.v1.AuditEvent
+ */
+export type AuditEvent = Message<"luna.auth.v1.AuditEvent"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * e.g. "sign_up", "sign_in.failed", "sign_in.locked", "password.changed", "session.revoked", "account.deleted",
+   * "account.disabled", "account.enabled", "role.changed", "invites.created", "invite.revoked", "api_key.created",
+   * "api_key.revoked".
+   *
+   * @generated from field: string kind = 2;
+   */
+  kind: string;
+
+  /**
+   * Who did it; empty when nobody was signed in (a failed sign-in, a bootstrap).
+   *
+   * @generated from field: string actor_id = 3;
+   */
+  actorId: string;
+
+  /**
+   * The account acted on; empty when none (e.g. a failed sign-in for an unknown email).
+   *
+   * @generated from field: string subject_id = 4;
+   */
+  subjectId: string;
+
+  /**
+   * The email involved (sign-up, sign-in failures and lockouts); empty once that account is deleted.
+   *
+   * @generated from field: string subject_email = 5;
+   */
+  subjectEmail: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp time = 6;
+   */
+  time?: Timestamp | undefined;
+
+  /**
+   * The request id of the RPC that recorded it (x-request-id), for matching with logs.
+   *
+   * @generated from field: string request_id = 7;
+   */
+  requestId: string;
+
+  /**
+   * The client address as the kit resolved it (trusted proxies), or "unknown".
+   *
+   * @generated from field: string source = 8;
+   */
+  source: string;
+
+  /**
+   * Kind-specific details, e.g. {"role":"admin"} or {"apiKeyId":"..."}; a JSON object.
+   *
+   * @generated from field: string details_json = 9;
+   */
+  detailsJson: string;
+};
+
+/**
+ * Describes the message luna.auth.v1.AuditEvent.
+ * Use `create(AuditEventSchema)` to create a new message.
+ */
+export const AuditEventSchema: GenMessage<AuditEvent> = /*@__PURE__*/
+  messageDesc(file_luna_auth_v1_auth_admin_service, 16);
+
+/**
+ * @generated from message luna.auth.v1.ListAuditEventsRequest
+ */
+export type ListAuditEventsRequest = Message<"luna.auth.v1.ListAuditEventsRequest"> & {
+  /**
+   * @generated from field: luna.common.v1.PageRequest page = 1;
+   */
+  page?: PageRequest | undefined;
+
+  /**
+   * Only events whose actor or subject is this account (a UUID); empty: all.
+   *
+   * @generated from field: string user_id = 2;
+   */
+  userId: string;
+
+  /**
+   * Only events of these kinds; empty: all.
+   *
+   * @generated from field: repeated string kinds = 3;
+   */
+  kinds: string[];
+};
+
+/**
+ * Describes the message luna.auth.v1.ListAuditEventsRequest.
+ * Use `create(ListAuditEventsRequestSchema)` to create a new message.
+ */
+export const ListAuditEventsRequestSchema: GenMessage<ListAuditEventsRequest> = /*@__PURE__*/
+  messageDesc(file_luna_auth_v1_auth_admin_service, 17);
+
+/**
+ * @generated from message luna.auth.v1.ListAuditEventsResponse
+ */
+export type ListAuditEventsResponse = Message<"luna.auth.v1.ListAuditEventsResponse"> & {
+  /**
+   * @generated from field: repeated luna.auth.v1.AuditEvent events = 1;
+   */
+  events: AuditEvent[];
+
+  /**
+   * @generated from field: luna.common.v1.PageResponse page = 2;
+   */
+  page?: PageResponse | undefined;
+};
+
+/**
+ * Describes the message luna.auth.v1.ListAuditEventsResponse.
+ * Use `create(ListAuditEventsResponseSchema)` to create a new message.
+ */
+export const ListAuditEventsResponseSchema: GenMessage<ListAuditEventsResponse> = /*@__PURE__*/
+  messageDesc(file_luna_auth_v1_auth_admin_service, 18);
+
+/**
  * Invites and accounts, for admins only.
  *
  * @generated from service luna.auth.v1.AuthAdminService
@@ -441,6 +570,16 @@ export const AuthAdminService: GenService<{
     methodKind: "unary";
     input: typeof RevokeUserApiKeyRequestSchema;
     output: typeof RevokeUserApiKeyResponseSchema;
+  },
+  /**
+   * Lists the audit log (security and admin events), newest first.
+   *
+   * @generated from rpc luna.auth.v1.AuthAdminService.ListAuditEvents
+   */
+  listAuditEvents: {
+    methodKind: "unary";
+    input: typeof ListAuditEventsRequestSchema;
+    output: typeof ListAuditEventsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_luna_auth_v1_auth_admin_service, 0);
