@@ -125,4 +125,33 @@ describe("chat-router killed between the reserve and recording the hold", () => 
     expect(await platform.available(c.userId)).toBe(10_000n);
     await platform.assertInvariants();
   }, 90_000);
+
+  it("leaves the holds of live replies alone: a recorded hold, and one whose id is not written yet; releases a leftover", async () => {
+    const other = await platform.startReplica(); // sweeps; the replies stream on the first replica
+    const u = await platform.user(10_000n);
+    const c1 = (await u.chat.createConversation({ modelId: "m-crash" })).conversation!.id;
+    const c2 = (await u.chat.createConversation({ modelId: "m-crash" })).conversation!.id;
+    const m1 = sendMessageIds(c1, "live1").assistantMessageId;
+    const m2 = sendMessageIds(c2, "live2").assistantMessageId;
+    const drain = (conversationId: string, clientMessageId: string) =>
+      (async () => { for await (const _ of u.chat.sendMessage({ conversationId, text: "Tell me a long story", clientMessageId })) void _; })();
+    const streams = [drain(c1, "live1"), drain(c2, "live2")];
+    await waitFor(async () => (await db.query("SELECT count(*)::int AS n FROM messages WHERE id = ANY($1::uuid[]) AND hold_id IS NOT NULL", [[m1, m2]])).rows[0].n === 2,
+      "both holds recorded");
+    // Reply 2 as if its hold id write had not landed yet; reply 1 with a leftover hold (a speculative one not released).
+    await db.query("UPDATE messages SET hold_id = NULL WHERE id = $1", [m2]);
+    const leftover = await platform.billing.ledger.reserve({ accountId: u.id, amount: 7n, reason: "chat", reference: m1, idempotencyKey: `${m1}/leftover`, ttlMs: 600_000 });
+    await new Promise((r) => setTimeout(r, 1100)); // CHAT_ORPHAN_HOLD_GRACE; heartbeats stay fresh (200 ms checkpoints)
+    await other.module.sweep();
+    expect((await platform.billing.ledger.store.getHold(leftover.result.holdId))!.status).toBe("released");
+    expect((await openHolds(m1)).map((h) => h.id)).not.toContain(leftover.result.holdId);
+    expect(await openHolds(m1)).toHaveLength(1);
+    expect(await openHolds(m2)).toHaveLength(1);
+    await Promise.all(streams);
+    // Both replies settled by their own run.
+    expect(await openHolds(m1)).toEqual([]);
+    expect(await openHolds(m2)).toEqual([]);
+    expect((await db.query("SELECT count(*)::int AS n FROM messages WHERE id = ANY($1::uuid[]) AND status = 'complete' AND credits_charged > 0", [[m1, m2]])).rows[0].n).toBe(2);
+    await platform.assertInvariants();
+  }, 90_000);
 });
