@@ -14,7 +14,11 @@ export function decodePageToken(field: string, token: string): { at: bigint; id:
   return { at: BigInt(m[1]!), id: m[2]! };
 }
 
-/** ListOpenHolds page tokens: base64url of "<created_at micros>~<hold id>". */
+/** ListOpenHolds page tokens: base64url of "<created_at micros>~<hold id>" (the keyset of the last hold). */
+export function encodeHoldPageToken(k: { at: bigint; id: string }): string {
+  return Buffer.from(`${k.at}~${k.id}`, "utf8").toString("base64url");
+}
+
 export function decodeHoldPageToken(field: string, token: string): { at: bigint; id: string } | undefined {
   if (token === "") return undefined;
   const bad = () => invalidPageToken(field);

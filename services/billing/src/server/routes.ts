@@ -54,7 +54,7 @@ import {
 import { rpc } from "./errors.js";
 import { limitsServiceImpl, rateLimitServiceImpl } from "./limits.js";
 import { LimitsService } from "@luna/contracts/luna/billing/v1/limits_service_pb.js";
-import { decodeHoldPageToken, decodePageToken, encodePageToken } from "./page-token.js";
+import { decodeHoldPageToken, decodePageToken, encodeHoldPageToken, encodePageToken } from "./page-token.js";
 
 export interface RouteDeps {
   ledger: Ledger;
@@ -181,7 +181,7 @@ export function billingRoutes(deps: RouteDeps): (router: ConnectRouter) => void 
           const last = page[page.length - 1];
           return create(ListOpenHoldsResponseSchema, {
             holds: page.map(holdToProto),
-            nextPageToken: holds.length > limit && last ? Buffer.from(`${last.createdAt}~${last.id}`, "utf8").toString("base64url") : "",
+            nextPageToken: holds.length > limit && last ? encodeHoldPageToken({ at: last.createdAt, id: last.id }) : "",
           });
         }),
     });
