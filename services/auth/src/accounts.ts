@@ -14,6 +14,8 @@ import type { PasswordHasher } from "./domain/password-hasher.js";
 import type { Cursor } from "./domain/page-token.js";
 import { EmailTakenError, type ApiKey, type AuthStore, type Invite, type Tx, type User } from "./data/store.js";
 import { enqueueUserCreated, enqueueUserDeleted } from "./events/user-events.js";
+import { forgetAuditEmail, listAuditEvents, recordAudit, type AuditEvent } from "./data/audit.js";
+import { UNKNOWN_IP } from "./throttle/throttle.js";
 import type { AccessTokenIssuer } from "./keys/access-token.js";
 import type { Throttle, ThrottleDecision } from "./throttle/throttle.js";
 import { noopAuthMetrics, type AuthMetrics } from "./metrics.js";
@@ -54,8 +56,11 @@ export type AccountsDeps = {
   revocations?: Pick<RevocationList, "revokeUser">;
 };
 
-/** Where a request came from, for throttling. */
+/** Where a request came from, for throttling and the audit log. */
 export type RequestOrigin = { ip: string };
+
+/** Calls without a request (bootstrap, tests). */
+const NO_ORIGIN: RequestOrigin = { ip: UNKNOWN_IP };
 
 export type Page<T> = { items: T[]; next?: Cursor };
 
@@ -113,6 +118,7 @@ export class Accounts {
         const created = await this.d.store.insertUser(tx, { id: randomUUID(), email: input.email, displayName: input.displayName, passwordHash, role: "user", inviteId, now });
         await enqueueUserCreated(tx, { id: created.id, email: input.email, role: created.role }, now);
         await this.d.store.createSession(tx, created.id, refresh.session, now);
+        await recordAudit(tx, { kind: "sign_up", actorId: created.id, subjectId: created.id, subjectEmail: input.email, source: origin.ip, details: { inviteId: inviteId ?? null }, now });
         return created;
       });
     } catch (err) {
@@ -152,13 +158,15 @@ export class Accounts {
    * Rotates a refresh token. Concurrent or repeated use of one token within the grace window each gets a fresh
    * successor (both callers keep working sessions); after the window it is a replay and the whole family is revoked.
    */
-  async refresh(refreshToken: string): Promise<IssuedTokens> {
+  async refresh(refreshToken: string, origin: RequestOrigin = NO_ORIGIN): Promise<IssuedTokens> {
     const now = this.clock();
     let next: ReturnType<Accounts["newRefreshToken"]> | undefined;
     const result = await this.d.store.rotateRefreshToken(hashRefreshToken(refreshToken), {
       now,
       graceMs: this.d.config.refreshGraceMs,
       successor: (sessionExpiresAt) => (next = this.newRefreshToken(now, sessionExpiresAt)).session.refreshToken,
+      onReplay: (tx, userId, sessionId) =>
+        recordAudit(tx, { kind: "session.revoked", subjectId: userId, source: origin.ip, details: { reason: "replay", sessionId }, now }),
     });
     this.metrics.refresh(result.kind === "rotated" && result.grace ? "grace" : result.kind);
     switch (result.kind) {
@@ -207,6 +215,7 @@ export class Accounts {
     await this.d.store.transaction(async (tx) => {
       await this.d.store.replacePassword(tx, user.id, passwordHash, now);
       await this.d.store.createSession(tx, user.id, refresh.session, now);
+      await recordAudit(tx, { kind: "password.changed", actorId: user.id, subjectId: user.id, source: origin.ip, now });
     });
     // Signed out everywhere: older access tokens too (the new ones issued below stay valid).
     await this.revokeAccessTokens(user.id, "password_changed");
@@ -227,6 +236,8 @@ export class Accounts {
         throw failedPrecondition("the last admin cannot delete their account; make another account admin first");
       }
       await this.d.store.scrubUser(tx, user.id, now);
+      await forgetAuditEmail(tx, user.id, user.email);
+      await recordAudit(tx, { kind: "account.deleted", actorId: user.id, subjectId: user.id, source: origin.ip, now });
       await enqueueUserDeleted(tx, user.id, now);
     });
     this.d.kickOutbox();
@@ -237,7 +248,7 @@ export class Accounts {
   // ---- API keys ----------------------------------------------------------------------------------------------------
 
   /** Creates a personal API key; the plain key exists only in the result (the database keeps its hash). Audited. */
-  async createApiKey(userId: string, spec: { name: string; expiresInMs?: number }): Promise<{ apiKey: ApiKey; key: string }> {
+  async createApiKey(userId: string, spec: { name: string; expiresInMs?: number }, origin: RequestOrigin = NO_ORIGIN): Promise<{ apiKey: ApiKey; key: string }> {
     await this.getMe(userId);
     const now = this.clock();
     const key = generateApiKey();
@@ -245,7 +256,7 @@ export class Accounts {
     const row = await this.d.store.insertApiKey({
       userId, name: spec.name, keyHash: hashApiKey(key), keyHint: apiKeyHint(key),
       expiresAt: spec.expiresInMs ? new Date(now.getTime() + spec.expiresInMs) : null, now,
-    }, max);
+    }, max, (tx, k) => recordAudit(tx, { kind: "api_key.created", actorId: userId, subjectId: userId, source: origin.ip, details: { apiKeyId: k.id, keyHint: k.keyHint }, now }));
     if (row === "limit") throw resourceExhausted(`at most ${max} active API keys per account; revoke one first`);
     this.d.log.info({ audit: "api_key.created", userId, apiKeyId: row.id, keyHint: row.keyHint, expiresAt: row.expiresAt }, "API key created");
     return { apiKey: row, key };
@@ -261,10 +272,12 @@ export class Accounts {
    * someone else's key, so ids cannot be probed. Every service stops accepting it within seconds (the revocation
    * list cuts their caches short). Audited; revoking twice keeps the first time.
    */
-  async revokeApiKey(actorId: string, id: string, ownerId: string | undefined): Promise<ApiKey> {
+  async revokeApiKey(actorId: string, id: string, ownerId: string | undefined, origin: RequestOrigin = NO_ORIGIN): Promise<ApiKey> {
     const existing = await this.d.store.getApiKey(id);
     if (!existing || (ownerId !== undefined && existing.userId !== ownerId)) throw notFound(`API key ${id}`);
-    const revoked = await this.d.store.revokeApiKey(id, this.clock());
+    const now = this.clock();
+    const revoked = await this.d.store.revokeApiKey(id, now, (tx) =>
+      recordAudit(tx, { kind: "api_key.revoked", actorId, subjectId: existing.userId, source: origin.ip, details: { apiKeyId: id, keyHint: existing.keyHint }, now }));
     if (!revoked) throw notFound(`API key ${id}`);
     try {
       await this.d.revocations?.revokeUser(apiKeyRevocationId(id), { ttlMs: this.d.config.apiKeyRevocationTtlMs ?? 600_000, at: new Date() });
@@ -295,7 +308,7 @@ export class Accounts {
   // ---- admin -------------------------------------------------------------------------------------------------------
 
   /** Creates invite codes; the plain codes exist only in the returned list (the database keeps hashes). */
-  async createInvites(createdBy: string | null, spec: { count: number; usesPerCode: number; expiresInMs?: number; note: string }): Promise<Array<{ invite: Invite; code: string }>> {
+  async createInvites(createdBy: string | null, spec: { count: number; usesPerCode: number; expiresInMs?: number; note: string }, origin: RequestOrigin = NO_ORIGIN): Promise<Array<{ invite: Invite; code: string }>> {
     const now = this.clock();
     const expiresAt = spec.expiresInMs ? new Date(now.getTime() + spec.expiresInMs) : null;
     const codes = Array.from({ length: spec.count }, generateInviteCode);
@@ -303,7 +316,8 @@ export class Accounts {
       const canonical = canonicalInviteCode(code)!;
       return { codeHash: hashInviteCode(canonical), codeHint: inviteCodeHint(canonical), uses: spec.usesPerCode, expiresAt, note: spec.note, createdByUserId: createdBy };
     });
-    const invites = await this.d.store.insertInvites(rows, now);
+    const invites = await this.d.store.insertInvites(rows, now, (tx, created) =>
+      recordAudit(tx, { kind: "invites.created", actorId: createdBy, source: origin.ip, details: { inviteIds: created.map((i) => i.id), usesPerCode: spec.usesPerCode }, now }));
     this.d.log.info({ count: invites.length, createdBy }, "invites created");
     return invites.map((invite, i) => ({ invite, code: codes[i]! }));
   }
@@ -313,10 +327,17 @@ export class Accounts {
     return page(rows, q.limit);
   }
 
-  async revokeInvite(id: string): Promise<Invite> {
-    const invite = await this.d.store.revokeInvite(id, this.clock());
+  async revokeInvite(id: string, actorId: string | null = null, origin: RequestOrigin = NO_ORIGIN): Promise<Invite> {
+    const now = this.clock();
+    const invite = await this.d.store.revokeInvite(id, now, (tx) => recordAudit(tx, { kind: "invite.revoked", actorId, source: origin.ip, details: { inviteId: id }, now }));
     if (!invite) throw notFound(`invite ${id}`);
     return invite;
+  }
+
+  /** The audit log, newest first; `userId` matches the actor or the subject. */
+  async listAuditEvents(q: { limit: number; cursor?: Cursor; userId?: string; kinds: string[] }): Promise<Page<AuditEvent>> {
+    const rows = await listAuditEvents(this.d.store.db, { userId: q.userId, kinds: q.kinds, limit: q.limit + 1, before: q.cursor });
+    return page(rows, q.limit);
   }
 
   async listUsers(q: { limit: number; cursor?: Cursor; emailPrefix: string }): Promise<Page<User>> {
@@ -325,20 +346,26 @@ export class Accounts {
   }
 
   /** Changes another account's role. New access tokens carry it; tokens already issued keep the old role until they expire. */
-  async setUserRole(adminId: string, userId: string, role: Role): Promise<User> {
+  async setUserRole(adminId: string, userId: string, role: Role, origin: RequestOrigin = NO_ORIGIN): Promise<User> {
     if (adminId === userId) throw failedPrecondition("you cannot change your own role");
-    await this.getTarget(userId);
-    return this.d.store.updateUser(userId, { role, updatedAt: this.clock() });
+    const before = await this.getTarget(userId);
+    const now = this.clock();
+    return this.d.store.transaction(async (tx) => {
+      const user = await tx.user.update({ where: { id: userId }, data: { role, updatedAt: now } });
+      if (before.role !== role) await recordAudit(tx, { kind: "role.changed", actorId: adminId, subjectId: userId, source: origin.ip, details: { from: before.role, to: role }, now });
+      return user;
+    });
   }
 
   /** Disables (ending every session) or re-enables another account. */
-  async setUserDisabled(adminId: string, userId: string, disabled: boolean): Promise<User> {
+  async setUserDisabled(adminId: string, userId: string, disabled: boolean, origin: RequestOrigin = NO_ORIGIN): Promise<User> {
     if (adminId === userId) throw failedPrecondition("you cannot disable your own account");
     await this.getTarget(userId);
     const now = this.clock();
     const updated = await this.d.store.transaction(async (tx) => {
       const user = await tx.user.update({ where: { id: userId }, data: { disabledAt: disabled ? now : null, updatedAt: now } });
-      if (disabled) await this.d.store.revokeUserSessions(tx, userId, "disabled", now);
+      const sessionsRevoked = disabled ? await this.d.store.revokeUserSessions(tx, userId, "disabled", now) : 0;
+      await recordAudit(tx, { kind: disabled ? "account.disabled" : "account.enabled", actorId: adminId, subjectId: userId, source: origin.ip, details: { sessionsRevoked }, now });
       return user;
     });
     if (disabled) await this.revokeAccessTokens(userId, "disabled");
@@ -441,12 +468,15 @@ export class Accounts {
     const attempt = await this.d.throttle.beginSignIn(email, origin.ip);
     if (!attempt.allowed) {
       if (isSignIn) this.metrics.signIn("throttled");
+      // Not looked up: a locked-out guesser must not cost a query per attempt beyond this one insert.
+      await recordAudit(this.d.store.db, { kind: "sign_in.locked", subjectEmail: email, source: origin.ip, details: { retryAfterMs: attempt.retryAfterMs }, now: this.clock() });
       throw throttled(attempt, "failed sign-in attempts");
     }
     const user = await this.d.store.findUserByEmail(email);
     const ok = await this.d.hasher.verify(user?.passwordHash ?? undefined, password);
     if (!ok || !user) {
       if (isSignIn) this.metrics.signIn("wrong_credentials");
+      await recordAudit(this.d.store.db, { kind: "sign_in.failed", subjectId: user?.id ?? null, subjectEmail: email, source: origin.ip, details: { during: isSignIn ? "sign_in" : "reauthentication" }, now: this.clock() });
       await this.d.throttle.signInFailed(email, origin.ip, attempt.attemptId);
       throw new ConnectError(wrongMessage, wrongCode);
     }

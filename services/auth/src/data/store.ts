@@ -142,7 +142,7 @@ export class AuthStore {
    */
   async rotateRefreshToken(
     tokenHash: string,
-    opts: { now: Date; graceMs: number; successor: (sessionExpiresAt: Date) => NewRefreshToken },
+    opts: { now: Date; graceMs: number; successor: (sessionExpiresAt: Date) => NewRefreshToken; onReplay?: (tx: Tx, userId: string, sessionId: string) => Promise<void> },
   ): Promise<RotationResult> {
     const { now } = opts;
     return this.transaction(async (tx) => {
@@ -161,6 +161,7 @@ export class AuthStore {
         const rotatedAt = token.rotatedAt ?? now;
         if (now.getTime() - rotatedAt.getTime() > opts.graceMs) {
           await tx.session.update({ where: { id: session.id }, data: { revokedAt: now, revokedReason: "replay" } });
+          await opts.onReplay?.(tx, session.userId, session.id);
           return { kind: "replayed" };
         }
         grace = true;
@@ -189,12 +190,16 @@ export class AuthStore {
 
   // ---- invites -----------------------------------------------------------------------------------------------------
 
-  async insertInvites(rows: Array<{ codeHash: string; codeHint: string; uses: number; expiresAt: Date | null; note: string; createdByUserId: string | null }>, now: Date): Promise<Invite[]> {
-    return this.transaction((tx) =>
-      Promise.all(rows.map((r) => tx.invite.create({
+  /** `audit` runs in the same transaction (the audit log: src/data/audit.ts). */
+  async insertInvites(rows: Array<{ codeHash: string; codeHint: string; uses: number; expiresAt: Date | null; note: string; createdByUserId: string | null }>, now: Date,
+    audit?: (tx: Tx, invites: Invite[]) => Promise<void>): Promise<Invite[]> {
+    return this.transaction(async (tx) => {
+      const invites = await Promise.all(rows.map((r) => tx.invite.create({
         data: { codeHash: r.codeHash, codeHint: r.codeHint, usesTotal: r.uses, usesLeft: r.uses, expiresAt: r.expiresAt, note: r.note, createdByUserId: r.createdByUserId, createdAt: now },
-      }))),
-    );
+      })));
+      await audit?.(tx, invites);
+      return invites;
+    });
   }
 
   findInvitesByHash(codeHashes: string[]): Promise<Invite[]> {
@@ -214,10 +219,13 @@ export class AuthStore {
     });
   }
 
-  /** Marks an invite revoked (idempotent); undefined when it does not exist. */
-  async revokeInvite(id: string, now: Date): Promise<Invite | undefined> {
-    await this.db.invite.updateMany({ where: { id, revokedAt: null }, data: { revokedAt: now } });
-    return (await this.db.invite.findUnique({ where: { id } })) ?? undefined;
+  /** Marks an invite revoked (idempotent); undefined when it does not exist. `audit` runs, in the transaction, only when this call revoked it. */
+  async revokeInvite(id: string, now: Date, audit?: (tx: Tx) => Promise<void>): Promise<Invite | undefined> {
+    return this.transaction(async (tx) => {
+      const r = await tx.invite.updateMany({ where: { id, revokedAt: null }, data: { revokedAt: now } });
+      if (r.count > 0) await audit?.(tx);
+      return (await tx.invite.findUnique({ where: { id } })) ?? undefined;
+    });
   }
 
   // ---- signing keys ------------------------------------------------------------------------------------------------
@@ -245,16 +253,18 @@ export class AuthStore {
 
   /** Inserts a key unless the user already has `maxActive` active ones (checked under a lock on the user's row). */
   async insertApiKey(k: { userId: string; name: string; keyHash: string; keyHint: string; expiresAt: Date | null; now: Date },
-    maxActive: number): Promise<ApiKey | "limit"> {
+    maxActive: number, audit?: (tx: Tx, key: ApiKey) => Promise<void>): Promise<ApiKey | "limit"> {
     return this.transaction(async (tx) => {
       await tx.$queryRaw`SELECT id FROM users WHERE id = ${k.userId}::uuid FOR UPDATE`;
       const active = await tx.apiKey.count({
         where: { userId: k.userId, revokedAt: null, OR: [{ expiresAt: null }, { expiresAt: { gt: k.now } }] },
       });
       if (active >= maxActive) return "limit";
-      return tx.apiKey.create({
+      const key = await tx.apiKey.create({
         data: { userId: k.userId, name: k.name, keyHash: k.keyHash, keyHint: k.keyHint, expiresAt: k.expiresAt, createdAt: k.now },
       });
+      await audit?.(tx, key);
+      return key;
     });
   }
 
@@ -271,10 +281,13 @@ export class AuthStore {
     return this.db.apiKey.findUnique({ where: { id } });
   }
 
-  /** Sets `revoked_at` once (a second revocation keeps the first time); undefined when there is no such key. */
-  async revokeApiKey(id: string, now: Date): Promise<ApiKey | undefined> {
-    await this.db.apiKey.updateMany({ where: { id, revokedAt: null }, data: { revokedAt: now } });
-    return (await this.db.apiKey.findUnique({ where: { id } })) ?? undefined;
+  /** Sets `revoked_at` once (a second revocation keeps the first time); undefined when there is no such key. `audit` as for revokeInvite. */
+  async revokeApiKey(id: string, now: Date, audit?: (tx: Tx) => Promise<void>): Promise<ApiKey | undefined> {
+    return this.transaction(async (tx) => {
+      const r = await tx.apiKey.updateMany({ where: { id, revokedAt: null }, data: { revokedAt: now } });
+      if (r.count > 0) await audit?.(tx);
+      return (await tx.apiKey.findUnique({ where: { id } })) ?? undefined;
+    });
   }
 
   /** The key with its account, by hash. */

@@ -3,6 +3,8 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { ApiKeySchema, InviteSchema, Role, TokensSchema, UserSchema, type ApiKey as ApiKeyMessage, type Invite as InviteMessage, type Tokens, type User as UserMessage } from "@luna/contracts/luna/auth/v1/auth_pb.js";
 import type { ApiKey, Invite, User } from "../data/store.js";
 import type { IssuedTokens } from "../accounts.js";
+import type { AuditEvent } from "../data/audit.js";
+import { AuditEventSchema, type AuditEvent as AuditEventMessage } from "@luna/contracts/luna/auth/v1/auth_admin_service_pb.js";
 
 export function userMessage(u: User): UserMessage {
   return create(UserSchema, {
@@ -53,5 +55,19 @@ export function apiKeyMessage(k: ApiKey, key = ""): ApiKeyMessage {
     expiresAt: k.expiresAt ? timestampFromDate(k.expiresAt) : undefined,
     lastUsedAt: k.lastUsedAt ? timestampFromDate(k.lastUsedAt) : undefined,
     revokedAt: k.revokedAt ? timestampFromDate(k.revokedAt) : undefined,
+  });
+}
+
+export function auditEventMessage(e: AuditEvent): AuditEventMessage {
+  return create(AuditEventSchema, {
+    id: e.id,
+    kind: e.kind,
+    actorId: e.actorId ?? "",
+    subjectId: e.subjectId ?? "",
+    subjectEmail: e.subjectEmail ?? "",
+    time: timestampFromDate(e.createdAt),
+    requestId: e.requestId ?? "",
+    source: e.source,
+    detailsJson: JSON.stringify(e.details ?? {}),
   });
 }

@@ -8,7 +8,7 @@ import type { Accounts, RequestOrigin } from "../accounts.js";
 import { UNKNOWN_IP } from "../throttle/throttle.js";
 import { encodePageToken } from "../domain/page-token.js";
 import type { PasswordPolicy } from "../domain/password-policy.js";
-import { apiKeyMessage, inviteMessage, tokensMessage, userMessage } from "./convert.js";
+import { apiKeyMessage, auditEventMessage, inviteMessage, tokensMessage, userMessage } from "./convert.js";
 import * as v from "./validate.js";
 
 /** Who may call what (the kit's auth interceptor enforces it; handlers check again). */
@@ -26,7 +26,7 @@ export const authRules: MethodRules = {
 export type AccountsApi = Pick<Accounts,
   "signUp" | "signIn" | "refresh" | "signOut" | "getMe" | "updateProfile" | "changePassword" | "deleteAccount" |
   "createInvites" | "listInvites" | "revokeInvite" | "listUsers" | "setUserRole" | "setUserDisabled" |
-  "createApiKey" | "listApiKeys" | "revokeApiKey" | "verifyApiKey">;
+  "createApiKey" | "listApiKeys" | "revokeApiKey" | "verifyApiKey" | "listAuditEvents">;
 
 export type RouteDeps = {
   accounts: AccountsApi;
@@ -66,8 +66,8 @@ export function routes(deps: RouteDeps): (router: ConnectRouter) => void {
         const { user, tokens } = await accounts.signIn(input, origin(ctx));
         return { user: userMessage(user), tokens: tokensMessage(tokens) };
       },
-      async refresh(req) {
-        return { tokens: tokensMessage(await accounts.refresh(v.refreshToken("refresh_token", req.refreshToken))) };
+      async refresh(req, ctx) {
+        return { tokens: tokensMessage(await accounts.refresh(v.refreshToken("refresh_token", req.refreshToken), origin(ctx))) };
       },
       async signOut(req) {
         await accounts.signOut(v.refreshToken("refresh_token", req.refreshToken));
@@ -96,7 +96,7 @@ export function routes(deps: RouteDeps): (router: ConnectRouter) => void {
       async createApiKey(req, ctx) {
         const me = withSession(ctx);
         const spec = { name: v.apiKeyName("name", req.name), expiresInMs: v.expiresIn("expires_in", req.expiresIn, v.MAX_API_KEY_EXPIRY_MS) };
-        const { apiKey, key } = await accounts.createApiKey(me.userId, spec);
+        const { apiKey, key } = await accounts.createApiKey(me.userId, spec, origin(ctx));
         return { apiKey: apiKeyMessage(apiKey, key) };
       },
       async listApiKeys(req, ctx) {
@@ -105,7 +105,7 @@ export function routes(deps: RouteDeps): (router: ConnectRouter) => void {
       },
       async revokeApiKey(req, ctx) {
         const me = withSession(ctx);
-        return { apiKey: apiKeyMessage(await accounts.revokeApiKey(me.userId, v.uuid("api_key_id", req.apiKeyId), me.userId)) };
+        return { apiKey: apiKeyMessage(await accounts.revokeApiKey(me.userId, v.uuid("api_key_id", req.apiKeyId), me.userId, origin(ctx))) };
       },
     });
 
@@ -126,7 +126,7 @@ export function routes(deps: RouteDeps): (router: ConnectRouter) => void {
           expiresInMs: v.expiresIn("expires_in", req.expiresIn),
           note: v.note("note", req.note),
         };
-        const created = await accounts.createInvites(admin.userId, spec);
+        const created = await accounts.createInvites(admin.userId, spec, origin(ctx));
         return { invites: created.map((c) => inviteMessage(c.invite, c.code)) };
       },
       async listInvites(req, ctx) {
@@ -136,8 +136,8 @@ export function routes(deps: RouteDeps): (router: ConnectRouter) => void {
         return { invites: r.items.map((i) => inviteMessage(i)), page: { nextPageToken: r.next ? encodePageToken(r.next) : "" } };
       },
       async revokeInvite(req, ctx) {
-        requirePrincipal(ctx, "admin");
-        return { invite: inviteMessage(await accounts.revokeInvite(v.uuid("invite_id", req.inviteId))) };
+        const admin = requirePrincipal(ctx, "admin");
+        return { invite: inviteMessage(await accounts.revokeInvite(v.uuid("invite_id", req.inviteId), admin.userId, origin(ctx))) };
       },
       async listUsers(req, ctx) {
         requirePrincipal(ctx, "admin");
@@ -149,12 +149,12 @@ export function routes(deps: RouteDeps): (router: ConnectRouter) => void {
         const admin = requirePrincipal(ctx, "admin");
         const userId = v.uuid("user_id", req.userId);
         const role = v.role("role", req.role);
-        return { user: userMessage(await accounts.setUserRole(admin.userId, userId, role)) };
+        return { user: userMessage(await accounts.setUserRole(admin.userId, userId, role, origin(ctx))) };
       },
       async disableUser(req, ctx) {
         const admin = requirePrincipal(ctx, "admin");
         const userId = v.uuid("user_id", req.userId);
-        return { user: userMessage(await accounts.setUserDisabled(admin.userId, userId, req.disabled)) };
+        return { user: userMessage(await accounts.setUserDisabled(admin.userId, userId, req.disabled, origin(ctx))) };
       },
       async listUserApiKeys(req, ctx) {
         requirePrincipal(ctx, "admin");
@@ -163,7 +163,14 @@ export function routes(deps: RouteDeps): (router: ConnectRouter) => void {
       },
       async revokeUserApiKey(req, ctx) {
         const admin = requirePrincipal(ctx, "admin");
-        return { apiKey: apiKeyMessage(await accounts.revokeApiKey(admin.userId, v.uuid("api_key_id", req.apiKeyId), undefined)) };
+        return { apiKey: apiKeyMessage(await accounts.revokeApiKey(admin.userId, v.uuid("api_key_id", req.apiKeyId), undefined, origin(ctx))) };
+      },
+      async listAuditEvents(req, ctx) {
+        requirePrincipal(ctx, "admin");
+        const p = v.page("page", req.page);
+        const userId = req.userId === "" ? undefined : v.uuid("user_id", req.userId);
+        const r = await accounts.listAuditEvents({ ...p, userId, kinds: v.auditKinds("kinds", req.kinds) });
+        return { events: r.items.map(auditEventMessage), page: { nextPageToken: r.next ? encodePageToken(r.next) : "" } };
       },
     });
   };

@@ -9,6 +9,7 @@ import { canonicalInviteCode, INVITE_CODE_SYMBOLS } from "../domain/invite-code.
 import { looksLikeRefreshToken, REFRESH_TOKEN_PREFIX } from "../domain/refresh-token.js";
 import { decodePageToken, pageSize, type Cursor } from "../domain/page-token.js";
 import type { Role } from "../accounts.js";
+import { AUDIT_KINDS } from "../data/audit.js";
 
 /**
  * Request validation: every field is checked before anything is written, and a bad one is reported as
@@ -131,4 +132,13 @@ export function role(field: string, r: RoleProto): Role {
   if (r === RoleProto.USER) return "user";
   if (r === RoleProto.ADMIN) return "admin";
   throw invalidArgument(field, "must be ROLE_USER or ROLE_ADMIN");
+}
+
+/** ListAuditEvents' kinds filter: each one a known kind (a typo would otherwise silently match nothing). */
+export function auditKinds(field: string, raw: string[]): string[] {
+  if (raw.length > AUDIT_KINDS.length) throw invalidArgument(field, `must list at most ${AUDIT_KINDS.length} kinds`);
+  for (const k of raw) {
+    if (!(AUDIT_KINDS as readonly string[]).includes(k)) throw invalidArgument(field, `has unknown kind "${k.slice(0, 40)}"; known: ${AUDIT_KINDS.join(", ")}`);
+  }
+  return [...new Set(raw)];
 }
