@@ -17,6 +17,8 @@ import { startPlatform, waitFor, type Platform } from "./harness.js";
 let platform: Platform;
 let sim: VllmSim;
 let slowSim: VllmSim;
+/** Answers every generation with an error (its health endpoint is fine): the model is listed but cannot reply. */
+let downSim: VllmSim;
 let billingDb: pg.Pool;
 let baseURL: string;
 /** The keys "auth" knows (the kit's API-key verifier and revocation list in front of it are the real ones). */
@@ -36,9 +38,11 @@ beforeAll(async () => {
   sim = await startVllmSim({ models: ["sim-model:8192"], outputTokens: { min: 20, max: 40 } });
   // Long, slow replies: a client can leave in the middle.
   slowSim = await startVllmSim({ models: ["sim-model:8192"], outputTokens: { min: 400, max: 400 }, timing: { decodeTokensPerSec: 100 } });
+  downSim = await startVllmSim({ models: ["sim-model:8192"], faults: { errorRate: 1 } });
   platform = await startPlatform({ apiKeyLookup: lookup, limits: { chatPerMinute: 4, chatStreams: 5 } });
   await platform.addModel({ id: "m-chat", baseUrls: [sim.url], contextWindow: 8192, maxOutputTokens: 512, inputPer1k: PRICE_IN, outputPer1k: PRICE_OUT });
   await platform.addModel({ id: "m-slow", baseUrls: [slowSim.url], contextWindow: 8192, maxOutputTokens: 1024, inputPer1k: PRICE_IN, outputPer1k: PRICE_OUT });
+  await platform.addModel({ id: "m-down", baseUrls: [downSim.url], contextWindow: 8192, maxOutputTokens: 512, inputPer1k: PRICE_IN, outputPer1k: PRICE_OUT });
   billingDb = new pg.Pool({ connectionString: platform.dbs.billing.url, max: 2 });
   baseURL = `http://127.0.0.1:${platform.chat.hosted.port}/v1`;
 }, 60_000);
@@ -48,6 +52,7 @@ afterAll(async () => {
   await platform?.stop();
   await sim?.close();
   await slowSim?.close();
+  await downSim?.close();
   redis.disconnect();
 });
 
@@ -201,6 +206,18 @@ describe("the openai SDK", () => {
     const raw = await fetch(`${baseURL}/chat/completions`, { method: "POST", headers: { authorization: `Bearer ${u.key}` }, body: "{nope" });
     expect(raw.status).toBe(400);
     expect((await raw.json() as { error: { code: string } }).error.code).toBe("invalid_json");
+  });
+
+  it("gives a 503 (InternalServerError, which the SDKs retry) when the model cannot answer, and releases the hold", async () => {
+    const u = await keyedUser(10_000n);
+    const err = await client(u.key).chat.completions.create({ model: "m-down", messages: [{ role: "user", content: "anyone?" }] })
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OpenAI.InternalServerError);
+    expect((err as InstanceType<typeof OpenAI.InternalServerError>).status).toBe(503);
+    expect((err as InstanceType<typeof OpenAI.InternalServerError>).code).toBe("model_unavailable");
+    const holds = (await billingDb.query<{ status: string }>("SELECT status FROM holds WHERE account_id = $1", [u.id])).rows;
+    expect(holds.map((h) => h.status)).toEqual(["released"]);
+    expect(await platform.available(u.id)).toBe(10_000n);
   });
 
   it("bills only the partial reply when the client disconnects mid-stream, and stops the upstream", async () => {
