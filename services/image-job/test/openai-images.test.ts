@@ -4,7 +4,7 @@
 // size the workflow does not offer, no credits and a bad token.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import OpenAI from "openai";
-import { PNG_SIGNATURE, startHarness, type Harness } from "./harness.js";
+import { eventually, PNG_SIGNATURE, startHarness, type Harness } from "./harness.js";
 
 let h: Harness;
 
@@ -58,6 +58,24 @@ describe("POST /v1/images/generations with the openai SDK", () => {
     expect(await h.balance(id)).toMatchObject({ balance: 1000n, held: 0n });
     const bad = new OpenAI({ apiKey: "not-a-token", baseURL: `${h.baseUrl}/v1`, maxRetries: 0 });
     expect(await bad.images.generate({ model: "flux-schnell", prompt: "x" }).catch((e: unknown) => e)).toBeInstanceOf(OpenAI.AuthenticationError);
+  });
+
+  it("cancels the job, releasing its credits, when the client leaves before the image is ready", async () => {
+    const { id, openai } = await client();
+    const before = h.sim.timing();
+    h.sim.setTiming({ stepMs: 500 });
+    try {
+      const ac = new AbortController();
+      const pending = openai.images.generate({ model: "flux-schnell", prompt: "a slow painting" }, { signal: ac.signal }).catch((e: unknown) => e);
+      // Wait until the job holds its credits, then leave.
+      await eventually(async () => ((await h.balance(id)).held > 0n ? true : undefined), 10_000, "the hold");
+      ac.abort();
+      expect(await pending).toBeInstanceOf(OpenAI.APIUserAbortError);
+      await eventually(async () => ((await h.balance(id)).held === 0n ? true : undefined), 15_000, "the hold released");
+      expect(await h.balance(id)).toMatchObject({ balance: 1000n, held: 0n });
+    } finally {
+      h.sim.setTiming(before);
+    }
   });
 
   it("gives RateLimitError insufficient_quota when the credits do not cover the images", async () => {
