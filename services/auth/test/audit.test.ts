@@ -195,14 +195,15 @@ describe("audit log", () => {
     expect(await events({ kinds: ["role.changed", "account.disabled", "role.changed"], userId: users[1] })).toHaveLength(3);
     expect(await events({ userId: randomUUID() })).toEqual([]);
 
-    for (const [req, field] of [
+    const bad: Array<[Parameters<typeof h.admin.listAuditEvents>[0], string]> = [
       [{ userId: "not-a-uuid" }, "user_id"],
       [{ kinds: ["role.changd"] }, "kinds"],
       [{ kinds: [""] }, "kinds"],
       [{ page: { pageToken: "garbage" } }, "page_token"],
       [{ page: { pageToken: Buffer.from('{"t":"2026-01-01T00:00:00Z","id":"x"}').toString("base64url") } }, "page_token"],
       [{ page: { pageSize: -1 } }, "page_size"],
-    ] as const) {
+    ];
+    for (const [req, field] of bad) {
       const err = await rejection(h.admin.listAuditEvents(req, adminAuth));
       expect(err.code, JSON.stringify(req)).toBe(Code.InvalidArgument);
       expect(err.message).toContain(field);

@@ -1,7 +1,7 @@
 // The audit log (issue 20; DESIGN.md "Audit"). Writers pass the transaction of the change they record, so an event
 // exists exactly when its change committed. The table refuses UPDATE/DELETE (migration 20261206030000_audit_events).
 import { currentRequestId } from "@luna/kit";
-import { Prisma, type AuditEvent } from "../generated/prisma/client.js";
+import type { AuditEvent, Prisma } from "../generated/prisma/client.js";
 import type { Db } from "./db.js";
 import type { Tx } from "./store.js";
 
