@@ -148,8 +148,9 @@ export async function createChatRouterModule(config: ChatRouterConfig, infra: Se
     authRules: CHAT_AUTH_RULES,
     // The OpenAI-compatible API (/v1/models, /v1/chat/completions): the same engine, billing and limits.
     http: openAIRoutes({
-      engine, catalog, recordUsage: outboxUsageRecorder(pool, kickOutbox), maxBodyBytes: config.CHAT_OPENAI_MAX_BODY_BYTES,
-      maxMessages: config.CHAT_OPENAI_MAX_MESSAGES, log,
+      engine, conversations, catalog, recordUsage: outboxUsageRecorder(pool, kickOutbox), maxBodyBytes: config.CHAT_OPENAI_MAX_BODY_BYTES,
+      maxMessages: config.CHAT_OPENAI_MAX_MESSAGES, maxMessageChars: config.CHAT_MAX_MESSAGE_CHARS,
+      maxSystemPromptChars: config.CHAT_MAX_SYSTEM_PROMPT_CHARS, log,
     }),
     readiness: [
       { name: "chat-router-db", check: async () => void (await pool.query("SELECT 1")) },

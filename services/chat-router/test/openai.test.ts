@@ -252,6 +252,38 @@ describe("the openai SDK", () => {
   });
 });
 
+describe("the luna extension", () => {
+  it("stores the exchange as a conversation on request, then continues it; without it nothing is stored", async () => {
+    const u = await keyedUser(10_000n);
+    const c = client(u.key);
+    const before = (await conversationsOf(u.token)).length;
+    await c.chat.completions.create({ model: "m-chat", max_tokens: 3, messages: [{ role: "user", content: "not kept" }] });
+    expect(await conversationsOf(u.token)).toHaveLength(before);
+
+    const first = await c.chat.completions.create({ model: "m-chat", max_tokens: 3,
+      messages: [{ role: "system", content: "Be brief." }, { role: "user", content: "Keep this" }], luna: { store: true } } as never) as
+      unknown as OpenAI.ChatCompletion & { luna: { conversation_id: string; message_id: string } };
+    const conversationId = first.luna.conversation_id;
+    expect(first.id).toBe(`chatcmpl-${first.luna.message_id}`);
+    const stream = await c.chat.completions.create({ model: "m-chat", max_tokens: 3, stream: true,
+      messages: [{ role: "user", content: "And this" }], luna: { conversation_id: conversationId } } as never) as unknown as AsyncIterable<OpenAI.ChatCompletionChunk>;
+    let text = "";
+    for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? "";
+    const got = await platform.chat.client(u.token).getConversation({ conversationId });
+    expect(got.conversation!.systemPrompt).toBe("Be brief.");
+    expect(got.messages.map((m) => m.content)).toEqual(["Keep this", first.choices[0]!.message.content, "And this", text]);
+
+    const bad = await c.chat.completions.create({ model: "m-chat", messages: [{ role: "user", content: "x" }, { role: "assistant", content: "y" },
+      { role: "user", content: "z" }], luna: { store: true } } as never).catch((e: unknown) => e);
+    expect(bad).toBeInstanceOf(OpenAI.BadRequestError);
+    expect((bad as InstanceType<typeof OpenAI.BadRequestError>).param).toBe("messages");
+  });
+});
+
+async function conversationsOf(token: string) {
+  return (await platform.chat.client(token).listConversations({})).conversations;
+}
+
 describe("the Vercel AI SDK (@ai-sdk/openai-compatible)", () => {
   it("streams text with usage", async () => {
     const u = await keyedUser(10_000n);

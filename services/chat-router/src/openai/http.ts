@@ -14,11 +14,17 @@ import {
   type NodeServerRequest, type NodeServerResponse, type OutboxRow,
 } from "@luna/kit";
 import type { ChatEngine, ReplyStream } from "../chat/engine.js";
+import type { Conversations } from "../chat/conversations.js";
 import type { ChatMessage } from "../domain/prompt.js";
 import { WARM_UP_TIMEOUT } from "../chat/reply-run.js";
 
 export interface OpenAIRoutesDeps {
-  engine: Pick<ChatEngine, "complete">;
+  engine: Pick<ChatEngine, "complete" | "send">;
+  /** For the `luna` extension that stores the exchange as a conversation. */
+  conversations: Pick<Conversations, "create">;
+  /** CHAT_MAX_MESSAGE_CHARS / CHAT_MAX_SYSTEM_PROMPT_CHARS: what a stored message and system prompt may hold. */
+  maxMessageChars: number;
+  maxSystemPromptChars: number;
   catalog: Pick<CatalogCache, "getModel" | "listModels" | "listWorkflows" | "loaded">;
   /** Enqueues a stateless reply's usage event (the outbox), then wakes the relay. */
   recordUsage(event: OutboxRow | undefined): Promise<boolean>;
@@ -27,6 +33,8 @@ export interface OpenAIRoutesDeps {
   maxMessages: number;
   log: { error(obj: object, msg?: string): void };
 }
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 const ROLES: Record<string, ChatMessage["role"]> = { system: "system", developer: "system", user: "user", assistant: "assistant" };
 
@@ -91,7 +99,29 @@ export function parseChatRequest(body: Record<string, unknown>, maxMessages: num
     throw badRequest("stream_options", "must be an object with a boolean include_usage");
   }
   if (Array.isArray(body.tools) && body.tools.length > 0) throw badRequest("tools", "tool calls are not supported");
+  // Luna's extension: `"luna": {"store": true}` keeps the exchange as a new conversation (the request then holds
+  // optional system messages and one user message); `"luna": {"conversation_id": "<id>"}` sends the last user message
+  // to that conversation, which answers from its own stored history and model.
+  let store: { conversationId?: string } | undefined;
+  if (body.luna !== undefined && body.luna !== null) {
+    const l = body.luna as { store?: unknown; conversation_id?: unknown };
+    if (typeof l !== "object" || Array.isArray(l)) throw badRequest("luna", "must be an object");
+    if (l.store !== undefined && typeof l.store !== "boolean") throw badRequest("luna.store", "must be a boolean");
+    if (l.conversation_id !== undefined && (typeof l.conversation_id !== "string" || !UUID.test(l.conversation_id))) {
+      throw badRequest("luna.conversation_id", "must be a conversation id");
+    }
+    if (typeof l.conversation_id === "string") store = { conversationId: l.conversation_id };
+    else if (l.store === true) store = {};
+  }
+  if (store) {
+    const last = messages[messages.length - 1]!;
+    if (last.role !== "user") throw badRequest(`messages[${messages.length - 1}].role`, "the last message must be the user's (luna extension)");
+    if (store.conversationId === undefined && messages.slice(0, -1).some((m) => m.role !== "system")) {
+      throw badRequest("messages", "to store a new conversation, send system messages and one user message (luna.store)");
+    }
+  }
   return {
+    store,
     model: body.model, messages, maxOutputTokens: isInt(max) ? max : 0, sampling,
     stream: body.stream === true, includeUsage: so?.include_usage === true,
   };
@@ -160,20 +190,38 @@ export function openAIRoutes(deps: OpenAIRoutesDeps): (req: NodeServerRequest, r
       if (!deps.catalog.loaded) throw new OpenAIError(503, "the model catalog is not loaded yet; try again shortly", "server_error", "catalog_unavailable");
       const model = deps.catalog.getModel(r.model);
       if (!model || model.kind !== ModelKind.TEXT) throw modelNotFound(r.model);
-      const id = `chatcmpl-${randomUUID()}`;
+      let id = `chatcmpl-${randomUUID()}`;
       const created = Math.floor(Date.now() / 1000);
-      const stream = await deps.engine.complete(principal, {
-        id, model, messages: r.messages, maxOutputTokens: r.maxOutputTokens, sampling: r.sampling, recordUsage: deps.recordUsage,
-      }, startedAt);
+      let stream: ReplyStream;
+      let extra: Record<string, unknown> = {};
+      if (r.store) {
+        // Stored: SendMessage's own path (the conversation's history and model; sampling fields do not apply).
+        const text = r.messages[r.messages.length - 1]!.content;
+        if ([...text].length > deps.maxMessageChars) throw badRequest(`messages[${r.messages.length - 1}].content`, `at most ${deps.maxMessageChars} characters`);
+        let conversationId = r.store.conversationId;
+        if (conversationId === undefined) {
+          const system = r.messages.filter((m) => m.role === "system").map((m) => m.content).join("\n\n");
+          if ([...system].length > deps.maxSystemPromptChars) throw badRequest("messages", `system messages: at most ${deps.maxSystemPromptChars} characters`);
+          conversationId = (await deps.conversations.create(principal, { modelId: model.id, title: "", systemPrompt: system })).id;
+        }
+        stream = await deps.engine.send(principal, { conversationId, text, clientMessageId: randomUUID(), maxOutputTokens: r.maxOutputTokens }, startedAt);
+        id = `chatcmpl-${stream.started.assistantMessageId}`;
+        extra = { conversation_id: conversationId, message_id: stream.started.assistantMessageId };
+      } else {
+        stream = await deps.engine.complete(principal, {
+          id, model, messages: r.messages, maxOutputTokens: r.maxOutputTokens, sampling: r.sampling, recordUsage: deps.recordUsage,
+        }, startedAt);
+      }
       // The client going away stops the reply (after CHAT_DISCONNECT_GRACE); what was produced is billed.
       res.on("close", () => stream.close());
-      if (r.stream) await streamReply(res, stream, { id, created, model: model.id, includeUsage: r.includeUsage });
-      else await wholeReply(res, stream, { id, created, model: model.id });
+      const modelId = stream.started.modelId || model.id;
+      if (r.stream) await streamReply(res, stream, { id, created, model: modelId, includeUsage: r.includeUsage, extra });
+      else await wholeReply(res, stream, { id, created, model: modelId, extra });
     }, deps.log);
   };
 }
 
-async function wholeReply(res: NodeServerResponse, stream: ReplyStream, c: { id: string; created: number; model: string }): Promise<void> {
+async function wholeReply(res: NodeServerResponse, stream: ReplyStream, c: { id: string; created: number; model: string; extra: Record<string, unknown> }): Promise<void> {
   let text = "";
   for (;;) {
     const ev = await stream.next();
@@ -186,7 +234,7 @@ async function wholeReply(res: NodeServerResponse, stream: ReplyStream, c: { id:
         id: c.id, object: "chat.completion", created: c.created, model: c.model,
         choices: [{ index: 0, message: { role: "assistant", content: text, refusal: null }, finish_reason: finishReasonOf(f), logprobs: null }],
         usage: usageOf(f),
-        luna: { credits_charged: f.creditsCharged.toString(), balance_after: f.balanceAfter.toString() },
+        luna: { credits_charged: f.creditsCharged.toString(), balance_after: f.balanceAfter.toString(), ...c.extra },
       });
       return;
     }
@@ -194,7 +242,7 @@ async function wholeReply(res: NodeServerResponse, stream: ReplyStream, c: { id:
 }
 
 async function streamReply(res: NodeServerResponse, stream: ReplyStream,
-  c: { id: string; created: number; model: string; includeUsage: boolean }): Promise<void> {
+  c: { id: string; created: number; model: string; includeUsage: boolean; extra: Record<string, unknown> }): Promise<void> {
   const w = res as ServerResponse;
   w.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", "x-accel-buffering": "no" });
   const chunk = (choices: unknown[], extra: Record<string, unknown> = {}) =>
@@ -219,7 +267,7 @@ async function streamReply(res: NodeServerResponse, stream: ReplyStream,
       const f = ev.value;
       chunk([{ index: 0, delta: {}, finish_reason: finishReasonOf(f), logprobs: null }]);
       if (c.includeUsage) {
-        chunk([], { usage: usageOf(f), luna: { credits_charged: f.creditsCharged.toString(), balance_after: f.balanceAfter.toString() } });
+        chunk([], { usage: usageOf(f), luna: { credits_charged: f.creditsCharged.toString(), balance_after: f.balanceAfter.toString(), ...c.extra } });
       }
       w.write("data: [DONE]\n\n");
       w.end();
