@@ -398,6 +398,22 @@ describe("luna CLI against the all-in-one platform", () => {
     expect((await luna(["models"], userEnv())).stdout).toContain("qwen2.5-7b-instruct");
   });
 
+  it("admin audit: lists the audit log, filtered by account and kind; bad kinds are refused", async () => {
+    const all = await luna(["admin", "audit", "--limit", "500"], adminEnv());
+    expect(all.code).toBe(0);
+    expect(all.stdout.split("\n")[0]).toMatch(/^TIME\s+KIND\s+ACTOR\s+SUBJECT\s+SOURCE\s+REQUEST\s+DETAILS/);
+    expect(all.stdout).toMatch(/\ssign_up\s/);
+    expect(all.stdout).toMatch(/\sinvites\.created\s/);
+    const mine = await luna(["admin", "audit", "--user", USER_EMAIL, "--kind", "sign_up"], adminEnv());
+    expect(mine.code).toBe(0);
+    const lines = mine.stdout.trim().split("\n").slice(1);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/\ssign_up\s/);
+    expect((await luna(["admin", "audit", "--kind", "api_key.revoked", "--limit", "1"], adminEnv())).stdout.trim().split("\n")).toHaveLength(2);
+    expectOneErrorLine(await luna(["admin", "audit", "--kind", "sign_upp"], adminEnv()), 1, /kinds has unknown kind "sign_upp"/);
+    expectOneErrorLine(await luna(["admin", "audit"], userEnv()), 1, /^luna: \S/);
+  });
+
   it("bad input and refused calls are one clear line with exit code 2 (usage) or 1", async () => {
     expectOneErrorLine(await luna(["frobnicate"], userEnv()), 2, /unknown command "frobnicate" \(see 'luna --help'\)/);
     expectOneErrorLine(await luna(["admin", "invites", "create", "--count", "0"], adminEnv()), 2,

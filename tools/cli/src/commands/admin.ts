@@ -1,8 +1,8 @@
-// Admin commands (role admin): invites, credit grants, the model catalog, accounts.
+// Admin commands (role admin): invites, credit grants, the model catalog, accounts, the audit log.
 import { randomUUID } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { DurationSchema } from "@bufbuild/protobuf/wkt";
-import { AuthAdminService } from "@luna/contracts/luna/auth/v1/auth_admin_service_pb.js";
+import { AuthAdminService, type AuditEvent } from "@luna/contracts/luna/auth/v1/auth_admin_service_pb.js";
 import type { Invite, User } from "@luna/contracts/luna/auth/v1/auth_pb.js";
 import { BillingAdminService } from "@luna/contracts/luna/billing/v1/billing_admin_service_pb.js";
 import { ModelAdminService } from "@luna/contracts/luna/models/v1/model_admin_service_pb.js";
@@ -143,6 +143,35 @@ export const adminCommands: CommandSpec<Context>[] = [
       if (users.length === 0) return ctx.out("No accounts.");
       const rows = users.map((u) => [u.id, u.email, roleName(u.role) + (u.disabled ? " (disabled)" : ""), dateTime(u.createdAt), u.displayName]);
       for (const line of table(["ID", "EMAIL", "ROLE", "CREATED", "NAME"], rows)) ctx.out(line);
+    },
+  },
+  {
+    name: "admin audit",
+    summary: "List the audit log (security and admin events), newest first.",
+    details: "Example: luna admin audit --user ann@example.com --kind sign_in.failed,sign_in.locked --limit 20\n" +
+      "Kinds: sign_up, sign_in.failed, sign_in.locked, password.changed, session.revoked, account.deleted, account.disabled,\n" +
+      "account.enabled, role.changed, invites.created, invite.revoked, api_key.created, api_key.revoked.",
+    options: {
+      user: { type: "string", value: "ID|EMAIL", description: "Only events by or about this account (deleted accounts: by id)" },
+      kind: { type: "string", value: "KIND[,KIND]", description: "Only these kinds (comma-separated)" },
+      limit: limitOption,
+    },
+    async run(ctx, args) {
+      const limit = intArg(args.options.limit, "--limit", { min: 1, max: 10_000, default: DEFAULT_LIST_LIMIT }, "admin audit");
+      const kinds = (str(args, "kind") ?? "").split(",").map((k) => k.trim()).filter((k) => k !== "");
+      ctx.requireSession();
+      const who = str(args, "user");
+      const user = who ? await resolveUser(ctx, who) : undefined;
+      const userId = user === undefined ? "" : typeof user === "string" ? user : user.id;
+      const auth = ctx.clients.client(AuthAdminService);
+      const events = await collectPages<AuditEvent>(limit, async (page) => {
+        const res = await auth.listAuditEvents({ page, userId, kinds });
+        return { items: res.events, next: res.page?.nextPageToken };
+      });
+      if (events.length === 0) return ctx.out("No audit events.");
+      const rows = events.map((e) => [dateTime(e.time), e.kind, e.actorId || "-", e.subjectId || e.subjectEmail || "-", e.source,
+        e.requestId || "-", clip(e.detailsJson === "{}" ? "" : e.detailsJson, 60)]);
+      for (const line of table(["TIME", "KIND", "ACTOR", "SUBJECT", "SOURCE", "REQUEST", "DETAILS"], rows)) ctx.out(line);
     },
   },
 ];
