@@ -410,7 +410,7 @@ describe("luna CLI against the all-in-one platform", () => {
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatch(/\ssign_up\s/);
     expect((await luna(["admin", "audit", "--kind", "api_key.revoked", "--limit", "1"], adminEnv())).stdout.trim().split("\n")).toHaveLength(2);
-    expectOneErrorLine(await luna(["admin", "audit", "--kind", "sign_upp"], adminEnv()), 1, /kinds has unknown kind "sign_upp"/);
+    expectOneErrorLine(await luna(["admin", "audit", "--kind", "sign_upp"], adminEnv()), 1, /kinds: unknown kind "sign_upp"; known: sign_up, /);
     expectOneErrorLine(await luna(["admin", "audit"], userEnv()), 1, /^luna: \S/);
   });
 

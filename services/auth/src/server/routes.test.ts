@@ -139,7 +139,7 @@ describe("AuthService validation of the other RPCs", () => {
     await expectInvalid(calls, auth.signOut({ refreshToken: "luna_rt_short" }), "refresh_token");
     const token = generateRefreshToken();
     await auth.refresh({ refreshToken: token });
-    expect(calls).toEqual([{ method: "refresh", args: [token] }]);
+    expect(calls).toEqual([{ method: "refresh", args: [token, { ip: "unknown" }] }]);
   });
   it("UpdateProfile: display_name", async () => {
     const { calls, auth } = setup();
@@ -195,7 +195,7 @@ describe("AuthAdminService validation", () => {
     await expectInvalid(c.calls, c.admin.createInvites({ ...ok, note: "n".repeat(201) }, admin), "note");
     await expectInvalid(c.calls, c.admin.createInvites({ ...ok, note: "a\u0007b" }, admin), "note");
     await c.admin.createInvites({ count: 3, usesPerCode: 2, expiresIn: { seconds: 3600n }, note: " friends " }, admin);
-    expect(c.calls).toEqual([{ method: "createInvites", args: [USER, { count: 3, usesPerCode: 2, expiresInMs: 3_600_000, note: "friends" }] }]);
+    expect(c.calls).toEqual([{ method: "createInvites", args: [USER, { count: 3, usesPerCode: 2, expiresInMs: 3_600_000, note: "friends" }, { ip: "unknown" }] }]);
   });
   it("ListInvites and ListUsers: page and email_prefix", async () => {
     fresh();
@@ -217,6 +217,6 @@ describe("AuthAdminService validation", () => {
     await expectInvalid(c.calls, c.admin.setUserRole({ userId: OTHER, role: 7 as Role }, admin), "role");
     await expectInvalid(c.calls, c.admin.disableUser({ userId: "", disabled: true }, admin), "user_id");
     await c.admin.setUserRole(create(AuthAdminService.method.setUserRole.input, { userId: OTHER.toUpperCase(), role: Role.ADMIN }), admin);
-    expect(c.calls).toEqual([{ method: "setUserRole", args: [USER, OTHER, "admin"] }]);
+    expect(c.calls).toEqual([{ method: "setUserRole", args: [USER, OTHER, "admin", { ip: "unknown" }] }]);
   });
 });

@@ -138,7 +138,7 @@ export function role(field: string, r: RoleProto): Role {
 export function auditKinds(field: string, raw: string[]): string[] {
   if (raw.length > AUDIT_KINDS.length) throw invalidArgument(field, `must list at most ${AUDIT_KINDS.length} kinds`);
   for (const k of raw) {
-    if (!(AUDIT_KINDS as readonly string[]).includes(k)) throw invalidArgument(field, `has unknown kind "${k.slice(0, 40)}"; known: ${AUDIT_KINDS.join(", ")}`);
+    if (!(AUDIT_KINDS as readonly string[]).includes(k)) throw invalidArgument(field, `unknown kind "${k.slice(0, 40)}"; known: ${AUDIT_KINDS.join(", ")}`);
   }
   return [...new Set(raw)];
 }
