@@ -6,7 +6,7 @@ export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 NPM_STAMP := node_modules/.package-lock.json
 # One process (no tsx wrapper relaying signals), TypeScript loaded by tsx, workspace sources via the luna-source condition.
 TSX := node --conditions=luna-source --import tsx
-PKG_JSONS := package.json gateway/package.json $(wildcard packages/*/package.json services/*/package.json tools/*/package.json)
+PKG_JSONS := package.json $(wildcard gateway/package.json packages/*/package.json services/*/package.json tools/*/package.json)
 PRISMA_SCHEMAS := $(wildcard services/*/prisma/schema.prisma)
 PRISMA_STAMP := node_modules/.cache/luna/prisma.stamp
 
