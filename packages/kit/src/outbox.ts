@@ -4,6 +4,7 @@
 // Tables: packages/kit/sql/outbox_inbox.sql.
 import type pg from "pg";
 import type { JetStreamClient } from "@nats-io/jetstream";
+import { Gauge, type Registry } from "prom-client";
 import { assertHeaders, assertPublishSubject, publishEvent } from "./nats.js";
 import type { MinimalLogger } from "./nats.js";
 import { isUuid } from "./ids.js";
@@ -142,6 +143,39 @@ export interface OutboxRelayOptions {
   prune?: { retainMs: number; intervalMs: number } | false;
   /** Called after each batch with the rows published (and how many JetStream reported as duplicates). */
   onPublished?: (info: { count: number; duplicates: number }) => void;
+  /**
+   * Exports the backlog (see {@link OUTBOX_BACKLOG_METRICS}) in the service's registry (the kit's `Metrics`), with
+   * `outbox` = the module's name (the all-in-one process hosts several relays on one registry). Refreshed by the
+   * relay loop at most every `intervalMs` (default 5 s): one statement on the partial unpublished index.
+   */
+  metrics?: { registry: Registry; outbox: string; intervalMs?: number };
+}
+
+/** The relay's backlog gauges (labels: `outbox`, plus the registry's `luna_service`); the alert LunaOutboxLag reads the first. */
+export const OUTBOX_BACKLOG_METRICS = {
+  oldest: "luna_outbox_oldest_unpublished_seconds",
+  unpublished: "luna_outbox_unpublished",
+} as const;
+
+/** `luna_outbox_unpublished` counts up to this many rows (a larger backlog reads as this): the count stays cheap. */
+export const OUTBOX_UNPUBLISHED_COUNT_CAP = 10_000;
+
+/**
+ * The backlog in one statement outside any transaction: the head of the queue (the row the relay publishes next, by
+ * `seq` on the partial index, so one index entry and one heap row) and a count of the index's entries up to the cap.
+ * The age is measured by Postgres's clock, the same clock that wrote `created_at`.
+ */
+const BACKLOG_SQL = `SELECT
+  (SELECT EXTRACT(EPOCH FROM clock_timestamp() - created_at)::float8 FROM outbox_events
+    WHERE published_at IS NULL ORDER BY seq LIMIT 1) AS oldest,
+  (SELECT count(*)::int FROM (SELECT 1 FROM outbox_events WHERE published_at IS NULL
+    LIMIT ${OUTBOX_UNPUBLISHED_COUNT_CAP}) AS head) AS n`;
+
+/** The registry's backlog gauge of that name, created once per registry (several relays may share one). */
+function backlogGauge(registry: Registry, name: string, help: string): Gauge<"outbox"> {
+  const existing = registry.getSingleMetric(name);
+  if (existing) return existing as Gauge<"outbox">;
+  return new Gauge({ name, help, labelNames: ["outbox"] as const, registers: [registry] });
 }
 
 export interface OutboxRelay {
@@ -219,6 +253,9 @@ export function startOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
     throw new Error("startOutboxRelay: prune.retainMs must be >= 0 and prune.intervalMs > 0");
   }
   if (!opts.pool && !opts.databaseUrl) throw new Error("startOutboxRelay: give pool or databaseUrl");
+  const metricsIntervalMs = opts.metrics?.intervalMs ?? 5_000;
+  if (opts.metrics && !(metricsIntervalMs > 0)) throw new Error("startOutboxRelay: metrics.intervalMs must be > 0");
+  if (opts.metrics && !opts.metrics.outbox) throw new Error("startOutboxRelay: metrics.outbox must name the outbox");
   // The relay holds one connection for LISTEN and uses another for each batch.
   if (opts.pool && (opts.pool.options.max ?? 10) < 2) throw new Error("startOutboxRelay: the pool needs max >= 2 connections");
   const { js, log } = opts;
@@ -335,6 +372,27 @@ export function startOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
     return rows[0]?.pending === true;
   };
 
+  const backlog = opts.metrics && {
+    labels: { outbox: opts.metrics.outbox },
+    oldest: backlogGauge(opts.metrics.registry, OUTBOX_BACKLOG_METRICS.oldest,
+      "Age in seconds of the oldest outbox row not yet published to NATS (0 when none waits)."),
+    unpublished: backlogGauge(opts.metrics.registry, OUTBOX_BACKLOG_METRICS.unpublished,
+      `Outbox rows waiting to be published to NATS (counted up to ${OUTBOX_UNPUBLISHED_COUNT_CAP}).`),
+  };
+  let lastBacklog = 0;
+  /** Refreshes the backlog gauges when due; a failure keeps the last values (the relay's own failure is logged). */
+  const maybeRefreshBacklog = async (): Promise<void> => {
+    if (!backlog || Date.now() - lastBacklog < metricsIntervalMs) return;
+    lastBacklog = Date.now();
+    try {
+      const { rows } = await pool.query<{ oldest: number | null; n: number }>(BACKLOG_SQL);
+      backlog.oldest.set(backlog.labels, Math.max(0, rows[0]?.oldest ?? 0));
+      backlog.unpublished.set(backlog.labels, rows[0]?.n ?? 0);
+    } catch (err) {
+      log.debug({ err }, "outbox relay: backlog metrics not refreshed");
+    }
+  };
+
   let lastPrune = 0;
   const maybePrune = async (): Promise<void> => {
     if (!prune || Date.now() - lastPrune < prune.intervalMs) return;
@@ -353,6 +411,8 @@ export function startOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
     // (NOTIFY, poll) first probes whether anything waits: one cheap statement instead of a batch transaction.
     let batchNext = true;
     while (!stopped) {
+      // Every pass, also the retries of an outage (the backoff is at most maxBackoffMs), so the gauge keeps rising.
+      await maybeRefreshBacklog();
       // A pass not asked for by a kick (nor owed: start, failure, full batch) first lets a burst's commits gather.
       if (notifyDelayMs > 0 && !batchNext && !kicked) {
         await pause(notifyDelayMs, true);
@@ -455,6 +515,9 @@ export function startOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
         wake?.();
         for (const w of [...stopWaiters]) w();
         await running;
+        // A stopped relay reports nothing rather than a frozen backlog.
+        backlog?.oldest.remove(backlog.labels);
+        backlog?.unpublished.remove(backlog.labels);
         if (ownPool) await pool.end();
       })();
       return stopping;

@@ -9,7 +9,8 @@ import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
 import { ROOT_CONTEXT, context, trace, TraceFlags } from "@opentelemetry/api";
 import { createTestDatabase, testServers } from "../../src/testing/index.js";
 import { connectNats, ensureStreams, runConsumer } from "../../src/nats.js";
-import { MAX_OUTBOX_PAYLOAD_BYTES, OUTBOX_CHANNEL, enqueueEvent, pruneOutbox, sqlTxFromPg, startOutboxRelay } from "../../src/outbox.js";
+import { createMetrics } from "../../src/metrics.js";
+import { MAX_OUTBOX_PAYLOAD_BYTES, OUTBOX_BACKLOG_METRICS, OUTBOX_CHANNEL, enqueueEvent, pruneOutbox, sqlTxFromPg, startOutboxRelay } from "../../src/outbox.js";
 import type { OutboxRelay } from "../../src/outbox.js";
 import { ensureContextManager } from "../../src/tracing.js";
 import { OUTBOX_INBOX_SQL, captureLog, testPool, decode, encode, inTransaction, repeated, streamMessages, uniq, waitFor } from "./helpers.js";
@@ -358,6 +359,43 @@ describe("outbox relay", () => {
     } finally {
       await consumer.stop();
     }
+  });
+
+  it("exports the backlog: the gauges rise while NATS is unreachable and fall to 0 once the relay catches up", async () => {
+    // A real NATS connection that is closed: every publish fails as it would with the server gone.
+    const deadNc = await connectNats({ servers: testServers().natsUrl, name: "kit-outbox-dead", log: captureLog() });
+    const deadJs = jetstream(deadNc);
+    await deadNc.close();
+    let target: Pick<JetStreamClient, "publish"> = deadJs;
+    const switchableJs = { publish: (...args: Parameters<JetStreamClient["publish"]>) => target.publish(...args) };
+    const metrics = createMetrics({ service: "kit-test", defaultMetrics: false });
+    const sample = async (name: string): Promise<number | undefined> => {
+      const text = await metrics.registry.metrics();
+      const m = new RegExp(`^${name}\\{[^}]*\\} (\\S+)$`, "m").exec(text);
+      if (m && !m[0].includes('luna_service="kit-test"')) throw new Error(`no service label: ${m[0]}`);
+      if (m && !m[0].includes('outbox="kit"')) throw new Error(`no outbox label: ${m[0]}`);
+      return m ? Number(m[1]) : undefined;
+    };
+    const ids = await enqueueInTx(3);
+    const r = relay({ js: switchableJs, metrics: { registry: metrics.registry, outbox: "kit", intervalMs: 100 } });
+    await waitFor("backlog counted", async () => (await sample(OUTBOX_BACKLOG_METRICS.unpublished)) === 3);
+    const first = (await sample(OUTBOX_BACKLOG_METRICS.oldest))!;
+    await waitFor("oldest age rising", async () => (await sample(OUTBOX_BACKLOG_METRICS.oldest))! >= first + 0.5, { timeoutMs: 5_000 });
+    expect(await pendingRows()).toBe(3); // nothing got through
+
+    target = js; // NATS is back
+    await waitFor("outbox drained", async () => (await r.pending()) === 0);
+    await waitFor("gauges back to 0", async () =>
+      (await sample(OUTBOX_BACKLOG_METRICS.oldest)) === 0 && (await sample(OUTBOX_BACKLOG_METRICS.unpublished)) === 0);
+    expect((await streamMessages(jsm, STREAM)).map((m) => m.msgId)).toEqual(ids);
+
+    // A second relay on the same registry (the all-in-one process) gets its own series, not a duplicate-metric error.
+    const other = relay({ metrics: { registry: metrics.registry, outbox: "other", intervalMs: 100 } });
+    await waitFor("second series", async () => (await metrics.registry.metrics()).includes('outbox="other"'));
+    // Stopped relays report nothing rather than a frozen value.
+    await other.stop();
+    expect(await metrics.registry.metrics()).not.toContain('outbox="other"');
+    expect(() => relay({ metrics: { registry: metrics.registry, outbox: "" } })).toThrow(/metrics.outbox/);
   });
 
   it("prunes only published rows older than the cutoff", async () => {
