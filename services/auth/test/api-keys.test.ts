@@ -2,74 +2,31 @@
 // list/revoke; keys die with the account; a key acts as role "user" and cannot manage keys; and a revoked key stops
 // working in another service (billing, its own verifier, cache and Redis connection) within the revocation bound.
 import { randomBytes } from "node:crypto";
-import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-node";
+import { Code } from "@connectrpc/connect";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
-import { jetstream } from "@nats-io/jetstream";
-import {
-  apiKeyLookupOver, connectRedis, createApiKeyVerifier, createDirectTransport, createLogger, createMetrics, createRevocationList,
-  createServiceVerifier, generateSigningKey, hashApiKey, hostModules, isWellFormedApiKey, loadConfig, type HostedModules, type Redis,
-} from "@luna/kit";
-import { createTestDatabase, testServers, type TestDatabase } from "@luna/kit/testing";
-import { BillingService } from "@luna/contracts/luna/billing/v1/billing_service_pb.js";
-import { billingConfigSchema, createBillingModule, migrationsDir as billingMigrations, type BillingModule } from "@luna/billing";
+import { hashApiKey, isWellFormedApiKey } from "@luna/kit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { PASSWORD, rejection, startAuth, type Harness } from "./harness.js";
+import { startBillingBeside, type BillingBeside } from "./billing-beside.js";
+import { outcome, PASSWORD, rejection, startAuth, type Harness } from "./harness.js";
 
 /** LUNA_REVOCATION_CHECK_INTERVAL of both services. */
 const BOUND_MS = 1000;
 const SLACK_MS = 1500;
 
 let h: Harness;
-let billingDb: TestDatabase;
-let billingRedis: Redis;
-let billingModule: BillingModule;
-let billing: HostedModules;
-let balance: Client<typeof BillingService>;
+let billing: BillingBeside;
+let balance: BillingBeside["balance"];
 
 beforeAll(async () => {
   h = await startAuth({ AUTH_API_KEY_MAX_ACTIVE: "3" }, { revocationCheckMs: BOUND_MS });
-  const log = createLogger({ service: "billing-test", level: "silent" });
-  billingDb = await createTestDatabase({ migrationsDir: billingMigrations, prefix: "billing" });
-  billingRedis = connectRedis(testServers().redisUrl, { log, name: "billing-api-keys-test" });
-  const metrics = createMetrics({ service: "billing", defaultMetrics: false });
-  billingModule = await createBillingModule(loadConfig(billingConfigSchema, {}), { log, metrics, redis: billingRedis, js: jetstream(h.nc), databaseUrl: billingDb.url });
-  const internalKey = await generateSigningKey({ kid: "internal" });
-  const revocations = createRevocationList({ redis: billingRedis, checkIntervalMs: BOUND_MS });
-  // What runService builds for every other service: keys are looked up in auth through AuthInternalService (here a
-  // direct transport with billing's internal principal, which applies auth's access rules), cached an hour so that
-  // only the revocation list can end a cached answer early.
-  const toAuth = createDirectTransport({ routes: (r) => h.module.routes(r), rules: h.module.authRules,
-    principal: { userId: "billing", role: "internal", tokenId: "test" },
-    fallback: () => { throw new Error("AuthInternalService has only unary methods"); } });
-  const verifier = createServiceVerifier({
-    userIssuer: h.config.LUNA_JWT_ISSUER,
-    audience: h.config.LUNA_JWT_AUDIENCE,
-    userKeys: { jwksUrl: `${h.baseUrl}/.well-known/jwks.json` },
-    internalIssuer: "luna-internal",
-    internalPublicKey: internalKey.publicJwk,
-    revocations,
-    apiKeys: createApiKeyVerifier({ lookup: apiKeyLookupOver(toAuth), revocations, cacheTtlMs: 3_600_000 }),
-  });
-  billing = await hostModules({ modules: [billingModule], verifier, metrics, log, host: "127.0.0.1", port: 0, adminPort: 0, corsOrigins: [], shutdownGraceMs: 100, readiness: [] });
-  balance = createClient(BillingService, createConnectTransport({ baseUrl: `http://127.0.0.1:${billing.port}`, httpVersion: "1.1" }));
+  billing = await startBillingBeside(h, { revocationCheckMs: BOUND_MS, apiKeys: true });
+  balance = billing.balance;
 });
 
 afterAll(async () => {
   await billing?.close();
-  billingRedis?.disconnect();
-  await billingDb?.drop();
   await h?.close();
 });
-
-async function outcome(p: Promise<unknown>): Promise<Code | "ok"> {
-  try {
-    await p;
-    return "ok";
-  } catch (e) {
-    return ConnectError.from(e).code;
-  }
-}
 
 async function account(): Promise<{ userId: string; token: string }> {
   const res = await h.signUp(`keys-${randomBytes(4).toString("hex")}@example.com`);

@@ -3,7 +3,7 @@
 // NATS. Each harness has its own database, and a random client IP (x-forwarded-for) so throttles never collide.
 import { randomBytes, randomUUID } from "node:crypto";
 import { fileURLToPath } from "node:url";
-import { ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
+import { ConnectError, createClient, type Client, type Code, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { jetstream, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/nats-core";
@@ -177,6 +177,16 @@ export async function waitForEvent<D extends DescMessage>(
 
 export async function streamLastSeq(h: Harness): Promise<number> {
   return (await h.jsm.streams.info(EVENTS_STREAM)).state.last_seq;
+}
+
+/** "ok", or the code a call failed with. */
+export async function outcome(p: Promise<unknown>): Promise<Code | "ok"> {
+  try {
+    await p;
+    return "ok";
+  } catch (e) {
+    return ConnectError.from(e).code;
+  }
 }
 
 /** The ConnectError of a call that must fail. */

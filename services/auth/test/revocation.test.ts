@@ -2,18 +2,10 @@
 // issued before stop working within the configured bound in every service — here auth itself and billing (GetBalance,
 // the call the issue saw succeed), each with its own verifier, Redis connection and cache, as separate services have.
 import { randomBytes } from "node:crypto";
-import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-node";
-import { jetstream } from "@nats-io/jetstream";
-import {
-  connectRedis, createLogger, createMetrics, createRevocationList, createServiceVerifier, generateSigningKey, hostModules, loadConfig,
-  type HostedModules, type Redis,
-} from "@luna/kit";
-import { createTestDatabase, testServers, type TestDatabase } from "@luna/kit/testing";
-import { BillingService } from "@luna/contracts/luna/billing/v1/billing_service_pb.js";
-import { billingConfigSchema, createBillingModule, migrationsDir as billingMigrations, type BillingModule } from "@luna/billing";
+import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { PASSWORD, startAuth, type Harness } from "./harness.js";
+import { startBillingBeside, type BillingBeside } from "./billing-beside.js";
+import { outcome, PASSWORD, startAuth, type Harness } from "./harness.js";
 
 /** The revocation check interval both services run with (LUNA_REVOCATION_CHECK_INTERVAL). */
 const BOUND_MS = 1000;
@@ -21,48 +13,19 @@ const BOUND_MS = 1000;
 const SLACK_MS = 1500;
 
 let h: Harness;
-let billingDb: TestDatabase;
-let billingRedis: Redis;
-let billingModule: BillingModule;
-let billing: HostedModules;
-let balance: Client<typeof BillingService>;
+let billing: BillingBeside;
+let balance: BillingBeside["balance"];
 
 beforeAll(async () => {
   h = await startAuth({}, { revocationCheckMs: BOUND_MS });
-  const log = createLogger({ service: "billing-test", level: "silent" });
-  billingDb = await createTestDatabase({ migrationsDir: billingMigrations, prefix: "billing" });
-  billingRedis = connectRedis(testServers().redisUrl, { log, name: "billing-revocation-test" });
-  const metrics = createMetrics({ service: "billing", defaultMetrics: false });
-  billingModule = await createBillingModule(loadConfig(billingConfigSchema, {}), { log, metrics, redis: billingRedis, js: jetstream(h.nc), databaseUrl: billingDb.url });
-  const internalKey = await generateSigningKey({ kid: "internal" });
-  // What runService builds for every service (kit: service.ts).
-  const verifier = createServiceVerifier({
-    userIssuer: h.config.LUNA_JWT_ISSUER,
-    audience: h.config.LUNA_JWT_AUDIENCE,
-    userKeys: { jwksUrl: `${h.baseUrl}/.well-known/jwks.json` },
-    internalIssuer: "luna-internal",
-    internalPublicKey: internalKey.publicJwk,
-    revocations: createRevocationList({ redis: billingRedis, checkIntervalMs: BOUND_MS }),
-  });
-  billing = await hostModules({ modules: [billingModule], verifier, metrics, log, host: "127.0.0.1", port: 0, adminPort: 0, corsOrigins: [], shutdownGraceMs: 100, readiness: [] });
-  balance = createClient(BillingService, createConnectTransport({ baseUrl: `http://127.0.0.1:${billing.port}`, httpVersion: "1.1" }));
+  billing = await startBillingBeside(h, { revocationCheckMs: BOUND_MS });
+  balance = billing.balance;
 });
 
 afterAll(async () => {
   await billing?.close();
-  billingRedis?.disconnect();
-  await billingDb?.drop();
   await h?.close();
 });
-
-async function outcome(p: Promise<unknown>): Promise<Code | "ok"> {
-  try {
-    await p;
-    return "ok";
-  } catch (e) {
-    return ConnectError.from(e).code;
-  }
-}
 
 /** Both services answer with `token`: auth's GetMe and billing's GetBalance. */
 async function calls(token: string): Promise<Array<Code | "ok">> {
