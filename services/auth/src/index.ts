@@ -144,7 +144,10 @@ export async function createAuthModule(config: AuthConfig, infra: AuthInfra, opt
     async start() {
       await keys.rotateIfDue();
       keys.start();
-      relay = startOutboxRelay({ databaseUrl: infra.databaseUrl, js: infra.js, log, prune: outboxPruneOf(config) });
+      relay = startOutboxRelay({
+        databaseUrl: infra.databaseUrl, js: infra.js, log, prune: outboxPruneOf(config),
+        metrics: infra.metrics && { registry: infra.metrics.registry, outbox: "auth" },
+      });
       await accounts.ensureFirstAdmin({ email: config.AUTH_ADMIN_EMAIL, password: config.AUTH_ADMIN_PASSWORD });
     },
     async stop() {

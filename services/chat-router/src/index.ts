@@ -166,7 +166,10 @@ export async function createChatRouterModule(config: ChatRouterConfig, infra: Se
       started = true;
       hub.start();
       await catalog.start();
-      relay = startOutboxRelay({ pool, js: infra.js, log, prune: outboxPruneOf(config) });
+      relay = startOutboxRelay({
+        pool, js: infra.js, log, prune: outboxPruneOf(config),
+        metrics: { registry: infra.metrics.registry, outbox: "chat-router" },
+      });
       inboxPruner = startInboxPruner({ pool, log, ...inboxPruneOf(config) });
       if (config.CHAT_SWEEP_INTERVAL > 0) {
         sweepTimer = setInterval(() => {

@@ -162,7 +162,10 @@ export async function createImageJobModule(config: ImageJobConfig, infra: ImageJ
       catalog.readiness,
     ],
     async start() {
-      relay = startOutboxRelay({ pool, js: infra.js, log, notifyDelayMs: config.IMAGE_RELAY_NOTIFY_DELAY, prune: outboxPruneOf(config) });
+      relay = startOutboxRelay({
+        pool, js: infra.js, log, notifyDelayMs: config.IMAGE_RELAY_NOTIFY_DELAY, prune: outboxPruneOf(config),
+        metrics: { registry: infra.metrics.registry, outbox: "image-job" },
+      });
       inboxPruner = startInboxPruner({ pool, log, ...inboxPruneOf(config) });
       await catalog.start();
       poolConsumers = startPoolConsumers({ js: infra.js, catalog, ackWaitMs: WORKER_ACK_WAIT_DEFAULT, retryMs: 10_000, log });

@@ -97,7 +97,10 @@ export async function createModelRegistryModule(
       },
     ],
     async start() {
-      relay = startOutboxRelay({ databaseUrl: infra.databaseUrl, js: infra.js, log, prune: outboxPruneOf(config) });
+      relay = startOutboxRelay({
+        databaseUrl: infra.databaseUrl, js: infra.js, log, prune: outboxPruneOf(config),
+        metrics: { registry: infra.metrics.registry, outbox: "model-registry" },
+      });
       if (config.REGISTRY_SEED) {
         await seedCatalog(store, { vllmUrl: config.REGISTRY_SEED_VLLM_URL, comfyuiUrl: config.REGISTRY_SEED_COMFYUI_URL,
           imageWorkers: config.REGISTRY_SEED_IMAGE_WORKERS }, log);
