@@ -120,13 +120,18 @@ describe("alert rules", () => {
   });
 
   it("the unit tests catch a wrong threshold, a lost namespace scope and a wrong runbook link", async () => {
-    const loose = await unitTests(groupsOf(await render({ extraArgs: ["--set-json", "rules.errorRate.ratio=0.5", "--set", "rules.ttft.p99Seconds=15"] })));
+    const loose = await unitTests(groupsOf(await render({
+      extraArgs: ["--set-json", "rules.errorRate.ratio=0.5", "--set", "rules.ttft.p99Seconds=15", "--set", "rules.outboxLag.oldestSeconds=900"],
+    })));
     expect(loose.result.code).not.toBe(0);
     expect(loose.result.stdout + loose.result.stderr).toMatch(/error rate per service[\s\S]*TTFT p99 per model/);
+    expect(loose.result.stdout + loose.result.stderr).toMatch(/name: outbox lag per outbox/);
     const unscoped = await unitTests(groupsOf(await render({ set: { "rules.scopeToReleaseNamespace": "false" } })));
     expect(unscoped.result.stdout + unscoped.result.stderr).toMatch(/name: error rate per service/);
+    expect(unscoped.result.stdout + unscoped.result.stderr).toMatch(/name: outbox lag per outbox/);
     const link = await unitTests(groupsOf(await render({ set: { "rules.runbookBaseUrl": "https://example.com/RUNBOOKS.md" } })));
     expect(link.result.stdout + link.result.stderr).toMatch(/ledger invariant annotations/);
+    expect(link.result.stdout + link.result.stderr).toMatch(/outbox lag annotations/);
   });
 
   it("every alert has a severity, a summary and a runbook_url whose section exists in docs/RUNBOOKS.md", async () => {

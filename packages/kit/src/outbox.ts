@@ -151,14 +151,23 @@ export interface OutboxRelayOptions {
   metrics?: { registry: Registry; outbox: string; intervalMs?: number };
 }
 
-/** The relay's backlog gauges (labels: `outbox`, plus the registry's `luna_service`); the alert LunaOutboxLag reads the first. */
-export const OUTBOX_BACKLOG_METRICS = {
-  oldest: "luna_outbox_oldest_unpublished_seconds",
-  unpublished: "luna_outbox_unpublished",
-} as const;
-
 /** `luna_outbox_unpublished` counts up to this many rows (a larger backlog reads as this): the count stays cheap. */
 export const OUTBOX_UNPUBLISHED_COUNT_CAP = 10_000;
+
+/** The relay's backlog gauges (labels: `outbox`, plus the registry's `luna_service`); the alert LunaOutboxLag reads `oldest`. */
+const BACKLOG_GAUGES = {
+  oldest: {
+    name: "luna_outbox_oldest_unpublished_seconds",
+    help: "Age in seconds of the oldest outbox row not yet published to NATS (0 when none waits).",
+  },
+  unpublished: {
+    name: "luna_outbox_unpublished",
+    help: `Outbox rows waiting to be published to NATS (counted up to ${OUTBOX_UNPUBLISHED_COUNT_CAP}).`,
+  },
+} as const;
+
+/** The backlog gauges' names. */
+export const OUTBOX_BACKLOG_METRICS = { oldest: BACKLOG_GAUGES.oldest.name, unpublished: BACKLOG_GAUGES.unpublished.name } as const;
 
 /**
  * The backlog in one statement outside any transaction: the head of the queue (the row the relay publishes next, by
@@ -172,7 +181,7 @@ const BACKLOG_SQL = `SELECT
     LIMIT ${OUTBOX_UNPUBLISHED_COUNT_CAP}) AS head) AS n`;
 
 /** The registry's backlog gauge of that name, created once per registry (several relays may share one). */
-function backlogGauge(registry: Registry, name: string, help: string): Gauge<"outbox"> {
+function backlogGauge(registry: Registry, { name, help }: { name: string; help: string }): Gauge<"outbox"> {
   const existing = registry.getSingleMetric(name);
   if (existing) return existing as Gauge<"outbox">;
   return new Gauge({ name, help, labelNames: ["outbox"] as const, registers: [registry] });
@@ -374,10 +383,8 @@ export function startOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
 
   const backlog = opts.metrics && {
     labels: { outbox: opts.metrics.outbox },
-    oldest: backlogGauge(opts.metrics.registry, OUTBOX_BACKLOG_METRICS.oldest,
-      "Age in seconds of the oldest outbox row not yet published to NATS (0 when none waits)."),
-    unpublished: backlogGauge(opts.metrics.registry, OUTBOX_BACKLOG_METRICS.unpublished,
-      `Outbox rows waiting to be published to NATS (counted up to ${OUTBOX_UNPUBLISHED_COUNT_CAP}).`),
+    oldest: backlogGauge(opts.metrics.registry, BACKLOG_GAUGES.oldest),
+    unpublished: backlogGauge(opts.metrics.registry, BACKLOG_GAUGES.unpublished),
   };
   let lastBacklog = 0;
   /** Refreshes the backlog gauges when due; a failure keeps the last values (the relay's own failure is logged). */
