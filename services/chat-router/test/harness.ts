@@ -2,7 +2,7 @@
 // does it: `hostModules` + `inProcessClients`), on real Postgres and Redis from the test run and a NATS of the test
 // file's own, with vLLM simulators as upstreams. Clients talk to the hosted port over gRPC (HTTP/2), with user
 // tokens signed by a test key.
-import { spawn, type ChildProcess } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { createServer as createHttpServer } from "node:http";
 import { createServer as createNetServer, type AddressInfo } from "node:net";
 import { fileURLToPath } from "node:url";
@@ -35,7 +35,7 @@ import {
   type ServiceModule,
   type SigningKey,
 } from "@luna/kit";
-import { createTestDatabase, startDedicatedNats, testServers, type TestDatabase } from "@luna/kit/testing";
+import { createTestDatabase, spawnProgram, startDedicatedNats, testServers, type TestDatabase } from "@luna/kit/testing";
 import { billingConfigSchema, createBillingModule, type BillingModule } from "@luna/billing";
 import { configSchema as registryConfigSchema, createModelRegistryModule, migrationsDir as registryMigrations } from "@luna/model-registry";
 import { ChatService } from "@luna/contracts/luna/chat/v1/chat_service_pb.js";
@@ -236,22 +236,8 @@ export async function startPlatform(opts: PlatformOptions = {}): Promise<Platfor
         LUNA_HOST: "127.0.0.1", LUNA_PORT: String(port), LUNA_ADMIN_PORT: String(await freePort()), LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "info",
         ...env,
       };
-      const child = spawn(process.execPath, ["--conditions=luna-source", "--import", "tsx", CHAT_MAIN], { cwd: REPO_ROOT, env: childEnv, stdio: ["ignore", "pipe", "pipe"] });
-      cleanups.push(async () => void (child.exitCode === null && child.signalCode === null && child.kill("SIGKILL")));
-      let output = "";
-      child.stderr!.on("data", (d: Buffer) => (output += d.toString()));
-      await new Promise<void>((resolve, reject) => {
-        const onData = (d: Buffer) => {
-          output += d.toString();
-          if (output.includes("chat-router listening")) {
-            child.stdout!.off("data", onData);
-            child.stdout!.resume();
-            resolve();
-          }
-        };
-        child.stdout!.on("data", onData);
-        child.once("exit", (code) => reject(new Error(`chat-router exited with ${code} before listening:\n${output}`)));
-      });
+      const child = await spawnProgram({ main: CHAT_MAIN, cwd: REPO_ROOT, env: childEnv, readyLine: "chat-router listening", name: "chat-router",
+        onSpawn: (c) => cleanups.push(async () => void (c.exitCode === null && c.signalCode === null && c.kill("SIGKILL"))) });
       const client = (token: string) => createClient(ChatService, createGrpcTransport({
         baseUrl: `http://127.0.0.1:${port}`,
         interceptors: [(next) => (req) => { req.header.set("authorization", `Bearer ${token}`); return next(req); }],

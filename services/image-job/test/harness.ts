@@ -2,7 +2,7 @@
 // port (the kit's hostModules + inProcessClients, as in the all-in-one process), real Postgres and Redis (shared
 // test servers), a NATS of this test file's own (so durable consumers never meet another file's), the ComfyUI
 // simulator, and image workers in-process or as child processes.
-import { spawn, type ChildProcess } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { createServer as createHttpServer } from "node:http";
 import { createServer, type AddressInfo } from "node:net";
@@ -32,7 +32,7 @@ import {
   type ServiceModule,
   type SigningKey,
 } from "@luna/kit";
-import { createTestDatabase, startDedicatedNats, testServers, type TestDatabase } from "@luna/kit/testing";
+import { createTestDatabase, spawnProgram, startDedicatedNats, testServers, type TestDatabase } from "@luna/kit/testing";
 import * as registry from "@luna/model-registry";
 import { startComfySim, type ComfySim, type ComfySimOptions } from "@luna/sim-comfyui";
 import { jetstream } from "@nats-io/jetstream";
@@ -264,22 +264,8 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
           LUNA_HOST: "127.0.0.1",
           LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "info",
         };
-        const child = spawn(process.execPath, ["--conditions=luna-source", "--import", "tsx", WORKER_MAIN], { cwd: REPO_ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
-        children.push(child);
-        let output = "";
-        child.stderr!.on("data", (d: Buffer) => (output += d.toString()));
-        await new Promise<void>((resolve, reject) => {
-          const onData = (d: Buffer) => {
-            output += d.toString();
-            if (output.includes("image worker started")) {
-              child.stdout!.off("data", onData);
-              child.stdout!.resume();
-              resolve();
-            }
-          };
-          child.stdout!.on("data", onData);
-          child.once("exit", (code) => reject(new Error(`worker exited with ${code} before starting:\n${output}`)));
-        });
+        const child = await spawnProgram({ main: WORKER_MAIN, cwd: REPO_ROOT, env, readyLine: "image worker started", name: "image worker",
+          onSpawn: (c) => children.push(c) });
         return child;
       },
       workerEnv,
@@ -313,22 +299,8 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
           LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "info",
           ...overrides,
         };
-        const child = spawn(process.execPath, ["--conditions=luna-source", "--import", "tsx", SERVICE_MAIN], { cwd: REPO_ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
-        children.push(child);
-        let output = "";
-        child.stderr!.on("data", (d: Buffer) => (output += d.toString()));
-        await new Promise<void>((resolve, reject) => {
-          const onData = (d: Buffer) => {
-            output += d.toString();
-            if (output.includes("image-job listening")) {
-              child.stdout!.off("data", onData);
-              child.stdout!.resume();
-              resolve();
-            }
-          };
-          child.stdout!.on("data", onData);
-          child.once("exit", (code) => reject(new Error(`image-job exited with ${code} before listening:\n${output}`)));
-        });
+        const child = await spawnProgram({ main: SERVICE_MAIN, cwd: REPO_ROOT, env, readyLine: "image-job listening", name: "image-job",
+          onSpawn: (c) => children.push(c) });
         const client = (userId: string) => createClient(ImageService, createGrpcTransport({
           baseUrl: `http://127.0.0.1:${port}`,
           interceptors: [(next) => async (req) => {

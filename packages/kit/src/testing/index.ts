@@ -12,6 +12,7 @@ import { makeTempDir } from "./tmp.js";
 
 export type { TestServersInfo } from "./provided.js";
 export { assertSchemaMatchesDatabase, schemaDifferences, type SchemaCheckOptions } from "./schema-drift.js";
+export { spawnProgram, type SpawnProgramOptions } from "./spawn.js";
 
 /** The shared servers of this test run. */
 export interface TestServers {
