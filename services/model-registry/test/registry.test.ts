@@ -155,6 +155,11 @@ describe("model registry (Postgres, NATS, simulators)", () => {
       return metric.values.find((v) => v.labels.model === model && v.labels.status === status)?.value;
     };
     expect(await gauge(llama, "AVAILABLE")).toBe(1);
+    // The outbox relay exports its backlog (kit outbox.ts, refreshed every 5 s): the seed's events are out, so 0.
+    await vi.waitFor(async () => {
+      const backlog = await registry.metrics.registry.getSingleMetric("luna_outbox_oldest_unpublished_seconds")?.get();
+      expect(backlog?.values.find((v) => v.labels.outbox === "model-registry")?.value).toBe(0);
+    }, { timeout: 10_000, interval: 100 });
 
     vllm.setFaults({ unhealthy: true });
     await vi.waitFor(async () => expect(await statusOf(llama)).toBe(ModelStatus.OFFLINE), { timeout: 5000, interval: 50 });
