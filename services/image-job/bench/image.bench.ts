@@ -108,7 +108,9 @@ try {
   modules.push(await registry.createModelRegistryModule(loadConfig(registry.configSchema, { REGISTRY_SEED_COMFYUI_URL: sim.url,
     REGISTRY_SEED_VLLM_URL: "http://127.0.0.1:9", REGISTRY_HEALTH_INTERVAL: "0s" }), { ...infra, databaseUrl: pgs.url("bench_registry") }));
   const billing = await createBillingModule(loadConfig(billingConfigSchema, { BILLING_CONSUME_USER_EVENTS: "false",
-    BILLING_SIGNUP_CREDITS: "1000000", BILLING_INVARIANT_CHECK_INTERVAL: "0ms" }), { ...infra, databaseUrl: pgs.url("bench_billing") });
+    BILLING_SIGNUP_CREDITS: "1000000", BILLING_INVARIANT_CHECK_INTERVAL: "0ms",
+    // The bench measures dispatch, not the per-user image budget (10 a minute): one user submits every job.
+    BILLING_RATE_LIMITS: JSON.stringify({ roles: { user: { rates: { image: { limit: 100000, per: "minute" } } } } }) }), { ...infra, databaseUrl: pgs.url("bench_billing") });
   modules.push(billing);
   const imageDir = join(tmp, "images");
   const imageJob = await createImageJobModule(loadConfig(configSchema, { IMAGE_LOCAL_DIR: imageDir, IMAGE_URL_SECRET: "b".repeat(40),
