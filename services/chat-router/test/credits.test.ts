@@ -88,7 +88,11 @@ describe("credits", () => {
 });
 
 describe("limits", () => {
-  it("allows one stream at a time per user (concurrent-stream lease), released at the end", async () => {
+  /**
+   * A user whose first reply (conversation a) is streaming, slowed, while a message to conversation b is sent: that
+   * one must be refused by the one-stream limit. Returns once the first reply has ended.
+   */
+  async function refusedWhileStreaming() {
     const u = await platform.user(5000n);
     const a = await u.chat.createConversation({ modelId: "m-pricey", title: "a" });
     const b = await u.chat.createConversation({ modelId: "m-pricey", title: "b" });
@@ -103,6 +107,11 @@ describe("limits", () => {
     } finally {
       sim.setFaults({ slowTokenMs: 0 });
     }
+    return { u, b };
+  }
+
+  it("allows one stream at a time per user (concurrent-stream lease), released at the end", async () => {
+    const { u, b } = await refusedWhileStreaming();
     // The slot was released with the reply: the next one goes through (the rejected attempt stored nothing).
     const ok = await collect(u.chat.sendMessage({ conversationId: b.conversation!.id, text: "two", clientMessageId: "2", maxOutputTokens: 20 }));
     expect(ok.finished).toBeDefined();
@@ -110,19 +119,7 @@ describe("limits", () => {
   });
 
   it("counts a request refused for the concurrent-stream limit against the per-minute budget (README: limits)", async () => {
-    const u = await platform.user(5000n);
-    const a = await u.chat.createConversation({ modelId: "m-pricey", title: "a" });
-    const b = await u.chat.createConversation({ modelId: "m-pricey", title: "b" });
-    sim.setFaults({ slowTokenMs: 5 });
-    try {
-      const first = u.chat.sendMessage({ conversationId: a.conversation!.id, text: "one", clientMessageId: "1", maxOutputTokens: 40 })[Symbol.asyncIterator]();
-      await first.next();
-      const busy = await rejected(collect(u.chat.sendMessage({ conversationId: b.conversation!.id, text: "two", clientMessageId: "2" })));
-      expect(busy.rawMessage).toMatch(/at most 1 at a time/);
-      for (let r = await first.next(); !r.done; r = await first.next()) { /* drain */ }
-    } finally {
-      sim.setFaults({ slowTokenMs: 0 });
-    }
+    const { u, b } = await refusedWhileStreaming();
     // Two of the three requests a minute are spent (one served, one refused): one more is served, then the limit.
     expect((await collect(u.chat.sendMessage({ conversationId: b.conversation!.id, text: "two", clientMessageId: "2", maxOutputTokens: 16 }))).finished).toBeDefined();
     const err = await rejected(collect(u.chat.sendMessage({ conversationId: b.conversation!.id, text: "three", clientMessageId: "3", maxOutputTokens: 16 })));
