@@ -4,10 +4,10 @@ import { create } from "@bufbuild/protobuf";
 import type { ConnectRouter } from "@connectrpc/connect";
 import { ModelKind } from "@luna/contracts/luna/models/v1/models_pb.js";
 import {
-  GetModelResponseSchema, ListModelsResponseSchema, ListModelsResponseSchema as Listed, ListWorkflowsResponseSchema, GetWorkflowResponseSchema, ModelService,
+  GetModelRequestSchema, GetModelResponseSchema, ListModelsRequestSchema, ListModelsResponseSchema, ListModelsResponseSchema as Listed, ListWorkflowsResponseSchema, GetWorkflowResponseSchema, ModelService,
 } from "@luna/contracts/luna/models/v1/model_service_pb.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { unknownEnumName } from "./json-enums.js";
+import { holdsEnums, unknownEnumName } from "./json-enums.js";
 import { createLogger } from "./log.js";
 import { createServer, type LunaServer } from "./server.js";
 
@@ -70,6 +70,12 @@ describe("unknown enum names in JSON", () => {
       .toBe('models.kind: unknown value "MODEL_KIND_SIDEWAYS" of luna.models.v1.ModelKind');
     expect(unknownEnumName(Listed, { models: [{ kind: "MODEL_KIND_TEXT", status: "MODEL_STATUS_AVAILABLE" }] })).toBeUndefined();
     expect(unknownEnumName(Listed, { models: [{ status: "NOT_A_STATUS" }] })?.rawMessage).toMatch(/^models\.status: unknown value/);
+  });
+
+  it("checks only request types that can hold an enum (the others skip the second JSON.parse)", () => {
+    expect(holdsEnums(ListModelsRequestSchema)).toBe(true); // kind
+    expect(holdsEnums(Listed)).toBe(true); // through the repeated Model
+    expect(holdsEnums(GetModelRequestSchema)).toBe(false); // a model id only
   });
 
   it("malformed JSON is still the parser's invalid_argument", async () => {

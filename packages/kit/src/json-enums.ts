@@ -59,9 +59,26 @@ export function unknownEnumName(desc: DescMessage, json: unknown, path = ""): Co
   return undefined;
 }
 
-/** A text decoder for one method's JSON requests that throws INVALID_ARGUMENT on an unknown enum name. */
+/** Whether a message of type `desc` can hold an enum value anywhere (well-known types excluded, as above). */
+export function holdsEnums(desc: DescMessage, seen = new Set<string>()): boolean {
+  if (desc.typeName.startsWith("google.protobuf.") || seen.has(desc.typeName)) return false;
+  seen.add(desc.typeName);
+  return desc.fields.some((f) => {
+    if (f.fieldKind === "enum" || (f.fieldKind === "list" && f.listKind === "enum") || (f.fieldKind === "map" && f.mapKind === "enum")) return true;
+    const inner = f.fieldKind === "message" ? f.message
+      : f.fieldKind === "list" && f.listKind === "message" ? f.message
+        : f.fieldKind === "map" && f.mapKind === "message" ? f.message : undefined;
+    return inner !== undefined && holdsEnums(inner, seen);
+  });
+}
+
+/**
+ * A text decoder for one method's JSON requests that throws INVALID_ARGUMENT on an unknown enum name. A request type
+ * that holds no enum gets the plain decoder: no second JSON.parse on its requests.
+ */
 function enumCheckingDecoder(input: DescMessage): { decode(data: Uint8Array): string } {
   const plain = new TextDecoder();
+  if (!holdsEnums(input)) return plain;
   return {
     decode(data) {
       const text = plain.decode(data);
