@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file luna/auth/v1/auth_service.proto.
  */
 export const file_luna_auth_v1_auth_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch9sdW5hL2F1dGgvdjEvYXV0aF9zZXJ2aWNlLnByb3RvEgxsdW5hLmF1dGgudjEiWwoNU2lnblVwUmVxdWVzdBINCgVlbWFpbBgBIAEoCRIQCghwYXNzd29yZBgCIAEoCRITCgtpbnZpdGVfY29kZRgDIAEoCRIUCgxkaXNwbGF5X25hbWUYBCABKAkiWAoOU2lnblVwUmVzcG9uc2USIAoEdXNlchgBIAEoCzISLmx1bmEuYXV0aC52MS5Vc2VyEiQKBnRva2VucxgCIAEoCzIULmx1bmEuYXV0aC52MS5Ub2tlbnMiMAoNU2lnbkluUmVxdWVzdBINCgVlbWFpbBgBIAEoCRIQCghwYXNzd29yZBgCIAEoCSJYCg5TaWduSW5SZXNwb25zZRIgCgR1c2VyGAEgASgLMhIubHVuYS5hdXRoLnYxLlVzZXISJAoGdG9rZW5zGAIgASgLMhQubHVuYS5hdXRoLnYxLlRva2VucyInCg5SZWZyZXNoUmVxdWVzdBIVCg1yZWZyZXNoX3Rva2VuGAEgASgJIjcKD1JlZnJlc2hSZXNwb25zZRIkCgZ0b2tlbnMYASABKAsyFC5sdW5hLmF1dGgudjEuVG9rZW5zIicKDlNpZ25PdXRSZXF1ZXN0EhUKDXJlZnJlc2hfdG9rZW4YASABKAkiEQoPU2lnbk91dFJlc3BvbnNlIg4KDEdldE1lUmVxdWVzdCIxCg1HZXRNZVJlc3BvbnNlEiAKBHVzZXIYASABKAsyEi5sdW5hLmF1dGgudjEuVXNlciIsChRVcGRhdGVQcm9maWxlUmVxdWVzdBIUCgxkaXNwbGF5X25hbWUYASABKAkiOQoVVXBkYXRlUHJvZmlsZVJlc3BvbnNlEiAKBHVzZXIYASABKAsyEi5sdW5hLmF1dGgudjEuVXNlciJHChVDaGFuZ2VQYXNzd29yZFJlcXVlc3QSGAoQY3VycmVudF9wYXNzd29yZBgBIAEoCRIUCgxuZXdfcGFzc3dvcmQYAiABKAkiPgoWQ2hhbmdlUGFzc3dvcmRSZXNwb25zZRIkCgZ0b2tlbnMYASABKAsyFC5sdW5hLmF1dGgudjEuVG9rZW5zIigKFERlbGV0ZUFjY291bnRSZXF1ZXN0EhAKCHBhc3N3b3JkGAEgASgJIhcKFURlbGV0ZUFjY291bnRSZXNwb25zZSJSChNDcmVhdGVBcGlLZXlSZXF1ZXN0EgwKBG5hbWUYASABKAkSLQoKZXhwaXJlc19pbhgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiI9ChRDcmVhdGVBcGlLZXlSZXNwb25zZRIlCgdhcGlfa2V5GAEgASgLMhQubHVuYS5hdXRoLnYxLkFwaUtleSIuChJMaXN0QXBpS2V5c1JlcXVlc3QSGAoQaW5jbHVkZV9pbmFjdGl2ZRgBIAEoCCI9ChNMaXN0QXBpS2V5c1Jlc3BvbnNlEiYKCGFwaV9rZXlzGAEgAygLMhQubHVuYS5hdXRoLnYxLkFwaUtleSIpChNSZXZva2VBcGlLZXlSZXF1ZXN0EhIKCmFwaV9rZXlfaWQYASABKAkiPQoUUmV2b2tlQXBpS2V5UmVzcG9uc2USJQoHYXBpX2tleRgBIAEoCzIULmx1bmEuYXV0aC52MS5BcGlLZXky/AYKC0F1dGhTZXJ2aWNlEkMKBlNpZ25VcBIbLmx1bmEuYXV0aC52MS5TaWduVXBSZXF1ZXN0GhwubHVuYS5hdXRoLnYxLlNpZ25VcFJlc3BvbnNlEkMKBlNpZ25JbhIbLmx1bmEuYXV0aC52MS5TaWduSW5SZXF1ZXN0GhwubHVuYS5hdXRoLnYxLlNpZ25JblJlc3BvbnNlEkYKB1JlZnJlc2gSHC5sdW5hLmF1dGgudjEuUmVmcmVzaFJlcXVlc3QaHS5sdW5hLmF1dGgudjEuUmVmcmVzaFJlc3BvbnNlEkYKB1NpZ25PdXQSHC5sdW5hLmF1dGgudjEuU2lnbk91dFJlcXVlc3QaHS5sdW5hLmF1dGgudjEuU2lnbk91dFJlc3BvbnNlEkAKBUdldE1lEhoubHVuYS5hdXRoLnYxLkdldE1lUmVxdWVzdBobLmx1bmEuYXV0aC52MS5HZXRNZVJlc3BvbnNlElgKDVVwZGF0ZVByb2ZpbGUSIi5sdW5hLmF1dGgudjEuVXBkYXRlUHJvZmlsZVJlcXVlc3QaIy5sdW5hLmF1dGgudjEuVXBkYXRlUHJvZmlsZVJlc3BvbnNlElsKDkNoYW5nZVBhc3N3b3JkEiMubHVuYS5hdXRoLnYxLkNoYW5nZVBhc3N3b3JkUmVxdWVzdBokLmx1bmEuYXV0aC52MS5DaGFuZ2VQYXNzd29yZFJlc3BvbnNlElgKDURlbGV0ZUFjY291bnQSIi5sdW5hLmF1dGgudjEuRGVsZXRlQWNjb3VudFJlcXVlc3QaIy5sdW5hLmF1dGgudjEuRGVsZXRlQWNjb3VudFJlc3BvbnNlElUKDENyZWF0ZUFwaUtleRIhLmx1bmEuYXV0aC52MS5DcmVhdGVBcGlLZXlSZXF1ZXN0GiIubHVuYS5hdXRoLnYxLkNyZWF0ZUFwaUtleVJlc3BvbnNlElIKC0xpc3RBcGlLZXlzEiAubHVuYS5hdXRoLnYxLkxpc3RBcGlLZXlzUmVxdWVzdBohLmx1bmEuYXV0aC52MS5MaXN0QXBpS2V5c1Jlc3BvbnNlElUKDFJldm9rZUFwaUtleRIhLmx1bmEuYXV0aC52MS5SZXZva2VBcGlLZXlSZXF1ZXN0GiIubHVuYS5hdXRoLnYxLlJldm9rZUFwaUtleVJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_luna_auth_v1_auth]);
+  fileDesc("Ch9sdW5hL2F1dGgvdjEvYXV0aF9zZXJ2aWNlLnByb3RvEgxsdW5hLmF1dGgudjEiWwoNU2lnblVwUmVxdWVzdBINCgVlbWFpbBgBIAEoCRIQCghwYXNzd29yZBgCIAEoCRITCgtpbnZpdGVfY29kZRgDIAEoCRIUCgxkaXNwbGF5X25hbWUYBCABKAkiWAoOU2lnblVwUmVzcG9uc2USIAoEdXNlchgBIAEoCzISLmx1bmEuYXV0aC52MS5Vc2VyEiQKBnRva2VucxgCIAEoCzIULmx1bmEuYXV0aC52MS5Ub2tlbnMiMAoNU2lnbkluUmVxdWVzdBINCgVlbWFpbBgBIAEoCRIQCghwYXNzd29yZBgCIAEoCSJYCg5TaWduSW5SZXNwb25zZRIgCgR1c2VyGAEgASgLMhIubHVuYS5hdXRoLnYxLlVzZXISJAoGdG9rZW5zGAIgASgLMhQubHVuYS5hdXRoLnYxLlRva2VucyInCg5SZWZyZXNoUmVxdWVzdBIVCg1yZWZyZXNoX3Rva2VuGAEgASgJIjcKD1JlZnJlc2hSZXNwb25zZRIkCgZ0b2tlbnMYASABKAsyFC5sdW5hLmF1dGgudjEuVG9rZW5zIicKDlNpZ25PdXRSZXF1ZXN0EhUKDXJlZnJlc2hfdG9rZW4YASABKAkiEQoPU2lnbk91dFJlc3BvbnNlIg4KDEdldE1lUmVxdWVzdCIxCg1HZXRNZVJlc3BvbnNlEiAKBHVzZXIYASABKAsyEi5sdW5hLmF1dGgudjEuVXNlciIsChRVcGRhdGVQcm9maWxlUmVxdWVzdBIUCgxkaXNwbGF5X25hbWUYASABKAkiOQoVVXBkYXRlUHJvZmlsZVJlc3BvbnNlEiAKBHVzZXIYASABKAsyEi5sdW5hLmF1dGgudjEuVXNlciJHChVDaGFuZ2VQYXNzd29yZFJlcXVlc3QSGAoQY3VycmVudF9wYXNzd29yZBgBIAEoCRIUCgxuZXdfcGFzc3dvcmQYAiABKAkiPgoWQ2hhbmdlUGFzc3dvcmRSZXNwb25zZRIkCgZ0b2tlbnMYASABKAsyFC5sdW5hLmF1dGgudjEuVG9rZW5zIigKFERlbGV0ZUFjY291bnRSZXF1ZXN0EhAKCHBhc3N3b3JkGAEgASgJIhcKFURlbGV0ZUFjY291bnRSZXNwb25zZSIaChhTaWduT3V0RXZlcnl3aGVyZVJlcXVlc3QiMwoZU2lnbk91dEV2ZXJ5d2hlcmVSZXNwb25zZRIWCg5zZXNzaW9uc19lbmRlZBgBIAEoBSJSChNDcmVhdGVBcGlLZXlSZXF1ZXN0EgwKBG5hbWUYASABKAkSLQoKZXhwaXJlc19pbhgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiI9ChRDcmVhdGVBcGlLZXlSZXNwb25zZRIlCgdhcGlfa2V5GAEgASgLMhQubHVuYS5hdXRoLnYxLkFwaUtleSIuChJMaXN0QXBpS2V5c1JlcXVlc3QSGAoQaW5jbHVkZV9pbmFjdGl2ZRgBIAEoCCI9ChNMaXN0QXBpS2V5c1Jlc3BvbnNlEiYKCGFwaV9rZXlzGAEgAygLMhQubHVuYS5hdXRoLnYxLkFwaUtleSIpChNSZXZva2VBcGlLZXlSZXF1ZXN0EhIKCmFwaV9rZXlfaWQYASABKAkiPQoUUmV2b2tlQXBpS2V5UmVzcG9uc2USJQoHYXBpX2tleRgBIAEoCzIULmx1bmEuYXV0aC52MS5BcGlLZXky4gcKC0F1dGhTZXJ2aWNlEkMKBlNpZ25VcBIbLmx1bmEuYXV0aC52MS5TaWduVXBSZXF1ZXN0GhwubHVuYS5hdXRoLnYxLlNpZ25VcFJlc3BvbnNlEkMKBlNpZ25JbhIbLmx1bmEuYXV0aC52MS5TaWduSW5SZXF1ZXN0GhwubHVuYS5hdXRoLnYxLlNpZ25JblJlc3BvbnNlEkYKB1JlZnJlc2gSHC5sdW5hLmF1dGgudjEuUmVmcmVzaFJlcXVlc3QaHS5sdW5hLmF1dGgudjEuUmVmcmVzaFJlc3BvbnNlEkYKB1NpZ25PdXQSHC5sdW5hLmF1dGgudjEuU2lnbk91dFJlcXVlc3QaHS5sdW5hLmF1dGgudjEuU2lnbk91dFJlc3BvbnNlEkAKBUdldE1lEhoubHVuYS5hdXRoLnYxLkdldE1lUmVxdWVzdBobLmx1bmEuYXV0aC52MS5HZXRNZVJlc3BvbnNlElgKDVVwZGF0ZVByb2ZpbGUSIi5sdW5hLmF1dGgudjEuVXBkYXRlUHJvZmlsZVJlcXVlc3QaIy5sdW5hLmF1dGgudjEuVXBkYXRlUHJvZmlsZVJlc3BvbnNlElsKDkNoYW5nZVBhc3N3b3JkEiMubHVuYS5hdXRoLnYxLkNoYW5nZVBhc3N3b3JkUmVxdWVzdBokLmx1bmEuYXV0aC52MS5DaGFuZ2VQYXNzd29yZFJlc3BvbnNlElgKDURlbGV0ZUFjY291bnQSIi5sdW5hLmF1dGgudjEuRGVsZXRlQWNjb3VudFJlcXVlc3QaIy5sdW5hLmF1dGgudjEuRGVsZXRlQWNjb3VudFJlc3BvbnNlEmQKEVNpZ25PdXRFdmVyeXdoZXJlEiYubHVuYS5hdXRoLnYxLlNpZ25PdXRFdmVyeXdoZXJlUmVxdWVzdBonLmx1bmEuYXV0aC52MS5TaWduT3V0RXZlcnl3aGVyZVJlc3BvbnNlElUKDENyZWF0ZUFwaUtleRIhLmx1bmEuYXV0aC52MS5DcmVhdGVBcGlLZXlSZXF1ZXN0GiIubHVuYS5hdXRoLnYxLkNyZWF0ZUFwaUtleVJlc3BvbnNlElIKC0xpc3RBcGlLZXlzEiAubHVuYS5hdXRoLnYxLkxpc3RBcGlLZXlzUmVxdWVzdBohLmx1bmEuYXV0aC52MS5MaXN0QXBpS2V5c1Jlc3BvbnNlElUKDFJldm9rZUFwaUtleRIhLmx1bmEuYXV0aC52MS5SZXZva2VBcGlLZXlSZXF1ZXN0GiIubHVuYS5hdXRoLnYxLlJldm9rZUFwaUtleVJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_luna_auth_v1_auth]);
 
 /**
  * @generated from message luna.auth.v1.SignUpRequest
@@ -328,6 +328,38 @@ export const DeleteAccountResponseSchema: GenMessage<DeleteAccountResponse> = /*
   messageDesc(file_luna_auth_v1_auth_service, 15);
 
 /**
+ * @generated from message luna.auth.v1.SignOutEverywhereRequest
+ */
+export type SignOutEverywhereRequest = Message<"luna.auth.v1.SignOutEverywhereRequest"> & {
+};
+
+/**
+ * Describes the message luna.auth.v1.SignOutEverywhereRequest.
+ * Use `create(SignOutEverywhereRequestSchema)` to create a new message.
+ */
+export const SignOutEverywhereRequestSchema: GenMessage<SignOutEverywhereRequest> = /*@__PURE__*/
+  messageDesc(file_luna_auth_v1_auth_service, 16);
+
+/**
+ * @generated from message luna.auth.v1.SignOutEverywhereResponse
+ */
+export type SignOutEverywhereResponse = Message<"luna.auth.v1.SignOutEverywhereResponse"> & {
+  /**
+   * Sessions that were still active and are now ended (the caller's included).
+   *
+   * @generated from field: int32 sessions_ended = 1;
+   */
+  sessionsEnded: number;
+};
+
+/**
+ * Describes the message luna.auth.v1.SignOutEverywhereResponse.
+ * Use `create(SignOutEverywhereResponseSchema)` to create a new message.
+ */
+export const SignOutEverywhereResponseSchema: GenMessage<SignOutEverywhereResponse> = /*@__PURE__*/
+  messageDesc(file_luna_auth_v1_auth_service, 17);
+
+/**
  * @generated from message luna.auth.v1.CreateApiKeyRequest
  */
 export type CreateApiKeyRequest = Message<"luna.auth.v1.CreateApiKeyRequest"> & {
@@ -351,7 +383,7 @@ export type CreateApiKeyRequest = Message<"luna.auth.v1.CreateApiKeyRequest"> & 
  * Use `create(CreateApiKeyRequestSchema)` to create a new message.
  */
 export const CreateApiKeyRequestSchema: GenMessage<CreateApiKeyRequest> = /*@__PURE__*/
-  messageDesc(file_luna_auth_v1_auth_service, 16);
+  messageDesc(file_luna_auth_v1_auth_service, 18);
 
 /**
  * @generated from message luna.auth.v1.CreateApiKeyResponse
@@ -370,7 +402,7 @@ export type CreateApiKeyResponse = Message<"luna.auth.v1.CreateApiKeyResponse"> 
  * Use `create(CreateApiKeyResponseSchema)` to create a new message.
  */
 export const CreateApiKeyResponseSchema: GenMessage<CreateApiKeyResponse> = /*@__PURE__*/
-  messageDesc(file_luna_auth_v1_auth_service, 17);
+  messageDesc(file_luna_auth_v1_auth_service, 19);
 
 /**
  * @generated from message luna.auth.v1.ListApiKeysRequest
@@ -389,7 +421,7 @@ export type ListApiKeysRequest = Message<"luna.auth.v1.ListApiKeysRequest"> & {
  * Use `create(ListApiKeysRequestSchema)` to create a new message.
  */
 export const ListApiKeysRequestSchema: GenMessage<ListApiKeysRequest> = /*@__PURE__*/
-  messageDesc(file_luna_auth_v1_auth_service, 18);
+  messageDesc(file_luna_auth_v1_auth_service, 20);
 
 /**
  * @generated from message luna.auth.v1.ListApiKeysResponse
@@ -408,7 +440,7 @@ export type ListApiKeysResponse = Message<"luna.auth.v1.ListApiKeysResponse"> & 
  * Use `create(ListApiKeysResponseSchema)` to create a new message.
  */
 export const ListApiKeysResponseSchema: GenMessage<ListApiKeysResponse> = /*@__PURE__*/
-  messageDesc(file_luna_auth_v1_auth_service, 19);
+  messageDesc(file_luna_auth_v1_auth_service, 21);
 
 /**
  * @generated from message luna.auth.v1.RevokeApiKeyRequest
@@ -425,7 +457,7 @@ export type RevokeApiKeyRequest = Message<"luna.auth.v1.RevokeApiKeyRequest"> & 
  * Use `create(RevokeApiKeyRequestSchema)` to create a new message.
  */
 export const RevokeApiKeyRequestSchema: GenMessage<RevokeApiKeyRequest> = /*@__PURE__*/
-  messageDesc(file_luna_auth_v1_auth_service, 20);
+  messageDesc(file_luna_auth_v1_auth_service, 22);
 
 /**
  * @generated from message luna.auth.v1.RevokeApiKeyResponse
@@ -442,7 +474,7 @@ export type RevokeApiKeyResponse = Message<"luna.auth.v1.RevokeApiKeyResponse"> 
  * Use `create(RevokeApiKeyResponseSchema)` to create a new message.
  */
 export const RevokeApiKeyResponseSchema: GenMessage<RevokeApiKeyResponse> = /*@__PURE__*/
-  messageDesc(file_luna_auth_v1_auth_service, 21);
+  messageDesc(file_luna_auth_v1_auth_service, 23);
 
 /**
  * Accounts, sessions and tokens. SignUp, SignIn, Refresh and SignOut are public (no access token); the rest need a
@@ -531,6 +563,18 @@ export const AuthService: GenService<{
     methodKind: "unary";
     input: typeof DeleteAccountRequestSchema;
     output: typeof DeleteAccountResponseSchema;
+  },
+  /**
+   * Ends every session of the caller (every device's refresh token) and voids the access tokens issued until now in
+   * every service within LUNA_REVOCATION_CHECK_INTERVAL, the caller's own included: the client signs in again. Needs a
+   * session's access token (an API key cannot end sessions). API keys keep working (RevokeApiKey ends those).
+   *
+   * @generated from rpc luna.auth.v1.AuthService.SignOutEverywhere
+   */
+  signOutEverywhere: {
+    methodKind: "unary";
+    input: typeof SignOutEverywhereRequestSchema;
+    output: typeof SignOutEverywhereResponseSchema;
   },
   /**
    * Creates a personal API key; the key is returned once and only here. Needs a session's access token (an API key

@@ -113,13 +113,16 @@ export type Message = Message$1<"luna.chat.v1.Message"> & {
 
   /**
    * Assistant messages: the user message this replies to. Regenerated replies are siblings with the same parent.
+   * User messages: empty for a message as first sent; for an edited version (EditMessage), the id of the first
+   * version. The versions of a user message are the messages whose `parent_id` or `id` is that first id.
    *
    * @generated from field: string parent_id = 6;
    */
   parentId: string;
 
   /**
-   * Assistant messages: whether this is the reply the conversation continues from (the newest sibling).
+   * Whether this is the version the conversation continues from: for replies, the newest sibling; for user
+   * messages, the newest version (older versions and their replies are inactive and not sent to the model).
    *
    * @generated from field: bool active = 7;
    */

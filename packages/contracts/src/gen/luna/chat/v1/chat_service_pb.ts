@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file luna/chat/v1/chat_service.proto.
  */
 export const file_luna_chat_v1_chat_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch9sdW5hL2NoYXQvdjEvY2hhdF9zZXJ2aWNlLnByb3RvEgxsdW5hLmNoYXQudjEiUwoZQ3JlYXRlQ29udmVyc2F0aW9uUmVxdWVzdBIQCghtb2RlbF9pZBgBIAEoCRINCgV0aXRsZRgCIAEoCRIVCg1zeXN0ZW1fcHJvbXB0GAMgASgJIk4KGkNyZWF0ZUNvbnZlcnNhdGlvblJlc3BvbnNlEjAKDGNvbnZlcnNhdGlvbhgBIAEoCzIaLmx1bmEuY2hhdC52MS5Db252ZXJzYXRpb24iRQoYTGlzdENvbnZlcnNhdGlvbnNSZXF1ZXN0EikKBHBhZ2UYASABKAsyGy5sdW5hLmNvbW1vbi52MS5QYWdlUmVxdWVzdCJ6ChlMaXN0Q29udmVyc2F0aW9uc1Jlc3BvbnNlEjEKDWNvbnZlcnNhdGlvbnMYASADKAsyGi5sdW5hLmNoYXQudjEuQ29udmVyc2F0aW9uEioKBHBhZ2UYAiABKAsyHC5sdW5hLmNvbW1vbi52MS5QYWdlUmVzcG9uc2UiZQoWR2V0Q29udmVyc2F0aW9uUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSMgoNbWVzc2FnZXNfcGFnZRgCIAEoCzIbLmx1bmEuY29tbW9uLnYxLlBhZ2VSZXF1ZXN0IqkBChdHZXRDb252ZXJzYXRpb25SZXNwb25zZRIwCgxjb252ZXJzYXRpb24YASABKAsyGi5sdW5hLmNoYXQudjEuQ29udmVyc2F0aW9uEicKCG1lc3NhZ2VzGAIgAygLMhUubHVuYS5jaGF0LnYxLk1lc3NhZ2USMwoNbWVzc2FnZXNfcGFnZRgDIAEoCzIcLmx1bmEuY29tbW9uLnYxLlBhZ2VSZXNwb25zZSJDChlSZW5hbWVDb252ZXJzYXRpb25SZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRINCgV0aXRsZRgCIAEoCSJOChpSZW5hbWVDb252ZXJzYXRpb25SZXNwb25zZRIwCgxjb252ZXJzYXRpb24YASABKAsyGi5sdW5hLmNoYXQudjEuQ29udmVyc2F0aW9uIjQKGURlbGV0ZUNvbnZlcnNhdGlvblJlcXVlc3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJIhwKGkRlbGV0ZUNvbnZlcnNhdGlvblJlc3BvbnNlInEKElNlbmRNZXNzYWdlUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSDAoEdGV4dBgCIAEoCRIZChFjbGllbnRfbWVzc2FnZV9pZBgDIAEoCRIZChFtYXhfb3V0cHV0X3Rva2VucxgEIAEoBSI9ChNTZW5kTWVzc2FnZVJlc3BvbnNlEiYKBWV2ZW50GAEgASgLMhcubHVuYS5jaGF0LnYxLkNoYXRFdmVudCIrChVTdG9wR2VuZXJhdGlvblJlcXVlc3QSEgoKbWVzc2FnZV9pZBgBIAEoCSIpChZTdG9wR2VuZXJhdGlvblJlc3BvbnNlEg8KB3N0b3BwZWQYASABKAgiSQoYUmVnZW5lcmF0ZU1lc3NhZ2VSZXF1ZXN0EhIKCm1lc3NhZ2VfaWQYASABKAkSGQoRbWF4X291dHB1dF90b2tlbnMYAiABKAUiQwoZUmVnZW5lcmF0ZU1lc3NhZ2VSZXNwb25zZRImCgVldmVudBgBIAEoCzIXLmx1bmEuY2hhdC52MS5DaGF0RXZlbnQiOQoTUmVzdW1lU3RyZWFtUmVxdWVzdBISCgptZXNzYWdlX2lkGAEgASgJEg4KBm9mZnNldBgCIAEoAyI+ChRSZXN1bWVTdHJlYW1SZXNwb25zZRImCgVldmVudBgBIAEoCzIXLmx1bmEuY2hhdC52MS5DaGF0RXZlbnQyggcKC0NoYXRTZXJ2aWNlEmcKEkNyZWF0ZUNvbnZlcnNhdGlvbhInLmx1bmEuY2hhdC52MS5DcmVhdGVDb252ZXJzYXRpb25SZXF1ZXN0GigubHVuYS5jaGF0LnYxLkNyZWF0ZUNvbnZlcnNhdGlvblJlc3BvbnNlEmQKEUxpc3RDb252ZXJzYXRpb25zEiYubHVuYS5jaGF0LnYxLkxpc3RDb252ZXJzYXRpb25zUmVxdWVzdBonLmx1bmEuY2hhdC52MS5MaXN0Q29udmVyc2F0aW9uc1Jlc3BvbnNlEl4KD0dldENvbnZlcnNhdGlvbhIkLmx1bmEuY2hhdC52MS5HZXRDb252ZXJzYXRpb25SZXF1ZXN0GiUubHVuYS5jaGF0LnYxLkdldENvbnZlcnNhdGlvblJlc3BvbnNlEmcKElJlbmFtZUNvbnZlcnNhdGlvbhInLmx1bmEuY2hhdC52MS5SZW5hbWVDb252ZXJzYXRpb25SZXF1ZXN0GigubHVuYS5jaGF0LnYxLlJlbmFtZUNvbnZlcnNhdGlvblJlc3BvbnNlEmcKEkRlbGV0ZUNvbnZlcnNhdGlvbhInLmx1bmEuY2hhdC52MS5EZWxldGVDb252ZXJzYXRpb25SZXF1ZXN0GigubHVuYS5jaGF0LnYxLkRlbGV0ZUNvbnZlcnNhdGlvblJlc3BvbnNlElQKC1NlbmRNZXNzYWdlEiAubHVuYS5jaGF0LnYxLlNlbmRNZXNzYWdlUmVxdWVzdBohLmx1bmEuY2hhdC52MS5TZW5kTWVzc2FnZVJlc3BvbnNlMAESWwoOU3RvcEdlbmVyYXRpb24SIy5sdW5hLmNoYXQudjEuU3RvcEdlbmVyYXRpb25SZXF1ZXN0GiQubHVuYS5jaGF0LnYxLlN0b3BHZW5lcmF0aW9uUmVzcG9uc2USZgoRUmVnZW5lcmF0ZU1lc3NhZ2USJi5sdW5hLmNoYXQudjEuUmVnZW5lcmF0ZU1lc3NhZ2VSZXF1ZXN0GicubHVuYS5jaGF0LnYxLlJlZ2VuZXJhdGVNZXNzYWdlUmVzcG9uc2UwARJXCgxSZXN1bWVTdHJlYW0SIS5sdW5hLmNoYXQudjEuUmVzdW1lU3RyZWFtUmVxdWVzdBoiLmx1bmEuY2hhdC52MS5SZXN1bWVTdHJlYW1SZXNwb25zZTABYgZwcm90bzM", [file_luna_chat_v1_chat, file_luna_common_v1_common]);
+  fileDesc("Ch9sdW5hL2NoYXQvdjEvY2hhdF9zZXJ2aWNlLnByb3RvEgxsdW5hLmNoYXQudjEiUwoZQ3JlYXRlQ29udmVyc2F0aW9uUmVxdWVzdBIQCghtb2RlbF9pZBgBIAEoCRINCgV0aXRsZRgCIAEoCRIVCg1zeXN0ZW1fcHJvbXB0GAMgASgJIk4KGkNyZWF0ZUNvbnZlcnNhdGlvblJlc3BvbnNlEjAKDGNvbnZlcnNhdGlvbhgBIAEoCzIaLmx1bmEuY2hhdC52MS5Db252ZXJzYXRpb24iRQoYTGlzdENvbnZlcnNhdGlvbnNSZXF1ZXN0EikKBHBhZ2UYASABKAsyGy5sdW5hLmNvbW1vbi52MS5QYWdlUmVxdWVzdCJ6ChlMaXN0Q29udmVyc2F0aW9uc1Jlc3BvbnNlEjEKDWNvbnZlcnNhdGlvbnMYASADKAsyGi5sdW5hLmNoYXQudjEuQ29udmVyc2F0aW9uEioKBHBhZ2UYAiABKAsyHC5sdW5hLmNvbW1vbi52MS5QYWdlUmVzcG9uc2UiZQoWR2V0Q29udmVyc2F0aW9uUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSMgoNbWVzc2FnZXNfcGFnZRgCIAEoCzIbLmx1bmEuY29tbW9uLnYxLlBhZ2VSZXF1ZXN0IqkBChdHZXRDb252ZXJzYXRpb25SZXNwb25zZRIwCgxjb252ZXJzYXRpb24YASABKAsyGi5sdW5hLmNoYXQudjEuQ29udmVyc2F0aW9uEicKCG1lc3NhZ2VzGAIgAygLMhUubHVuYS5jaGF0LnYxLk1lc3NhZ2USMwoNbWVzc2FnZXNfcGFnZRgDIAEoCzIcLmx1bmEuY29tbW9uLnYxLlBhZ2VSZXNwb25zZSJDChlSZW5hbWVDb252ZXJzYXRpb25SZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRINCgV0aXRsZRgCIAEoCSJOChpSZW5hbWVDb252ZXJzYXRpb25SZXNwb25zZRIwCgxjb252ZXJzYXRpb24YASABKAsyGi5sdW5hLmNoYXQudjEuQ29udmVyc2F0aW9uIjQKGURlbGV0ZUNvbnZlcnNhdGlvblJlcXVlc3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJIhwKGkRlbGV0ZUNvbnZlcnNhdGlvblJlc3BvbnNlInEKElNlbmRNZXNzYWdlUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSDAoEdGV4dBgCIAEoCRIZChFjbGllbnRfbWVzc2FnZV9pZBgDIAEoCRIZChFtYXhfb3V0cHV0X3Rva2VucxgEIAEoBSI9ChNTZW5kTWVzc2FnZVJlc3BvbnNlEiYKBWV2ZW50GAEgASgLMhcubHVuYS5jaGF0LnYxLkNoYXRFdmVudCIrChVTdG9wR2VuZXJhdGlvblJlcXVlc3QSEgoKbWVzc2FnZV9pZBgBIAEoCSIpChZTdG9wR2VuZXJhdGlvblJlc3BvbnNlEg8KB3N0b3BwZWQYASABKAgiSQoYUmVnZW5lcmF0ZU1lc3NhZ2VSZXF1ZXN0EhIKCm1lc3NhZ2VfaWQYASABKAkSGQoRbWF4X291dHB1dF90b2tlbnMYAiABKAUiQwoZUmVnZW5lcmF0ZU1lc3NhZ2VSZXNwb25zZRImCgVldmVudBgBIAEoCzIXLmx1bmEuY2hhdC52MS5DaGF0RXZlbnQibAoSRWRpdE1lc3NhZ2VSZXF1ZXN0EhIKCm1lc3NhZ2VfaWQYASABKAkSDAoEdGV4dBgCIAEoCRIZChFjbGllbnRfbWVzc2FnZV9pZBgDIAEoCRIZChFtYXhfb3V0cHV0X3Rva2VucxgEIAEoBSI9ChNFZGl0TWVzc2FnZVJlc3BvbnNlEiYKBWV2ZW50GAEgASgLMhcubHVuYS5jaGF0LnYxLkNoYXRFdmVudCI5ChNSZXN1bWVTdHJlYW1SZXF1ZXN0EhIKCm1lc3NhZ2VfaWQYASABKAkSDgoGb2Zmc2V0GAIgASgDIj4KFFJlc3VtZVN0cmVhbVJlc3BvbnNlEiYKBWV2ZW50GAEgASgLMhcubHVuYS5jaGF0LnYxLkNoYXRFdmVudDLYBwoLQ2hhdFNlcnZpY2USZwoSQ3JlYXRlQ29udmVyc2F0aW9uEicubHVuYS5jaGF0LnYxLkNyZWF0ZUNvbnZlcnNhdGlvblJlcXVlc3QaKC5sdW5hLmNoYXQudjEuQ3JlYXRlQ29udmVyc2F0aW9uUmVzcG9uc2USZAoRTGlzdENvbnZlcnNhdGlvbnMSJi5sdW5hLmNoYXQudjEuTGlzdENvbnZlcnNhdGlvbnNSZXF1ZXN0GicubHVuYS5jaGF0LnYxLkxpc3RDb252ZXJzYXRpb25zUmVzcG9uc2USXgoPR2V0Q29udmVyc2F0aW9uEiQubHVuYS5jaGF0LnYxLkdldENvbnZlcnNhdGlvblJlcXVlc3QaJS5sdW5hLmNoYXQudjEuR2V0Q29udmVyc2F0aW9uUmVzcG9uc2USZwoSUmVuYW1lQ29udmVyc2F0aW9uEicubHVuYS5jaGF0LnYxLlJlbmFtZUNvbnZlcnNhdGlvblJlcXVlc3QaKC5sdW5hLmNoYXQudjEuUmVuYW1lQ29udmVyc2F0aW9uUmVzcG9uc2USZwoSRGVsZXRlQ29udmVyc2F0aW9uEicubHVuYS5jaGF0LnYxLkRlbGV0ZUNvbnZlcnNhdGlvblJlcXVlc3QaKC5sdW5hLmNoYXQudjEuRGVsZXRlQ29udmVyc2F0aW9uUmVzcG9uc2USVAoLU2VuZE1lc3NhZ2USIC5sdW5hLmNoYXQudjEuU2VuZE1lc3NhZ2VSZXF1ZXN0GiEubHVuYS5jaGF0LnYxLlNlbmRNZXNzYWdlUmVzcG9uc2UwARJbCg5TdG9wR2VuZXJhdGlvbhIjLmx1bmEuY2hhdC52MS5TdG9wR2VuZXJhdGlvblJlcXVlc3QaJC5sdW5hLmNoYXQudjEuU3RvcEdlbmVyYXRpb25SZXNwb25zZRJmChFSZWdlbmVyYXRlTWVzc2FnZRImLmx1bmEuY2hhdC52MS5SZWdlbmVyYXRlTWVzc2FnZVJlcXVlc3QaJy5sdW5hLmNoYXQudjEuUmVnZW5lcmF0ZU1lc3NhZ2VSZXNwb25zZTABElQKC0VkaXRNZXNzYWdlEiAubHVuYS5jaGF0LnYxLkVkaXRNZXNzYWdlUmVxdWVzdBohLmx1bmEuY2hhdC52MS5FZGl0TWVzc2FnZVJlc3BvbnNlMAESVwoMUmVzdW1lU3RyZWFtEiEubHVuYS5jaGF0LnYxLlJlc3VtZVN0cmVhbVJlcXVlc3QaIi5sdW5hLmNoYXQudjEuUmVzdW1lU3RyZWFtUmVzcG9uc2UwAWIGcHJvdG8z", [file_luna_chat_v1_chat, file_luna_common_v1_common]);
 
 /**
  * @generated from message luna.chat.v1.CreateConversationRequest
@@ -369,6 +369,64 @@ export const RegenerateMessageResponseSchema: GenMessage<RegenerateMessageRespon
   messageDesc(file_luna_chat_v1_chat_service, 15);
 
 /**
+ * @generated from message luna.chat.v1.EditMessageRequest
+ */
+export type EditMessageRequest = Message<"luna.chat.v1.EditMessageRequest"> & {
+  /**
+   * The conversation's newest user message (the active version).
+   *
+   * @generated from field: string message_id = 1;
+   */
+  messageId: string;
+
+  /**
+   * The new text, as SendMessageRequest.text.
+   *
+   * @generated from field: string text = 2;
+   */
+  text: string;
+
+  /**
+   * As in SendMessageRequest: unique per message within the conversation (a new id for each edit); a retry with the
+   * same id and text streams the existing reply.
+   *
+   * @generated from field: string client_message_id = 3;
+   */
+  clientMessageId: string;
+
+  /**
+   * As in SendMessageRequest.
+   *
+   * @generated from field: int32 max_output_tokens = 4;
+   */
+  maxOutputTokens: number;
+};
+
+/**
+ * Describes the message luna.chat.v1.EditMessageRequest.
+ * Use `create(EditMessageRequestSchema)` to create a new message.
+ */
+export const EditMessageRequestSchema: GenMessage<EditMessageRequest> = /*@__PURE__*/
+  messageDesc(file_luna_chat_v1_chat_service, 16);
+
+/**
+ * @generated from message luna.chat.v1.EditMessageResponse
+ */
+export type EditMessageResponse = Message<"luna.chat.v1.EditMessageResponse"> & {
+  /**
+   * @generated from field: luna.chat.v1.ChatEvent event = 1;
+   */
+  event?: ChatEvent | undefined;
+};
+
+/**
+ * Describes the message luna.chat.v1.EditMessageResponse.
+ * Use `create(EditMessageResponseSchema)` to create a new message.
+ */
+export const EditMessageResponseSchema: GenMessage<EditMessageResponse> = /*@__PURE__*/
+  messageDesc(file_luna_chat_v1_chat_service, 17);
+
+/**
  * @generated from message luna.chat.v1.ResumeStreamRequest
  */
 export type ResumeStreamRequest = Message<"luna.chat.v1.ResumeStreamRequest"> & {
@@ -393,7 +451,7 @@ export type ResumeStreamRequest = Message<"luna.chat.v1.ResumeStreamRequest"> & 
  * Use `create(ResumeStreamRequestSchema)` to create a new message.
  */
 export const ResumeStreamRequestSchema: GenMessage<ResumeStreamRequest> = /*@__PURE__*/
-  messageDesc(file_luna_chat_v1_chat_service, 16);
+  messageDesc(file_luna_chat_v1_chat_service, 18);
 
 /**
  * @generated from message luna.chat.v1.ResumeStreamResponse
@@ -410,13 +468,13 @@ export type ResumeStreamResponse = Message<"luna.chat.v1.ResumeStreamResponse"> 
  * Use `create(ResumeStreamResponseSchema)` to create a new message.
  */
 export const ResumeStreamResponseSchema: GenMessage<ResumeStreamResponse> = /*@__PURE__*/
-  messageDesc(file_luna_chat_v1_chat_service, 17);
+  messageDesc(file_luna_chat_v1_chat_service, 19);
 
 /**
  * Conversations with the curated text models, for the signed-in user. Every conversation and message belongs to
  * its creator; another user's ids answer NOT_FOUND.
  *
- * Reply streams (SendMessage, RegenerateMessage, ResumeStream) send `started`, the reply's `delta`s as the model
+ * Reply streams (SendMessage, RegenerateMessage, EditMessage, ResumeStream) send `started`, the reply's `delta`s as the model
  * produces them, then `finished` or `error`. Failures before `started` (bad input, unknown conversation, rate or
  * concurrency limit, not enough credits, model unavailable) end the call with an error code instead:
  * RESOURCE_EXHAUSTED for limits and credits (the message states the available credits), FAILED_PRECONDITION when
@@ -502,6 +560,21 @@ export const ChatService: GenService<{
     methodKind: "server_streaming";
     input: typeof RegenerateMessageRequestSchema;
     output: typeof RegenerateMessageResponseSchema;
+  },
+  /**
+   * Replaces the conversation's newest user message with new text and streams the reply to it, with the same
+   * guarantees as SendMessage (credits held before the model is called, the actual usage charged, StopGeneration and
+   * ResumeStream work, idempotent per client_message_id). The edited message is a new sibling of the old one (same
+   * `parent_id` family, see Message): the old version and its replies stay, inactive, so clients can show both
+   * ("‹ 1 / 2 ›"). FAILED_PRECONDITION when the message is not the conversation's newest user message or a reply is
+   * still being generated; INVALID_ARGUMENT for an assistant message or bad text; NOT_FOUND for another user's id.
+   *
+   * @generated from rpc luna.chat.v1.ChatService.EditMessage
+   */
+  editMessage: {
+    methodKind: "server_streaming";
+    input: typeof EditMessageRequestSchema;
+    output: typeof EditMessageResponseSchema;
   },
   /**
    * The rest of a reply from `offset`: live while it is being generated (from any replica or device), then its end;
