@@ -224,6 +224,23 @@ export class Accounts {
   }
 
   /**
+   * Ends every session of the caller (each device's refresh token) and voids the access tokens issued until now in
+   * every service, the caller's own included (kit revocation list). Returns how many sessions were still active.
+   */
+  async signOutEverywhere(userId: string, origin: RequestOrigin = NO_ORIGIN): Promise<number> {
+    await this.getMe(userId);
+    const now = this.clock();
+    const ended = await this.d.store.transaction(async (tx) => {
+      const n = await this.d.store.revokeUserSessions(tx, userId, "sign_out_everywhere", now);
+      await recordAudit(tx, { kind: "session.revoked", actorId: userId, subjectId: userId, source: origin.ip, details: { reason: "sign_out_everywhere", sessions: n }, now });
+      return n;
+    });
+    await this.revokeAccessTokens(userId, "sign_out_everywhere");
+    this.d.log.info({ userId, sessions: ended }, "signed out everywhere");
+    return ended;
+  }
+
+  /**
    * Deletes the caller's account after checking the password: personal data scrubbed, sessions deleted and
    * `user.deleted` enqueued, in one transaction. The last active admin cannot delete itself.
    */

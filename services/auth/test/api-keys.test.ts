@@ -80,6 +80,9 @@ describe("personal API keys", () => {
     const key = (await h.auth.createApiKey({ name: "ci" }, h.bearer(token))).apiKey!.key;
     expect((await rejection(h.auth.createApiKey({ name: "more" }, h.bearer(key)))).code).toBe(Code.PermissionDenied);
     expect((await rejection(h.auth.listApiKeys({}, h.bearer(key)))).code).toBe(Code.PermissionDenied);
+    // Nor sign its owner out everywhere (sessions are a signed-in person's); the session is untouched.
+    expect((await rejection(h.auth.signOutEverywhere({}, h.bearer(key)))).code).toBe(Code.PermissionDenied);
+    expect(await outcome(h.auth.getMe({}, h.bearer(token)))).toBe("ok");
     // An admin's key is a user credential.
     const adminKey = (await h.auth.createApiKey({ name: "admin laptop" }, h.bearer(await h.adminToken()))).apiKey!.key;
     expect((await rejection(h.admin.listUsers({}, h.bearer(adminKey)))).code).toBe(Code.PermissionDenied);

@@ -81,6 +81,26 @@ describe("revoked access tokens stop working in every service within the bound",
     expect(await calls(changed.tokens!.accessToken)).toEqual(["ok", "ok"]);
   });
 
+  it("after SignOutEverywhere: every session's refresh token and older access tokens refused, a new sign-in works", async () => {
+    const { email, token } = await warmAccount();
+    const other = (await h.auth.signIn({ email, password: PASSWORD })).tokens!; // another device
+    expect(await calls(other.accessToken)).toEqual(["ok", "ok"]);
+    const res = await h.auth.signOutEverywhere({}, h.bearer(token));
+    const since = performance.now();
+    // Both sessions were active (the sign-up's and the other device's) and are ended.
+    expect(res.sessionsEnded).toBe(2);
+    expect(await outcome(h.auth.refresh({ refreshToken: other.refreshToken }))).toBe(Code.Unauthenticated);
+    expect(await refusedAfter(other.accessToken, since)).toBeLessThan(BOUND_MS + SLACK_MS);
+    expect(await refusedAfter(token, since)).toBeLessThan(BOUND_MS + SLACK_MS);
+    // The account itself is fine: signing in again gives a working session.
+    await new Promise((r) => setTimeout(r, 5));
+    const fresh = (await h.auth.signIn({ email, password: PASSWORD })).tokens!;
+    expect(await calls(fresh.accessToken)).toEqual(["ok", "ok"]);
+    // A second call ends only what is left (the new session).
+    expect((await h.auth.signOutEverywhere({}, h.bearer(fresh.accessToken))).sessionsEnded).toBe(1);
+    expect(await outcome(h.auth.signOutEverywhere({}))).toBe(Code.Unauthenticated);
+  });
+
   it("a revocation of one user leaves the others alone", async () => {
     const bystander = await warmAccount();
     const { token } = await warmAccount();

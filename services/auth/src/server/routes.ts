@@ -24,7 +24,7 @@ export const authRules: MethodRules = {
 
 /** The use cases the handlers call (a subset of Accounts, so tests can pass fakes). */
 export type AccountsApi = Pick<Accounts,
-  "signUp" | "signIn" | "refresh" | "signOut" | "getMe" | "updateProfile" | "changePassword" | "deleteAccount" |
+  "signUp" | "signIn" | "refresh" | "signOut" | "signOutEverywhere" | "getMe" | "updateProfile" | "changePassword" | "deleteAccount" |
   "createInvites" | "listInvites" | "revokeInvite" | "listUsers" | "setUserRole" | "setUserDisabled" |
   "createApiKey" | "listApiKeys" | "revokeApiKey" | "verifyApiKey" | "listAuditEvents">;
 
@@ -92,6 +92,12 @@ export function routes(deps: RouteDeps): (router: ConnectRouter) => void {
         const me = requirePrincipal(ctx, "user");
         await accounts.deleteAccount(me.userId, v.existingPassword("password", req.password, policy), origin(ctx));
         return {};
+      },
+      async signOutEverywhere(_req, ctx) {
+        const me = requirePrincipal(ctx, "user");
+        // Sessions are a signed-in person's: a leaked API key must not be able to sign its owner out.
+        if (me.apiKeyId) throw permissionDenied("API keys cannot end sessions; sign in");
+        return { sessionsEnded: await accounts.signOutEverywhere(me.userId, origin(ctx)) };
       },
       async createApiKey(req, ctx) {
         const me = withSession(ctx);
