@@ -392,6 +392,89 @@ export class ChatEngine {
     }
   }
 
+  // ---- EditMessage ---------------------------------------------------------------------------------------------
+
+  /**
+   * Replaces the conversation's newest user message with a new version and starts the reply to it: SendMessage's
+   * path (one statement stores the version and the placeholder and reads the history before the old version; rate
+   * limit and stream lease at once; the hold before the model; the same ReplyRun), and a retry with the same client
+   * message id replays the reply. The old version and its replies stay, inactive (store.insertEdit).
+   */
+  async edit(p: Principal, req: { messageId: string; text: string; clientMessageId: string; maxOutputTokens: number }, startedAt: number): Promise<ReplyStream> {
+    const cfg = this.deps.config;
+    const { store, billing, tokens } = this.deps;
+    if (this.closing) throw unavailable("the service is shutting down; try again");
+    const found = await store.getMessage(req.messageId, p.userId);
+    if (!found) throw notFound(`message ${req.messageId}`);
+    if (found.message.role !== "user") throw invalidArgument("message_id", "must be a user message (to change a reply, regenerate it)");
+    const conversationId = found.conversation.id;
+    const ids = sendMessageIds(conversationId, req.clientMessageId);
+    const knownModel = this.deps.catalog.getModel(found.conversation.modelId);
+    const countP = knownModel ? tokens.count(knownModel.id, conversationId, req.text) : undefined;
+    countP?.catch(() => undefined);
+    // The history changes (the old version leaves it): not known again until a reply is stored.
+    this.remember(found.conversation, undefined);
+    const [insertR, rateR, leaseR] = await Promise.allSettled([
+      store.insertEdit({
+        userId: p.userId, conversationId, oldUserMessageId: found.message.id, userMessageId: ids.userMessageId,
+        assistantMessageId: ids.assistantMessageId, text: req.text, clientMessageId: req.clientMessageId, preview: previewOf(req.text),
+      }, cfg.CHAT_HISTORY_MAX_MESSAGES, knownModel?.contextWindow ?? INT32_MAX),
+      billing.checkRateLimit(p),
+      billing.acquireStreamLease(p, cfg.CHAT_LEASE_TTL),
+    ]);
+    const leaseId = leaseR.status === "fulfilled" ? leaseR.value : "";
+    const inserted = insertR.status === "fulfilled" && !("conflict" in insertR.value) ? insertR.value : undefined;
+    let handedOver = false;
+    try {
+      if (insertR.status === "rejected") throw insertR.reason;
+      if ("conflict" in insertR.value) {
+        const conflict = insertR.value.conflict;
+        if (conflict === "gone") throw notFound(`message ${req.messageId}`);
+        if (conflict === "busy") throw failedPrecondition("a reply is still being generated in this conversation; wait for it or stop it before editing");
+        // A retry of an edit that went through (so its old version is no longer the newest) replays its reply.
+        if (conflict === "stale" && !(await store.getMessage(ids.userMessageId, p.userId))) {
+          throw failedPrecondition("only the conversation's newest user message can be edited");
+        }
+        return await this.replaySend(p, ids, req.text);
+      }
+      const ctx = insertR.value;
+      if (rateR.status === "rejected") throw rateR.reason;
+      if (leaseR.status === "rejected") throw leaseR.reason;
+      const model = this.servableModel(ctx.conversation.modelId);
+      const userTokens = await (knownModel?.id === model.id && countP ? countP : tokens.count(model.id, conversationId, req.text));
+      const history = this.historyOf(ctx.history);
+      history.push({ role: "user", content: req.text, tokens: userTokens });
+      const prompt = this.prompt(ctx.conversation, model, history, req.maxOutputTokens);
+      const prices = this.prices(model);
+      const hold = await billing.reserveReply({
+        userId: p.userId, messageId: ids.assistantMessageId, prices, promptTokens: prompt.promptTokens, outputTokens: prompt.outputTokens,
+        minOutputTokens: cfg.CHAT_MIN_REPLY_TOKENS, ttlMs: cfg.CHAT_HOLD_TTL,
+      });
+      handedOver = true;
+      void store.recordHold(ids.assistantMessageId, {
+        holdId: hold.holdId, creditsHeld: hold.amount, availableAfterReserve: hold.available, maxOutputTokens: hold.outputTokens,
+        promptTokens: prompt.promptTokens, userMessageId: ids.userMessageId, userTokens,
+      }).catch((err: unknown) => this.deps.log.warn({ err, messageId: ids.assistantMessageId }, "could not record the hold"));
+      const run = this.startRun({
+        userId: p.userId, conversationId, modelId: model.id, userMessageId: ids.userMessageId, assistantMessageId: ids.assistantMessageId,
+        messages: prompt.messages, promptTokens: prompt.promptTokens, prices, hold, leaseId, startedAt, heldAt: performance.now(),
+      }, ctx.conversation.title === "" ? req.text : undefined, this.historyTokensOf(ctx.history, userTokens));
+      return this.localStream(run.reply.read(0), {
+        $typeName: "luna.chat.v1.ReplyStarted", userMessageId: ids.userMessageId, assistantMessageId: ids.assistantMessageId,
+        creditsHeld: hold.amount, maxOutputTokens: hold.outputTokens, modelId: model.id, replayed: false,
+      });
+    } finally {
+      if (!handedOver) {
+        if (leaseId) billing.releaseStreamLease(leaseId);
+        if (inserted) {
+          await store.undoEdit({ conversationId, userMessageId: ids.userMessageId, assistantMessageId: ids.assistantMessageId,
+            previousActivity: inserted.previousActivity, previousPreview: inserted.previousPreview, reactivate: inserted.deactivated })
+            .catch((err: unknown) => this.deps.log.error({ err, messageId: ids.userMessageId }, "could not undo a rejected edit"));
+        }
+      }
+    }
+  }
+
   // ---- stateless completions (the OpenAI-compatible API) -------------------------------------------------------
 
   /**

@@ -157,6 +157,16 @@ export interface SendInsert {
   preview: string;
 }
 
+/** EditMessage's insert: SendInsert's fields plus the version it replaces. */
+export interface EditInsert extends SendInsert {
+  oldUserMessageId: string;
+}
+
+/** What insertEdit stored and read (history: before the old version), and the messages it deactivated (for undoEdit). */
+export interface EditStart extends SendStart {
+  deactivated: string[];
+}
+
 export interface RegenerateInsert {
   conversationId: string;
   parentId: string;
@@ -443,6 +453,79 @@ export class ChatStore {
             r AS (UPDATE messages SET active = true WHERE id = ANY($3::uuid[]))
        UPDATE conversations SET message_count = message_count - (SELECT count(*) FROM d) WHERE id = $2`,
       [s.assistantMessageId, s.conversationId, s.reactivate],
+    );
+  }
+
+  /**
+   * EditMessage's one round trip: if `oldUserMessageId` is the active, newest user message of the user's conversation,
+   * stores the new version (a user message whose parent_id is the first version's id) with the reply's placeholder
+   * (status streaming), deactivates the old version and its replies, bumps the conversation, atomically, and returns
+   * the conversation with the active history before the old version (as insertSend). Conflicts write nothing:
+   * "stale" (not the newest active user message), "duplicate" (this client message id exists), "busy" (a reply is
+   * streaming), "gone" (no such conversation of this user).
+   */
+  async insertEdit(s: EditInsert, historyLimit: number, windowTokens: number): Promise<{ conflict: InsertConflict | "stale" } | EditStart> {
+    try {
+      const r = await this.pool.query({
+        name: "chat_insert_edit",
+        text: `WITH conv AS (
+                 SELECT ${CONVERSATION_COLUMNS} FROM conversations c WHERE c.id = $2 AND c.user_id = $6
+               ), old AS (
+                 SELECT o.id, o.seq, coalesce(o.parent_id, o.id) AS root FROM messages o, conv
+                 WHERE o.id = $10 AND o.conversation_id = conv.id AND o.role = 'user' AND o.active
+                   AND NOT EXISTS (SELECT 1 FROM messages n WHERE n.conversation_id = conv.id AND n.role = 'user' AND n.seq > o.seq)
+               ), um AS (
+                 INSERT INTO messages (id, conversation_id, role, content, status, client_message_id, parent_id)
+                 SELECT $1, conv.id, 'user', $3, 'complete', $4, old.root FROM conv, old RETURNING id
+               ), am AS (
+                 INSERT INTO messages (id, conversation_id, role, status, parent_id, model_id)
+                 SELECT $5, conv.id, 'assistant', 'streaming', um.id, conv.model_id FROM um, conv RETURNING id
+               ), off AS (
+                 UPDATE messages SET active = false
+                 WHERE (id = $10 OR (parent_id = $10 AND role = 'assistant')) AND active AND EXISTS (SELECT 1 FROM am) RETURNING id
+               ), cv AS (
+                 UPDATE conversations SET last_activity_at = now(), last_message_preview = $7, message_count = message_count + 2
+                 WHERE id = $2 AND EXISTS (SELECT 1 FROM am)
+               )
+               SELECT conv.*, EXISTS (SELECT 1 FROM old) AS fresh,
+                 coalesce((SELECT array_agg(id::text) FROM off), '{}') AS deactivated,
+                 (SELECT coalesce(json_agg(json_build_array(h.id, h.role, h.content, h.token_count) ORDER BY h.seq), '[]'::json)
+                    FROM (SELECT x.id, x.role, x.content, x.token_count, x.seq,
+                                 sum(coalesce(x.token_count, 0)) OVER (ORDER BY x.seq DESC) - coalesce(x.token_count, 0) AS before
+                            FROM messages x
+                           WHERE x.conversation_id = conv.id AND x.active AND x.status <> 'streaming' AND (x.role = 'user' OR x.content <> '')
+                             AND x.seq < (SELECT seq FROM old)
+                           ORDER BY x.seq DESC LIMIT $8) h
+                   WHERE h.before < $9) AS history
+               FROM conv`,
+        values: [s.userMessageId, s.conversationId, s.text, s.clientMessageId, s.assistantMessageId, s.userId, s.preview, historyLimit, windowTokens,
+          s.oldUserMessageId],
+      });
+      const row = r.rows[0] as Row | undefined;
+      if (!row) return { conflict: "gone" };
+      if (!(row.fresh as boolean)) return { conflict: "stale" };
+      const conversation = toConversation(row);
+      return {
+        conversation,
+        history: (row.history as Array<[string, MessageRole, string, number | null]>).map(([id, role, content, tokenCount]) => ({ id, role, content, tokenCount })),
+        previousActivity: conversation.lastActivityMicros,
+        previousPreview: conversation.lastMessagePreview,
+        deactivated: row.deactivated as string[],
+      };
+    } catch (err) {
+      return { conflict: conflictOf(err) };
+    }
+  }
+
+  /** Undoes insertEdit when the request failed before its reply started (limits, credits): the old version is back. */
+  async undoEdit(s: { conversationId: string; userMessageId: string; assistantMessageId: string; previousActivity: bigint; previousPreview: string; reactivate: string[] }): Promise<void> {
+    await this.pool.query(
+      `WITH d AS (DELETE FROM messages WHERE id IN ($1, $2) AND conversation_id = $3 RETURNING id),
+            r AS (UPDATE messages SET active = true WHERE id = ANY($6::uuid[]) AND conversation_id = $3)
+       UPDATE conversations SET message_count = message_count - (SELECT count(*) FROM d),
+         last_activity_at = 'epoch'::timestamptz + $4::bigint * interval '1 microsecond', last_message_preview = $5
+       WHERE id = $3 AND EXISTS (SELECT 1 FROM d)`,
+      [s.userMessageId, s.assistantMessageId, s.conversationId, s.previousActivity.toString(), s.previousPreview, s.reactivate],
     );
   }
 

@@ -35,7 +35,7 @@ type StreamResponse<T extends string> = { $typeName: T; event: ChatEvent };
 /**
  * Sends a reply stream to the client: `started`, then each event as the reply produces it. A client that goes away
  * closes its reader (the reply then stops after CHAT_DISCONNECT_GRACE unless someone resumes it). With
- * `unavailableOnWarmUpTimeout` (SendMessage, RegenerateMessage), a reply whose model did not wake in time ends the
+ * `unavailableOnWarmUpTimeout` (SendMessage, RegenerateMessage, EditMessage), a reply whose model did not wake in time ends the
  * RPC with UNAVAILABLE (its hold is already released) rather than an error event: the request may simply be retried.
  */
 async function* relay<T extends string>(typeName: T, stream: ReplyStream, ctx: HandlerContext, unavailableOnWarmUpTimeout = false): AsyncGenerator<StreamResponse<T>> {
@@ -115,6 +115,16 @@ export function chatRoutes(deps: RouteDeps): (router: ConnectRouter) => void {
         const maxOutputTokens = checkMaxOutputTokens("max_output_tokens", req.maxOutputTokens);
         const stream = await engine.regenerate(p, { messageId, maxOutputTokens }, startedAt);
         yield* relay("luna.chat.v1.RegenerateMessageResponse", stream, ctx, true);
+      },
+      async *editMessage(req, ctx) {
+        const startedAt = performance.now();
+        const p = requirePrincipal(ctx, "user");
+        const messageId = checkId("message_id", req.messageId);
+        const text = checkText("text", req.text, cfg.CHAT_MAX_MESSAGE_CHARS);
+        const clientMessageId = checkClientMessageId("client_message_id", req.clientMessageId);
+        const maxOutputTokens = checkMaxOutputTokens("max_output_tokens", req.maxOutputTokens);
+        const stream = await engine.edit(p, { messageId, text, clientMessageId, maxOutputTokens }, startedAt);
+        yield* relay("luna.chat.v1.EditMessageResponse", stream, ctx, true);
       },
       async *resumeStream(req, ctx) {
         const p = requirePrincipal(ctx, "user");
