@@ -18,6 +18,7 @@ export * from "./openai-http.js";
 export * from "./nats.js";
 export * from "./outbox.js";
 export * from "./inbox.js";
+export * from "./audit-events.js";
 export * from "./retention.js";
 export * from "./redis.js";
 export * from "./migrate.js";
