@@ -7,7 +7,7 @@
  */
 import { fileURLToPath } from "node:url";
 import type { ConnectRouter } from "@connectrpc/connect";
-import { inboxPruneOf, createPgPool, startInboxPruner, type MethodRules, type Metrics, type ReadinessCheck, type Redis } from "@luna/kit";
+import { inboxPruneOf, createPgPool, outboxPruneOf, startInboxPruner, startOutboxRelay, type MethodRules, type OutboxRelay, type Metrics, type ReadinessCheck, type Redis } from "@luna/kit";
 import type { JetStreamClient } from "@nats-io/jetstream";
 import type { BillingConfig } from "./config.js";
 import { replicaLedgerStore } from "./data/ledger-store.js";
@@ -94,9 +94,11 @@ export async function createBillingModule(config: BillingConfig, infra: BillingI
   const stoppers: Array<() => Promise<void>> = [];
   let started = false;
 
+  let relay: OutboxRelay | undefined;
+
   return {
     name: "billing",
-    routes: billingRoutes({ ledger, limiter, rateLimitDomain: config.BILLING_RATELIMIT_DOMAIN }),
+    routes: billingRoutes({ ledger, limiter, rateLimitDomain: config.BILLING_RATELIMIT_DOMAIN, kickOutbox: () => relay?.kick() }),
     authRules: BILLING_AUTH_RULES,
     readiness: [{ name: "postgres", check: async () => void (await pool.query("SELECT 1")) }],
     ledger,
@@ -109,6 +111,18 @@ export async function createBillingModule(config: BillingConfig, infra: BillingI
         if (n > 0) log.info({ holds: n }, "released expired holds");
       }, log);
       stoppers.push(() => sweeper.stop());
+      // Admin grants and reversals write their audit events (luna.events.audit.billing) into the outbox.
+      if (infra.js) {
+        const outbox = startOutboxRelay({ pool, js: infra.js, log, prune: outboxPruneOf(config),
+          metrics: { registry: infra.metrics.registry, outbox: "billing" } });
+        relay = outbox;
+        stoppers.push(async () => {
+          relay = undefined;
+          await outbox.stop();
+        });
+      } else {
+        log.warn({}, "billing: no JetStream client; admin actions' audit events stay in the outbox until one runs");
+      }
       const inboxPruner = startInboxPruner({ pool, log, ...inboxPruneOf(config) });
       stoppers.push(() => inboxPruner.stop());
       if (config.BILLING_INVARIANT_CHECK_INTERVAL > 0) {

@@ -4,6 +4,7 @@
  * user-event consumer and the benchmark.
  */
 import type pg from "pg";
+import type { OutboxEvent } from "@luna/kit";
 import { INVARIANT_NAMES, checkInvariants } from "./data/invariants.js";
 import type { LedgerStore, Outcome } from "./data/ledger-store.js";
 import { InsufficientCreditsError } from "./domain/errors.js";
@@ -81,8 +82,9 @@ export class Ledger {
     return out;
   }
 
-  async grant(input: GrantInput, store: LedgerStore = this.store): Promise<Outcome<GrantResult>> {
-    const out = await store.grant(input);
+  /** `audit`: the admin grant's audit event, written with the grant (see LedgerStore.grant). */
+  async grant(input: GrantInput, store: LedgerStore = this.store, audit?: (transferId: string) => OutboxEvent): Promise<Outcome<GrantResult>> {
+    const out = await store.grant(input, audit);
     if (out.replayed) this.metrics.idempotentReplays.inc({ operation: "grant" });
     else this.metrics.granted.inc(Number(out.result.amount));
     return out;

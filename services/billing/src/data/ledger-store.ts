@@ -43,6 +43,7 @@ import {
   type ReversalResult,
   type Usage,
 } from "../domain/ledger.js";
+import { OUTBOX_INSERT, outboxRow, outboxValuesSql, type OutboxEvent, type OutboxRow } from "@luna/kit";
 import { Batcher } from "./batcher.js";
 import { PG_UNIQUE_VIOLATION, big, bigOrNull, micros, named, pgCode, type Sql } from "./sql.js";
 
@@ -142,6 +143,15 @@ function assertDistinct(keys: string[], message: string): void {
 
 /** A charge is booked as transfer `hold.id`; a commit of 0 credits books none. */
 const chargeTransferId = (hold: Hold): string => (hold.charged > 0n ? hold.id : "");
+
+/** What a reversal's audit event needs to know before the statement runs. */
+export interface ReversalAudit {
+  /** The reversal's own transfer id. */
+  reversalId: string;
+  /** The user account of the reversed transfer ("" when neither side is a user account). */
+  accountId: string;
+  amount: bigint;
+}
 
 /** Outcome flags so callers (metrics, replay headers) can tell a first effect from a replay. */
 export interface Outcome<T> {
@@ -562,12 +572,18 @@ export class LedgerStore {
 
   // ---- grants and reversals ---------------------------------------------------------------------------------------
 
-  /** Moves credits from system:grants to a user account. Idempotent per (account, key). */
-  async grant(input: GrantInput): Promise<Outcome<GrantResult>> {
+  /**
+   * Moves credits from system:grants to a user account. Idempotent per (account, key). `audit` builds the event the
+   * grant's outbox row carries (an admin's grant): written by the same statement only when the grant happens, so a
+   * replay writes none and a failed grant leaves none.
+   */
+  async grant(input: GrantInput, audit?: (transferId: string) => OutboxEvent): Promise<Outcome<GrantResult>> {
     const fp = grantFingerprint(input);
+    const transferId = this.newId();
+    const event = audit && outboxRow(audit(transferId));
     try {
       const r = await this.sql.query<{ response: GrantResponseJson }>(
-        named("ledger_grant", `WITH acct AS (
+        named(event ? "ledger_grant_audited" : "ledger_grant", `WITH acct AS (
            UPDATE accounts SET balance = balance + $2
            WHERE id = $1 AND kind = 'user' AND status = 'open'
              AND NOT EXISTS (SELECT 1 FROM idempotency_keys k WHERE k.account_id = $1 AND k.scope = 'grant' AND k.key = $4)
@@ -576,13 +592,14 @@ export class LedgerStore {
            INSERT INTO ledger_transfers (id, debit_account_id, credit_account_id, amount, kind, reason, reference, description, created_at)
            SELECT $5::uuid, '${GRANTS_ACCOUNT}', $1, $2, 'grant', $3, $4, $3, now()
            FROM acct
-         )
+         )${event ? `, audit AS (${OUTBOX_INSERT} SELECT ${outboxValuesSql(7)} FROM acct)` : ""}
          INSERT INTO idempotency_keys (account_id, scope, key, fingerprint, response)
          SELECT $1, 'grant', $4, $6, jsonb_build_object('transferId', $5::text, 'amount', $2::text,
            'balance', acct.balance::text, 'createdAt', ${micros("now()")}::text)
          FROM acct
          RETURNING response`),
-        [input.accountId, input.amount, input.reason, input.idempotencyKey, this.newId(), fp],
+        [input.accountId, input.amount, input.reason, input.idempotencyKey, transferId, fp,
+          ...(event ? [event.id, event.subject, event.payload, event.headers] : [])],
       );
       const row = r.rows[0];
       if (row) return { result: toGrantResult(row.response), replayed: false };
@@ -611,8 +628,21 @@ export class LedgerStore {
    * Books the mirror image of a grant or charge. A transfer is reversed at most once (unique index): reversing it
    * again returns the existing reversal. Reversing a grant takes the credits back, so they must be available.
    */
-  async reverse(transferId: string, reason: string): Promise<Outcome<ReversalResult>> {
+  async reverse(transferId: string, reason: string, audit?: (r: ReversalAudit) => OutboxEvent): Promise<Outcome<ReversalResult>> {
     const reversalId = this.newId();
+    // The audit event (an admin's reversal) names the account and amount: read from the transfer, which never
+    // changes; its outbox row is written by the reversal's own statement, only when the reversal happens.
+    let event: OutboxRow | undefined;
+    if (audit) {
+      const o = await this.sql.query<{ amount: string; account_id: string | null }>(
+        `SELECT o.amount::text, a.id AS account_id FROM ledger_transfers o
+         LEFT JOIN accounts a ON a.id IN (o.debit_account_id, o.credit_account_id) AND a.kind = 'user'
+         WHERE o.id = $1 LIMIT 1`,
+        [transferId],
+      );
+      const orig = o.rows[0];
+      if (orig) event = outboxRow(audit({ reversalId, accountId: orig.account_id ?? "", amount: BigInt(orig.amount) }));
+    }
     try {
       const r = await this.sql.query<{ amount: string; created_us: string }>(
         `WITH orig AS (
@@ -632,9 +662,9 @@ export class LedgerStore {
            SELECT $2::uuid, o.credit_account_id, o.debit_account_id, o.amount, 'reversal', o.id, $3, $1::text, 'Reversal: ' || $3, now()
            FROM orig o WHERE EXISTS (SELECT 1 FROM acct)
            RETURNING amount
-         )
+         )${event ? `, audit AS (${OUTBOX_INSERT} SELECT ${outboxValuesSql(4)} FROM ins)` : ""}
          SELECT amount::text, ${micros("now()")}::text AS created_us FROM ins`,
-        [transferId, reversalId, reason],
+        [transferId, reversalId, reason, ...(event ? [event.id, event.subject, event.payload, event.headers] : [])],
       );
       const row = r.rows[0];
       if (row) {

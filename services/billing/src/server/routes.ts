@@ -28,7 +28,7 @@ import {
   ReserveResponseSchema,
 } from "@luna/contracts/luna/billing/v1/credits_service_pb.js";
 import { PageResponseSchema } from "@luna/contracts/luna/common/v1/common_pb.js";
-import { invalidPageSize, requirePrincipal } from "@luna/kit";
+import { adminActionEvent, auditActorOf, invalidPageSize, requirePrincipal } from "@luna/kit";
 import { invalid, notFound } from "../domain/errors.js";
 import {
   checkAnyAccountId,
@@ -61,7 +61,12 @@ export interface RouteDeps {
   limiter: RateLimiter;
   /** Envoy's rate limit domain answered with limits. */
   rateLimitDomain: string;
+  /** Wakes the outbox relay after an admin action committed its audit event. */
+  kickOutbox?: () => void;
 }
+
+/** The service name in audit events (`luna.events.audit.billing`). */
+export const BILLING_SERVICE = "billing";
 
 const HISTORY_DEFAULT_PAGE = 50;
 const HISTORY_MAX_PAGE = 200;
@@ -189,13 +194,19 @@ export function billingRoutes(deps: RouteDeps): (router: ConnectRouter) => void 
     router.service(BillingAdminService, {
       grantCredits: (req, ctx) =>
         rpc(async () => {
-          requirePrincipal(ctx, "admin");
-          const out = await ledger.grant({
+          const actor = auditActorOf(ctx);
+          const input = {
             accountId: checkUserAccountId("account_id", req.accountId),
             amount: checkPositiveAmount("amount", req.amount),
             reason: checkText("reason", req.reason, { required: true, max: 200 }),
             idempotencyKey: checkIdempotencyKey("idempotency_key", req.idempotencyKey),
-          });
+          };
+          // The audit fact is written by the grant's own statement: with the grant, never on a replay.
+          const out = await ledger.grant(input, undefined, (transferId) => adminActionEvent({
+            service: BILLING_SERVICE, action: "credits.granted", actor, target: input.accountId, subjectUserId: input.accountId,
+            detail: { case: "creditsGranted", value: { ...input, transferId } },
+          }));
+          if (!out.replayed) deps.kickOutbox?.();
           markReplay(ctx, out.replayed);
           return create(GrantCreditsResponseSchema, {
             transferId: out.result.transferId,
@@ -214,11 +225,16 @@ export function billingRoutes(deps: RouteDeps): (router: ConnectRouter) => void 
         }),
       reverseTransfer: (req, ctx) =>
         rpc(async () => {
-          requirePrincipal(ctx, "admin");
-          const out = await store.reverse(
-            checkUuid("transfer_id", req.transferId),
-            checkText("reason", req.reason, { required: true, max: 200 }),
-          );
+          const actor = auditActorOf(ctx);
+          const transferId = checkUuid("transfer_id", req.transferId);
+          const reason = checkText("reason", req.reason, { required: true, max: 200 });
+          const out = await store.reverse(transferId, reason, (r) => adminActionEvent({
+            service: BILLING_SERVICE, action: "credits.reversed", actor, target: r.accountId || transferId,
+            subjectUserId: r.accountId,
+            detail: { case: "creditsReversed", value: { accountId: r.accountId, amount: r.amount, reason,
+              reversedTransferId: transferId, reversalTransferId: r.reversalId } },
+          }));
+          if (!out.replayed) deps.kickOutbox?.();
           markReplay(ctx, out.replayed);
           return create(ReverseTransferResponseSchema, {
             transferId: out.result.transferId,
