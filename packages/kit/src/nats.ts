@@ -495,7 +495,10 @@ export interface ConsumedMessage {
   streamSeq: number;
   /** Tell the server the handler is still working: restarts the ack wait. Call it periodically in long handlers. */
   working(): void;
-  /** Aborted when `stop()` is called; a long handler may give up early and return "retry". */
+  /**
+   * Aborted when `stop()` is called (after its `graceMs`, if given); a long handler may give up early and return
+   * "retry".
+   */
   signal: AbortSignal;
   /**
    * Gives back the admission this message was pulled under (see `RunConsumerOptions.admit`) before the handler
@@ -546,8 +549,12 @@ export interface RunConsumerOptions {
 export interface ConsumerHandle {
   /** Resolves once the durable consumer exists and pulling has started (or when stopped before that). */
   ready: Promise<void>;
-  /** Stops pulling, waits for in-flight handlers to finish and settle their messages. Idempotent. */
-  stop(): Promise<void>;
+  /**
+   * Stops pulling, waits for in-flight handlers to finish and settle their messages. Idempotent.
+   * `graceMs` (default 0): how long in-flight handlers may go on before their `signal` aborts — a drain for work
+   * worth finishing (a running image job) rather than handing it back.
+   */
+  stop(opts?: { graceMs?: number }): Promise<void>;
 }
 
 const DEFAULT_BACKOFF_MS = [1 * SECOND, 5 * SECOND, 30 * SECOND, 2 * MINUTE];
@@ -597,7 +604,9 @@ export function runConsumer(opts: RunConsumerOptions): ConsumerHandle {
   const { js, log } = opts;
   const logCtx = { stream: opts.stream, durable: opts.durable };
 
+  // Two steps of stopping: `stopper` ends pulling at once; `aborter` (the handlers' signal) follows after stop()'s grace.
   const stopper = new AbortController();
+  const aborter = new AbortController();
   const pulls = new Set<ConsumerMessages>();
   let bound: Promise<JsConsumer> | undefined;
   let markReady!: () => void;
@@ -667,7 +676,7 @@ export function runConsumer(opts: RunConsumerOptions): ConsumerHandle {
     const parent = extractTraceContext((key) => hdrs[key], ROOT_CONTEXT);
     const event: ConsumedMessage = {
       subject: m.subject, data: m.data, headers: hdrs, msgId: hdrs[MSG_ID_HEADER], deliveryCount, streamSeq: m.seq,
-      working: () => m.working(), signal: stopper.signal, releaseAdmission,
+      working: () => m.working(), signal: aborter.signal, releaseAdmission,
     };
     let failure: unknown;
     const result: HandlerResult = await tracer.startActiveSpan(`${m.subject} process`, {
@@ -788,12 +797,23 @@ export function runConsumer(opts: RunConsumerOptions): ConsumerHandle {
   let stopping: Promise<void> | undefined;
   return {
     ready,
-    stop: () => {
+    stop: (stopOpts) => {
       stopping ??= (async () => {
         stopper.abort();
         markReady();
         // Ending the open pulls releases the slots waiting on them; slots in a handler finish it first.
         for (const p of pulls) void p.close().catch(() => undefined);
+        const graceMs = stopOpts?.graceMs ?? 0;
+        if (graceMs > 0) {
+          let timer: NodeJS.Timeout | undefined;
+          const drained = await Promise.race([
+            Promise.all(slots).then(() => true),
+            new Promise<false>((resolve) => { timer = setTimeout(() => resolve(false), graceMs); }),
+          ]);
+          clearTimeout(timer);
+          if (!drained) log.warn({ ...logCtx, graceMs }, "handlers still running after the stop grace; aborting them");
+        }
+        aborter.abort();
         await Promise.all(slots);
         log.info(logCtx, "consumer stopped");
       })();

@@ -55,6 +55,19 @@ describe("runUntilSignal", () => {
     expect(lines.filter((l) => l.msg === "shutdown step failed").map((l) => l.step)).toEqual(["broken", "hangs"]);
   });
 
+  it("gives a step with its own timeoutMs that long instead of the run's step timeout (a drain)", async () => {
+    const { log, exits, exit, exitedOnce } = setup();
+    const order: string[] = [];
+    runUntilSignal({
+      log, exit, signals: [SIGNAL], stepTimeoutMs: 50,
+      shutdown: [{ name: "drain", timeoutMs: 2000, run: async () => { await new Promise((r) => setTimeout(r, 200)); order.push("drained"); } }],
+    });
+    process.emit(SIGNAL, SIGNAL);
+    await exitedOnce;
+    expect(order).toEqual(["drained"]);
+    expect(exits).toEqual([0]);
+  });
+
   it("exits at once with 1 on a second signal", async () => {
     const { log, exits, exit } = setup();
     runUntilSignal({ log, exit, signals: [SIGNAL], shutdown: [{ name: "slow", run: () => new Promise(() => {}) }] });

@@ -261,7 +261,8 @@ function flushLog(log: Logger): Promise<void> {
 }
 
 /** A shutdown step: a named async function. Plain functions are named after `fn.name`. */
-export type ShutdownStep = { name: string; run: () => Promise<void> | void };
+/** `timeoutMs` overrides the run's step timeout for a step that drains work on purpose (e.g. a running job). */
+export type ShutdownStep = { name: string; run: () => Promise<void> | void; timeoutMs?: number };
 
 const registeredSteps: ShutdownStep[] = [];
 
@@ -302,12 +303,13 @@ export function runUntilSignal(opts: RunUntilSignalOptions): { shutdown(reason: 
     let failed = false;
     for (const step of steps) {
       const started = performance.now();
+      const timeoutMs = step.timeoutMs ?? stepTimeoutMs;
       let timer: NodeJS.Timeout | undefined;
       try {
         await Promise.race([
           Promise.resolve().then(() => step.run()),
           new Promise((_, reject) => {
-            timer = setTimeout(() => reject(new Error(`timed out after ${stepTimeoutMs} ms`)), stepTimeoutMs);
+            timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms`)), timeoutMs);
           }),
         ]);
         log.info({ step: step.name, duration_ms: Math.round(performance.now() - started) }, "shutdown step done");

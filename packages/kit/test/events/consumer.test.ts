@@ -211,6 +211,55 @@ describe("runConsumer", () => {
     expect(handled).toEqual(["first"]);
   });
 
+  it("stop({ graceMs }) lets an in-flight handler finish undisturbed, and aborts its signal only once the grace is over", async () => {
+    const started = gate();
+    const release = gate();
+    const outcome: string[] = [];
+    const t = setup(async (m) => {
+      started.open();
+      // Finishes when released, or gives up (hands the message back) when its signal aborts.
+      const aborted = new Promise<"aborted">((r) => m.signal.addEventListener("abort", () => r("aborted"), { once: true }));
+      const how = await Promise.race([release.wait.then(() => "finished" as const), aborted]);
+      outcome.push(`${decode(m.data)}:${how}`);
+      return how === "finished" ? "ack" : "retry";
+    });
+
+    // Within the grace: the handler is not aborted, finishes, and its message is acked.
+    await t.publish("drained");
+    const h1 = t.start();
+    await started.wait;
+    const stopping = h1.stop({ graceMs: 10_000 });
+    await new Promise((r) => setTimeout(r, 300));
+    expect(outcome).toEqual([]); // without the grace the signal would have aborted at once
+    release.open();
+    await stopping;
+    expect(outcome).toEqual(["drained:finished"]);
+    const info = await jsm.consumers.info(STREAM, t.durable);
+    expect(info.num_ack_pending).toBe(0);
+    expect(info.num_pending).toBe(0);
+  });
+
+  it("stop({ graceMs }) aborts a handler still running when the grace ends (the message goes back for redelivery)", async () => {
+    const started = gate();
+    const outcome: string[] = [];
+    const t = setup(async (m) => {
+      started.open();
+      await new Promise<void>((r) => m.signal.addEventListener("abort", () => r(), { once: true }));
+      outcome.push(decode(m.data));
+      return "retry";
+    }, { backoffMs: [60_000] });
+    await t.publish("too-long");
+    const h = t.start();
+    await started.wait;
+    const began = Date.now();
+    await h.stop({ graceMs: 400 });
+    expect(Date.now() - began).toBeGreaterThanOrEqual(390);
+    expect(outcome).toEqual(["too-long"]);
+    expect(t.log.messages("warn").some((m) => /still running after the stop grace/.test(m))).toBe(true);
+    const info = await jsm.consumers.info(STREAM, t.durable);
+    expect(info.num_ack_pending + info.num_pending + info.num_redelivered).toBeGreaterThan(0); // nak'ed, not acked
+  });
+
   it("runs at most `concurrency` handlers at once", async () => {
     let inFlight = 0;
     let maxInFlight = 0;
