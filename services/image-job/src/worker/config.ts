@@ -44,6 +44,12 @@ export const workerConfigSchema = z.object({
    * first: the result is a few milliseconds later, the GPU idles that much less). 0 = publish at once.
    */
   IMAGE_WORKER_RESULT_YIELD: duration("50ms"),
+  /**
+   * On SIGTERM, how long a running job may go on to finish before it is handed back to the queue (no new job is
+   * taken meanwhile). 0 = hand it back at once (another worker resumes or redoes it). ComfyUI must outlive the drain:
+   * the comfyui chart keeps it running until the worker has exited (worker.drainSeconds sets this).
+   */
+  IMAGE_WORKER_DRAIN_TIMEOUT: duration("0s"),
 });
 
 export type ImageWorkerConfig = z.infer<typeof workerConfigSchema>;

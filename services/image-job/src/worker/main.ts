@@ -37,7 +37,8 @@ await worker.start();
 runUntilSignal({
   log,
   shutdown: [
-    { name: "worker", run: () => worker.stop() },
+    // A running job may finish first (IMAGE_WORKER_DRAIN_TIMEOUT); the step's own timeout leaves room to settle it.
+    { name: "worker", run: () => worker.stop(), timeoutMs: config.IMAGE_WORKER_DRAIN_TIMEOUT + 15_000 },
     { name: "admin", run: () => admin.close() },
     { name: "nats", run: () => nats.drain() },
   ],

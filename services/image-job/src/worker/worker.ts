@@ -55,7 +55,10 @@ export interface ImageWorker {
   readonly id: string;
   /** Connects to ComfyUI and starts consuming; resolves once every pool's consumer is bound. */
   start(): Promise<void>;
-  /** Stops taking jobs; a running job is left to ComfyUI and handed back to the queue (the next worker resumes it). */
+  /**
+   * Stops taking jobs; a running job may finish for IMAGE_WORKER_DRAIN_TIMEOUT, then it is left to ComfyUI and handed
+   * back to the queue (the next worker resumes it).
+   */
   stop(): Promise<void>;
   /** Readiness: ComfyUI answers. */
   readiness: { name: string; check: () => Promise<void> };
@@ -361,7 +364,7 @@ export function createImageWorker(config: ImageWorkerConfig, deps: ImageWorkerDe
       log.info({ workerId: id, pools: config.IMAGE_WORKER_POOLS, comfyui: config.COMFYUI_URL }, "image worker started");
     },
     async stop() {
-      await Promise.all(consumers.map((c) => c.stop()));
+      await Promise.all(consumers.map((c) => c.stop({ graceMs: config.IMAGE_WORKER_DRAIN_TIMEOUT })));
       consumers = [];
       cancelSub?.unsubscribe();
       cancelSub = undefined;
