@@ -15,6 +15,7 @@ type Container = NonNullable<RenderedPod["spec"]["containers"]>[number] & {
   env?: Env[]; args?: string[]; command?: string[];
   volumeMounts?: { name: string; mountPath: string }[];
   startupProbe?: Probe; readinessProbe?: Probe; livenessProbe?: Probe;
+  lifecycle?: { preStop?: { exec?: { command?: string[] } } };
 };
 type Probe = { httpGet?: { path?: string; port?: string | number }; periodSeconds?: number; failureThreshold?: number; tcpSocket?: unknown };
 type Volume = { name: string; emptyDir?: { medium?: string; sizeLimit?: string }; persistentVolumeClaim?: { claimName: string } };
@@ -185,8 +186,9 @@ const isWorker = (c: Container) => /(?:^|\/)luna\/image-worker[:@]/.test(c.image
 /**
  * ComfyUI pool pods: a ComfyUI container listening on 127.0.0.1 only (the simulator via SIM_COMFYUI_HOST, ComfyUI via
  * --listen), never behind a Service port; the image worker as a sidecar that reads only variables it knows, drives
- * http://127.0.0.1:<port>, takes the pool's jobs (IMAGE_WORKER_POOLS), and whose termination grace covers handing
- * a job back; GPU limits on ComfyUI (not on the simulator); the simulator's env parsed by its own parser.
+ * http://127.0.0.1:<port>, takes the pool's jobs (IMAGE_WORKER_POOLS), and whose termination grace covers its drain
+ * (IMAGE_WORKER_DRAIN_TIMEOUT) and shutdown steps, with ComfyUI kept alive by a preStop that waits for the worker's
+ * admin port to close; GPU limits on ComfyUI (not on the simulator); the simulator's env parsed by its own parser.
  */
 export function checkComfyPods(objects: readonly K8sObject[], opts: { gpuResource?: string } = {}): string[] {
   const gpu = opts.gpuResource ?? "nvidia.com/gpu";
@@ -234,6 +236,14 @@ export function checkComfyPods(objects: readonly K8sObject[], opts: { gpuResourc
     if (!wenv.get("IMAGE_WORKER_POOLS")) out.push(`${where} worker: IMAGE_WORKER_POOLS is not set`);
     if (!(worker.ports ?? []).some((p) => p.name === "admin" && p.containerPort === Number(wenv.get("LUNA_ADMIN_PORT") ?? 9090))) out.push(`${where} worker: admin port disagrees with LUNA_ADMIN_PORT`);
     if (!worker.readinessProbe || !worker.livenessProbe) out.push(`${where} worker: probes missing`);
+    const drain = /^(\d+)s$/.exec(wenv.get("IMAGE_WORKER_DRAIN_TIMEOUT") ?? "0s");
+    const drainS = drain ? Number(drain[1]) : Number.NaN;
+    if (Number.isNaN(drainS)) out.push(`${where} worker: IMAGE_WORKER_DRAIN_TIMEOUT ${wenv.get("IMAGE_WORKER_DRAIN_TIMEOUT")} is not whole seconds`);
+    const grace = t.spec.terminationGracePeriodSeconds ?? 30;
+    if (grace < drainS + 45) out.push(`${where}: terminationGracePeriodSeconds ${grace} does not cover the worker's drain (${drainS} s) and shutdown steps (45 s)`);
+    const wait = (comfy.lifecycle?.preStop?.exec?.command ?? []).join(" ");
+    const adminPort = wenv.get("LUNA_ADMIN_PORT") ?? "9090";
+    if (drainS > 0 && !new RegExp(`\\b${adminPort}\\b`).test(wait)) out.push(`${where} comfyui: no preStop waiting for the worker (admin port ${adminPort}) to exit; ComfyUI would stop under a draining job`);
     if (!comfy.readinessProbe || !comfy.startupProbe) out.push(`${where} comfyui: readiness and startup probes required`);
     const mem = Number(/^(\d+)Gi$/.exec(String(t.spec.volumes?.find((v) => v.name === "dshm")?.emptyDir?.sizeLimit ?? ""))?.[1] ?? 0);
     if (!sim && mem < 1) out.push(`${where}: /dev/shm memory emptyDir missing or under 1Gi`);

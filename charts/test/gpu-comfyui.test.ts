@@ -2,10 +2,13 @@
 // the cross-object and GPU_CHART_CHECKS on each, and refuses ci/invalid and ci/invalid-render): what the ComfyUI pool
 // renders (ComfyUI on 127.0.0.1 and behind no Service, the worker sidecar's env, the nats-jetstream trigger on
 // image-job's own consumer name), and each ComfyUI check shown failing on a broken copy of a good render.
+import { spawn, spawnSync } from "node:child_process";
 import { readdirSync } from "node:fs";
+import { createServer } from "node:net";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { dependencyBuild, formatIssues, repoRoot, validateObjects } from "@luna/kube-check";
+import { freePorts } from "@luna/kit/localstack";
 import { poolDurable } from "../../services/image-job/src/domain/job.js";
 import { chartRenderer, edit } from "./chart-renders.js";
 import { crossCheck } from "./cross-checks.js";
@@ -17,6 +20,8 @@ const NS = "luna";
 const POOL_PODS = GPU_POOL_CLIENTS.comfyui.pods;
 /** The Luna apps allowed on the workers' admin port: the registry's health probes (GET /readyz). */
 const PROBERS = GPU_POOL_CLIENTS.comfyui.apps;
+/** A free port standing in for the worker's admin port in the preStop commands' test. */
+let WORKER_ADMIN_PORT: number;
 
 const render = chartRenderer("comfyui", { release: "comfyui", namespace: NS });
 /* eslint-disable @typescript-eslint/no-explicit-any */
@@ -24,6 +29,7 @@ const deployment = (c: any[], name = "comfyui-flux1-schnell") => c.find((o) => o
 const container = (d: any, name: string) => d.spec.template.spec.containers.find((x: { name: string }) => x.name === name);
 
 beforeAll(async () => {
+  [WORKER_ADMIN_PORT] = (await freePorts(1)) as [number];
   await dependencyBuild(CHART);
 }, 300_000);
 
@@ -66,6 +72,52 @@ describe("comfyui chart", () => {
     const issues = formatIssues(await validateObjects(broken));
     expect(issues).toMatch(/unknown field "maxReplicas"/);
     expect(issues).toMatch(/metricType/);
+  });
+});
+
+describe("comfyui drain on scale-down", () => {
+  // The rendered preStop commands, run here as kubelet would run them: they wait while the worker's admin port
+  // answers and return once it is closed (the worker has drained and exited), so ComfyUI outlives the drain.
+  async function waitsForPortToClose(command: string[]): Promise<void> {
+    const server = createServer((s) => s.destroy());
+    await new Promise<void>((r) => server.listen(WORKER_ADMIN_PORT, "127.0.0.1", r));
+    const child = spawn(command[0]!, command.slice(1), { stdio: "ignore" });
+    const exited = new Promise<number | null>((r) => child.on("exit", (code) => r(code)));
+    try {
+      const early = await Promise.race([exited, new Promise((r) => setTimeout(() => r("waiting"), 2500))]);
+      expect(early).toBe("waiting"); // the worker still runs: ComfyUI must not stop yet
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
+    expect(await Promise.race([exited, new Promise((r) => setTimeout(() => r("still waiting"), 5000))])).toBe(0);
+  }
+
+  it("the worker gets IMAGE_WORKER_DRAIN_TIMEOUT, the grace covers it, and ComfyUI's preStop waits for the worker", async () => {
+    for (const values of ["default-values.yaml", "simulator-values.yaml"]) {
+      const d = deployment(await render(values, ["--set", `worker.adminPort=${WORKER_ADMIN_PORT}`]) as any[]);
+      expect(container(d, "worker").env).toContainEqual({ name: "IMAGE_WORKER_DRAIN_TIMEOUT", value: "60s" });
+      expect(d.spec.template.spec.terminationGracePeriodSeconds).toBeGreaterThanOrEqual(105);
+      const command = container(d, "comfyui").lifecycle.preStop.exec.command as string[];
+      if (command[0] === "python3" && spawnSync("python3", ["--version"]).status !== 0) continue; // no python here
+      await waitsForPortToClose(command);
+    }
+  }, 30_000);
+
+  it("drainSeconds 0 hands jobs back at once: no preStop wait", async () => {
+    const d = deployment(await render("default-values.yaml", ["--set", "defaults.drainSeconds=0"]) as any[]);
+    expect(container(d, "worker").env).toContainEqual({ name: "IMAGE_WORKER_DRAIN_TIMEOUT", value: "0s" });
+    expect(container(d, "comfyui").lifecycle).toBeUndefined();
+  });
+
+  it("the check refuses a draining worker whose ComfyUI does not wait for it, or a grace shorter than the drain", async () => {
+    const broken = edit(await render(), (c) => {
+      const d = deployment(c);
+      delete container(d, "comfyui").lifecycle;
+      d.spec.template.spec.terminationGracePeriodSeconds = 60;
+    });
+    const problems = checkComfyPods(broken).join("\n");
+    expect(problems).toMatch(/comfyui: no preStop waiting for the worker \(admin port 9090\) to exit/);
+    expect(problems).toMatch(/terminationGracePeriodSeconds 60 does not cover the worker's drain \(60 s\) and shutdown steps/);
   });
 });
 

@@ -102,7 +102,8 @@ export function comfyuiValuesSchema(): Schema {
   const numStr = { type: ["string", "number"], pattern: "^[0-9]+$", description: "A whole number (KEDA wants strings; numbers are quoted)" };
   const poolSettings: Schema = {
     replicaCount: int(0), gpu, resources, shmSizeLimit: quantity, modelStorage: storage({ readOnly: bool }),
-    terminationGracePeriodSeconds: { type: "integer", minimum: 50, maximum: 3600, description: "Covers the worker handing its job back and its shutdown steps (≤ 45 s)" },
+    drainSeconds: { ...int(0, 3600), description: "On SIGTERM a running job may finish for this long (IMAGE_WORKER_DRAIN_TIMEOUT) before it is handed back; 0 = at once" },
+    terminationGracePeriodSeconds: { type: "integer", minimum: 50, maximum: 3600, description: "Covers drainSeconds plus the worker's shutdown steps (45 s)" },
     probes: obj({ startup: probe, readiness: probe, liveness: probe }),
     ...scheduling,
     autoscaling: obj({ ...keda, lagThreshold: numStr, activationLagThreshold: numStr,
@@ -127,7 +128,8 @@ export function comfyuiValuesSchema(): Schema {
       ...common(),
       comfyui: obj({ command: { type: "array", minItems: 1, items: str }, extraArgs: { type: "array", items: str },
         env: { type: "object", propertyNames: { pattern: "^[A-Za-z_][A-Za-z0-9_]*$" }, additionalProperties: scalar },
-        probeCommand: { type: "array", minItems: 1, items: str } }, ["command", "probeCommand"]),
+        probeCommand: { type: "array", minItems: 1, items: str },
+        waitForWorkerCommand: { type: "array", minItems: 1, items: str } }, ["command", "probeCommand", "waitForWorkerCommand"]),
       simulator: obj({ enabled: bool, image, env: envOf(simEnv, [simComfyEnv("host"), simComfyEnv("port")]), resources }),
       worker: obj({ image, adminPort: int(1, 65535),
         env: { ...envOf(SERVICE_ENV["image-worker"]!, ["COMFYUI_URL", "IMAGE_WORKER_POOLS", "LUNA_ADMIN_PORT"]),
@@ -135,7 +137,7 @@ export function comfyuiValuesSchema(): Schema {
         resources, probes: obj({ readiness: probe, liveness: probe }) }, ["image", "adminPort"]),
       existingSecret: str,
       secretEnv: { type: "array", items: obj({ name: { enum: SERVICE_ENV["image-worker"] }, key: str, optional: bool }, ["name"]) },
-      defaults: obj(poolSettings, ["gpu", "resources", "modelStorage", "probes", "autoscaling", "terminationGracePeriodSeconds"]),
+      defaults: obj(poolSettings, ["gpu", "resources", "modelStorage", "probes", "autoscaling", "drainSeconds", "terminationGracePeriodSeconds"]),
       pools: { type: "array", minItems: 1, items: pool },
       networkPolicy: obj({ enabled: bool, healthApps: { type: "array", items: { type: "string", pattern: dnsLabel } },
         metricsFrom: { type: "array", items: { type: "object" } } }),

@@ -27,6 +27,9 @@ services/image-job/src/domain/job.ts) and minReplicas. Fails on what the schema 
 {{- fail (printf "pools[%d] (%s): autoscaling.scaleDownStabilizationSeconds (%v s) must exceed scaleToZero.coldStartSeconds (%v s)" $i $p.name $a.scaleDownStabilizationSeconds $z.coldStartSeconds) -}}
 {{- end -}}
 {{- end -}}
+{{- if lt (int $p.terminationGracePeriodSeconds) (add (int $p.drainSeconds) 45 | int) -}}
+{{- fail (printf "pools[%d] (%s): terminationGracePeriodSeconds (%v) must cover drainSeconds (%v) + 45 s of the worker's shutdown steps" $i $p.name $p.terminationGracePeriodSeconds $p.drainSeconds) -}}
+{{- end -}}
 {{- $_ := set $p "minReplicas" (ternary 0 (int $a.minReplicaCount) (and $a.enabled $z.enabled | default false)) -}}
 {{- if and $a.enabled (lt (int $a.maxReplicaCount) (max 1 (int $p.minReplicas) | int)) -}}
 {{- fail (printf "pools[%d] (%s): autoscaling.maxReplicaCount (%v) must be at least 1 and at least minReplicaCount" $i $p.name $a.maxReplicaCount) -}}
