@@ -4,9 +4,19 @@
 //   on 2 cores, TTFT there is mostly queueing behind the other streams' relaying;
 // - paced: 16 streams against a simulator decoding at a model's pace (BENCH_PACED_TPS per stream, no prefill
 //   delay), the streams starting spread over one reply's duration as independent users do. This is the condition
-//   of the latency aims (added TTFT p50 ≤ 2 ms, p99 ≤ 10 ms at 16 streams): a real model never streams 100k tokens/s.
+//   of the latency aims: a real model never streams 100k tokens/s.
+// Aims (issue 23), each printed with ✓/✗ and the floor's figure beside it, for the Connect path and /v1:
+// - router CPU per 1k relayed tokens at 16 saturated streams ≤ 16 ms;
+// - relayed tokens/s at 16 saturated streams ≥ 40% of direct;
+// - added TTFT at 16 streams decoding 50 tok/s: p50 ≤ floor + 1 ms, p99 ≤ floor + 5 ms;
+// - added ITL p50 there ≤ 0.2 ms (coalescing must not make a paced stream bursty).
 //
-//   node --conditions=luna-source --import tsx services/chat-router/bench/chat.bench.ts
+//   node --conditions=luna-source --import tsx services/chat-router/bench/chat.bench.ts [--quick] [--profile DIR] [--help]
+//
+// --quick: one saturated level (16 streams), 2 rounds, a shorter paced level — for iterating, not for the record.
+// --profile DIR (or BENCH_PROFILE_DIR): CPU-profiles chat-router (the inspector's sampler inside the platform process)
+// during the Connect rounds and the /v1 rounds of each level, writes the .cpuprofile files to DIR and prints where
+// the CPU went per area (profile-summary.ts). Profiling itself costs CPU: take the aims from an unprofiled run.
 //
 // Starts its own Postgres, Redis and NATS (temporary), the two simulators in child processes and the platform
 // (chat-router with the real billing and model-registry modules, hosted as in the all-in-one process) in another;
@@ -32,7 +42,7 @@
 // ("1,16,64"), BENCH_ROUNDS (alternating rounds per level, default 4), BENCH_PACED_STREAMS (16; 0 skips the paced
 // level), BENCH_PACED_TPS (decode tokens/s per stream, default 50), BENCH_PACED_REQUESTS (160).
 import { fork, type ChildProcess } from "node:child_process";
-import { chmodSync, mkdtempSync, rmSync } from "node:fs";
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -43,6 +53,25 @@ import { startNats, startPostgres, startRedis } from "@luna/kit/localstack";
 import { loadAverage, markdownTable, mean, percentile as pct } from "@luna/kit/bench";
 import { ChatService } from "@luna/contracts/luna/chat/v1/chat_service_pb.js";
 import { interpretChunk, SseParser } from "../src/domain/sse.js";
+import { summaryTable, type CpuProfile } from "./profile-summary.js";
+
+const argv = process.argv.slice(2);
+if (argv.includes("--help")) {
+  // The header comment above is the manual.
+  const lines = readFileSync(fileURLToPath(import.meta.url), "utf8").split("\n");
+  const head = lines.slice(0, lines.findIndex((l) => !l.startsWith("//")));
+  console.log(head.map((l) => l.replace(/^\/\/ ?/, "")).join("\n"));
+  process.exit(0);
+}
+const QUICK = argv.includes("--quick");
+const profileArg = argv.indexOf("--profile");
+const PROFILE_DIR = profileArg >= 0 ? argv[profileArg + 1] : process.env.BENCH_PROFILE_DIR;
+if (QUICK) {
+  process.env.BENCH_LEVELS ??= "16";
+  process.env.BENCH_ROUNDS ??= "2";
+  process.env.BENCH_REQUESTS ??= "320";
+  process.env.BENCH_PACED_REQUESTS ??= "96";
+}
 
 const REPLY_TOKENS = Number(process.env.BENCH_REPLY_TOKENS ?? 128);
 const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 240);
@@ -51,6 +80,13 @@ const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 4));
 const PACED_TPS = Number(process.env.BENCH_PACED_TPS ?? 50);
 const PACED_STREAMS = Number(process.env.BENCH_PACED_STREAMS ?? 16);
 const PACED_REQUESTS = Number(process.env.BENCH_PACED_REQUESTS ?? 160);
+// Issue 23's aims.
+const AIM_STREAMS = 16;
+const AIM_CPU_MS = 16;
+const AIM_TPS_SHARE = 0.4;
+const AIM_TTFT_P50_OVER_FLOOR_MS = 1;
+const AIM_TTFT_P99_OVER_FLOOR_MS = 5;
+const AIM_ITL_MS = 0.2;
 const PROMPT = "Tell me about the history of the printing press and how it changed the way people shared ideas.";
 const TSX = ["--conditions=luna-source", "--import", "tsx"];
 
@@ -178,7 +214,7 @@ async function main(): Promise<void> {
     const platform = child("./platform-child.ts", {
       BENCH_PG_BASE: pg.url("x").replace(/\/x$/, ""), BENCH_REDIS_URL: redis.url, BENCH_NATS_URL: nats.url, BENCH_SIM_URL: simUrl, BENCH_PACED_SIM_URL: pacedSimUrl,
       BENCH_USERS: String(maxStreams), LOG_LEVEL: process.env.LOG_LEVEL ?? "warn",
-    }, process.env.BENCH_PROFILE_DIR ? ["--cpu-prof", `--cpu-prof-dir=${process.env.BENCH_PROFILE_DIR}`] : []);
+    });
     children.push(platform);
     const floor = child("./floor-child.ts", {});
     children.push(floor);
@@ -212,6 +248,7 @@ async function main(): Promise<void> {
     await run(4, 40, (s) => routed(floorChats[s]!, simUrl));
     await run(4, 40, (s) => direct(agent, platformUrl, { model: "bench-model", token: tokens[s]! }));
 
+    if (PROFILE_DIR) mkdirSync(PROFILE_DIR, { recursive: true });
     const rows: string[][] = [];
     const breakdown: string[][] = [];
     const checks: string[] = [];
@@ -227,6 +264,30 @@ async function main(): Promise<void> {
       const f = { samples: [] as Sample[], wallS: 0 };
       const o = { samples: [] as Sample[], wallS: 0 };
       let cpu = 0;
+      let floorCpu = 0;
+      let openaiCpu = 0;
+      const profiles: Record<"connect" | "v1", string[]> = { connect: [], v1: [] };
+      /** Runs `body` with chat-router's CPU profiled into `${PROFILE_DIR}/<path>-<level>-<round>.cpuprofile` (with --profile). */
+      const profiled = async <T>(path: "connect" | "v1", round: number, body: () => Promise<T>): Promise<T> => {
+        if (!PROFILE_DIR) return await body();
+        const file = join(PROFILE_DIR, `${path}-${lv.label.replace(/\W+/g, "")}-${streams}-${round}.cpuprofile`);
+        await ask(platform, "profile-start");
+        try {
+          return await body();
+        } finally {
+          await new Promise((resolve) => {
+            const on = (m: { type?: string }) => m.type === "profile-stop" && (platform.off("message", on), resolve(undefined));
+            platform.on("message", on);
+            platform.send({ type: "profile-stop", file });
+          });
+          profiles[path].push(file);
+        }
+      };
+      const cpuOf = async (c: ChildProcess, body: () => Promise<void>): Promise<number> => {
+        const c0 = (await ask<{ micros: number }>(c, "cpu")).micros;
+        await body();
+        return (await ask<{ micros: number }>(c, "cpu")).micros - c0;
+      };
       const ph0 = (await ask<{ phases: Phases }>(platform, "phases")).phases;
       for (let round = 0; round < ROUNDS; round++) {
         const directRound = async () => {
@@ -234,23 +295,27 @@ async function main(): Promise<void> {
           d.samples.push(...x.samples);
           d.wallS += x.wallS;
         };
-        const routedRound = async () => {
-          const c0 = (await ask<{ micros: number }>(platform, "cpu")).micros;
-          const x = await run(streams, per, (s) => routed(chats[s]!, convs[s]!.pop()!), lv.staggerMs);
-          cpu += (await ask<{ micros: number }>(platform, "cpu")).micros - c0;
-          r.samples.push(...x.samples);
-          r.wallS += x.wallS;
-        };
+        const routedRound = () => profiled("connect", round, async () => {
+          cpu += await cpuOf(platform, async () => {
+            const x = await run(streams, per, (s) => routed(chats[s]!, convs[s]!.pop()!), lv.staggerMs);
+            r.samples.push(...x.samples);
+            r.wallS += x.wallS;
+          });
+        });
         const floorRound = async () => {
-          const x = await run(streams, per, (s) => routed(floorChats[s]!, lv.simUrl), lv.staggerMs);
-          f.samples.push(...x.samples);
-          f.wallS += x.wallS;
+          floorCpu += await cpuOf(floor, async () => {
+            const x = await run(streams, per, (s) => routed(floorChats[s]!, lv.simUrl), lv.staggerMs);
+            f.samples.push(...x.samples);
+            f.wallS += x.wallS;
+          });
         };
-        const openaiRound = async () => {
-          const x = await run(streams, per, (st) => direct(agent, platformUrl, { model: lv.modelId, token: tokens[st]! }), lv.staggerMs);
-          o.samples.push(...x.samples);
-          o.wallS += x.wallS;
-        };
+        const openaiRound = () => profiled("v1", round, async () => {
+          openaiCpu += await cpuOf(platform, async () => {
+            const x = await run(streams, per, (st) => direct(agent, platformUrl, { model: lv.modelId, token: tokens[st]! }), lv.staggerMs);
+            o.samples.push(...x.samples);
+            o.wallS += x.wallS;
+          });
+        });
         const order = [directRound, routedRound, floorRound, openaiRound];
         for (let i = 0; i < order.length; i++) await order[(round + i) % order.length]!();
       }
@@ -264,11 +329,17 @@ async function main(): Promise<void> {
       const oT = o.samples.map((x) => x.ttftMs);
       const dI = d.samples.map((x) => x.itlMs);
       const rI = r.samples.map((x) => x.itlMs);
-      const rTokens = r.samples.reduce((n, x) => n + x.tokens, 0);
-      const dTokens = d.samples.reduce((n, x) => n + x.tokens, 0);
+      const fI = f.samples.map((x) => x.itlMs);
+      const oI = o.samples.map((x) => x.itlMs);
+      const tokensOf = (x: { samples: Sample[] }) => x.samples.reduce((n, y) => n + y.tokens, 0);
+      const rTokens = tokensOf(r);
+      const dTokens = tokensOf(d);
+      const tps = { direct: dTokens / d.wallS, connect: rTokens / r.wallS, floor: tokensOf(f) / f.wallS, v1: tokensOf(o) / o.wallS };
+      const cpuPer1k = { connect: cpu / rTokens, floor: floorCpu / tokensOf(f), v1: openaiCpu / tokensOf(o) }; // µs per token = ms per 1k
       const added = { p50: pct(rT, 50) - pct(dT, 50), p99: pct(rT, 99) - pct(dT, 99), itl: pct(rI, 50) - pct(dI, 50),
-        floorP50: pct(fT, 50) - pct(dT, 50), floorP99: pct(fT, 99) - pct(dT, 99),
-        openaiP50: pct(oT, 50) - pct(dT, 50), openaiP99: pct(oT, 99) - pct(dT, 99) };
+        floorP50: pct(fT, 50) - pct(dT, 50), floorP99: pct(fT, 99) - pct(dT, 99), floorItl: pct(fI, 50) - pct(dI, 50),
+        openaiP50: pct(oT, 50) - pct(dT, 50), openaiP99: pct(oT, 99) - pct(dT, 99), openaiItl: pct(oI, 50) - pct(dI, 50), tps, cpuPer1k,
+        profiles, tokens: { connect: rTokens, v1: tokensOf(o) } };
       rows.push([
         lv.label, String(streams), String(r.samples.length),
         `${pct(dT, 50).toFixed(2)} / ${pct(dT, 99).toFixed(2)}`,
@@ -277,9 +348,9 @@ async function main(): Promise<void> {
         `${added.openaiP50.toFixed(2)} / ${added.openaiP99.toFixed(2)}`,
         `${added.floorP50.toFixed(2)} / ${added.floorP99.toFixed(2)}`,
         `${(pct(dI, 50) * 1000).toFixed(0)} / ${(pct(rI, 50) * 1000).toFixed(0)}`,
-        (added.itl * 1000).toFixed(0),
-        `${(dTokens / d.wallS).toFixed(0)} / ${(rTokens / r.wallS).toFixed(0)}`,
-        ((cpu / 1000) / (rTokens / 1000)).toFixed(2),
+        `${(added.itl * 1000).toFixed(0)} / ${(added.openaiItl * 1000).toFixed(0)} / ${(added.floorItl * 1000).toFixed(0)}`,
+        `${tps.direct.toFixed(0)} / ${tps.connect.toFixed(0)} / ${tps.v1.toFixed(0)} / ${tps.floor.toFixed(0)}`,
+        `${cpuPer1k.connect.toFixed(2)} / ${cpuPer1k.v1.toFixed(2)} / ${cpuPer1k.floor.toFixed(2)}`,
       ]);
       const serverMs = phaseMs(ph0, ph1, "server_ttft");
       const routedMean = mean(rT);
@@ -292,21 +363,43 @@ async function main(): Promise<void> {
       return added;
     };
 
+    const mark = (ok: boolean) => (ok ? "✓" : "✗");
+    const profileSections: string[] = [];
+    const profile = (what: string, added: Awaited<ReturnType<typeof level>>) => {
+      for (const path of ["connect", "v1"] as const) {
+        if (added.profiles[path].length === 0) continue;
+        const ps = added.profiles[path].map((f) => JSON.parse(readFileSync(f, "utf8")) as CpuProfile);
+        profileSections.push(`chat-router CPU by area, ${path === "connect" ? "Connect SendMessage" : "/v1/chat/completions"}, ${what} (profiled, Node ${process.version};`
+          + ` self = innermost known area on the stack; profiles in ${PROFILE_DIR}):\n\n${summaryTable(ps, added.tokens[path])}\n`);
+      }
+    };
     for (const streams of LEVELS) {
       const added = await level(streams, Math.max(REQUESTS, streams * 4 * ROUNDS), { label: "saturated", modelId: "bench-model", simUrl, staggerMs: 0 });
-      if (streams === LEVELS[0]) checks.push(`added ITL p50 at ${streams} stream(s): ${(added.itl * 1000).toFixed(0)} µs (aim ≤ 200 µs) ${added.itl <= 0.2 ? "✓" : "✗"}`);
+      profile(`${streams} saturated streams`, added);
+      if (streams !== AIM_STREAMS) continue;
+      const { cpuPer1k: c, tps } = added;
+      const share = (x: number) => `${((100 * x) / tps.direct).toFixed(0)}%`;
+      checks.push(`router CPU per 1k relayed tokens at ${streams} saturated streams (aim ≤ ${AIM_CPU_MS} ms): Connect ${c.connect.toFixed(2)} ms ${mark(c.connect <= AIM_CPU_MS)},`
+        + ` /v1 ${c.v1.toFixed(2)} ms ${mark(c.v1 <= AIM_CPU_MS)} — floor ${c.floor.toFixed(2)} ms`);
+      checks.push(`relayed tokens/s at ${streams} saturated streams (aim ≥ ${AIM_TPS_SHARE * 100}% of direct, ${tps.direct.toFixed(0)}): Connect ${tps.connect.toFixed(0)} = ${share(tps.connect)}`
+        + ` ${mark(tps.connect >= AIM_TPS_SHARE * tps.direct)}, /v1 ${tps.v1.toFixed(0)} = ${share(tps.v1)} ${mark(tps.v1 >= AIM_TPS_SHARE * tps.direct)}`
+        + ` — floor ${tps.floor.toFixed(0)} = ${share(tps.floor)}`);
     }
     if (PACED_STREAMS > 0) {
       // Streams start spread over one reply's duration, as independent users do; with equal replies at the same
       // pace, closed loops started together would stay in lockstep and every request would arrive in a burst.
       const replyMs = (REPLY_TOKENS / PACED_TPS) * 1000;
-      const added = await level(PACED_STREAMS, PACED_REQUESTS, { label: `${PACED_TPS} tok/s`, modelId: "bench-model-paced", simUrl: pacedSimUrl, staggerMs: replyMs / PACED_STREAMS });
-      checks.push(`added TTFT p50 at ${PACED_STREAMS} streams decoding ${PACED_TPS} tok/s: ${added.p50.toFixed(2)} ms (aim ≤ 2 ms) ${added.p50 <= 2 ? "✓" : "✗"}`
-        + ` — the floor (a no-op gRPC relay in its own process) adds ${added.floorP50.toFixed(2)} ms here`);
-      checks.push(`added TTFT p99 at ${PACED_STREAMS} streams decoding ${PACED_TPS} tok/s: ${added.p99.toFixed(2)} ms (aim ≤ 10 ms) ${added.p99 <= 10 ? "✓" : "✗"}`
-        + ` — floor ${added.floorP99.toFixed(2)} ms`);
-      checks.push(`added TTFT through /v1/chat/completions at ${PACED_STREAMS} streams decoding ${PACED_TPS} tok/s: p50 ${added.openaiP50.toFixed(2)} ms,`
-        + ` p99 ${added.openaiP99.toFixed(2)} ms (the Connect path: ${added.p50.toFixed(2)} / ${added.p99.toFixed(2)} ms)`);
+      const a = await level(PACED_STREAMS, PACED_REQUESTS, { label: `${PACED_TPS} tok/s`, modelId: "bench-model-paced", simUrl: pacedSimUrl, staggerMs: replyMs / PACED_STREAMS });
+      profile(`${PACED_STREAMS} streams decoding ${PACED_TPS} tok/s`, a);
+      const at = `at ${PACED_STREAMS} streams decoding ${PACED_TPS} tok/s`;
+      const p50Max = a.floorP50 + AIM_TTFT_P50_OVER_FLOOR_MS;
+      const p99Max = a.floorP99 + AIM_TTFT_P99_OVER_FLOOR_MS;
+      checks.push(`added TTFT p50 ${at} (aim ≤ floor + ${AIM_TTFT_P50_OVER_FLOOR_MS} ms = ${p50Max.toFixed(2)} ms): Connect ${a.p50.toFixed(2)} ms ${mark(a.p50 <= p50Max)},`
+        + ` /v1 ${a.openaiP50.toFixed(2)} ms ${mark(a.openaiP50 <= p50Max)} — floor ${a.floorP50.toFixed(2)} ms`);
+      checks.push(`added TTFT p99 ${at} (aim ≤ floor + ${AIM_TTFT_P99_OVER_FLOOR_MS} ms = ${p99Max.toFixed(2)} ms): Connect ${a.p99.toFixed(2)} ms ${mark(a.p99 <= p99Max)},`
+        + ` /v1 ${a.openaiP99.toFixed(2)} ms ${mark(a.openaiP99 <= p99Max)} — floor ${a.floorP99.toFixed(2)} ms`);
+      checks.push(`added ITL p50 ${at} (aim ≤ ${AIM_ITL_MS * 1000} µs): Connect ${(a.itl * 1000).toFixed(0)} µs ${mark(a.itl <= AIM_ITL_MS)},`
+        + ` /v1 ${(a.openaiItl * 1000).toFixed(0)} µs ${mark(a.openaiItl <= AIM_ITL_MS)} — floor ${(a.floorItl * 1000).toFixed(0)} µs`);
     }
     const inv = await ask<{ ok: boolean; violations: number }>(platform, "invariants");
 
@@ -316,11 +409,14 @@ async function main(): Promise<void> {
       + ` "floor" = a relay that does none of chat-router's work (gRPC in, the same upstream client out), minus direct`);
     console.log(`load average (1/5/15 min) before: ${loadBefore}, after: ${load()} (shared cores: compare runs made together)\n`);
     table(["model", "streams", "requests", "TTFT direct ms p50/p99", "TTFT via router ms p50/p99", "added TTFT ms p50/p99", "added via /v1 ms p50/p99", "floor added ms p50/p99",
-      "ITL µs direct/router p50", "added ITL µs", "tokens/s direct/router", "router CPU ms / 1k tok"], rows);
+      "ITL µs direct/router p50", "added ITL µs p50 router / v1 / floor", "tokens/s direct / router / v1 / floor", "CPU ms / 1k tok router / v1 / floor"], rows);
     console.log("where the routed TTFT goes (means, ms; phases measured inside chat-router):\n");
     table(["model", "streams", "direct", "routed", "prepare", "reserve", "upstream headers", "upstream 1st token", "server total",
       "transport+auth+relay", "load avg after"], breakdown);
-    for (const c of checks) console.log(c);
+    console.log("aims (issue 23; each beside the floor measured in the same run):");
+    for (const c of checks) console.log(`- ${c}`);
+    if (profileSections.length > 0) console.log(`\n${profileSections.join("\n")}`);
+    console.log("\nwhere the relay's CPU goes, per area, before and after issue 23's work: docs/RELAY-PROFILE.md");
     console.log(`ledger invariants after the run: ${inv.ok ? "hold" : `${inv.violations} violation(s)`}`);
     agent.destroy();
   } finally {

@@ -25,6 +25,8 @@ import { billingConfigSchema, createBillingModule } from "@luna/billing";
 import { configSchema as registryConfigSchema, createModelRegistryModule, migrationsDir as registryMigrations } from "@luna/model-registry";
 import { ModelAdminService } from "@luna/contracts/luna/models/v1/model_admin_service_pb.js";
 import { ModelKind, ModelStatus } from "@luna/contracts/luna/models/v1/models_pb.js";
+import { writeFileSync } from "node:fs";
+import { Session } from "node:inspector";
 import { fileURLToPath } from "node:url";
 import { dirname, join } from "node:path";
 import { chatRouterConfigSchema, createChatRouterModule, migrationsDir } from "../src/index.js";
@@ -100,9 +102,32 @@ for (let i = 0; i < users; i++) {
   tokens.push(await signAccessToken({ privateKey: userKey.privateKey, kid: userKey.kid, issuer: "luna-auth", audience: "luna", subject: id, role: "user", ttlSeconds: 3600 }));
 }
 
+// CPU profiles of chosen windows (the bench's BENCH_PROFILE_DIR): the inspector's sampling profiler, started and
+// stopped around the measured rounds only, so start-up (tsx compiling, migrations) stays out of the picture. The
+// session is opened on the first request, so an unprofiled run is not touched.
+let profiler: Session | undefined;
+const post = <T>(method: string, params?: object) => new Promise<T>((resolve, reject) =>
+  profiler!.post(method, params ?? {}, (err, r) => (err ? reject(err) : resolve(r as T))));
+const startProfile = async () => {
+  if (!profiler) {
+    profiler = new Session();
+    profiler.connect();
+    await post("Profiler.enable");
+    await post("Profiler.setSamplingInterval", { interval: 250 });
+  }
+  await post("Profiler.start");
+};
+
 process.send!({ type: "ready", port: hosted.port, tokens });
-process.on("message", (m: { type: string }) => {
-  if (m.type === "cpu") {
+process.on("message", (m: { type: string; file?: string }) => {
+  if (m.type === "profile-start") {
+    void startProfile().then(() => process.send!({ type: "profile-start" }));
+  } else if (m.type === "profile-stop") {
+    void post<{ profile: object }>("Profiler.stop").then(({ profile }) => {
+      writeFileSync(m.file!, JSON.stringify(profile));
+      process.send!({ type: "profile-stop" });
+    });
+  } else if (m.type === "cpu") {
     const u = process.cpuUsage();
     process.send!({ type: "cpu", micros: u.user + u.system });
   } else if (m.type === "phases") {
