@@ -1,19 +1,55 @@
-// Luna end to end, as a client sees it: one scenario, written once, run against both local topologies — the
-// all-in-one process and one process per service behind the dev gateway. Steps run in order and build on each
-// other (a user signs up, chats, makes an image, ...). Steps of a service the topology does not run yet are skipped;
-// their assertions are complete and run as soon as the service is there.
-import { Code } from "@connectrpc/connect";
+// Luna end to end, as a client sees it: one scenario, written once, run against every topology — the all-in-one
+// process, one process per service behind the dev gateway, and a Luna already running elsewhere (`remote`: a
+// cluster, or here the all-in-one platform once more, known only by its URL, admin and simulator URLs). Steps run
+// in order and build on each other (a user signs up, chats, makes an image, ...). Nothing assumes a fresh platform:
+// users and keys are unique per run. Steps of a service the topology does not run yet are skipped; their
+// assertions are complete and run as soon as the service is there.
+import { randomBytes } from "node:crypto";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { LedgerEntryKind } from "@luna/contracts/luna/billing/v1/ledger_pb.js";
 import { FinishReason, MessageRole, MessageStatus, type ChatEvent } from "@luna/contracts/luna/chat/v1/chat_pb.js";
 import { JobStatus, type Image, type Job } from "@luna/contracts/luna/image/v1/image_pb.js";
 import { ModelKind, ModelStatus, type Model, type Workflow } from "@luna/contracts/luna/models/v1/models_pb.js";
 import { Role } from "@luna/contracts/luna/auth/v1/auth_pb.js";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { freePorts } from "@luna/kit/localstack";
 import { allLedgerEntries, clientsFor, codeOf, eventually, streamCodeOf, type Clients } from "../src/clients.js";
-import { ADMIN, TOPOLOGIES, servicesOf, startTopology, type Topology } from "../src/topologies.js";
+import { connectRemote, remoteOptionsFromEnv } from "../src/remote.js";
+import { TOPOLOGIES, servicesOf, startTopology, type Topology, type TopologyName } from "../src/topologies.js";
 
-const SIGNUP_CREDITS = 1000n;
 const PNG_SIGNATURE = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
+
+/** Local platforms, started once and shared: `remote` reuses the all-in-one one when no LUNA_E2E_REMOTE_URL is given. */
+const platforms = new Map<TopologyName, Promise<Topology>>();
+function platform(name: Exclude<TopologyName, "remote">): Promise<Topology> {
+  let p = platforms.get(name);
+  if (!p) platforms.set(name, (p = startTopology(name)));
+  return p;
+}
+async function stopPlatform(name: TopologyName): Promise<void> {
+  const p = platforms.get(name);
+  platforms.delete(name);
+  await p?.then((t) => t.stop(), () => undefined);
+}
+afterAll(async () => {
+  for (const name of [...platforms.keys()]) await stopPlatform(name);
+}, 60_000);
+
+/** The platform a topology's scenario runs against; `remote` knows only a URL, an admin and the simulators' URLs. */
+async function topologyFor(name: TopologyName): Promise<Topology> {
+  if (name !== "remote") return platform(name);
+  const remote = remoteOptionsFromEnv();
+  if (remote) return connectRemote(remote);
+  const local = await platform("all-in-one");
+  return connectRemote({ url: local.url, admin: local.admin, vllmUrl: local.vllm.url, comfyUrl: local.comfy?.url });
+}
+
+/** The signature parameter of an image URL: ours (`sig`, the local store) or S3's presigned one. */
+function signatureParam(url: URL): string {
+  return ["sig", "X-Amz-Signature"].find((p) => url.searchParams.has(p)) ?? "sig";
+}
 
 interface User {
   id: string;
@@ -52,13 +88,78 @@ function replyCost(model: Model, promptTokens: bigint, completionTokens: bigint)
   return milli <= 0n ? 0n : (milli + 999n) / 1000n;
 }
 
+// The remote topology's own checks, against the all-in-one platform the scenario runs on next (started here once
+// and shared): settings that cannot work fail at once with a message saying which, never as a hang mid-scenario.
+describe.runIf(TOPOLOGIES.includes("all-in-one") && TOPOLOGIES.includes("remote"))("the remote topology's settings", () => {
+  const env = { LUNA_E2E_REMOTE_URL: "http://127.0.0.1:8080", LUNA_E2E_ADMIN_EMAIL: "admin@luna.local", LUNA_E2E_ADMIN_PASSWORD: "pw",
+    LUNA_E2E_VLLM_URL: "http://127.0.0.1:18000" };
+  let local: Topology;
+  beforeAll(async () => {
+    local = await platform("all-in-one");
+  }, 180_000);
+
+  it("are read from LUNA_E2E_* (unset: no remote topology), and every missing or malformed one is named", () => {
+    expect(remoteOptionsFromEnv({})).toBeUndefined();
+    expect(remoteOptionsFromEnv({ ...env, LUNA_E2E_SIGNUP_CREDITS: "500", LUNA_E2E_ORIGIN_MAP: "http://minio:9000=http://127.0.0.1:19000/" })).toEqual({
+      url: env.LUNA_E2E_REMOTE_URL, admin: { email: "admin@luna.local", password: "pw" }, vllmUrl: env.LUNA_E2E_VLLM_URL, signupCredits: 500n,
+      originMap: { "http://minio:9000": "http://127.0.0.1:19000" } });
+    expect(() => remoteOptionsFromEnv({ LUNA_E2E_REMOTE_URL: "http://127.0.0.1:8080" }))
+      .toThrow(/LUNA_E2E_ADMIN_EMAIL is not set; LUNA_E2E_VLLM_URL is not set; LUNA_E2E_ADMIN_PASSWORD is not set/);
+    expect(() => remoteOptionsFromEnv({ ...env, LUNA_E2E_SIGNUP_CREDITS: "lots" })).toThrow(/LUNA_E2E_SIGNUP_CREDITS must be a whole number/);
+    expect(() => remoteOptionsFromEnv({ ...env, LUNA_E2E_ORIGIN_MAP: "http://minio:9000" })).toThrow(/LUNA_E2E_ORIGIN_MAP: "http:\/\/minio:9000" is not from=to/);
+    expect(() => remoteOptionsFromEnv({ ...env, LUNA_E2E_VLLM_URL: "127.0.0.1:18000" })).toThrow(/LUNA_E2E_VLLM_URL: "127.0.0.1:18000" is not a URL/);
+    expect(() => remoteOptionsFromEnv({ ...env, LUNA_E2E_COMFYUI_URL: "ftp://127.0.0.1:18188" })).toThrow(/LUNA_E2E_COMFYUI_URL: "ftp:.*" is not an http\(s\) URL/);
+  });
+
+  it("a wrong admin password, a non-admin, nothing listening, or a wrong simulator URL fail at once, saying which", async () => {
+    const good = { url: local.url, admin: local.admin, vllmUrl: local.vllm.url };
+    const started = Date.now();
+    await expect(connectRemote({ ...good, admin: { ...local.admin, password: "not the admin password" } }))
+      .rejects.toThrow(/remote Luna at http:\/\/127\.0\.0\.1:\d+: the admin admin@e2e\.test cannot sign in: \[unauthenticated\].*LUNA_E2E_ADMIN_PASSWORD/);
+    const nobody = `http://127.0.0.1:${(await freePorts(1))[0]}`;
+    await expect(connectRemote({ ...good, url: nobody })).rejects.toThrow(new RegExp(`remote Luna at ${nobody}: the admin .* cannot sign in: .*ECONNREFUSED`));
+    await expect(connectRemote({ ...good, vllmUrl: local.comfy!.url })).rejects.toThrow(/LUNA_E2E_VLLM_URL=.* is not the right simulator: GET \/_sim\/stats has no "requests"/);
+    await expect(connectRemote({ ...good, vllmUrl: local.url })).rejects.toThrow(/LUNA_E2E_VLLM_URL=.* is not a simulator's control endpoint: .*HTTP 404/);
+    await expect(connectRemote({ ...good, comfyUrl: local.vllm.url })).rejects.toThrow(/LUNA_E2E_COMFYUI_URL=.* is not the right simulator: .*"executions"/);
+    expect(Date.now() - started).toBeLessThan(10_000);
+    // An account that signs in but is no admin.
+    const [code] = (await (await connectRemote(good)).invites());
+    const user = { email: `not-admin-${Date.now()}@e2e.test`, password: "a long enough passphrase" };
+    await clientsFor(local.url).auth.signUp({ ...user, inviteCode: code!, displayName: "not admin" });
+    await expect(connectRemote({ ...good, admin: user })).rejects.toThrow(/signed in but is not an admin/);
+  });
+
+  it("downloads a URL naming an origin it cannot reach through the origin map, keeping the Host header presigned URLs sign", async () => {
+    const hosts: string[] = [];
+    const server = createServer((req, res) => {
+      hosts.push(req.headers.host ?? "");
+      res.writeHead(req.headers.host === "minio.invalid:9000" ? 200 : 403, { "content-type": "image/png" }).end("png");
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    try {
+      const via = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      const topo = await connectRemote({ url: local.url, admin: local.admin, vllmUrl: local.vllm.url, originMap: { "http://minio.invalid:9000": via } });
+      const got = await topo.download("http://minio.invalid:9000/luna-images/a.png?X-Amz-Signature=abc");
+      expect({ status: got.status, type: got.contentType, body: Buffer.from(got.bytes).toString() }).toEqual({ status: 200, type: "image/png", body: "png" });
+      expect(hosts).toEqual(["minio.invalid:9000"]);
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
+  });
+});
+
 describe.each(TOPOLOGIES)("Luna end to end: %s", (topologyName) => {
   const running = servicesOf(topologyName);
+  // Emails, idempotency keys and notes of this run: a remote platform has seen earlier runs.
+  const run = `${topologyName.replace(/[^a-z0-9]/g, "")}-${Date.now().toString(36)}${randomBytes(3).toString("hex")}`;
+  const email = (who: string): string => `${who}-${run}@e2e.test`;
   const chatRuns = running.has("chat-router");
   // The split platform runs the worker as its own process; the all-in-one hosts it with image-job.
   const imagesRun = running.has("image-job") && (topologyName === "all-in-one" || running.has("image-worker"));
 
   let topo: Topology;
+  let SIGNUP_CREDITS: bigint;
+  let invites: string[] = [];
   let alice: User;
   let bob: User;
   let textModel: Model;
@@ -69,17 +170,33 @@ describe.each(TOPOLOGIES)("Luna end to end: %s", (topologyName) => {
   let workflow: Workflow;
 
   async function signUp(email: string, inviteCode: string): Promise<User> {
-    const res = await clientsFor(topo.url).auth.signUp({ email, password: "a long enough passphrase", inviteCode, displayName: email.split("@")[0]! });
-    const token = res.tokens!.accessToken;
-    return { id: res.user!.id, token, c: clientsFor(topo.url, token) };
+    // Through Envoy, sign-ups are limited per client address (billing's `signup` feature, 5 a minute by default),
+    // and every client of the suite is one address, which a cluster may have seen sign up already this minute: wait
+    // for the limit rather than fail.
+    const deadline = Date.now() + 45_000;
+    for (;;) {
+      try {
+        const res = await clientsFor(topo.url).auth.signUp({ email, password: "a long enough passphrase", inviteCode, displayName: email.split("@")[0]! });
+        const token = res.tokens!.accessToken;
+        return { id: res.user!.id, token, c: clientsFor(topo.url, token) };
+      } catch (err) {
+        if (ConnectError.from(err).code !== Code.ResourceExhausted || Date.now() > deadline) throw err;
+        await new Promise((r) => setTimeout(r, 2000));
+      }
+    }
   }
 
   beforeAll(async () => {
-    topo = await startTopology(topologyName);
+    topo = await topologyFor(topologyName);
+    SIGNUP_CREDITS = topo.signupCredits;
   }, 180_000);
 
   afterAll(async () => {
-    await topo?.stop();
+    // The all-in-one platform stays up for the remote topology's run, its last user (the file's afterAll stops it
+    // when that run is filtered out). A remote Luna is left as it is.
+    if (topologyName === "remote") {
+      if (!remoteOptionsFromEnv()) await stopPlatform("all-in-one");
+    } else if (!(topologyName === "all-in-one" && TOPOLOGIES.includes("remote"))) await stopPlatform(topologyName);
   }, 60_000);
 
   afterEach((ctx) => {
@@ -88,15 +205,15 @@ describe.each(TOPOLOGIES)("Luna end to end: %s", (topologyName) => {
     }
   });
 
-  it("redeems a dev invite code from invites.txt (once) and signs in, over Connect and gRPC-Web", async () => {
-    const codes = topo.devInvites();
-    expect(codes.length).toBeGreaterThanOrEqual(2);
-    alice = await signUp(`alice-${topologyName}@e2e.test`, codes[0]!);
+  it("redeems an invite code (the dev bootstrap's invites.txt; a remote Luna's admin API) once, and signs in, over Connect and gRPC-Web", async () => {
+    invites = await topo.invites();
+    expect(invites.length).toBeGreaterThanOrEqual(2);
+    alice = await signUp(email("alice"), invites[0]!);
     expect(alice.token).toBeTruthy();
     // A single-use code works once.
-    expect(await codeOf(signUp(`mallory-${topologyName}@e2e.test`, codes[0]!))).not.toBe("ok");
+    expect(await codeOf(signUp(email("mallory"), invites[0]!))).not.toBe("ok");
     const me = await clientsFor(topo.url, alice.token, "grpc-web").auth.getMe({});
-    expect(me.user).toMatchObject({ id: alice.id, email: `alice-${topologyName}@e2e.test`, role: Role.USER });
+    expect(me.user).toMatchObject({ id: alice.id, email: email("alice"), role: Role.USER });
   });
 
   it("gets the 1000 sign-up credits, granted once from the user.created event", async () => {
@@ -112,10 +229,12 @@ describe.each(TOPOLOGIES)("Luna end to end: %s", (topologyName) => {
 
   it("lists the curated catalog over gRPC (HTTP/2) without signing in", async () => {
     const anonymous = clientsFor(topo.url, undefined, "grpc");
+    // The scenario chats with a model of the simulator it controls (a cluster may run a simulator per model).
+    const served = new Set(await topo.vllm.servedModels());
     textModel = await eventually(async () => {
       const { models } = await anonymous.models.listModels({});
       expect(models.some((m) => m.kind === ModelKind.IMAGE)).toBe(true);
-      const available = models.find((m) => m.kind === ModelKind.TEXT && m.status === ModelStatus.AVAILABLE);
+      const available = models.find((m) => m.kind === ModelKind.TEXT && m.status === ModelStatus.AVAILABLE && served.has(m.id));
       expect(available).toBeDefined();
       return available!;
     }, { timeoutMs: 15_000, intervalMs: 250 });
@@ -157,8 +276,10 @@ describe.each(TOPOLOGIES)("Luna end to end: %s", (topologyName) => {
 
   it.skipIf(!chatRuns)("stops a long reply mid-way over gRPC; the partial reply is kept and billed", async () => {
     // The model stalls after a few tokens, as a long generation would look from outside.
-    topo.vllm.setFaults({ hangRate: 1, hangAfterTokens: 6 });
+    await topo.vllm.setFaults({ hangRate: 1, hangAfterTokens: 6 });
     try {
+      expect(await topo.vllm.faults()).toMatchObject({ hangRate: 1, hangAfterTokens: 6 });
+      const abortedBefore = (await topo.vllm.stats()).requests.aborted;
       const grpc = clientsFor(topo.url, alice.token, "grpc");
       let stopped: boolean | undefined;
       const reply = await readReply(
@@ -179,8 +300,10 @@ describe.each(TOPOLOGIES)("Luna end to end: %s", (topologyName) => {
       expect(messages.at(-1)).toMatchObject({ id: reply.assistantMessageId, content: reply.text, status: MessageStatus.STOPPED,
         creditsCharged: finished.creditsCharged, completionTokens: finished.completionTokens });
       charged.set(reply.assistantMessageId, { credits: finished.creditsCharged, promptTokens: finished.promptTokens, completionTokens: finished.completionTokens });
+      // Stopping frees the model: the request to it is cancelled, not left to run (or hang) to its end.
+      await eventually(async () => expect((await topo.vllm.stats()).requests.aborted).toBeGreaterThan(abortedBefore));
     } finally {
-      topo.vllm.setFaults({ hangRate: 0 });
+      await topo.vllm.setFaults({ hangRate: 0 });
     }
   });
 
@@ -208,7 +331,7 @@ describe.each(TOPOLOGIES)("Luna end to end: %s", (topologyName) => {
       expect(w).toBeDefined();
       return w!;
     }, { timeoutMs: 15_000, intervalMs: 250 });
-    const request = { workflowId: workflow.id, prompt: "a lighthouse at dusk", count: 1, idempotencyKey: `e2e-${topologyName}-1` };
+    const request = { workflowId: workflow.id, prompt: "a lighthouse at dusk", count: 1, idempotencyKey: `e2e-${run}-1` };
     const submitted = (await alice.c.image.submitJob(request)).job!;
     expect(submitted).toMatchObject({ workflowId: workflow.id, creditsReserved: workflow.pricePerImage, count: 1 });
     expect([JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.SUCCEEDED]).toContain(submitted.status);
@@ -241,15 +364,17 @@ describe.each(TOPOLOGIES)("Luna end to end: %s", (topologyName) => {
 
   it.skipIf(!imagesRun)("downloads the PNG from its signed URL, and refuses a tampered one", async () => {
     const url = new URL(image.url, topo.url);
-    const res = await fetch(url);
+    const res = await topo.download(url.href);
     expect(res.status).toBe(200);
-    expect(res.headers.get("content-type")).toBe("image/png");
-    const bytes = new Uint8Array(await res.arrayBuffer());
-    expect([...bytes.subarray(0, 8)]).toEqual(PNG_SIGNATURE);
-    expect(BigInt(bytes.length)).toBe(image.sizeBytes);
-    const sig = url.searchParams.get("sig")!;
-    url.searchParams.set("sig", `${sig.slice(0, -1)}${sig.endsWith("A") ? "B" : "A"}`);
-    expect((await fetch(url)).status).toBe(403);
+    expect(res.contentType).toBe("image/png");
+    expect([...res.bytes.subarray(0, 8)]).toEqual(PNG_SIGNATURE);
+    expect(BigInt(res.bytes.length)).toBe(image.sizeBytes);
+    const param = signatureParam(url);
+    const sig = url.searchParams.get(param)!;
+    expect(sig).toBeTruthy();
+    // The first character: all its bits are signature bits (a base64 string's last one holds padding too).
+    url.searchParams.set(param, `${sig.startsWith("a") ? "b" : "a"}${sig.slice(1)}`);
+    expect((await topo.download(url.href)).status).toBe(403);
   });
 
   it.skipIf(!imagesRun)("lists the image in the gallery", async () => {
@@ -259,8 +384,8 @@ describe.each(TOPOLOGIES)("Luna end to end: %s", (topologyName) => {
     expect(jobs.map((j) => j.id)).toContain(job.id);
   });
 
-  it("signs up a second user with another dev invite code", async () => {
-    bob = await signUp(`bob-${topologyName}@e2e.test`, topo.devInvites()[1]!);
+  it("signs up a second user with another invite code", async () => {
+    bob = await signUp(email("bob"), invites[1]!);
     await eventually(async () => expect((await bob.c.billing.getBalance({})).balance).toBe(SIGNUP_CREDITS));
   });
 
@@ -308,19 +433,19 @@ describe.each(TOPOLOGIES)("Luna end to end: %s", (topologyName) => {
     let admin: Clients;
     let carol: User;
 
-    it("signs in with the dev admin credentials, creates an invite, and a new user redeems it (once)", async () => {
-      const signedIn = await clientsFor(topo.url).auth.signIn(ADMIN);
+    it("signs in with the admin credentials, creates an invite, and a new user redeems it (once)", async () => {
+      const signedIn = await clientsFor(topo.url).auth.signIn(topo.admin);
       expect(signedIn.user!.role).toBe(Role.ADMIN);
       admin = clientsFor(topo.url, signedIn.tokens!.accessToken, "connect-binary");
-      const { invites } = await admin.authAdmin.createInvites({ count: 1, usesPerCode: 1, note: "e2e" });
+      const { invites } = await admin.authAdmin.createInvites({ count: 1, usesPerCode: 1, note: `e2e ${run}` });
       expect(invites).toHaveLength(1);
-      carol = await signUp(`carol-${topologyName}@e2e.test`, invites[0]!.code);
-      expect(await codeOf(signUp(`dave-${topologyName}@e2e.test`, invites[0]!.code))).not.toBe("ok");
+      carol = await signUp(email("carol"), invites[0]!.code);
+      expect(await codeOf(signUp(email("dave"), invites[0]!.code))).not.toBe("ok");
     });
 
     it("grants credits to a user (idempotently)", async () => {
       await eventually(async () => expect((await carol.c.billing.getBalance({})).balance).toBe(SIGNUP_CREDITS));
-      const grant = { accountId: carol.id, amount: 250n, reason: "e2e bonus", idempotencyKey: `e2e-grant-${topologyName}` };
+      const grant = { accountId: carol.id, amount: 250n, reason: "e2e bonus", idempotencyKey: `e2e-grant-${run}` };
       const first = await admin.billingAdmin.grantCredits(grant);
       expect(first.balance).toBe(SIGNUP_CREDITS + 250n);
       const retry = await admin.billingAdmin.grantCredits(grant);
