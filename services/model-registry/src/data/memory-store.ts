@@ -4,12 +4,16 @@ import { catalogModelToProto, catalogWorkflowToProto } from "../domain/convert.j
 import { checkModelUpsert, checkWorkflowUpsert } from "../domain/rules.js";
 import { healthFingerprint } from "../domain/status.js";
 import type { ModelRecord, WorkflowRecord } from "../domain/types.js";
+import type { OutboxEvent } from "@luna/kit";
+import { catalogAuditEvent, changedModelFields, changedWorkflowFields } from "../events/admin-audit.js";
 import type { ChangedEntry } from "../events/model-changed.js";
 import type { CatalogStore } from "./store.js";
 
 export interface MemoryStore extends CatalogStore {
   /** Every change announced, oldest first. */
   events: ChangedEntry[];
+  /** Every admin audit event (the Prisma store's luna.events.audit.model-registry), oldest first. */
+  audits: OutboxEvent[];
 }
 
 const byOrder = (a: { sortOrder: number; id: string }, b: { sortOrder: number; id: string }) =>
@@ -19,6 +23,7 @@ export function createMemoryStore(): MemoryStore {
   const models = new Map<string, ModelRecord>();
   const workflows = new Map<string, WorkflowRecord>();
   const events: ChangedEntry[] = [];
+  const audits: OutboxEvent[] = [];
   const clone = <T>(v: T): T => structuredClone(v);
 
   const saveModel = (rec: ModelRecord) => {
@@ -34,6 +39,7 @@ export function createMemoryStore(): MemoryStore {
 
   return {
     events,
+    audits,
     async listModels() {
       return [...models.values()].sort(byOrder).map(clone);
     },
@@ -48,7 +54,7 @@ export function createMemoryStore(): MemoryStore {
       const w = workflows.get(id);
       return w && clone(w);
     },
-    async upsertModel(input, expectedVersion) {
+    async upsertModel(input, expectedVersion, actor) {
       const existing = models.get(input.id);
       const count = [...workflows.values()].filter((w) => w.modelId === input.id).length;
       checkModelUpsert(existing, input, expectedVersion, count);
@@ -63,30 +69,39 @@ export function createMemoryStore(): MemoryStore {
             version: 1n,
             updatedAt: now,
           };
+      if (actor) audits.push(catalogAuditEvent(actor, "model", existing ? "updated" : "created", record, { changedFields: changedModelFields(existing, record) }));
       return { record: saveModel(record), created: !existing };
     },
-    async setModelEnabled(id, enabled, reason) {
+    async setModelEnabled(id, enabled, reason, actor) {
       const m = models.get(id);
       if (!m) return undefined;
       const disabledReason = enabled ? "" : reason;
       if (m.enabled === enabled && m.disabledReason === disabledReason) return clone(m);
-      return saveModel({ ...m, enabled, disabledReason, version: m.version + 1n, updatedAt: new Date() });
+      const record = { ...m, enabled, disabledReason, version: m.version + 1n, updatedAt: new Date() };
+      if (actor) audits.push(catalogAuditEvent(actor, "model", enabled ? "enabled" : "disabled", record, { reason }));
+      return saveModel(record);
     },
-    async upsertWorkflow(input, expectedVersion) {
+    async upsertWorkflow(input, expectedVersion, actor) {
       const existing = workflows.get(input.id);
       checkWorkflowUpsert(existing, input, expectedVersion, models.get(input.modelId));
       const now = new Date();
       const record: WorkflowRecord = existing
         ? { ...existing, ...clone(input), version: existing.version + 1n, updatedAt: now }
         : { ...clone(input), enabled: true, disabledReason: "", version: 1n, updatedAt: now };
+      if (actor) {
+        audits.push(catalogAuditEvent(actor, "workflow", existing ? "updated" : "created", record,
+          { changedFields: changedWorkflowFields(existing, record) }));
+      }
       return { record: saveWorkflow(record), created: !existing };
     },
-    async setWorkflowEnabled(id, enabled, reason) {
+    async setWorkflowEnabled(id, enabled, reason, actor) {
       const w = workflows.get(id);
       if (!w) return undefined;
       const disabledReason = enabled ? "" : reason;
       if (w.enabled === enabled && w.disabledReason === disabledReason) return clone(w);
-      return saveWorkflow({ ...w, enabled, disabledReason, version: w.version + 1n, updatedAt: new Date() });
+      const record = { ...w, enabled, disabledReason, version: w.version + 1n, updatedAt: new Date() };
+      if (actor) audits.push(catalogAuditEvent(actor, "workflow", enabled ? "enabled" : "disabled", record, { reason }));
+      return saveWorkflow(record);
     },
     async recordHealth(id, health) {
       const m = models.get(id);

@@ -1,6 +1,7 @@
 // The catalog in Postgres through Prisma. Every write runs in one transaction that locks the row, applies the
 // rules (domain/rules.ts), bumps the version and enqueues `model.changed` in the outbox; `afterCommit` then wakes
-// the outbox relay so the event leaves within milliseconds.
+// the outbox relay so the event leaves within milliseconds. An admin's write (one given an actor) also enqueues its
+// audit event in that transaction.
 import { PrismaPg } from "@prisma/adapter-pg";
 import { aborted, enqueueEvent } from "@luna/kit";
 import { PrismaClient, Prisma, type CatalogModel as ModelRow, type CatalogWorkflow as WorkflowRow } from "../generated/prisma/client.js";
@@ -22,6 +23,7 @@ import type {
   WorkflowParametersInput,
   WorkflowRecord,
 } from "../domain/types.js";
+import { catalogAuditEvent, changedModelFields, changedWorkflowFields } from "../events/admin-audit.js";
 import { modelChangedEvent } from "../events/model-changed.js";
 import type { CatalogStore } from "./store.js";
 
@@ -187,7 +189,7 @@ export function createPrismaStore({ prisma, afterCommit }: PrismaStoreOptions): 
       return row ? toWorkflowRecord(row) : undefined;
     },
 
-    upsertModel(input, expectedVersion) {
+    upsertModel(input, expectedVersion, actor) {
       return write(
         async (tx) => {
           await lockModel(tx, input.id);
@@ -203,13 +205,17 @@ export function createPrismaStore({ prisma, afterCommit }: PrismaStoreOptions): 
             : await tx.catalogModel.create({ data: { id: input.id, ...modelColumns(input) } });
           const record = toModelRecord(saved);
           await emitModel(tx, record);
+          if (actor) {
+            await enqueueEvent(tx, catalogAuditEvent(actor, "model", existing ? "updated" : "created", record,
+              { changedFields: changedModelFields(existing, record) }));
+          }
           return { record, created: !existing };
         },
         () => true,
       );
     },
 
-    setModelEnabled(id, enabled, reason) {
+    setModelEnabled(id, enabled, reason, actor) {
       return write(
         async (tx) => {
           await lockModel(tx, id);
@@ -223,13 +229,14 @@ export function createPrismaStore({ prisma, afterCommit }: PrismaStoreOptions): 
           });
           const record = toModelRecord(saved);
           await emitModel(tx, record);
+          if (actor) await enqueueEvent(tx, catalogAuditEvent(actor, "model", enabled ? "enabled" : "disabled", record, { reason }));
           return { record, changed: true };
         },
         (r) => r.changed,
       ).then((r) => r.record);
     },
 
-    upsertWorkflow(input, expectedVersion) {
+    upsertWorkflow(input, expectedVersion, actor) {
       return write(
         async (tx) => {
           await lockWorkflow(tx, input.id);
@@ -244,13 +251,17 @@ export function createPrismaStore({ prisma, afterCommit }: PrismaStoreOptions): 
             : await tx.catalogWorkflow.create({ data: { id: input.id, ...workflowColumns(input) } });
           const record = toWorkflowRecord(saved);
           await emitWorkflow(tx, record);
+          if (actor) {
+            await enqueueEvent(tx, catalogAuditEvent(actor, "workflow", row ? "updated" : "created", record,
+              { changedFields: changedWorkflowFields(row ? toWorkflowRecord(row) : undefined, record) }));
+          }
           return { record, created: !row };
         },
         () => true,
       );
     },
 
-    setWorkflowEnabled(id, enabled, reason) {
+    setWorkflowEnabled(id, enabled, reason, actor) {
       return write(
         async (tx) => {
           await lockWorkflow(tx, id);
@@ -264,6 +275,7 @@ export function createPrismaStore({ prisma, afterCommit }: PrismaStoreOptions): 
           });
           const record = toWorkflowRecord(saved);
           await emitWorkflow(tx, record);
+          if (actor) await enqueueEvent(tx, catalogAuditEvent(actor, "workflow", enabled ? "enabled" : "disabled", record, { reason }));
           return { record, changed: true };
         },
         (r) => r.changed,

@@ -1,8 +1,12 @@
+import type { AuditActor } from "@luna/kit";
 import type { HealthRecord, ModelInput, ModelRecord, WorkflowInput, WorkflowRecord } from "../domain/types.js";
 
 /**
  * The catalog's storage. Every write bumps the entry's version and emits `luna.events.model.changed` atomically
  * with it (the Prisma store through the outbox). Writes throw ConnectErrors for rule violations (see rules.ts).
+ * The admin writes take the acting admin (`actor`): a write that changes something then also emits the audit event
+ * `luna.events.audit.model-registry` in the same transaction (events/admin-audit.ts); health updates and seeding
+ * emit none.
  */
 export interface CatalogStore {
   /** Models in display order (sort_order, then id), disabled ones included. */
@@ -12,11 +16,11 @@ export interface CatalogStore {
   listWorkflows(): Promise<WorkflowRecord[]>;
   getWorkflow(id: string): Promise<WorkflowRecord | undefined>;
   /** Creates (enabled, OFFLINE until probed) or replaces the editable fields; health and the switch are kept. */
-  upsertModel(input: ModelInput, expectedVersion: bigint): Promise<{ record: ModelRecord; created: boolean }>;
+  upsertModel(input: ModelInput, expectedVersion: bigint, actor?: AuditActor): Promise<{ record: ModelRecord; created: boolean }>;
   /** Undefined when the model does not exist. A no-op (no version bump, no event) when nothing changes. */
-  setModelEnabled(id: string, enabled: boolean, reason: string): Promise<ModelRecord | undefined>;
-  upsertWorkflow(input: WorkflowInput, expectedVersion: bigint): Promise<{ record: WorkflowRecord; created: boolean }>;
-  setWorkflowEnabled(id: string, enabled: boolean, reason: string): Promise<WorkflowRecord | undefined>;
+  setModelEnabled(id: string, enabled: boolean, reason: string, actor?: AuditActor): Promise<ModelRecord | undefined>;
+  upsertWorkflow(input: WorkflowInput, expectedVersion: bigint, actor?: AuditActor): Promise<{ record: WorkflowRecord; created: boolean }>;
+  setWorkflowEnabled(id: string, enabled: boolean, reason: string, actor?: AuditActor): Promise<WorkflowRecord | undefined>;
   /**
    * Records a probe result when it differs from the stored one (status or set of healthy replicas); returns the
    * updated record, or undefined when nothing changed or the model is gone.

@@ -1,6 +1,6 @@
 // Connect handlers: validate → store (which applies the write rules and emits events) → map to messages.
 import type { ConnectRouter, HandlerContext } from "@connectrpc/connect";
-import { invalidArgument, invalidPageSize, invalidPageToken, notFound, requirePrincipal, type Logger } from "@luna/kit";
+import { auditActorOf, invalidArgument, invalidPageSize, invalidPageToken, notFound, requirePrincipal, type Logger } from "@luna/kit";
 import { ModelKind } from "@luna/contracts/luna/models/v1/models_pb.js";
 import type { PageRequest } from "@luna/contracts/luna/common/v1/common_pb.js";
 import { ModelService } from "@luna/contracts/luna/models/v1/model_service_pb.js";
@@ -87,6 +87,8 @@ export function routes(deps: RouteDeps): (router: ConnectRouter) => void {
     return w.enabled && m !== undefined && effectiveModelStatus(m).status !== "DISABLED";
   };
   const admin = (ctx: HandlerContext) => requirePrincipal(ctx, "admin");
+  /** The acting admin, whose changes the store records in the audit log (luna.events.audit.model-registry). */
+  const auditor = (ctx: HandlerContext) => auditActorOf(ctx);
 
   return (router) => {
     router.service(ModelService, {
@@ -122,39 +124,39 @@ export function routes(deps: RouteDeps): (router: ConnectRouter) => void {
 
     router.service(ModelAdminService, {
       async upsertModel(req, ctx) {
-        const who = admin(ctx);
+        const who = auditor(ctx);
         const { input, problems } = validateModelSpec(req.model);
         throwIfInvalid(problems);
         checkExpectedVersion(req.expectedVersion);
-        const { record, created } = await store.upsertModel(input!, req.expectedVersion);
+        const { record, created } = await store.upsertModel(input!, req.expectedVersion, who);
         log.info({ admin: who.userId, model: record.id, version: String(record.version), created }, "model upserted");
         deps.onModelChanged?.(record);
         return { model: catalogModelToProto(record), created };
       },
       async setModelEnabled(req, ctx) {
-        const who = admin(ctx);
+        const who = auditor(ctx);
         requireValidId("model_id", req.modelId);
         checkEnableReason(req.reason);
-        const record = await store.setModelEnabled(req.modelId, req.enabled, req.reason);
+        const record = await store.setModelEnabled(req.modelId, req.enabled, req.reason, who);
         if (!record) throw notFound(`model ${req.modelId}`);
         log.info({ admin: who.userId, model: record.id, enabled: req.enabled, reason: req.reason }, "model switched");
         deps.onModelChanged?.(record);
         return { model: catalogModelToProto(record) };
       },
       async upsertWorkflow(req, ctx) {
-        const who = admin(ctx);
+        const who = auditor(ctx);
         const { input, problems } = validateWorkflowSpec(req.workflow);
         throwIfInvalid(problems);
         checkExpectedVersion(req.expectedVersion);
-        const { record, created } = await store.upsertWorkflow(input!, req.expectedVersion);
+        const { record, created } = await store.upsertWorkflow(input!, req.expectedVersion, who);
         log.info({ admin: who.userId, workflow: record.id, version: String(record.version), created }, "workflow upserted");
         return { workflow: catalogWorkflowToProto(record, await store.getModel(record.modelId)), created };
       },
       async setWorkflowEnabled(req, ctx) {
-        const who = admin(ctx);
+        const who = auditor(ctx);
         requireValidId("workflow_id", req.workflowId);
         checkEnableReason(req.reason);
-        const record = await store.setWorkflowEnabled(req.workflowId, req.enabled, req.reason);
+        const record = await store.setWorkflowEnabled(req.workflowId, req.enabled, req.reason, who);
         if (!record) throw notFound(`workflow ${req.workflowId}`);
         log.info({ admin: who.userId, workflow: record.id, enabled: req.enabled, reason: req.reason }, "workflow switched");
         return { workflow: catalogWorkflowToProto(record, await store.getModel(record.modelId)) };
