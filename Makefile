@@ -126,6 +126,10 @@ cluster-down: ## Delete the kind cluster `luna` and everything in it
 bootstrap: ## Install the infrastructure on the current kube context: k8s/bootstrap.sh --profile $(PROFILE) (default kind)
 	k8s/bootstrap.sh --profile $(or $(PROFILE),kind)
 
+.PHONY: cluster-test
+cluster-test: $(NPM_STAMP) ## Run the end-to-end suite against Luna on the current kube context through its gateway (k8s/ci/e2e.sh; NAMESPACE=luna)
+	k8s/ci/e2e.sh $(or $(NAMESPACE),luna)
+
 .PHONY: breaking
 breaking: $(NPM_STAMP) ## buf breaking against main
 	node_modules/.bin/buf breaking --against '.git#branch=main'

@@ -6,6 +6,7 @@ import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Ajv, type ValidateFunction } from "ajv";
 import { parseAllDocuments } from "yaml";
+import { dependencyBuild, renderChart, type K8sObject } from "@luna/kube-check";
 
 export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 export const SKAFFOLD_API_VERSION = "skaffold/v4beta14";
@@ -422,4 +423,20 @@ export function checkProfiles(graph: Graph): string[] {
     }
   }
   return issues;
+}
+
+/** What skaffold would put in place of {{.IMAGE_REPO_x}} / {{.IMAGE_TAG_x}}: recognisable fakes. */
+export function fillTemplate(tpl: string): string {
+  return tpl
+    .replace(/\{\{\s*\.IMAGE_REPO_([A-Za-z0-9_]+)\s*\}\}/g, (_m, a: string) => `registry.test/${a}`)
+    .replace(/\{\{\s*\.IMAGE_TAG_([A-Za-z0-9_]+)\s*\}\}/g, (_m, a: string) => `t-${a}`);
+}
+
+/** A release rendered with the real helm as skaffold would deploy it (templates filled with {@link fillTemplate}). */
+export async function renderRelease(rel: Release): Promise<K8sObject[]> {
+  const set: Record<string, string> = { ...rel.setValues };
+  for (const [k, v] of Object.entries(rel.setValueTemplates)) set[k] = fillTemplate(v);
+  await dependencyBuild(rel.chartPath!);
+  const { objects } = await renderChart(rel.chartPath!, { release: rel.name, namespace: rel.namespace ?? "luna", valuesFiles: rel.valuesFiles, set });
+  return objects;
 }

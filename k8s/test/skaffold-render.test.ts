@@ -5,18 +5,11 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
-import { dependencyBuild, ensureHelm, renderChart, validateObjects, formatIssues, type K8sObject } from "@luna/kube-check";
-import { PROFILES, Tree, loadGraph, releasesOf, templateArtifactRefs, type Release } from "./skaffold-lib.js";
+import { ensureHelm, validateObjects, formatIssues, type K8sObject } from "@luna/kube-check";
+import { PROFILES, Tree, loadGraph, releasesOf, renderRelease, templateArtifactRefs, type Release } from "./skaffold-lib.js";
 
 const tree = new Tree();
 const graph = loadGraph(tree);
-
-/** What skaffold would put in place of {{.IMAGE_REPO_x}} / {{.IMAGE_TAG_x}}: recognisable fakes. */
-function fillTemplate(tpl: string): string {
-  return tpl
-    .replace(/\{\{\s*\.IMAGE_REPO_([A-Za-z0-9_]+)\s*\}\}/g, (_m, a: string) => `registry.test/${a}`)
-    .replace(/\{\{\s*\.IMAGE_TAG_([A-Za-z0-9_]+)\s*\}\}/g, (_m, a: string) => `t-${a}`);
-}
 
 /** Every container image in the rendered pod templates (Deployments, StatefulSets, Jobs, Pods). */
 function imagesOf(objects: K8sObject[]): string[] {
@@ -34,13 +27,7 @@ function imagesOf(objects: K8sObject[]): string[] {
   return out;
 }
 
-async function render(rel: Release): Promise<K8sObject[]> {
-  const set: Record<string, string> = { ...rel.setValues };
-  for (const [k, v] of Object.entries(rel.setValueTemplates)) set[k] = fillTemplate(v);
-  await dependencyBuild(rel.chartPath!);
-  const { objects } = await renderChart(rel.chartPath!, { release: rel.name, namespace: rel.namespace ?? "luna", valuesFiles: rel.valuesFiles, set });
-  return objects;
-}
+const render = renderRelease;
 
 const renderable = (p: string): Release[] => [...graph.modules.values()].flatMap((m) => releasesOf(m, p))
   .filter((r) => r.chartPath && existsSync(join(r.chartPath, "Chart.yaml")) && r.valuesFiles.every((f) => existsSync(f)));

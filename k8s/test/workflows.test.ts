@@ -98,11 +98,13 @@ describe("deploy.yml", () => {
     expect(deployText).toMatch(/gateway\.yml/);
   });
 
-  it("builds with Docker, creates the cluster, bootstraps, runs skaffold -p kind, waits, helm test, then the gateway smoke", () => {
+  it("builds with Docker, creates the cluster, bootstraps, runs skaffold -p kind, waits, helm test, the gateway smoke, then the end-to-end suite", () => {
     const order = [/^make images$/, /^make cluster-up$/, /^k8s\/bootstrap.sh --profile kind$/, /^skaffold run -p kind\b/, /k8s\/ci\/wait-ready.sh/,
-      /k8s\/ci\/helm-test.sh/, /k8s\/smoke.sh/].map(at);
+      /k8s\/ci\/helm-test.sh/, /k8s\/smoke.sh/, /^make cluster-test$/].map(at);
     expect(order).toEqual([...order].sort((a, b) => a - b));
     expect(at(/port-forward svc\/gateway 8080:8080/)).toBe(at(/k8s\/smoke.sh/));
+    // `make cluster-test` is k8s/ci/e2e.sh, the suite's remote topology (k8s/test/e2e-wiring.test.ts checks the script).
+    expect(makefile).toMatch(/^cluster-test:.*\n\tk8s\/ci\/e2e\.sh /m);
     // skaffold -p kind names a profile every module defines.
     expect(PROFILES).toContain("kind");
     expect(loadGraph(new Tree()).issues).toEqual([]);
