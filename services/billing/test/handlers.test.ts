@@ -192,6 +192,10 @@ describe("ListOpenHolds (the callers' sweepers find holds whose record was lost)
     expect(p2.nextPageToken).toBe("");
     expect((await credits.listOpenHolds({ reason, createdBefore: all.holds[1]!.createdAt }, internal)).holds.map((h) => h.id)).toEqual([a.holdId]);
     expect((await credits.listOpenHolds({ reason, createdBefore: { seconds: 0n, nanos: 0 } }, internal)).holds).toEqual([]);
+    // created_after is inclusive: a sweep resumes at its mark without missing a hold created at that instant.
+    expect((await credits.listOpenHolds({ reason, createdAfter: all.holds[1]!.createdAt }, internal)).holds.map((h) => h.id)).toEqual([b.holdId]);
+    expect((await credits.listOpenHolds({ reason, createdAfter: all.holds[0]!.createdAt, createdBefore: all.holds[1]!.createdAt }, internal)).holds.map((h) => h.id))
+      .toEqual([a.holdId]);
     await credits.release({ holdId: a.holdId }, internal);
     await credits.release({ holdId: b.holdId }, internal);
     for (const [field, call] of [
@@ -201,6 +205,7 @@ describe("ListOpenHolds (the callers' sweepers find holds whose record was lost)
       ["page_token", () => credits.listOpenHolds({ reason, pageToken: "garbage!" }, internal)],
       ["page_token", () => credits.listOpenHolds({ reason, pageToken: Buffer.from("1~x").toString("base64url") }, internal)],
       ["created_before", () => credits.listOpenHolds({ reason, createdBefore: { seconds: -5n, nanos: 0 } }, internal)],
+      ["created_after", () => credits.listOpenHolds({ reason, createdAfter: { seconds: 1n, nanos: 1_000_000_000 } }, internal)],
     ] as const) {
       const e = await codeOf(call());
       expect({ field, ...e }).toMatchObject({ field, code: Code.InvalidArgument, message: expect.stringMatching(new RegExp(`^${field}: `)) });

@@ -762,18 +762,20 @@ export class LedgerStore {
   }
 
   /**
-   * Open holds of one reason (and reference), created before `beforeUs`, oldest first after the keyset `after`.
-   * Open holds are few (work in progress): the `status = 'open'` partial index bounds the scan.
+   * Open holds of one reason (and reference), created in [`sinceUs`, `beforeUs`), oldest first after the keyset
+   * `after`. Open holds are few (work in progress): the `status = 'open'` partial index bounds the scan.
    */
-  async listOpenHolds(q: { reason: string; reference?: string; beforeUs?: bigint; limit: number; after?: { at: bigint; id: string } }): Promise<Hold[]> {
+  async listOpenHolds(q: { reason: string; reference?: string; beforeUs?: bigint; sinceUs?: bigint; limit: number; after?: { at: bigint; id: string } }): Promise<Hold[]> {
     const r = await this.sql.query<HoldRow>(
       `SELECT ${HOLD_COLUMNS} FROM holds h
         WHERE h.status = 'open' AND h.reason = $1 AND ($2::text IS NULL OR h.reference = $2)
           AND ($3::bigint IS NULL OR ${micros("h.created_at")} < $3::bigint)
+          AND ($7::bigint IS NULL OR ${micros("h.created_at")} >= $7::bigint)
           AND ($4::bigint IS NULL OR (${micros("h.created_at")}, h.id::text COLLATE "C") > ($4::bigint, $5::text COLLATE "C"))
         ORDER BY ${micros("h.created_at")}, h.id::text COLLATE "C"
         LIMIT $6`,
-      [q.reason, q.reference ?? null, q.beforeUs?.toString() ?? null, q.after?.at.toString() ?? null, q.after?.id ?? null, q.limit],
+      [q.reason, q.reference ?? null, q.beforeUs?.toString() ?? null, q.after?.at.toString() ?? null, q.after?.id ?? null, q.limit,
+        q.sinceUs?.toString() ?? null],
     );
     return r.rows.map(toHold);
   }

@@ -181,7 +181,10 @@ export function billingRoutes(deps: RouteDeps): (router: ConnectRouter) => void 
           const b = req.createdBefore;
           if (b && (b.seconds < 0n || b.nanos < 0 || b.nanos > 999_999_999)) throw invalid("created_before", "must be a valid instant after 1970");
           const beforeUs = b ? b.seconds * 1_000_000n + BigInt(Math.floor(b.nanos / 1000)) : undefined;
-          const holds = await store.listOpenHolds({ reason, reference, beforeUs, limit: limit + 1, after });
+          const a = req.createdAfter;
+          if (a && (a.seconds < 0n || a.nanos < 0 || a.nanos > 999_999_999)) throw invalid("created_after", "must be a valid instant after 1970");
+          const sinceUs = a ? a.seconds * 1_000_000n + BigInt(Math.floor(a.nanos / 1000)) : undefined;
+          const holds = await store.listOpenHolds({ reason, reference, beforeUs, sinceUs, limit: limit + 1, after });
           const page = holds.slice(0, limit);
           const last = page[page.length - 1];
           return create(ListOpenHoldsResponseSchema, {
