@@ -38,6 +38,11 @@ export const configSchema = z.object({
    * reserve and its commit) once the hold is this old.
    */
   IMAGE_ORPHAN_HOLD_GRACE: duration("30s"),
+  /**
+   * Between complete passes the hold sweep reads only holds created since its last pass; every this often it reads
+   * all open image holds again (a safety net; each process also starts with one).
+   */
+  IMAGE_ORPHAN_HOLD_RESCAN: duration("10m"),
   /** Jobs handled per sweep query. */
   IMAGE_SWEEP_BATCH: int(200, 1, 10_000),
   /** Lifetime of signed image URLs. */

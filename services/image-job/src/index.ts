@@ -174,7 +174,7 @@ export async function createImageJobModule(config: ImageJobConfig, infra: ImageJ
       userDeleted = startUserDeletedConsumer({ js: infra.js, store, images: imageStore, lifecycle, log });
       sweeper = startSweeper({ store, lifecycle, settler, log, intervalMs: config.IMAGE_SWEEP_INTERVAL, batch: config.IMAGE_SWEEP_BATCH,
         deadlineGraceMs: config.IMAGE_DEADLINE_GRACE, credits: createClient(CreditsService, billing), orphanHoldGraceMs: config.IMAGE_ORPHAN_HOLD_GRACE,
-        callTimeoutMs: config.IMAGE_BILLING_TIMEOUT });
+        orphanHoldRescanMs: config.IMAGE_ORPHAN_HOLD_RESCAN, callTimeoutMs: config.IMAGE_BILLING_TIMEOUT });
     },
     ensurePoolConsumers: () => poolConsumers?.ensureAll() ?? Promise.resolve([]),
     async stop() {

@@ -3,7 +3,7 @@
 // nothing else dispatched, and releases the credit holds of submissions that crashed between billing's reserve and
 // their commit (no job names such a hold; billing lists it by its reference, the job id), instead of leaving them to
 // their deadline. Safe on every replica at once (row and user locks; settlement and release are idempotent).
-import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { Client } from "@connectrpc/connect";
 import type { CreditsService } from "@luna/contracts/luna/billing/v1/credits_service_pb.js";
 import type { JobStore } from "./data/job-store.js";
@@ -27,6 +27,13 @@ export interface SweeperOptions {
   credits?: Client<typeof CreditsService>;
   /** Holds younger than this are left out of the hold sweep. */
   orphanHoldGraceMs?: number;
+  /**
+   * Every this often the hold sweep reads every open image hold again (default 10 min); in between it reads only the
+   * holds created since its last complete pass (see HoldScan).
+   */
+  orphanHoldRescanMs?: number;
+  /** The hold sweep's progress between rounds (startSweeper keeps one; without it every round reads every hold). */
+  holdScan?: HoldScan;
   callTimeoutMs?: number;
   /** Settlements younger than this are left to the path that made them (default 2 s). */
   settleDelayMs?: number;
@@ -46,28 +53,55 @@ export async function sweepOnce(opts: SweeperOptions, now = new Date()): Promise
   return { failed: failed.length, settled: unsettled.length, dispatched, holdsReleased };
 }
 
+/**
+ * Where the hold sweep stands. A hold it has looked at and found named by a job (or released) needs no second look:
+ * the job keeps naming it, so a round reads only holds created since `decidedBefore` (every hold older is decided).
+ * A hold it could not decide (its user's lock was busy: a submission in flight) holds `decidedBefore` back at its
+ * creation time, so the next round reads it again. A complete pass now and then (orphanHoldRescanMs) is the safety
+ * net; a new process starts with one.
+ */
+export interface HoldScan {
+  decidedBefore?: Date;
+  lastFullPassAt?: number;
+}
+
 /** Releases the open image holds (older than the grace) whose job does not exist; returns how many. */
 export async function releaseOrphanedHolds(opts: SweeperOptions, now = new Date()): Promise<number> {
   const credits = opts.credits;
   if (!credits) return 0;
   const call = { timeoutMs: opts.callTimeoutMs ?? 10_000 };
-  const createdBefore = timestampFromDate(new Date(now.getTime() - (opts.orphanHoldGraceMs ?? 30_000)));
+  const before = new Date(now.getTime() - (opts.orphanHoldGraceMs ?? 30_000));
+  const scan = opts.holdScan;
+  const full = !scan?.decidedBefore || scan.lastFullPassAt === undefined || now.getTime() - scan.lastFullPassAt >= (opts.orphanHoldRescanMs ?? 600_000);
+  const createdAfter = full ? undefined : timestampFromDate(scan!.decidedBefore!);
   let released = 0;
+  let firstUndecided: Date | undefined;
   let pageToken = "";
   do {
-    const page = await credits.listOpenHolds({ reason: "image", createdBefore, pageSize: opts.batch, pageToken }, call);
+    const page = await credits.listOpenHolds({ reason: "image", createdBefore: timestampFromDate(before), createdAfter, pageSize: opts.batch, pageToken }, call);
     pageToken = page.nextPageToken;
-    const missing = await opts.store.jobsMissing(page.holds.map((h) => ({ jobId: h.reference, userId: h.accountId })));
-    for (const h of page.holds.filter((x) => missing.includes(x.reference))) {
+    const { missing, undecided } = await opts.store.jobsMissing(page.holds.map((h) => ({ jobId: h.reference, userId: h.accountId })));
+    for (const h of page.holds) {
+      if (undecided.includes(h.reference) && h.createdAt) {
+        const at = timestampDate(h.createdAt);
+        if (!firstUndecided || at < firstUndecided) firstUndecided = at;
+      }
+      if (!missing.includes(h.reference)) continue;
       await credits.release({ holdId: h.id }, call);
       released++;
       opts.log.info({ holdId: h.id, jobId: h.reference, credits: h.amount.toString() }, "released a credit hold whose job was never stored");
     }
   } while (pageToken !== "");
+  // Only a pass that ran to its end moves the mark (a failed call leaves it, so the next round reads those holds).
+  if (scan) {
+    scan.decidedBefore = firstUndecided ?? before;
+    if (full) scan.lastFullPassAt = now.getTime();
+  }
   return released;
 }
 
-export function startSweeper(opts: SweeperOptions): { stop(): Promise<void> } {
+export function startSweeper(sweeperOpts: SweeperOptions): { stop(): Promise<void> } {
+  const opts: SweeperOptions = { ...sweeperOpts, holdScan: sweeperOpts.holdScan ?? {} };
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<void> | undefined;
   let stopped = false;

@@ -673,11 +673,12 @@ export function createJobStore(opts: JobStoreOptions) {
      * The ids among `refs` that name no job (the hold sweep: holds of submissions that crashed between billing's
      * reserve and their commit). Each candidate is confirmed under its user's lock, which a submission holds from
      * before its reserve until its commit: a job being written is waited for (up to 2 s, else left for the next
-     * sweep), never reported missing.
+     * sweep: `undecided`), never reported missing.
      */
-    async jobsMissing(refs: Array<{ jobId: string; userId: string }>): Promise<string[]> {
+    async jobsMissing(refs: Array<{ jobId: string; userId: string }>): Promise<{ missing: string[]; undecided: string[] }> {
       const valid = refs.filter((r) => isUuid(r.jobId));
-      if (valid.length === 0) return [];
+      const undecided: string[] = [];
+      if (valid.length === 0) return { missing: [], undecided };
       const present = await pool.query("SELECT id FROM image_jobs WHERE id = ANY($1::uuid[])", [valid.map((r) => r.jobId)]);
       const found = new Set(present.rows.map((r: { id: string }) => r.id));
       const missing: string[] = [];
@@ -688,10 +689,10 @@ export function createJobStore(opts: JobStoreOptions) {
             `SET LOCAL lock_timeout = '2s'; ${lockUserSql(ref.userId)}; SELECT 1 FROM image_jobs WHERE id = ${jobIdLiteral(ref.jobId)}`);
           if (r?.rowCount === 0) missing.push(ref.jobId);
         } catch {
-          // the user's lock is busy: next sweep
+          undecided.push(ref.jobId); // the user's lock is busy: next sweep
         }
       }
-      return missing;
+      return { missing, undecided };
     },
 
     /**
