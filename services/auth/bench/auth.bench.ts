@@ -14,6 +14,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createClient, createRouterTransport } from "@connectrpc/connect";
 import { hash, verify, type Algorithm } from "@node-rs/argon2";
+import type { JetStreamClient } from "@nats-io/jetstream";
 import { applyMigrations, connectRedis, createJwtVerifier, createLogger, loadConfig } from "@luna/kit";
 import { startPostgres, startRedis } from "@luna/kit/localstack";
 import { markdownTable } from "@luna/kit/bench";
@@ -58,7 +59,7 @@ async function main(): Promise<void> {
     const config = loadConfig(authConfigSchema, { ...process.env, AUTH_ARGON2_MAX_CONCURRENCY: process.env.AUTH_ARGON2_MAX_CONCURRENCY ?? String(concurrency) });
     const params = `m=${config.AUTH_ARGON2_MEMORY_KIB} KiB, t=${config.AUTH_ARGON2_ITERATIONS}, p=${config.AUTH_ARGON2_PARALLELISM}`;
     // No NATS: the bench never starts the outbox relay (sign-up's events stay in the outbox table).
-    const auth = await createAuthModule(config, { log, redis, js: { publish: () => Promise.reject(new Error("no NATS in the bench")) }, databaseUrl });
+    const auth = await createAuthModule(config, { log, redis, js: { publish: () => Promise.reject(new Error("no NATS in the bench")) } as unknown as JetStreamClient, databaseUrl });
     await auth.rotateKeysNow();
     const client = createClient(AuthService, createRouterTransport((r) => auth.routes(r)));
 

@@ -5,10 +5,11 @@
 import { createHash } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import type { JetStreamClient } from "@nats-io/jetstream";
-import { createRevocationList, outboxPruneOf, startOutboxRelay, type Logger, type OutboxRelay, type ReadinessCheck, type Redis, type ServiceModule } from "@luna/kit";
+import { createRevocationList, outboxPruneOf, type ConsumerHandle, startOutboxRelay, type Logger, type OutboxRelay, type ReadinessCheck, type Redis, type ServiceModule } from "@luna/kit";
 import { Accounts } from "./accounts.js";
 import type { AuthConfig } from "./config.js";
 import { createDb } from "./data/db.js";
+import { startAuditEventConsumer } from "./events/audit-events.js";
 import { AuthStore } from "./data/store.js";
 import { kekFromBytes, parseKek, type Kek } from "./domain/key-encryption.js";
 import { createArgon2Hasher } from "./domain/password-hasher.js";
@@ -35,7 +36,8 @@ export type { Jwks } from "./keys/key-store.js";
 export type AuthInfra = {
   log: Logger;
   redis: Redis;
-  js: Pick<JetStreamClient, "publish">;
+  /** Publishes the outbox; consumes other services' admin actions into the audit log. */
+  js: JetStreamClient;
   /** Auth's own database. */
   databaseUrl: string;
   /** Where auth's domain metrics are registered (the kit's Metrics); omitted: not collected. */
@@ -118,6 +120,7 @@ export async function createAuthModule(config: AuthConfig, infra: AuthInfra, opt
     invite: { ipMaxAttempts: config.AUTH_INVITE_IP_MAX_ATTEMPTS, ipWindowMs: config.AUTH_INVITE_IP_WINDOW },
   });
   let relay: OutboxRelay | undefined;
+  let auditConsumer: ConsumerHandle | undefined;
   const accounts = new Accounts({
     store, hasher, policy, tokens, throttle, log, clock,
     revocations: createRevocationList({ redis: infra.redis, log }),
@@ -149,8 +152,11 @@ export async function createAuthModule(config: AuthConfig, infra: AuthInfra, opt
         metrics: infra.metrics && { registry: infra.metrics.registry, outbox: "auth" },
       });
       await accounts.ensureFirstAdmin({ email: config.AUTH_ADMIN_EMAIL, password: config.AUTH_ADMIN_PASSWORD });
+      auditConsumer = startAuditEventConsumer({ js: infra.js, store, log });
     },
     async stop() {
+      await auditConsumer?.stop();
+      auditConsumer = undefined;
       keys.stop();
       await relay?.stop();
       relay = undefined;

@@ -10,11 +10,14 @@ import {
 } from "@luna/kit";
 import { createTestDatabase, testServers } from "@luna/kit/testing";
 import { BillingService } from "@luna/contracts/luna/billing/v1/billing_service_pb.js";
+import { BillingAdminService } from "@luna/contracts/luna/billing/v1/billing_admin_service_pb.js";
 import { billingConfigSchema, createBillingModule, migrationsDir as billingMigrations } from "@luna/billing";
 import type { Harness } from "./harness.js";
 
 export interface BillingBeside {
   balance: Client<typeof BillingService>;
+  /** BillingAdminService (grants, reversals). */
+  admin: Client<typeof BillingAdminService>;
   close(): Promise<void>;
 }
 
@@ -46,8 +49,10 @@ export async function startBillingBeside(h: Harness, opts: { revocationCheckMs: 
   });
   const billing = await hostModules({ modules: [module], verifier, metrics, log, host: "127.0.0.1", port: 0, adminPort: 0,
     corsOrigins: [], shutdownGraceMs: 100, readiness: [] });
+  const transport = createConnectTransport({ baseUrl: `http://127.0.0.1:${billing.port}`, httpVersion: "1.1" });
   return {
-    balance: createClient(BillingService, createConnectTransport({ baseUrl: `http://127.0.0.1:${billing.port}`, httpVersion: "1.1" })),
+    balance: createClient(BillingService, transport),
+    admin: createClient(BillingAdminService, transport),
     async close() {
       await billing.close();
       redis.disconnect();

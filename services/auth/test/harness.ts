@@ -70,15 +70,17 @@ export function uniqueEmail(tag = "user"): string {
 /**
  * Starts the module with `env` over test-friendly defaults (argon2 at its floor parameters). `trustedProxies` is the
  * server's setting (default: the kit's, one hop); `revocationCheckMs` the server verifier's revocation cache
- * (LUNA_REVOCATION_CHECK_INTERVAL; default the kit's).
+ * (LUNA_REVOCATION_CHECK_INTERVAL; default the kit's); `natsUrl` a NATS other than the run's shared one.
  */
-export async function startAuth(env: Record<string, string> = {}, opts: { trustedProxies?: TrustedProxies; revocationCheckMs?: number } = {}): Promise<Harness> {
+export async function startAuth(env: Record<string, string> = {}, opts: { trustedProxies?: TrustedProxies; revocationCheckMs?: number; natsUrl?: string } = {}): Promise<Harness> {
   const servers = testServers();
   const database = await createTestDatabase({ migrationsDir, prefix: "auth" });
   // Failed RPCs are logged at warn by the kit; tests provoke hundreds of them on purpose.
   const log = createLogger({ service: "auth-test", level: "error" });
   const redis = connectRedis(servers.redisUrl, { log, name: "auth-test" });
-  const nc = await connectNats({ servers: servers.natsUrl, name: "auth-test", log });
+  // A test that consumes auth's own durables (e.g. the audit events) brings a NATS of its own (`natsUrl`), so
+  // harnesses of other files cannot take its messages.
+  const nc = await connectNats({ servers: opts.natsUrl ?? servers.natsUrl, name: "auth-test", log });
   await ensureStreams(nc);
   const jsm = await jetstreamManager(nc);
   const config = loadConfig(authConfigSchema, {

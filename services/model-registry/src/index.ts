@@ -16,6 +16,7 @@ export { createMemoryStore } from "./data/memory-store.js";
 export type { CatalogStore } from "./data/store.js";
 export { createHealthProber, type HealthProber } from "./health/prober.js";
 export { defaultCatalog } from "./domain/seed-catalog.js";
+export { modelInputToSpec, workflowInputToSpec } from "./domain/convert.js";
 export { seedCatalog } from "./seed.js";
 
 /** Directory of this service's migrations (for the runtime's applyMigrations). */

@@ -7,10 +7,20 @@ import type { Tx } from "./store.js";
 
 export type { AuditEvent };
 
+/**
+ * Admin actions other services record through `luna.events.audit.<service>` (events/audit-events.ts): billing's
+ * grants and reversals, model-registry's catalog changes.
+ */
+export const REMOTE_AUDIT_KINDS = [
+  "credits.granted", "credits.reversed", "model.created", "model.updated", "model.enabled", "model.disabled",
+  "workflow.created", "workflow.updated", "workflow.enabled", "workflow.disabled",
+] as const;
+export type RemoteAuditKind = (typeof REMOTE_AUDIT_KINDS)[number];
+
 export const AUDIT_KINDS = [
   "sign_up", "sign_in.failed", "sign_in.locked", "password.changed", "session.revoked", "account.deleted",
   "account.disabled", "account.enabled", "role.changed", "invites.created", "invite.revoked", "api_key.created",
-  "api_key.revoked",
+  "api_key.revoked", ...REMOTE_AUDIT_KINDS,
 ] as const;
 export type AuditKind = (typeof AUDIT_KINDS)[number];
 
@@ -23,14 +33,19 @@ export type AuditEntry = {
   source: string;
   details?: Record<string, unknown>;
   now: Date;
+  /** The row id; default a new UUID (an event from another service uses its event id). */
+  id?: string;
+  /** Default: the current RPC's request id (another service's event carries its own). */
+  requestId?: string | null;
 };
 
-/** Appends one event in `tx`; the request id is the current RPC's (the kit's request scope). */
+/** Appends one event in `tx`; the request id is the current RPC's (the kit's request scope) unless given. */
 export async function recordAudit(tx: Tx | Db, e: AuditEntry): Promise<void> {
   await tx.auditEvent.create({
     data: {
+      ...(e.id ? { id: e.id } : {}),
       kind: e.kind, actorId: e.actorId ?? null, subjectId: e.subjectId ?? null, subjectEmail: e.subjectEmail ?? null,
-      requestId: currentRequestId() ?? null, source: e.source, details: (e.details ?? {}) as Prisma.InputJsonObject, createdAt: e.now,
+      requestId: e.requestId !== undefined ? e.requestId : currentRequestId() ?? null, source: e.source, details: (e.details ?? {}) as Prisma.InputJsonObject, createdAt: e.now,
     },
   });
 }

@@ -371,7 +371,10 @@ export type AuditEvent = Message<"luna.auth.v1.AuditEvent"> & {
   /**
    * e.g. "sign_up", "sign_in.failed", "sign_in.locked", "password.changed", "session.revoked", "account.deleted",
    * "account.disabled", "account.enabled", "role.changed", "invites.created", "invite.revoked", "api_key.created",
-   * "api_key.revoked".
+   * "api_key.revoked"; recorded by other services (luna.events.audit.*): "credits.granted", "credits.reversed"
+   * (billing; subject_id is the account), "model.created", "model.updated", "model.enabled", "model.disabled",
+   * "workflow.created", "workflow.updated", "workflow.enabled", "workflow.disabled" (model-registry; no subject_id,
+   * details name the entry: {"entryType":"model","entryId":...}).
    *
    * @generated from field: string kind = 2;
    */
