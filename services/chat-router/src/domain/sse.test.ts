@@ -1,5 +1,5 @@
-import { describe, expect, it } from "vitest";
-import { interpretChunk, SseParser, upstreamErrorMessage } from "./sse.js";
+import { describe, expect, it, vi } from "vitest";
+import { fastChunkContent, interpretChunk, SseParser, upstreamErrorMessage } from "./sse.js";
 
 function parseAll(pieces: string[]): string[] {
   const out: string[] = [];
@@ -59,6 +59,58 @@ describe("interpretChunk", () => {
     expect(interpretChunk("{not json").kind).toBe("invalid");
     expect(interpretChunk("[1,2]").kind).toBe("invalid");
     expect(interpretChunk('{"choices":[null],"usage":{"prompt_tokens":"x"}}')).toMatchObject({ kind: "chunk", usage: undefined });
+  });
+});
+
+describe("interpretChunk's fast path (the usual token chunk without JSON.parse)", () => {
+  const vllm = (content: string, tail = ',"logprobs":null,"finish_reason":null}]}') =>
+    `{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":${JSON.stringify(content)}}${tail}`;
+
+  it("reads vLLM's and OpenAI's token chunks without JSON.parse", () => {
+    const parse = vi.spyOn(JSON, "parse");
+    try {
+      expect(interpretChunk(vllm("Hello"))).toEqual({ kind: "chunk", content: "Hello", finishReason: undefined, usage: undefined });
+      expect(interpretChunk(vllm(" wörld 😀", ',"logprobs":null,"finish_reason":null,"stop_reason":null}]}'))).toMatchObject({ content: " wörld 😀" });
+      const openai = '{"id":"chatcmpl-2","object":"chat.completion.chunk","created":2,"model":"gpt-4o","system_fingerprint":"fp_1",'
+        + '"choices":[{"index":0,"delta":{"content":"Hi"},"logprobs":null,"finish_reason":null}]}';
+      expect(interpretChunk(openai)).toMatchObject({ kind: "chunk", content: "Hi" });
+      expect(parse).not.toHaveBeenCalled();
+      expect(fastChunkContent(vllm('say "hi"\n'))).toBe('say "hi"\n'); // escapes: only the string literal is parsed
+    } finally {
+      parse.mockRestore();
+    }
+  });
+
+  it("leaves every other chunk to JSON.parse", () => {
+    expect(fastChunkContent(vllm("x", ',"logprobs":null,"finish_reason":"stop"}]}'))).toBeUndefined();
+    expect(fastChunkContent(vllm("x", ',"finish_reason":null}],"usage":{"prompt_tokens":1,"completion_tokens":2}}'))).toBeUndefined();
+    expect(fastChunkContent(vllm("x", ',"tool_calls":[]},"finish_reason":null}]}'))).toBeUndefined();
+    expect(fastChunkContent(vllm("x", ',"finish_reason":null},{"index":1,"delta":{}}]}'))).toBeUndefined();
+    expect(fastChunkContent('{"usage":{"prompt_tokens":1},"choices":[{"index":0,"delta":{"content":"x"},"finish_reason":null}]}')).toBeUndefined();
+    expect(fastChunkContent('{"error":{"message":"boom"},"choices":[{"index":0,"delta":{"content":"x"},"finish_reason":null}]}')).toBeUndefined();
+    expect(interpretChunk(vllm("x", ',"logprobs":null,"finish_reason":"length"}]}'))).toMatchObject({ content: "x", finishReason: "length" });
+  });
+
+  it("gives what JSON.parse gives, whatever the content, fields and ends", () => {
+    // The reference: the same data with a leading space, which JSON.parse accepts and the fast path never takes.
+    const same = (d: string) => {
+      const [got, want] = [interpretChunk(d), interpretChunk(` ${d}`)];
+      if (want.kind === "invalid") expect(got.kind, d).toBe("invalid"); // its reason quotes the data
+      else expect(got, d).toEqual(want);
+    };
+    const alphabet = ['"', "\\", "{", "}", "[", "]", ",", ":", "a", "é", "😀", "\n", "\u0001", " ", "null", "usage", '"finish_reason":"stop"', '"},{"'];
+    const tails = [",\"logprobs\":null,\"finish_reason\":null}]}", ",\"finish_reason\":null,\"logprobs\":null,\"stop_reason\":null}]}", "}]}", ",\"finish_reason\":\"stop\"}]}",
+      ",\"finish_reason\":null}],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}", ",\"finish_reason\":null}]", ",\"finish_reason\":null}]}}", ",\"finish_reason\":nul}]}"];
+    let seed = 23;
+    const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), seed % n);
+    for (let i = 0; i < 3000; i++) {
+      const content = Array.from({ length: rnd(6) }, () => alphabet[rnd(alphabet.length)]).join("");
+      const model = rnd(4) === 0 ? '"usage\\"error"' : '"m"';
+      same(`{"id":"c","model":${model},"choices":[{"index":0,"delta":{"content":${JSON.stringify(content)}}${tails[rnd(tails.length)]}`);
+    }
+    // Hand-broken literals: raw control characters, a dangling escape, an unterminated string.
+    for (const d of ['{"choices":[{"index":0,"delta":{"content":"a\nb"},"finish_reason":null}]}', '{"choices":[{"index":0,"delta":{"content":"a\\'
+      , '{"choices":[{"index":0,"delta":{"content":"a', '{"choices":[{"index":0,"delta":{"content":"\\x"},"finish_reason":null}]}']) same(d);
   });
 });
 

@@ -99,6 +99,60 @@ function toCount(v: unknown): number | undefined {
   return typeof v === "number" && Number.isFinite(v) && v >= 0 ? Math.floor(v) : undefined;
 }
 
+/** The usual token chunk up to its content string (OpenAI, vLLM and llama.cpp write `index` first, then `delta`). */
+const CONTENT_MARK = '"choices":[{"index":0,"delta":{"content":"';
+/** What may follow the delta of a usual token chunk: these fields, null, in any order; then the ends of the choice, the list and the chunk. */
+const NULL_FIELDS = [',"logprobs":null', ',"finish_reason":null', ',"stop_reason":null'];
+
+/**
+ * The content of the usual token chunk — `{..., "choices":[{"index":0,"delta":{"content":"…"}, "logprobs":null,
+ * "finish_reason":null}]}` — read without JSON.parse, which is most of the relay's CPU per token; undefined when `data`
+ * is not exactly that shape (a usage or error field, a finish reason, another delta field, a second choice: those go
+ * through JSON.parse). The markers can only be JSON syntax, never string contents: inside a JSON string every `"` is
+ * escaped. (What comes before `choices` — id, object, created, model — is not validated: it carries nothing we use.)
+ */
+export function fastChunkContent(data: string): string | undefined {
+  if (data.charCodeAt(0) !== 123) return undefined; // {
+  const mark = data.indexOf(CONTENT_MARK);
+  if (mark < 0) return undefined;
+  // Fields before `choices` that change what the chunk means (usage, error, a first `choices`) mean the slow path.
+  for (let k = data.indexOf('"', 1); k >= 0 && k < mark; k = data.indexOf('"', k + 1)) {
+    const c = data.charCodeAt(k + 1);
+    if ((c === 117 && data.startsWith('usage"', k + 1)) || (c === 101 && data.startsWith('error"', k + 1)) || (c === 99 && data.startsWith('choices"', k + 1))) return undefined;
+  }
+  const start = mark + CONTENT_MARK.length;
+  const n = data.length;
+  let escaped = false;
+  let i = start;
+  for (; i < n; i++) {
+    const c = data.charCodeAt(i);
+    if (c === 34) break; // the closing quote
+    if (c === 92) {
+      escaped = true;
+      i++; // the escaped character (a `\u` escape's hex digits need no skipping: they are no quotes)
+    } else if (c < 32) {
+      return undefined; // raw control characters are invalid JSON: JSON.parse judges
+    }
+  }
+  if (i >= n || data.charCodeAt(i + 1) !== 125) return undefined; // the delta holds nothing after the content
+  let j = i + 2;
+  next: while (!(j + 3 === n && data.endsWith("}]}"))) {
+    for (const f of NULL_FIELDS) {
+      if (data.startsWith(f, j)) {
+        j += f.length;
+        continue next;
+      }
+    }
+    return undefined;
+  }
+  if (!escaped) return data.slice(start, i);
+  try {
+    return JSON.parse(data.slice(start - 1, i + 1)) as string;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * Interprets the data of one event of `POST /v1/chat/completions` with `stream: true`: `[DONE]`, an error
  * (`{"error": ...}`, vLLM's form after streaming began, or the older flat `{"object": "error", ...}`), or a chunk with
@@ -106,6 +160,8 @@ function toCount(v: unknown): number | undefined {
  */
 export function interpretChunk(data: string): ChunkInfo {
   if (data === "[DONE]") return { kind: "done" };
+  const fast = fastChunkContent(data);
+  if (fast !== undefined) return { kind: "chunk", content: fast.length > 0 ? fast : undefined, finishReason: undefined, usage: undefined };
   let obj: unknown;
   try {
     obj = JSON.parse(data);
