@@ -33,6 +33,41 @@ async function* chunksOf(body: UniversalServerResponse["body"]): AsyncGenerator<
   if (body !== undefined) yield* body;
 }
 
+/**
+ * `body`'s chunks, each as it is (`map`: replaced), then `atEnd()` once it ended normally. Every streamed message of
+ * every RPC passes here, so it forwards `next()` directly instead of adding async generators (each of which costs
+ * promises and a queue per chunk).
+ */
+function passThrough(body: UniversalServerResponse["body"], atEnd: () => void, map?: (chunk: Uint8Array) => Uint8Array): AsyncIterable<Uint8Array> {
+  return {
+    [Symbol.asyncIterator](): AsyncIterator<Uint8Array> {
+      const it = body?.[Symbol.asyncIterator]();
+      let ended = false;
+      const settle = (r: IteratorResult<Uint8Array>): IteratorResult<Uint8Array> => {
+        if (!r.done) return map ? { done: false, value: map(r.value) } : r;
+        if (!ended) {
+          ended = true;
+          atEnd();
+        }
+        return r;
+      };
+      return {
+        next: () => (it ? it.next().then(settle) : Promise.resolve(settle({ done: true, value: undefined }))),
+        return: async (value?: unknown) => {
+          ended = true; // stopped early: not an end of the body
+          const r = await it?.return?.(value);
+          return r ?? { done: true, value: undefined };
+        },
+        throw: async (err?: unknown) => {
+          ended = true;
+          if (it?.throw) return await it.throw(err);
+          throw err;
+        },
+      };
+    },
+  };
+}
+
 /** An end frame (gRPC-Web trailers, Connect end-stream): its final code, and its text rewritten if it was a parse failure. */
 type EndFrame = { code: Code | undefined; replaced?: string };
 
@@ -101,15 +136,11 @@ export function mapMalformedBodies(
   };
 
   function rewriteFrames(res: UniversalServerResponse, flag: number, read: (text: string) => EndFrame, report: (code: Code | undefined) => void): UniversalServerResponse {
-    const body = res.body;
-    async function* frames(): AsyncGenerator<Uint8Array> {
-      for await (const chunk of chunksOf(body)) {
-        const { frame, code } = endFrame(chunk, flag, read);
-        report(code);
-        yield frame;
-      }
-    }
-    return { ...res, body: frames() };
+    return { ...res, body: passThrough(res.body, () => undefined, (chunk) => {
+      const { frame, code } = endFrame(chunk, flag, read);
+      report(code);
+      return frame;
+    }) };
   }
 
   function rewriteGrpcTrailer(res: UniversalServerResponse, report: (code: Code | undefined) => void): UniversalServerResponse {
@@ -117,16 +148,14 @@ export function mapMalformedBodies(
     const trailer = res.trailer;
     if (!trailer) return res;
     // The trailers are final once the body ends; the adapter writes them after the last chunk.
-    async function* checked(): AsyncGenerator<Uint8Array> {
-      yield* chunksOf(body);
-      const message = decodeURIComponent(trailer!.get("grpc-message") ?? "");
-      if (isParseFailure(trailer!.get("grpc-status"), message)) {
-        trailer!.set("grpc-status", String(Code.InvalidArgument));
-        trailer!.set("grpc-message", encodeURIComponent(rewrittenMessage(message)));
+    return { ...res, body: passThrough(body, () => {
+      const message = decodeURIComponent(trailer.get("grpc-message") ?? "");
+      if (isParseFailure(trailer.get("grpc-status"), message)) {
+        trailer.set("grpc-status", String(Code.InvalidArgument));
+        trailer.set("grpc-message", encodeURIComponent(rewrittenMessage(message)));
       }
-      report(grpcCode(trailer!.get("grpc-status")));
-    }
-    return { ...res, body: checked() };
+      report(grpcCode(trailer.get("grpc-status")));
+    }) };
   }
 
   async function rewriteConnectUnary(res: UniversalServerResponse, report: (code: Code | undefined) => void): Promise<UniversalServerResponse> {

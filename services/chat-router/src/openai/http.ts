@@ -260,11 +260,13 @@ async function streamReply(res: NodeServerResponse, stream: ReplyStream,
       chunk([{ index: 0, delta: { content: ev.value.text }, finish_reason: null, logprobs: null }]);
     } else if (ev.case === "error") {
       const e = replyFailure(ev.value);
+      w.cork(); // the last events and the end of the body in one socket write (end() uncorks)
       w.write(`data: ${JSON.stringify({ error: { message: e.message, type: e.type, code: e.code, param: e.param } })}\n\n`);
       w.end();
       return;
     } else if (ev.case === "finished") {
       const f = ev.value;
+      w.cork(); // the last events and the end of the body in one socket write (end() uncorks)
       chunk([{ index: 0, delta: {}, finish_reason: finishReasonOf(f), logprobs: null }]);
       if (c.includeUsage) {
         chunk([], { usage: usageOf(f), luna: { credits_charged: f.creditsCharged.toString(), balance_after: f.balanceAfter.toString(), ...c.extra } });
