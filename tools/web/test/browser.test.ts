@@ -1,8 +1,9 @@
 // The web client in a real browser (Debian's Chromium driven by playwright-core) against a real all-in-one Luna with
 // the simulators, at 1280×800 and 390×844: sign up, conversations (sidebar, URL, reload, back/forward, rename,
-// delete), markdown replies (the vLLM simulator's reply scripts), copy, regenerate with sibling arrows, resume after a
-// reload, stop, the model picker, images with their price, usage, sign-out in another tab, the phone layout. Any
-// console error other than an expected HTTP error response fails a test.
+// delete), markdown replies (the vLLM simulator's reply scripts), copy, regenerate with sibling arrows, edit and resend
+// with version arrows, resume after a reload, stop, the model picker, images with their price, usage, sign-out in
+// another tab, sign out everywhere, Luna unreachable and back (the retrying banner), the phone layout. Any console
+// error other than an expected HTTP error response fails a test.
 import { existsSync, readdirSync, statSync } from "node:fs";
 import { createServer, request, type Server } from "node:http";
 import { tmpdir } from "node:os";
@@ -114,7 +115,40 @@ async function signIn(page: Page, email: string): Promise<void> {
   await page.locator('input[name="email"]').fill(email);
   await page.locator('input[name="password"]').fill(PASSWORD);
   await page.getByRole("button", { name: "Sign in" }).click();
-  await expect.poll(() => page.locator("#sign-out").isVisible()).toBe(true);
+  await expect.poll(() => page.locator("#account-menu").isVisible()).toBe(true);
+}
+
+/** JSON Connect call to the platform (outside the browser). */
+async function api<T>(path: string, body: object, token?: string): Promise<T> {
+  const res = await fetch(`${lp!.url}/${path}`, { method: "POST",
+    headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) }, body: JSON.stringify(body) });
+  const text = await res.text();
+  expect(res.status, text).toBe(200);
+  return JSON.parse(text) as T;
+}
+
+/** A new account (an admin's one-use invite, signed up through the API) with its sign-up credits; returns an access token. */
+async function newUser(email: string): Promise<string> {
+  const admin = await api<{ tokens: { accessToken: string } }>("luna.auth.v1.AuthService/SignIn", { email: ADMIN_EMAIL, password: ADMIN_PASSWORD });
+  const { invites } = await api<{ invites: { code: string }[] }>("luna.auth.v1.AuthAdminService/CreateInvites", { count: 1, usesPerCode: 1 },
+    admin.tokens.accessToken);
+  const res = await api<{ tokens: { accessToken: string } }>("luna.auth.v1.AuthService/SignUp",
+    { email, password: PASSWORD, inviteCode: invites[0]!.code, displayName: email.split("@")[0] });
+  // Billing grants the sign-up credits on the user.created event, a moment later.
+  await expect.poll(async () => (await api<{ available?: string }>("luna.billing.v1.BillingService/GetBalance", {}, res.tokens.accessToken)).available ?? "0",
+    { timeout: 20_000 }).not.toBe("0");
+  return res.tokens.accessToken;
+}
+
+/** SendMessage through the API (Connect's enveloped JSON: flags byte, big-endian length, message), read to its end. */
+async function sendThroughApi(token: string, conversationId: string, text: string): Promise<void> {
+  const json = Buffer.from(JSON.stringify({ conversationId, text, clientMessageId: `api-${Date.now()}`, maxOutputTokens: 16 }));
+  const envelope = Buffer.concat([Buffer.from([0, 0, 0, 0, 0]), json]);
+  envelope.writeUInt32BE(json.length, 1);
+  const res = await fetch(`${lp!.url}/luna.chat.v1.ChatService/SendMessage`, { method: "POST",
+    headers: { "content-type": "application/connect+json", authorization: `Bearer ${token}` }, body: envelope });
+  expect(res.status).toBe(200);
+  expect(Buffer.from(await res.arrayBuffer()).toString()).toContain('"finished"');
 }
 
 const lastReply = (page: Page) => page.locator(".msg.assistant").last();
@@ -468,7 +502,16 @@ describe("web client in Chromium", () => {
     await page.locator("#chat-input").fill("Are you there?");
     await page.locator("#send").click();
     await expect.poll(() => lastReply(page).locator(".meta").textContent()).toBe("Luna can't be reached — check your connection and try again.");
+    // The page says it retries, on one line inside the screen, and recovers by itself once the network is back.
+    await expect.poll(() => page.locator("#offline-banner").isVisible()).toBe(true);
+    expect(await page.locator("#offline-banner").textContent()).toBe("Luna can't be reached — retrying…");
+    const banner = (await page.locator("#offline-banner").boundingBox())!;
+    expect(banner.x + banner.width).toBeLessThanOrEqual(PHONE.width);
+    expect(banner.height).toBeLessThan(40);
     await context.setOffline(false);
+    await expect.poll(() => page.locator("#offline-banner").isVisible(), { timeout: 20_000 }).toBe(false);
+    // Reloaded from the server: the refused message was never stored, so it is gone with its error.
+    await expect.poll(() => page.locator(".msg.user").last().textContent()).not.toBe("Are you there?");
     const offline = errors.filter((e) => e.includes("net::ERR_INTERNET_DISCONNECTED"));
     errors.splice(0, errors.length, ...errors.filter((e) => !offline.includes(e)));
 
@@ -488,6 +531,220 @@ describe("web client in Chromium", () => {
       expect(c.right, String(c.id)).toBeLessThanOrEqual(PHONE.width);
       expect(c.width, `${String(c.id)} is too narrow for its text`).toBeGreaterThan(Math.min(c.needed + 20, PHONE.width - 40));
     }
+    await context.close();
+    expect(errors).toEqual([]);
+  }, 120_000);
+
+  it("desktop: edit the last message and resend, the versions with arrows", async (ctx) => {
+    if (skipReason) return ctx.skip(skipReason);
+    if (!hosts("chat-router")) return ctx.skip("the all-in-one process does not host chat-router yet");
+    const email = "edith@luna.test";
+    await newUser(email);
+    const context = await browser!.newContext({ viewport: DESKTOP, colorScheme: "dark" });
+    const page = await context.newPage();
+    const errors = watchConsole(page);
+    await simReplies([{ match: "[first]", text: "Reply to the first." }, { match: "[second]", text: "Reply to the second." },
+      { match: "[third]", text: "Reply to the third." }]);
+    await signIn(page, email);
+    await page.locator("#model").selectOption("qwen2.5-7b-instruct");
+
+    await page.locator("#chat-input").fill("Ask [first]");
+    await page.keyboard.press("Enter");
+    await replyDone(page);
+    await page.locator("#chat-input").fill("Then [second]");
+    await page.keyboard.press("Enter");
+    await replyDone(page);
+    expect(await replyText(page)).toBe("Reply to the second.");
+    const conversationId = conversationIdOf(page)!;
+    // Only the last message can be edited.
+    await expect.poll(() => page.locator("[data-action=edit]").count()).toBe(1);
+    expect(await page.locator(".msg.user").last().locator("xpath=following-sibling::*[1]").locator("[data-action=edit]").count()).toBe(1);
+
+    // Edit, then Escape: nothing changes.
+    await page.locator("[data-action=edit]").click();
+    expect(await page.locator("#edit-input").inputValue()).toBe("Then [second]");
+    await page.keyboard.press("Escape");
+    expect(await page.locator(".msg.user").allTextContents()).toEqual(["Ask [first]", "Then [second]"]);
+
+    // Edit and resend: the new text, its own reply, and the arrows to the earlier version.
+    const balanceBefore = await page.locator("#balance").textContent();
+    await page.locator("[data-action=edit]").click();
+    await page.locator("#edit-input").fill("Instead [third]");
+    await page.keyboard.press("Enter");
+    await replyDone(page);
+    expect(await replyText(page)).toBe("Reply to the third.");
+    expect(await page.locator(".msg.user").allTextContents()).toEqual(["Ask [first]", "Instead [third]"]);
+    expect(await page.locator(".version-count").textContent()).toBe("2 / 2");
+    await expect.poll(() => page.locator("#balance").textContent()).not.toBe(balanceBefore); // the new reply was billed
+    // The earlier version with its reply; neither can be edited or regenerated (the conversation went on from the new one).
+    await page.locator("[data-action=prev-version]").click();
+    expect(await page.locator(".msg.user").last().textContent()).toBe("Then [second]");
+    expect(await replyText(page)).toBe("Reply to the second.");
+    expect(await page.locator(".version-count").textContent()).toBe("1 / 2");
+    expect(await page.locator("[data-action=edit]").count()).toBe(0);
+    expect(await page.locator("[data-action=regenerate]").count()).toBe(0);
+    await page.locator("[data-action=next-version]").click();
+    expect(await replyText(page)).toBe("Reply to the third.");
+
+    // The versions come from the server: after a reload they are all there.
+    await page.reload();
+    await expect.poll(() => replyText(page)).toBe("Reply to the third.");
+    expect(conversationIdOf(page)).toBe(conversationId);
+    expect(await page.locator(".msg.user").allTextContents()).toEqual(["Ask [first]", "Instead [third]"]);
+    expect(await page.locator(".version-count").textContent()).toBe("2 / 2");
+    // A later message: the arrows stay on the edited one; showing its older version hides what followed the newer.
+    await page.locator("#chat-input").fill("More [first]");
+    await page.keyboard.press("Enter");
+    await replyDone(page);
+    await page.locator("[data-action=prev-version]").click();
+    expect(await page.locator(".msg.user:visible").allTextContents()).toEqual(["Ask [first]", "Then [second]"]);
+    await page.locator("[data-action=next-version]").click();
+    expect(await page.locator(".msg.user:visible").allTextContents()).toEqual(["Ask [first]", "Instead [third]", "More [first]"]);
+    await context.close();
+    expect(errors).toEqual([]);
+  }, 120_000);
+
+  it("desktop: Luna unreachable, the retrying banner, and back by itself", async (ctx) => {
+    if (skipReason) return ctx.skip(skipReason);
+    if (!hosts("chat-router")) return ctx.skip("the all-in-one process does not host chat-router yet");
+    const email = "otto@luna.test";
+    const token = await newUser(email);
+    const { conversation } = await api<{ conversation: { id: string } }>("luna.chat.v1.ChatService/CreateConversation",
+      { modelId: "qwen2.5-7b-instruct", title: "Before the outage" }, token);
+    const conversationId = conversation.id;
+    await simReplies([{ match: "[first]", text: "Reply to the first." }]);
+    await sendThroughApi(token, conversationId, "Hello [first]");
+    const context = await browser!.newContext({ viewport: DESKTOP, colorScheme: "dark" });
+    const page = await context.newPage();
+    const errors = watchConsole(page);
+    await signIn(page, email);
+    await page.locator(`#conversation-list .conv[data-id="${conversationId}"] .conv-link`).click();
+    await expect.poll(() => replyText(page)).toBe("Reply to the first.");
+
+    // Luna unreachable: requests fail (network error, then the gateway's own 503); the page says it is retrying and,
+    // once Luna answers again, reloads what it shows — here a message sent meanwhile from another device.
+    let failed = 0;
+    const unreachable = (url: URL) => url.pathname.startsWith("/luna.");
+    await page.route(unreachable, (route) => (failed++, route.abort("failed")));
+    await page.locator("#new-chat").click();
+    await page.locator(`#conversation-list .conv[data-id="${conversationId}"] .conv-link`).click();
+    await expect.poll(() => page.locator("#offline-banner").isVisible()).toBe(true);
+    expect(await page.locator("#offline-banner").textContent()).toBe("Luna can't be reached — retrying…");
+    await expect.poll(() => page.locator("#messages").textContent()).toContain("Luna can't be reached");
+    const firstFailures = failed;
+    await expect.poll(() => failed, { timeout: 10_000 }).toBeGreaterThanOrEqual(firstFailures + 2); // it keeps retrying
+    await sendThroughApi(token, conversationId, "Meanwhile [first]");
+    const { available } = await api<{ available: string }>("luna.billing.v1.BillingService/GetBalance", {}, token);
+    await page.unroute(unreachable);
+    let gateway503 = 0;
+    await page.route(unreachable, (route) => (gateway503++, route.fulfill({ status: 503, contentType: "text/plain", body: "no healthy upstream" })));
+    await expect.poll(() => gateway503, { timeout: 20_000 }).toBeGreaterThan(0);
+    expect(await page.locator("#offline-banner").isVisible()).toBe(true);
+    await page.unroute(unreachable);
+    await expect.poll(() => page.locator("#offline-banner").isVisible(), { timeout: 30_000 }).toBe(false);
+    await expect.poll(() => page.locator(".msg.user").last().textContent()).toBe("Meanwhile [first]");
+    expect(await replyText(page)).toBe("Reply to the first.");
+    await expect.poll(() => page.locator("#balance").textContent()).toBe(`${Number(available).toLocaleString("en-US")} credits`);
+    // Chromium logs the aborted requests and the 503s: expected here, and only these.
+    const expected = (e: string) => /net::ERR_FAILED|status of 503/.test(e);
+    expect(errors.filter(expected).length).toBeGreaterThan(0);
+    errors.splice(0, errors.length, ...errors.filter((e) => !expected(e)));
+    await context.close();
+    expect(errors).toEqual([]);
+  }, 120_000);
+
+  it("desktop: sign out everywhere (account menu) — this tab, another tab and another device sign in again", async (ctx) => {
+    if (skipReason) return ctx.skip(skipReason);
+    const email = "sally@luna.test";
+    await newUser(email);
+    const context = await browser!.newContext({ viewport: DESKTOP, colorScheme: "dark" });
+    const page = await context.newPage();
+    const errors = watchConsole(page);
+    await signIn(page, email);
+    const tab = await context.newPage();
+    const tabErrors = watchConsole(tab);
+    await tab.goto(pageUrl);
+    await expect.poll(() => tab.locator("#sign-out").isVisible()).toBe(true);
+    const device = await browser!.newContext({ viewport: DESKTOP, colorScheme: "dark" });
+    const phone = await device.newPage();
+    const deviceErrors = watchConsole(phone);
+    await signIn(phone, email);
+    await page.locator("#account-menu summary").click();
+    expect(await page.locator("#account-menu .menu-email").textContent()).toBe(email);
+    let question = "";
+    page.once("dialog", (d) => {
+      question = d.message();
+      void d.accept();
+    });
+    await page.locator("#sign-out-everywhere").click();
+    expect(question).toMatch(/^Sign out everywhere\?/);
+    await expect.poll(() => page.getByRole("button", { name: "Sign in" }).isVisible()).toBe(true);
+    await expect.poll(() => tab.getByRole("button", { name: "Sign in" }).isVisible()).toBe(true);
+    // The other device learns it at its next call (its tokens are refused within the revocation bound).
+    await expect.poll(async () => {
+      if (await phone.locator("#tab-account").isVisible()) await phone.locator("#tab-account").click().catch(() => undefined);
+      return phone.getByRole("button", { name: "Sign in" }).isVisible();
+    }, { timeout: 20_000, intervals: [1000] }).toBe(true);
+    expect(await phone.locator("body").textContent()).not.toContain("bearer");
+    // Signing in again works.
+    await signIn(page, email);
+    await device.close();
+    await context.close();
+    expect([...errors, ...tabErrors, ...deviceErrors]).toEqual([]);
+  }, 120_000);
+
+  it("phone 390×844: edit and resend, the account menu", async (ctx) => {
+    if (skipReason) return ctx.skip(skipReason);
+    if (!hosts("chat-router")) return ctx.skip("the all-in-one process does not host chat-router yet");
+    const email = "phoebe@luna.test";
+    await newUser(email);
+    const context = await browser!.newContext({ viewport: PHONE, colorScheme: "dark", isMobile: true, hasTouch: true });
+    const page = await context.newPage();
+    const errors = watchConsole(page);
+    await simReplies([{ match: "[first]", text: "Reply to the first." }, { match: "[second]", text: "Reply to the second." }]);
+    await signIn(page, email);
+    await page.locator("#model").selectOption("qwen2.5-7b-instruct");
+    await page.locator("#chat-input").fill("Ask [first]");
+    await page.locator("#send").click();
+    await replyDone(page);
+    await page.locator("[data-action=edit]").click();
+    // The editor fits the screen and is wide enough to write in.
+    const editor = (await page.locator("#edit-input").boundingBox())!;
+    expect(editor.x).toBeGreaterThanOrEqual(0);
+    expect(editor.x + editor.width).toBeLessThanOrEqual(PHONE.width);
+    expect(editor.width).toBeGreaterThan(PHONE.width * 0.6);
+    for (const b of await page.locator(".editor button").all()) {
+      const box = (await b.boundingBox())!;
+      expect(box.x + box.width).toBeLessThanOrEqual(PHONE.width);
+    }
+    await page.locator("#edit-input").fill("Rather [second]");
+    await page.locator("[data-action=save-edit]").click();
+    await replyDone(page);
+    expect(await replyText(page)).toBe("Reply to the second.");
+    expect(await page.locator(".msg.user").allTextContents()).toEqual(["Rather [second]"]);
+    expect(await page.locator(".version-count").textContent()).toBe("2 / 2");
+    const arrows = (await page.locator(".user-tools").boundingBox())!;
+    expect(arrows.x + arrows.width).toBeLessThanOrEqual(PHONE.width);
+    await page.locator("[data-action=prev-version]").click();
+    expect(await replyText(page)).toBe("Reply to the first.");
+
+    // The account menu: the top bar stays on one line with it, and it opens inside the screen.
+    const bar = (await page.locator("header.topbar").boundingBox())!;
+    expect(bar.height).toBeLessThan(60);
+    const summary = (await page.locator("#account-menu summary").boundingBox())!;
+    expect(summary.x + summary.width).toBeLessThanOrEqual(PHONE.width);
+    await page.locator("#account-menu summary").click();
+    const menu = (await page.locator("#account-menu .menu").boundingBox())!;
+    expect(menu.x).toBeGreaterThanOrEqual(0);
+    expect(menu.x + menu.width).toBeLessThanOrEqual(PHONE.width);
+    expect(await page.locator("#sign-out-everywhere").isVisible()).toBe(true);
+    await page.locator("#messages").click({ position: { x: 10, y: 10 } }); // a click elsewhere closes it
+    expect(await page.locator("#account-menu .menu").isVisible()).toBe(false);
+    // No room for Sign out in the top bar: it is in the menu.
+    expect(await page.locator("#sign-out").isVisible()).toBe(false);
+    await page.locator("#account-menu summary").click();
+    await page.locator("[data-action=menu-sign-out]").click();
+    await expect.poll(() => page.getByRole("button", { name: "Sign in" }).isVisible()).toBe(true);
     await context.close();
     expect(errors).toEqual([]);
   }, 120_000);

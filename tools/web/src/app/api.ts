@@ -6,6 +6,7 @@ import { createConnectTransport } from "@connectrpc/connect-web";
 import type { DescService } from "@bufbuild/protobuf";
 import type { Tokens } from "@luna/contracts/luna/auth/v1/auth_pb.js";
 import { AuthService } from "@luna/contracts/luna/auth/v1/auth_service_pb.js";
+import { watchCalls, type Connectivity } from "./connectivity.js";
 
 /** Where the session is kept (localStorage); other tabs watch it to follow a sign-out. */
 export const SESSION_STORAGE_KEY = "luna.session";
@@ -91,7 +92,19 @@ const bearer: Interceptor = (next) => async (req) => {
   }
 };
 
-const transport = createConnectTransport({ baseUrl: location.origin, interceptors: [bearer] });
+let connectivity: Connectivity | undefined;
+
+/** Where calls report whether Luna answered (the "can't be reached — retrying" banner). */
+export function useConnectivity(c: Connectivity): void {
+  connectivity = c;
+}
+
+/** A failure seen outside a call's start (a reply stream that broke mid-way) counts as well. */
+export function reportFailure(err: unknown): void {
+  connectivity?.failed(err);
+}
+
+const transport = createConnectTransport({ baseUrl: location.origin, interceptors: [watchCalls(() => connectivity), bearer] });
 const clients = new Map<string, unknown>();
 
 /** A Connect client for one Luna service. */

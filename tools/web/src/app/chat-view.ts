@@ -1,6 +1,6 @@
 // Chat: the conversations sidebar (a drawer on phones), the open conversation with its history (older pages on
-// scroll up), replies streamed and rendered as markdown, stop, regenerate with sibling arrows, resume after a reload,
-// and a model picker that starts a new conversation. The URL names the conversation (/c/<id>): reload and
+// scroll up), replies streamed and rendered as markdown, stop, regenerate with sibling arrows, edit the last message
+// and resend (its versions with arrows too), resume after a reload, and a model picker that starts a new conversation. The URL names the conversation (/c/<id>): reload and
 // back/forward work.
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -8,7 +8,7 @@ import { ChatService } from "@luna/contracts/luna/chat/v1/chat_service_pb.js";
 import { FinishReason, MessageRole, MessageStatus, type ChatEvent, type Conversation, type Message } from "@luna/contracts/luna/chat/v1/chat_pb.js";
 import { ModelService } from "@luna/contracts/luna/models/v1/model_service_pb.js";
 import { ModelKind, ModelStatus, type Model } from "@luna/contracts/luna/models/v1/models_pb.js";
-import { client, errorMessage } from "./api.js";
+import { client, errorMessage, reportFailure } from "./api.js";
 import { aboutSeconds, count, formatCredits, h, randomId, replace } from "./dom.js";
 import { copyButton, renderMarkdown } from "./markdown.js";
 
@@ -54,7 +54,7 @@ interface Reply {
 }
 
 /** Builds the chat panel (sidebar included); models and conversations load at once. */
-export function chatView(deps: ChatViewDeps): { el: HTMLElement; route(): void } {
+export function chatView(deps: ChatViewDeps): { el: HTMLElement; route(): void; reload(): void } {
   const chat = client(ChatService);
   const modelSelect = h("select", { id: "model", "aria-label": "Model" });
   const modelInfo = h("span", { class: "muted model-info", id: "model-info" });
@@ -90,6 +90,12 @@ export function chatView(deps: ChatViewDeps): { el: HTMLElement; route(): void }
   /** Assistant messages by parent (user message) id: siblings oldest first, for the "1 / 2" arrows. */
   const siblings = new Map<string, Message[]>();
   const shown = new Map<string, number>();
+  /**
+   * Versions of a user message (EditMessage) by the first version's id (a version's `parentId`, or its own id):
+   * oldest first, for the "‹ 1 / 2 ›" arrows under the message; the index shown of each.
+   */
+  const versions = new Map<string, Message[]>();
+  const shownVersion = new Map<string, number>();
   const replyOf = new WeakMap<HTMLElement, Reply>();
   /** Max reply tokens chosen when this tab created a conversation (the API takes it per message). */
   const maxTokensFor = new Map<string, number>();
@@ -198,7 +204,7 @@ export function chatView(deps: ChatViewDeps): { el: HTMLElement; route(): void }
     // A conversation's model is fixed: another model starts a new conversation (the old one stays in the list).
     if (conversation && conversation.modelId !== modelSelect.value) navigate("/", { keepModel: true });
   });
-  const modelsLoaded = client(ModelService).listModels({ kind: ModelKind.TEXT }).then((res) => {
+  const loadModels = () => client(ModelService).listModels({ kind: ModelKind.TEXT }).then((res) => {
     models = res.models;
     const saved = localStorage.getItem(MODEL_KEY);
     // A STANDBY model is selectable: its pool scaled to zero and wakes when asked (the reply says "warming up").
@@ -209,6 +215,7 @@ export function chatView(deps: ChatViewDeps): { el: HTMLElement; route(): void }
     if (preferred) modelSelect.value = preferred.id;
     showModelInfo();
   }, (err: unknown) => showNotice(`Models could not be loaded: ${errorMessage(err)}`));
+  let modelsLoaded = loadModels();
 
   // ---- Messages -------------------------------------------------------------------------------------------------
 
@@ -226,9 +233,20 @@ export function chatView(deps: ChatViewDeps): { el: HTMLElement; route(): void }
 
   const scrollToEnd = () => (messages.scrollTop = messages.scrollHeight);
 
-  const userBubble = (text: string): HTMLElement => {
+  /** A user message and, after it, the row of its buttons (edit, version arrows): kept outside the bubble's text. */
+  const userBubble = (text: string, m?: Message): HTMLElement[] => {
     empty.remove();
-    return h("div", { class: "msg user" }, h("div", { class: "text" }, text));
+    const bubble = h("div", { class: "msg user" }, h("div", { class: "text" }, text));
+    if (m) {
+      bubble.dataset.id = m.id;
+      bubble.dataset.root = m.parentId || m.id;
+    }
+    return [bubble, h("div", { class: "user-tools", hidden: true })];
+  };
+  /** The reply element shown for a user bubble (after its button row), if any. */
+  const replyElOf = (bubble: HTMLElement): HTMLElement | undefined => {
+    const el = bubble.nextElementSibling?.nextElementSibling;
+    return el instanceof HTMLElement && el.classList.contains("assistant") ? el : undefined;
   };
 
   const newReply = (): Reply => {
@@ -297,7 +315,7 @@ export function chatView(deps: ChatViewDeps): { el: HTMLElement; route(): void }
       next.addEventListener("click", () => go(index + 1));
       parts.push(h("span", { class: "siblings" }, prev, at, next));
     }
-    if (isLast) {
+    if (isLast && !r.el.classList.contains("of-old-version")) {
       const regen = h("button", { type: "button", class: "ghost", "data-action": "regenerate", title: "Write this reply again",
         disabled: current !== undefined }, "↻ Regenerate");
       regen.addEventListener("click", () => void regenerate(r, parentId));
@@ -315,13 +333,85 @@ export function chatView(deps: ChatViewDeps): { el: HTMLElement; route(): void }
     }
   };
 
+  /**
+   * Shows version `to` of a user message in its bubble, with that version's newest reply; the messages after it
+   * belong to the newest version only (an older version ended the conversation when it was replaced), so they are
+   * hidden while an older one is shown.
+   */
+  const showVersion = (bubble: HTMLElement, to: number) => {
+    const root = bubble.dataset.root;
+    const group = root ? versions.get(root) : undefined;
+    const v = group?.[to];
+    if (!root || !group || !v) return;
+    shownVersion.set(root, to);
+    bubble.querySelector(".text")!.textContent = v.content;
+    bubble.classList.toggle("old-version", !v.active);
+    const replyEl = replyElOf(bubble);
+    const r = replyEl ? replyOf.get(replyEl) : undefined;
+    if (r) {
+      const replies = siblings.get(v.id) ?? [];
+      const at = replies.findIndex((x) => x.active);
+      const index = at >= 0 ? at : replies.length - 1;
+      r.el.dataset.parent = v.id;
+      r.el.classList.toggle("of-old-version", !v.active);
+      shown.set(v.id, Math.max(0, index));
+      if (replies[index]) showStored(r, replies[index]);
+    }
+    for (let el = (replyEl ?? bubble.nextElementSibling)?.nextElementSibling; el; el = el.nextElementSibling) {
+      el.classList.toggle("other-branch", !v.active);
+    }
+    refreshActions();
+    refreshUserActions();
+  };
+
+  /** Shows the newest version of every message again (before sending: the conversation continues from those). */
+  const showNewestVersions = () => {
+    for (const bubble of messages.querySelectorAll<HTMLElement>(".msg.user.old-version")) {
+      const group = versions.get(bubble.dataset.root ?? "") ?? [];
+      showVersion(bubble, Math.max(0, group.findIndex((v) => v.active)));
+    }
+  };
+
+  /** The version arrows under every user message, and Edit under the last one (when its newest version is shown). */
+  const refreshUserActions = () => {
+    const bubbles = [...messages.querySelectorAll<HTMLElement>(".msg.user")];
+    for (const bubble of bubbles) {
+      const tools = bubble.nextElementSibling;
+      if (!(tools instanceof HTMLElement) || !tools.classList.contains("user-tools")) continue;
+      const group = versions.get(bubble.dataset.root ?? "") ?? [];
+      const index = shownVersion.get(bubble.dataset.root ?? "") ?? group.length - 1;
+      const parts: HTMLElement[] = [];
+      if (group.length > 1) {
+        const prev = h("button", { type: "button", class: "ghost icon", "aria-label": "Previous version", "data-action": "prev-version",
+          disabled: index === 0 }, "‹");
+        const next = h("button", { type: "button", class: "ghost icon", "aria-label": "Next version", "data-action": "next-version",
+          disabled: index === group.length - 1 }, "›");
+        prev.addEventListener("click", () => showVersion(bubble, index - 1));
+        next.addEventListener("click", () => showVersion(bubble, index + 1));
+        parts.push(h("span", { class: "siblings" }, prev, h("span", { class: "version-count muted" }, `${index + 1} / ${group.length}`), next));
+      }
+      if (bubble === bubbles.at(-1) && bubble.dataset.id && !bubble.classList.contains("old-version") && !bubble.classList.contains("editing")) {
+        const edit = h("button", { type: "button", class: "ghost", "data-action": "edit", title: "Edit this message and send it again",
+          disabled: current !== undefined }, "✎ Edit");
+        edit.addEventListener("click", () => startEdit(bubble));
+        parts.push(edit);
+      }
+      replace(tools, ...parts);
+      tools.hidden = parts.length === 0;
+    }
+  };
+
   /** Shows a page of stored messages (oldest first), after what is shown, or before it (an older page). */
   const showMessages = (page: Message[], where: "append" | "prepend") => {
     const nodes: HTMLElement[] = [];
     const streaming: { r: Reply; m: Message }[] = [];
     for (const m of page) {
       if (m.role === MessageRole.USER) {
-        nodes.push(userBubble(m.content));
+        const root = m.parentId || m.id;
+        const group = versions.get(root) ?? [];
+        if (!group.some((x) => x.id === m.id)) group.push(m);
+        versions.set(root, group);
+        if (m.active) nodes.push(...userBubble(m.content, m)); // older versions: reached with the arrows
         continue;
       }
       const group = siblings.get(m.parentId) ?? [];
@@ -339,6 +429,10 @@ export function chatView(deps: ChatViewDeps): { el: HTMLElement; route(): void }
       group.sort((a, b) => (a.createdAt && b.createdAt ? timestampMs(a.createdAt) - timestampMs(b.createdAt) : 0));
       shown.set(parent, Math.max(0, group.findIndex((x) => x.active)));
     }
+    for (const [root, group] of versions) {
+      group.sort((a, b) => (a.createdAt && b.createdAt ? timestampMs(a.createdAt) - timestampMs(b.createdAt) : 0));
+      shownVersion.set(root, Math.max(0, group.findIndex((x) => x.active)));
+    }
     if (where === "append") messages.append(...nodes);
     else {
       const before = messages.scrollHeight;
@@ -346,6 +440,7 @@ export function chatView(deps: ChatViewDeps): { el: HTMLElement; route(): void }
       messages.scrollTop += messages.scrollHeight - before; // keep what the reader was looking at in place
     }
     refreshActions();
+    refreshUserActions();
     return streaming;
   };
 
@@ -372,7 +467,7 @@ export function chatView(deps: ChatViewDeps): { el: HTMLElement; route(): void }
   const setBusy = (busy: boolean) => {
     send.disabled = busy;
     stop.hidden = !busy;
-    for (const b of messages.querySelectorAll<HTMLButtonElement>("[data-action=regenerate]")) b.disabled = busy;
+    for (const b of messages.querySelectorAll<HTMLButtonElement>("[data-action=regenerate], [data-action=edit]")) b.disabled = busy;
   };
 
   stop.addEventListener("click", () => {
@@ -438,6 +533,7 @@ export function chatView(deps: ChatViewDeps): { el: HTMLElement; route(): void }
       } else {
         r.el.classList.add("failed");
         r.meta.textContent = errorMessage(err);
+        reportFailure(err); // a stream the network cut: the page retries and resumes it once Luna answers
       }
     } finally {
       clearInterval(ticker);
@@ -477,8 +573,10 @@ export function chatView(deps: ChatViewDeps): { el: HTMLElement; route(): void }
     const limit = maxTokens.value ? Number(maxTokens.value) : 0;
     if (!conversation && (!Number.isSafeInteger(limit) || limit < 0)) return showNotice("Max reply tokens must be a positive whole number.");
     showNotice("");
+    showNewestVersions();
     input.value = "";
-    messages.append(userBubble(text));
+    const [bubble, tools] = userBubble(text);
+    messages.append(bubble!, tools!);
     const r = newReply();
     messages.append(r.el);
     scrollToEnd();
@@ -503,13 +601,103 @@ export function chatView(deps: ChatViewDeps): { el: HTMLElement; route(): void }
       bumpConversation(c);
       settle(r, await follow(r, chat.sendMessage({ conversationId: c.id, text, clientMessageId: randomId(), maxOutputTokens: maxTokensFor.get(c.id) ?? 0 },
         { signal: current.abort.signal })));
+      // Stored: the message can be edited now (its first version).
+      const id = r.el.dataset.parent;
+      if (id) {
+        bubble!.dataset.id = id;
+        bubble!.dataset.root = id;
+        versions.set(id, [{ id, parentId: "", content: text, active: true } as Message]);
+      }
     } catch (err) {
       r.el.classList.add("failed");
       r.meta.textContent = errorMessage(err);
     } finally {
       current = undefined;
       setBusy(false);
+      refreshUserActions();
       input.focus();
+    }
+  };
+
+  /** Edit: the last message's text in place, in an editor; Enter (or Send) resends it, Escape cancels. */
+  const startEdit = (bubble: HTMLElement) => {
+    if (current || !bubble.dataset.id) return;
+    const textEl = bubble.querySelector<HTMLElement>(".text")!;
+    const before = textEl.textContent ?? "";
+    const field = h("textarea", { class: "edit-input", id: "edit-input", rows: 3, "aria-label": "Edit your message" });
+    field.value = before;
+    const save = h("button", { type: "button", class: "primary", "data-action": "save-edit" }, "Send");
+    const cancel = h("button", { type: "button", class: "ghost", "data-action": "cancel-edit" }, "Cancel");
+    const editor = h("div", { class: "editor" }, field, h("div", { class: "editor-actions" }, cancel, save));
+    textEl.replaceWith(editor);
+    bubble.classList.add("editing");
+    refreshUserActions();
+    field.focus();
+    const close = () => {
+      editor.replaceWith(textEl);
+      bubble.classList.remove("editing");
+      refreshUserActions();
+    };
+    const done = () => {
+      const text = field.value.trim();
+      if (!text) return field.focus();
+      close();
+      void resend(bubble, bubble.dataset.id!, text);
+    };
+    cancel.addEventListener("click", close);
+    save.addEventListener("click", done);
+    field.addEventListener("keydown", (ev) => {
+      if (ev.key === "Escape") close();
+      else if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) {
+        ev.preventDefault();
+        done();
+      }
+    });
+  };
+
+  /** Sends an edited message (EditMessage): a new version with its own reply; the old one stays behind the arrows. */
+  const resend = async (bubble: HTMLElement, oldId: string, text: string) => {
+    if (current || !conversation) return;
+    const c = conversation;
+    showNotice("");
+    const textEl = bubble.querySelector<HTMLElement>(".text")!;
+    const before = textEl.textContent ?? "";
+    const oldReply = replyElOf(bubble);
+    textEl.textContent = text;
+    const fresh = newReply();
+    if (oldReply) oldReply.replaceWith(fresh.el);
+    else bubble.nextElementSibling!.after(fresh.el);
+    scrollToEnd();
+    current = { abort: new AbortController(), messageId: "", stopping: false };
+    setBusy(true);
+    try {
+      const end = await follow(fresh, chat.editMessage({ messageId: oldId, text, clientMessageId: randomId(), maxOutputTokens: maxTokensFor.get(c.id) ?? 0 },
+        { signal: current.abort.signal }));
+      const id = fresh.el.dataset.parent;
+      if (!id) {
+        // Refused before it started (credits, limits): nothing changed on the server, so nothing changes here.
+        textEl.textContent = before;
+        if (oldReply) fresh.el.replaceWith(oldReply);
+        else fresh.el.remove();
+        showNotice(`Could not edit: ${fresh.meta.textContent ?? ""}`);
+        return;
+      }
+      const root = bubble.dataset.root || oldId;
+      const group = versions.get(root) ?? [];
+      for (const v of group) v.active = false;
+      for (const m of siblings.get(oldId) ?? []) m.active = false;
+      group.push({ id, parentId: root, content: text, active: true } as Message);
+      versions.set(root, group);
+      shownVersion.set(root, group.length - 1);
+      bubble.dataset.id = id;
+      bubble.dataset.root = root;
+      settle(fresh, end);
+      c.lastMessagePreview = text;
+      bumpConversation(c);
+    } finally {
+      current = undefined;
+      setBusy(false);
+      refreshUserActions();
     }
   };
 
@@ -557,6 +745,8 @@ export function chatView(deps: ChatViewDeps): { el: HTMLElement; route(): void }
     generation++;
     siblings.clear();
     shown.clear();
+    versions.clear();
+    shownVersion.clear();
     olderToken = "";
     showNotice("");
     replace(messages, empty);
@@ -643,5 +833,11 @@ export function chatView(deps: ChatViewDeps): { el: HTMLElement; route(): void }
     h("div", { class: "toolbar model-row" }, h("label", {}, h("span", { class: "muted" }, "Model"), modelSelect), modelInfo),
     settings, notice, messages, form);
   const el = h("div", { class: "chat-layout" }, sidebar, h("div", { class: "drawer-shade", onclick: closeDrawer }), panel);
-  return { el, route };
+  /** After Luna could not be reached: the list, the models (if they never came) and the open conversation, again. */
+  const reload = () => {
+    if (!models.length) modelsLoaded = loadModels();
+    void loadConversations(true);
+    if (!current && panel.isConnected) route(); // a stream cut by the outage resumes (ResumeStream) from here
+  };
+  return { el, route, reload };
 }

@@ -1,5 +1,6 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
+import { isUnreachable } from "./connectivity.js";
 import { errorMessage } from "./errors.js";
 
 describe("errorMessage", () => {
@@ -8,6 +9,20 @@ describe("errorMessage", () => {
     expect(errorMessage(new ConnectError("Failed to fetch", Code.Unknown))).toBe(expected);
     expect(errorMessage(new ConnectError("NetworkError when attempting to fetch resource.", Code.Unavailable))).toBe(expected);
     expect(errorMessage(new TypeError("Failed to fetch"))).toBe(expected);
+    // connect-web wraps the failed fetch (its cause) whatever the browser's wording.
+    expect(errorMessage(new ConnectError("Load failed", Code.Unknown, undefined, undefined, new TypeError("Load failed")))).toBe(expected);
+  });
+
+  it("a gateway's own 502/503/504 (no Connect error in the body) is an outage, a service's UNAVAILABLE is not", () => {
+    for (const status of [502, 503, 504]) {
+      const err = new ConnectError(`HTTP ${status}`, Code.Unavailable);
+      expect(isUnreachable(err), String(status)).toBe(true);
+      expect(errorMessage(err)).toBe("Luna can't be reached — check your connection and try again.");
+    }
+    expect(isUnreachable(new ConnectError("HTTP 500", Code.Unknown))).toBe(false);
+    expect(isUnreachable(new ConnectError("model qwen is offline", Code.Unavailable))).toBe(false);
+    expect(isUnreachable(new ConnectError("the operation was aborted", Code.Canceled, undefined, undefined, new TypeError("x")))).toBe(false);
+    expect(isUnreachable(new ConnectError("email: not a valid address", Code.InvalidArgument))).toBe(false);
   });
 
   it("out of credits is one sentence with the balance, not a status name", () => {

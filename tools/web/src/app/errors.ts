@@ -1,5 +1,6 @@
 // Errors as a person reads them: one sentence saying what happened and what to do.
 import { Code, ConnectError } from "@connectrpc/connect";
+import { isUnreachable } from "./connectivity.js";
 
 /** Seconds until a retry is allowed, from a rate-limited answer's `retry-after` (or its message). */
 function retryAfterSeconds(err: ConnectError): number | undefined {
@@ -14,11 +15,10 @@ function retryAfterSeconds(err: ConnectError): number | undefined {
  * status name ("Too Many Requests").
  */
 export function errorMessage(err: unknown): string {
+  // No answer from Luna (network down, or the gateway's own 502/503/504).
+  if (isUnreachable(err)) return "Luna can't be reached — check your connection and try again.";
   if (err instanceof ConnectError) {
     const msg = err.rawMessage;
-    if (/fetch|network|load failed|connection/i.test(msg) && (err.code === Code.Unavailable || err.code === Code.Unknown || err.code === Code.Internal)) {
-      return "Luna can't be reached — check your connection and try again.";
-    }
     if (err.code === Code.ResourceExhausted) {
       if (/credit|balance/i.test(msg)) {
         const first = msg.replace(/^not enough credits:?\s*/i, "");
@@ -31,6 +31,5 @@ export function errorMessage(err: unknown): string {
     if (err.code === Code.Unimplemented) return "This server does not offer that yet.";
     return msg;
   }
-  if (err instanceof TypeError && /fetch/i.test(err.message)) return "Luna can't be reached — check your connection and try again.";
   return err instanceof Error ? err.message : String(err);
 }
