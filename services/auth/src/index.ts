@@ -5,7 +5,7 @@
 import { createHash } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import type { JetStreamClient } from "@nats-io/jetstream";
-import { createRevocationList, outboxPruneOf, type ConsumerHandle, startOutboxRelay, type Logger, type OutboxRelay, type ReadinessCheck, type Redis, type ServiceModule } from "@luna/kit";
+import { createRevocationList, inboxPruneOf, outboxPruneOf, type ConsumerHandle, startOutboxRelay, type Logger, type OutboxRelay, type ReadinessCheck, type Redis, type ServiceModule } from "@luna/kit";
 import { Accounts } from "./accounts.js";
 import type { AuthConfig } from "./config.js";
 import { createDb } from "./data/db.js";
@@ -152,7 +152,7 @@ export async function createAuthModule(config: AuthConfig, infra: AuthInfra, opt
         metrics: infra.metrics && { registry: infra.metrics.registry, outbox: "auth" },
       });
       await accounts.ensureFirstAdmin({ email: config.AUTH_ADMIN_EMAIL, password: config.AUTH_ADMIN_PASSWORD });
-      auditConsumer = startAuditEventConsumer({ js: infra.js, store, log });
+      auditConsumer = startAuditEventConsumer({ js: infra.js, store, log, inboxPrune: { databaseUrl: infra.databaseUrl, ...inboxPruneOf(config) } });
     },
     async stop() {
       await auditConsumer?.stop();

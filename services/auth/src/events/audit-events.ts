@@ -10,7 +10,7 @@ import {
   AdminActionRecordedSchema, CatalogEntryChangedSchema, CreditsGrantedSchema, CreditsReversedSchema, type AdminActionRecorded,
 } from "@luna/contracts/luna/events/v1/audit_events_pb.js";
 import {
-  AUDIT_SUBJECT_PREFIX, EVENTS_STREAM, isUuid, recordInbox, runConsumer, type ConsumedMessage, type ConsumerHandle, type HandlerResult,
+  AUDIT_SUBJECT_PREFIX, EVENTS_STREAM, createPgPool, isUuid, recordInbox, runConsumer, startInboxPruner, type ConsumedMessage, type ConsumerHandle, type HandlerResult,
 } from "@luna/kit";
 import type { JetStreamClient } from "@nats-io/jetstream";
 import { recordAudit, REMOTE_AUDIT_KINDS, type AuditEntry, type RemoteAuditKind } from "../data/audit.js";
@@ -108,8 +108,15 @@ export async function handleAuditEvent(deps: AuditEventDeps, msg: Pick<ConsumedM
   return "ack";
 }
 
-export function startAuditEventConsumer(deps: AuditEventDeps & { js: JetStreamClient }): ConsumerHandle {
-  return runConsumer({
+/**
+ * Starts the consumer and the pruner of its inbox rows (auth's only inbox), which deletes rows older than
+ * `inboxPrune.retainMs` every `intervalMs` over a one-connection pool of its own (LUNA_INBOX_RETAIN,
+ * LUNA_EVENT_PRUNE_INTERVAL).
+ */
+export function startAuditEventConsumer(
+  deps: AuditEventDeps & { js: JetStreamClient; inboxPrune: { databaseUrl: string; retainMs: number; intervalMs: number } },
+): ConsumerHandle {
+  const consumer = runConsumer({
     js: deps.js,
     stream: EVENTS_STREAM,
     durable: AUDIT_EVENTS_DURABLE,
@@ -117,4 +124,18 @@ export function startAuditEventConsumer(deps: AuditEventDeps & { js: JetStreamCl
     handle: (msg) => handleAuditEvent(deps, msg),
     log: deps.log,
   });
+  const pool = createPgPool({ url: deps.inboxPrune.databaseUrl, max: 1, name: "auth-inbox-pruner", log: deps.log });
+  const pruner = startInboxPruner({ pool, log: deps.log, retainMs: deps.inboxPrune.retainMs, intervalMs: deps.inboxPrune.intervalMs });
+  let stopping: Promise<void> | undefined;
+  return {
+    ready: consumer.ready,
+    stop(opts) {
+      stopping ??= (async () => {
+        await consumer.stop(opts);
+        await pruner.stop();
+        await pool.end();
+      })();
+      return stopping;
+    },
+  };
 }

@@ -34,6 +34,26 @@ async function resolveUser(ctx: Context, who: string): Promise<User | string> {
   return user;
 }
 
+/** Reads an audit event's details: the kinds other services record get a sentence, the rest their JSON. */
+export function auditDetails(e: Pick<AuditEvent, "kind" | "detailsJson">): { subject?: string; text: string } {
+  let d: Record<string, unknown>;
+  try {
+    d = JSON.parse(e.detailsJson || "{}") as Record<string, unknown>;
+  } catch {
+    return { text: e.detailsJson };
+  }
+  const s = (k: string): string => (typeof d[k] === "string" ? d[k] : "");
+  const amount = (): string => (/^\d+$/.test(s("amount")) ? credits(BigInt(s("amount"))) : s("amount"));
+  if (e.kind === "credits.granted") return { text: `+${amount()} credits: ${s("reason")}` };
+  if (e.kind === "credits.reversed") return { text: `-${amount()} credits (reversed ${s("reversedTransferId")}): ${s("reason")}` };
+  if (/^(model|workflow)\./.test(e.kind) && s("entryId")) {
+    const fields = Array.isArray(d.changedFields) ? d.changedFields.join(", ") : "";
+    const what = e.kind.endsWith(".created") || e.kind.endsWith(".updated") ? fields : s("reason");
+    return { subject: `${s("entryType")}:${s("entryId")}`, text: `v${s("version")}${what ? ` ${what}` : ""}` };
+  }
+  return { text: e.detailsJson === "{}" ? "" : e.detailsJson };
+}
+
 export const adminCommands: CommandSpec<Context>[] = [
   {
     name: "admin invites create",
@@ -150,7 +170,9 @@ export const adminCommands: CommandSpec<Context>[] = [
     summary: "List the audit log (security and admin events), newest first.",
     details: "Example: luna admin audit --user ann@example.com --kind sign_in.failed,sign_in.locked --limit 20\n" +
       "Kinds: sign_up, sign_in.failed, sign_in.locked, password.changed, session.revoked, account.deleted, account.disabled,\n" +
-      "account.enabled, role.changed, invites.created, invite.revoked, api_key.created, api_key.revoked.",
+      "account.enabled, role.changed, invites.created, invite.revoked, api_key.created, api_key.revoked;\n" +
+      "recorded by billing: credits.granted, credits.reversed; by the model registry: model.created, model.updated,\n" +
+      "model.enabled, model.disabled, workflow.created, workflow.updated, workflow.enabled, workflow.disabled.",
     options: {
       user: { type: "string", value: "ID|EMAIL", description: "Only events by or about this account (deleted accounts: by id)" },
       kind: { type: "string", value: "KIND[,KIND]", description: "Only these kinds (comma-separated)" },
@@ -169,8 +191,11 @@ export const adminCommands: CommandSpec<Context>[] = [
         return { items: res.events, next: res.page?.nextPageToken };
       });
       if (events.length === 0) return ctx.out("No audit events.");
-      const rows = events.map((e) => [dateTime(e.time), e.kind, e.actorId || "-", e.subjectId || e.subjectEmail || "-", e.source,
-        e.requestId || "-", clip(e.detailsJson === "{}" ? "" : e.detailsJson, 60)]);
+      const rows = events.map((e) => {
+        const d = auditDetails(e);
+        return [dateTime(e.time), e.kind, e.actorId || "-", e.subjectId || e.subjectEmail || d.subject || "-", e.source,
+          e.requestId || "-", clip(d.text, 60)];
+      });
       for (const line of table(["TIME", "KIND", "ACTOR", "SUBJECT", "SOURCE", "REQUEST", "DETAILS"], rows)) ctx.out(line);
     },
   },
