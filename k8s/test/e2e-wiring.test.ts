@@ -21,6 +21,8 @@ const makefile = readFileSync(join(repoRoot, "Makefile"), "utf8");
 interface KindInstall {
   /** Service name → its ports, per release (`luna-infra` for the bootstrap's chart). */
   services: Map<string, number[]>;
+  /** Deployment name → replicas (undefined: autoscaled), of the vllm release. */
+  vllmReplicas: Map<string, number | undefined>;
   /** model-registry's REGISTRY_SEED_VLLM_URL. */
   seedVllmUrl: string;
   /** image-job's IMAGE_S3_ENDPOINT: the origin presigned image URLs name. */
@@ -50,6 +52,10 @@ function scriptProblems(text: string, kind: KindInstall, read: Set<string>): str
   const seed = new URL(kind.seedVllmUrl);
   if (vllm && (vllm[1] !== seed.hostname || vllm[2] !== seed.port)) {
     problems.push(`vllm: the script controls ${vllm[1]}:${vllm[2]}, the seeded catalog's text models are served at ${seed.host}`);
+  }
+  // A port-forward reaches one pod: the faults the scenario sets must be those of every replica serving the model.
+  if (vllm && kind.vllmReplicas.get(vllm[1]!) !== 1) {
+    problems.push(`vllm: Deployment ${vllm[1]} runs ${kind.vllmReplicas.get(vllm[1]!) ?? "autoscaled"} replicas, the faults set through one port-forward would miss the others`);
   }
   const store = /STORE="\$\{LUNA_E2E_OBJECT_STORE_SERVICE-([\w-]+)\}"/.exec(text)?.[1];
   const storePort = /forward store "svc\/\$STORE" (\d+)/.exec(text)?.[1];
@@ -87,7 +93,8 @@ beforeAll(async () => {
   for (const o of [...gateway, ...vllm, ...infra]) {
     if (o.kind === "Service") services.set(o.metadata!.name!, ((o as Any).spec.ports as Array<{ port: number }>).map((p) => p.port));
   }
-  kind = { services, seedVllmUrl: configValue(registry, "REGISTRY_SEED_VLLM_URL"), s3Endpoint: configValue(imageJob, "IMAGE_S3_ENDPOINT"),
+  const vllmReplicas = new Map(vllm.filter((o) => o.kind === "Deployment").map((d) => [d.metadata!.name!, (d as Any).spec.replicas as number | undefined]));
+  kind = { services, vllmReplicas, seedVllmUrl: configValue(registry, "REGISTRY_SEED_VLLM_URL"), s3Endpoint: configValue(imageJob, "IMAGE_S3_ENDPOINT"),
     adminEmail: configValue(auth, "AUTH_ADMIN_EMAIL") };
 }, 240_000);
 
@@ -95,6 +102,12 @@ describe(`${SCRIPT} against the kind install`, () => {
   it("port-forwards Services the kind install has, controls the simulator the catalog uses, signs in as its admin", () => {
     expect(scriptProblems(script, kind, variablesRead(remoteSource))).toEqual([]);
     expect(kind.services.get("gateway")).toContain(8080);
+  });
+
+  it("fails when the simulator it controls runs more than one replica", () => {
+    const two = { ...kind, vllmReplicas: new Map([...kind.vllmReplicas, ["vllm-llama-3-1-8b", 2]]) };
+    expect(scriptProblems(script, two, variablesRead(remoteSource))).toEqual(
+      ["vllm: Deployment vllm-llama-3-1-8b runs 2 replicas, the faults set through one port-forward would miss the others"]);
   });
 
   it("is what `make cluster-test` runs, and is executable", () => {
