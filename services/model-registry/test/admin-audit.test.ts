@@ -67,7 +67,7 @@ const spec = () => {
 describe("catalog changes in the audit outbox", () => {
   it("create, edit, disable and enable of a model: one event each, with the admin, the entry and what changed", async () => {
     const created = await admin.upsertModel({ model: spec(), expectedVersion: 0n }, asAdmin);
-    await admin.upsertModel({ model: { ...spec(), displayName: "Renamed", tags: ["x"] }, expectedVersion: created.model!.version }, asAdmin);
+    await admin.upsertModel({ model: { ...spec(), displayName: "Renamed", tags: ["x"] }, expectedVersion: created.model!.model!.version }, asAdmin);
     await admin.setModelEnabled({ modelId: "audited-model", enabled: false, reason: "maintenance window" }, asAdmin);
     await admin.setModelEnabled({ modelId: "audited-model", enabled: false, reason: "maintenance window" }, asAdmin); // no-op
     await admin.setModelEnabled({ modelId: "audited-model", enabled: true, reason: "back" }, asAdmin);
