@@ -164,6 +164,14 @@ describe("luna CLI against the all-in-one platform", () => {
     expect(shown.stdout).toMatch(new RegExp(`^.+\n  id ${id} · llama-3\\.1-8b-abliterated · 4 messages · `));
     expect(shown.stdout).toContain("\nyou> Tell me about the sea\n");
     expect(shown.stdout).toContain(`\nyou> And about rivers?\n\nllama-3.1-8b-abliterated> ${more.stdout.trimEnd()}`);
+    // ask --edit replaces the last message of the conversation: a new version with its own reply; show gives the newest.
+    expectOneErrorLine(await luna(["ask", "--edit", "x"], userEnv()), 2, /--edit needs the conversation/);
+    const edited = await luna(["ask", "-c", "--edit", "And about lakes?"], userEnv());
+    expect(edited.code, edited.stderr).toBe(0);
+    expect(edited.stderr).toMatch(/^\[llama-3\.1-8b-abliterated · \d+ tokens?, /);
+    const reshown = (await luna(["conversation", "show", id], userEnv())).stdout;
+    expect(reshown).toContain(`\nyou> (edited, 2 versions) And about lakes?\n\nllama-3.1-8b-abliterated> ${edited.stdout.trimEnd()}`);
+    expect(reshown).not.toContain("And about rivers?");
 
     // A reply still being written is followed to its end by another client.
     const slow = Array.from({ length: 40 }, (_, i) => `w${i}`).join(" ");
@@ -414,6 +422,22 @@ describe("luna CLI against the all-in-one platform", () => {
     expectOneErrorLine(await luna(["admin", "audit"], userEnv()), 1, /^luna: \S/);
   });
 
+  it.skipIf(!hosts("billing"))("admin audit: billing's grant and the registry's model switches, readably", async () => {
+    // They arrive through luna.events.audit.* (billing's and the registry's outboxes, auth's consumer): give them a moment.
+    let r: CliRun | undefined;
+    for (let i = 0; i < 75; i++) {
+      r = await luna(["admin", "audit", "--kind", "credits.granted,model.disabled,model.enabled"], adminEnv());
+      if (/model\.enabled/.test(r.stdout) && /credits\.granted/.test(r.stdout)) break;
+      await new Promise((res) => setTimeout(res, 200));
+    }
+    expect(r!.code, r!.stderr).toBe(0);
+    const user = (await luna(["admin", "users", "list", "--email", USER_EMAIL], adminEnv())).stdout.match(/^([0-9a-f-]{36})\s/m)?.[1];
+    expect(user).toBeDefined();
+    expect(r!.stdout).toMatch(new RegExp(`\\scredits\\.granted\\s+[0-9a-f-]{36}\\s+${user}\\s+\\S+\\s+\\S+\\s+\\+500 credits: thanks for testing\n`));
+    expect(r!.stdout).toMatch(/\smodel\.disabled\s+[0-9a-f-]{36}\s+model:qwen2\.5-7b-instruct\s+\S+\s+\S+\s+v\d+ maintenance\n/);
+    expect(r!.stdout).toMatch(/\smodel\.enabled\s+[0-9a-f-]{36}\s+model:qwen2\.5-7b-instruct\s/);
+  });
+
   it("bad input and refused calls are one clear line with exit code 2 (usage) or 1", async () => {
     expectOneErrorLine(await luna(["frobnicate"], userEnv()), 2, /unknown command "frobnicate" \(see 'luna --help'\)/);
     expectOneErrorLine(await luna(["admin", "invites", "create", "--count", "0"], adminEnv()), 2,
@@ -510,5 +534,22 @@ describe("luna CLI against the all-in-one platform", () => {
     writeFileSync(credentialsPath(), JSON.stringify(file), { mode: 0o600 });
     expectOneErrorLine(await luna(["me"], userEnv()), 1, /your session has ended .*run `luna login`/);
     expect(() => statSync(credentialsPath())).toThrow();
+  });
+
+  it("logout --everywhere ends every session of the account, the other machine's too", async () => {
+    const here = { LUNA_URL: lp.url, LUNA_CONFIG_DIR: join(tmp, "everywhere-here") };
+    const there = { LUNA_URL: lp.url, LUNA_CONFIG_DIR: join(tmp, "everywhere-there") };
+    for (const env of [here, there]) expect((await luna(["login", "--email", USER_EMAIL, "--password-stdin"], env, `${USER_PASSWORD}\n`)).code).toBe(0);
+    const r = await luna(["logout", "--everywhere"], here);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^Signed out everywhere \(\d+ sessions ended\)\.\n$/);
+    expectOneErrorLine(await luna(["me"], here), 1, /not signed in to http:\/\/127\.0\.0\.1:\d+: run `luna login`/);
+    // The other machine's access token is refused within the revocation bound, and its refresh token at once.
+    let other = await luna(["me"], there);
+    for (let i = 0; i < 20 && other.code === 0; i++) {
+      await new Promise((res) => setTimeout(res, 500));
+      other = await luna(["me"], there);
+    }
+    expectOneErrorLine(other, 1, /your session has ended .*run `luna login`/);
   });
 });
