@@ -111,9 +111,10 @@ export async function createBillingModule(config: BillingConfig, infra: BillingI
         if (n > 0) log.info({ holds: n }, "released expired holds");
       }, log);
       stoppers.push(() => sweeper.stop());
-      // Admin grants and reversals write their audit events (luna.events.audit.billing) into the outbox.
+      // Admin grants and reversals write their audit events (luna.events.audit.billing) into the outbox. The relay
+      // owns a small pool (its LISTEN holds a connection), so BILLING_DB_POOL_SIZE stays the ledger's.
       if (infra.js) {
-        const outbox = startOutboxRelay({ pool, js: infra.js, log, prune: outboxPruneOf(config),
+        const outbox = startOutboxRelay({ databaseUrl: infra.databaseUrl, js: infra.js, log, prune: outboxPruneOf(config),
           metrics: { registry: infra.metrics.registry, outbox: "billing" } });
         relay = outbox;
         stoppers.push(async () => {
