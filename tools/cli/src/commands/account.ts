@@ -71,10 +71,25 @@ export const accountCommands: CommandSpec<Context>[] = [
   {
     name: "logout",
     summary: "End this session on the server and forget its tokens.",
-    async run(ctx) {
+    details: "With --everywhere, every session of the account ends (other machines and browsers too: their tokens are\n" +
+      "refused within seconds) and this one is forgotten.",
+    options: {
+      everywhere: { type: "boolean", description: "End every session of the account, on every device" },
+    },
+    async run(ctx, args) {
       const session = ctx.clients.session.current;
       if (!session) {
         ctx.out(`Not signed in to ${ctx.settings.url}.`);
+        return;
+      }
+      if (args.options.everywhere === true) {
+        // Needs this session's access token, so the server is asked first; the tokens are forgotten either way.
+        try {
+          const { sessionsEnded } = await ctx.clients.client(AuthService).signOutEverywhere({});
+          ctx.out(`Signed out everywhere (${sessionsEnded} session${sessionsEnded === 1 ? "" : "s"} ended).`);
+        } finally {
+          ctx.clients.session.forget();
+        }
         return;
       }
       // The tokens are forgotten even when the server cannot be told: logging out must always work locally.

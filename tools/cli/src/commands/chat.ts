@@ -4,7 +4,7 @@ import { createInterface } from "node:readline";
 import { Writable } from "node:stream";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ChatService } from "@luna/contracts/luna/chat/v1/chat_service_pb.js";
-import { FinishReason, type ChatEvent } from "@luna/contracts/luna/chat/v1/chat_pb.js";
+import { FinishReason, MessageRole, type ChatEvent } from "@luna/contracts/luna/chat/v1/chat_pb.js";
 import { ModelService } from "@luna/contracts/luna/models/v1/model_service_pb.js";
 import { ModelKind, ModelStatus, type Model } from "@luna/contracts/luna/models/v1/models_pb.js";
 import { intArg, str, type Args, type CommandSpec } from "../args.js";
@@ -68,15 +68,16 @@ class Reply {
     this.ctx.clients.client(ChatService).stopGeneration({ messageId: this.assistantMessageId }).catch(() => this.abort.abort());
   }
 
-  /** Streams the reply to `write` as it arrives. */
-  async run(conversationId: string, text: string, maxOutputTokens: number, write: (s: string) => void): Promise<ReplyOutcome> {
+  /** Streams the reply to `write` as it arrives; with `editOf` (a user message id), `text` replaces that message. */
+  async run(conversationId: string, text: string, maxOutputTokens: number, write: (s: string) => void, editOf?: string): Promise<ReplyOutcome> {
     let written = "";
     const outcome = (o: Omit<ReplyOutcome, "text">): ReplyOutcome => ({ ...o, text: written });
     try {
-      const stream = this.ctx.clients.client(ChatService).sendMessage(
-        { conversationId, text, clientMessageId: randomUUID(), maxOutputTokens },
-        { signal: this.abort.signal, timeoutMs: 0 },
-      );
+      const chat = this.ctx.clients.client(ChatService);
+      const options = { signal: this.abort.signal, timeoutMs: 0 };
+      const stream: AsyncIterable<{ event?: ChatEvent }> = editOf
+        ? chat.editMessage({ messageId: editOf, text, clientMessageId: randomUUID(), maxOutputTokens }, options)
+        : chat.sendMessage({ conversationId, text, clientMessageId: randomUUID(), maxOutputTokens }, options);
       for await (const res of stream) {
         const ev: ChatEvent["event"] | undefined = res.event?.event;
         switch (ev?.case) {
@@ -117,6 +118,14 @@ class Reply {
       throw err;
     }
   }
+}
+
+/** The id of a conversation's newest user message (what `ask --edit` replaces). */
+async function lastUserMessage(ctx: Context, conversationId: string): Promise<string> {
+  const { messages } = await ctx.clients.client(ChatService).getConversation({ conversationId, messagesPage: { pageSize: 20 } });
+  const last = messages.findLast((m) => m.role === MessageRole.USER && m.active);
+  if (!last) throw new CliError("this conversation has no message of yours to edit yet");
+  return last.id;
 }
 
 /** The conversation `ask` continues (--conversation ID, or --continue: the most recent), if any. */
@@ -169,13 +178,15 @@ export const chatCommands: CommandSpec<Context>[] = [
     summary: "Ask one question; the reply streams to stdout.",
     details: "Use \"-\" as the question to read it from stdin. Ctrl-C stops the reply (what was written is kept and billed).\n" +
       "Each ask starts a conversation (`luna conversations` lists them); --conversation ID or -c (the most recent one)\n" +
-      "continues one instead, with its model and system prompt.\n" +
-      "Example: luna ask \"Write a haiku about GPUs\" --model qwen2.5-7b-instruct; luna ask -c \"Another one\"",
+      "continues one instead, with its model and system prompt; with --edit the question replaces your last message there\n" +
+      "(the earlier version and its reply stay, as older versions).\n" +
+      "Example: luna ask \"Write a haiku about GPUs\" --model qwen2.5-7b-instruct; luna ask -c \"Another one\"; luna ask -c --edit \"Rather this\"",
     positionals: [{ name: "<question>", description: "The question (or - for stdin)" }],
     options: {
       ...chatOptions,
       conversation: { type: "string", value: "ID", description: "Continue this conversation (see `luna conversations`)" },
       continue: { type: "boolean", short: "c", description: "Continue your most recent conversation" },
+      edit: { type: "boolean", description: "Replace your last message of that conversation with the question and get a new reply" },
     },
     async run(ctx, args) {
       const command = "ask";
@@ -184,12 +195,14 @@ export const chatCommands: CommandSpec<Context>[] = [
       const limit = maxTokens(args, command);
       ctx.requireSession();
       const continued = await conversationToContinue(ctx, args, command);
+      if (args.options.edit === true && !continued) throw new UsageError("--edit needs the conversation: --conversation ID or -c", command);
+      const editOf = args.options.edit === true ? await lastUserMessage(ctx, continued!.id) : undefined;
       const model = continued ? { id: continued.modelId } : await pickModel(ctx, str(args, "model"), command);
       const conversationId = continued?.id ?? await createConversation(ctx, model.id, str(args, "system") ?? "");
       const reply = new Reply(ctx);
       const off = ctx.io.onInterrupt(() => reply.stop());
       try {
-        const res = await reply.run(conversationId, question, limit, (s) => ctx.io.stdout.write(s));
+        const res = await reply.run(conversationId, question, limit, (s) => ctx.io.stdout.write(s), editOf);
         if (res.text && !res.text.endsWith("\n")) ctx.io.stdout.write("\n");
         if (res.ended === "error") {
           ctx.note(`luna: the reply failed: ${res.errorMessage}`);

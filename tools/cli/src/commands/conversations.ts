@@ -79,9 +79,14 @@ export const conversationCommands: CommandSpec<Context>[] = [
       // Regenerated replies are siblings: the active one is shown, with how many there are.
       const siblings = new Map<string, number>();
       for (const m of messages) if (m.role === MessageRole.ASSISTANT) siblings.set(m.parentId, (siblings.get(m.parentId) ?? 0) + 1);
+      // Edited messages (ask --edit, the web client) are versions: the newest is shown, with how many there are.
+      const versions = new Map<string, number>();
+      for (const m of messages) if (m.role === MessageRole.USER) versions.set(m.parentId || m.id, (versions.get(m.parentId || m.id) ?? 0) + 1);
       for (const m of messages) {
-        if (m.role === MessageRole.USER) ctx.out(`\nyou> ${m.content}`);
-        else if (m.active) {
+        if (m.role === MessageRole.USER) {
+          const n = versions.get(m.parentId || m.id) ?? 1;
+          if (m.active) ctx.out(`\nyou>${n > 1 ? ` (edited, ${n} versions)` : ""} ${m.content}`);
+        } else if (m.active) {
           const n = siblings.get(m.parentId) ?? 1;
           ctx.out(`\n${m.modelId || c.modelId}>${n > 1 ? ` (latest of ${n} replies)` : ""} ${m.content}${statusNote(m)}`);
         }
