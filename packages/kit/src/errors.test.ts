@@ -3,7 +3,7 @@ import { Code, ConnectError, createClient, createRouterTransport } from "@connec
 import { Health, HealthCheckResponse_ServingStatus as Status, HealthCheckResponseSchema } from "@luna/contracts/grpc/health/v1/health_pb.js";
 import { describe, expect, it } from "vitest";
 import {
-  aborted, alreadyExists, availableCreditsOf, codeOf, errorInterceptor, failedPrecondition, formatCredits, invalidArgument,
+  aborted, alreadyExists, availableCreditsOf, codeOf, errorInterceptor, failedPrecondition, formatCredits, interceptCall, invalidArgument,
   invalidPageSize, invalidPageToken, notEnoughCredits, notFound, permissionDenied, resourceExhausted, toConnectError,
   unauthenticated, unavailable,
 } from "./errors.js";
@@ -100,6 +100,61 @@ describe("errorInterceptor", () => {
     expect(received).toEqual([Status.SERVING]);
     expect(err?.code).toBe(Code.Internal);
     expect(err?.rawMessage).not.toContain("hunter2");
+  });
+});
+
+describe("interceptCall on a stream (the per-message path of every interceptor)", () => {
+  type Next = Parameters<typeof interceptCall>[0];
+  const streamOf = (source: AsyncIterable<unknown>): Next => async () => ({ stream: true, message: source }) as unknown as Awaited<ReturnType<Next>>;
+  const req = () => ({ signal: new AbortController().signal }) as unknown as Parameters<typeof interceptCall>[1];
+
+  it("passes every message through, runs each step in the call's context and ends once, OK, when the stream ends", async () => {
+    const ends: unknown[] = [];
+    const contexts: string[] = [];
+    let inside = "";
+    async function* source() {
+      for (const m of [1, 2, 3]) {
+        contexts.push(inside);
+        yield m;
+      }
+    }
+    const run = <T>(fn: () => T): T => {
+      inside = "call";
+      try {
+        return fn();
+      } finally {
+        inside = "";
+      }
+    };
+    const res = await interceptCall(streamOf(source()), req(), { run, end: (e) => ends.push(e) });
+    const got: unknown[] = [];
+    for await (const m of (res as unknown as { message: AsyncIterable<unknown> }).message) got.push(m);
+    expect(got).toEqual([1, 2, 3]);
+    expect(contexts).toEqual(["call", "call", "call"]);
+    expect(ends).toEqual([undefined]);
+  });
+
+  it("maps an error thrown mid-stream and ends with the mapped error, once", async () => {
+    const ends: unknown[] = [];
+    const mapped = new ConnectError("mapped", Code.Internal);
+    async function* source() {
+      yield 1;
+      throw new Error("secret detail");
+    }
+    const res = await interceptCall(streamOf(source()), req(), { mapError: () => mapped, end: (e) => ends.push(e) });
+    const it = (res as unknown as { message: AsyncIterable<unknown> }).message[Symbol.asyncIterator]();
+    expect(await it.next()).toEqual({ done: false, value: 1 });
+    await expect(it.next()).rejects.toBe(mapped);
+    expect(ends).toEqual([mapped]);
+  });
+
+  it("maps an error thrown synchronously by the stream's next()", async () => {
+    const ends: unknown[] = [];
+    const mapped = new ConnectError("mapped", Code.Internal);
+    const source = { [Symbol.asyncIterator]: () => ({ next: () => { throw new Error("sync"); } }) } as unknown as AsyncIterable<unknown>;
+    const res = await interceptCall(streamOf(source), req(), { mapError: () => mapped, end: (e) => ends.push(e) });
+    await expect((res as unknown as { message: AsyncIterable<unknown> }).message[Symbol.asyncIterator]().next()).rejects.toBe(mapped);
+    expect(ends).toEqual([mapped]);
   });
 });
 
