@@ -684,7 +684,7 @@ describe("web client in Chromium", () => {
     await expect.poll(async () => {
       if (await phone.locator("#tab-account").isVisible()) await phone.locator("#tab-account").click().catch(() => undefined);
       return phone.getByRole("button", { name: "Sign in" }).isVisible();
-    }, { timeout: 20_000, intervals: [1000] }).toBe(true);
+    }, { timeout: 20_000, interval: 1000 }).toBe(true);
     expect(await phone.locator("body").textContent()).not.toContain("bearer");
     // Signing in again works.
     await signIn(page, email);

@@ -5,13 +5,13 @@ import { createConnectivity } from "./connectivity.js";
 const offline = () => new ConnectError("Failed to fetch", Code.Unknown, undefined, undefined, new TypeError("Failed to fetch"));
 
 describe("createConnectivity", () => {
+  let window: EventTarget;
   beforeEach(() => {
     vi.useFakeTimers();
-    (globalThis as { window?: EventTarget }).window = new EventTarget();
+    window = new EventTarget();
   });
   afterEach(() => {
     vi.useRealTimers();
-    delete (globalThis as { window?: EventTarget }).window;
   });
 
   it("goes down once on an unreachable failure, probes with backoff, and comes back up when a probe gets an answer", async () => {
@@ -26,6 +26,7 @@ describe("createConnectivity", () => {
       },
       onDown: () => events.push("down"),
       onUp: () => events.push("up"),
+      events: window,
     });
     const start = Date.now();
     c.failed(new ConnectError("email: not valid", Code.InvalidArgument)); // an answer: no outage
@@ -46,7 +47,8 @@ describe("createConnectivity", () => {
   it("an answer from any call (or the browser's online event) ends the outage early", async () => {
     const events: string[] = [];
     let probes = 0;
-    const c = createConnectivity({ delays: [10_000], probe: async () => void probes++, onDown: () => events.push("down"), onUp: () => events.push("up") });
+    const c = createConnectivity({ delays: [10_000], probe: async () => void probes++, onDown: () => events.push("down"), onUp: () => events.push("up"),
+      events: window });
     c.failed(offline());
     c.answered();
     expect(events).toEqual(["down", "up"]);

@@ -37,6 +37,8 @@ export interface ConnectivityOptions {
   /** Luna answers again: reload what the page shows. */
   onUp(): void;
   delays?: number[];
+  /** Where the browser's `online` event comes from; default the window. */
+  events?: Pick<EventTarget, "addEventListener">;
 }
 
 export function createConnectivity(opts: ConnectivityOptions): Connectivity {
@@ -63,7 +65,8 @@ export function createConnectivity(opts: ConnectivityOptions): Connectivity {
     opts.onUp();
   }
   // The browser says the network is back: try at once rather than at the next step of the backoff.
-  window.addEventListener("online", () => {
+  const events = opts.events ?? (globalThis as Partial<Pick<EventTarget, "addEventListener">>);
+  events.addEventListener?.("online", () => {
     if (down) schedule(0);
   });
 
