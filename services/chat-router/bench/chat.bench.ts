@@ -385,6 +385,8 @@ async function main(): Promise<void> {
         + ` ${mark(tps.connect >= AIM_TPS_SHARE * tps.direct)}, /v1 ${tps.v1.toFixed(0)} = ${share(tps.v1)} ${mark(tps.v1 >= AIM_TPS_SHARE * tps.direct)}`
         + ` — floor ${tps.floor.toFixed(0)} = ${share(tps.floor)}`);
     }
+    if (!LEVELS.includes(AIM_STREAMS)) checks.push(`CPU and tokens/s aims: not measured (BENCH_LEVELS has no ${AIM_STREAMS}-stream level)`);
+    if (PACED_STREAMS === 0) checks.push("TTFT and ITL aims: not measured (BENCH_PACED_STREAMS=0)");
     if (PACED_STREAMS > 0) {
       // Streams start spread over one reply's duration, as independent users do; with equal replies at the same
       // pace, closed loops started together would stay in lockstep and every request would arrive in a burst.
@@ -407,7 +409,7 @@ async function main(): Promise<void> {
     console.log(`chat-router relay overhead: ${REPLY_TOKENS}-token replies, closed loops, ${ROUNDS} alternating rounds; "saturated" = a zero-time vLLM simulator`
       + ` (the machine at its limit: throughput and CPU), "${PACED_TPS} tok/s" = the simulator decoding at a model's pace, streams starting spread out (the latency aims);`
       + ` "floor" = a relay that does none of chat-router's work (gRPC in, the same upstream client out), minus direct`);
-    console.log(`load average (1/5/15 min) before: ${loadBefore}, after: ${load()} (shared cores: compare runs made together)\n`);
+    console.log(`load average (1/5/15 min) before: ${loadBefore}, after: ${load()} (shared cores: compare runs made together); Node ${process.version}\n`);
     table(["model", "streams", "requests", "TTFT direct ms p50/p99", "TTFT via router ms p50/p99", "added TTFT ms p50/p99", "added via /v1 ms p50/p99", "floor added ms p50/p99",
       "ITL µs direct/router p50", "added ITL µs p50 router / v1 / floor", "tokens/s direct / router / v1 / floor", "CPU ms / 1k tok router / v1 / floor"], rows);
     console.log("where the routed TTFT goes (means, ms; phases measured inside chat-router):\n");

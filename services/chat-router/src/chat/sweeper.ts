@@ -35,7 +35,8 @@ const BATCH = 50;
 
 /** One sweep; returns how many replies it finished. */
 export async function sweepOrphanedReplies(deps: SweeperDeps): Promise<number> {
-  const rows = await deps.store.claimStale(deps.staleMs, BATCH, deps.localIds());
+  // Replies of the OpenAI-compatible API have no message row (and ids that are no UUIDs): nothing to skip there.
+  const rows = await deps.store.claimStale(deps.staleMs, BATCH, deps.localIds().filter(isUuid));
   let n = 0;
   for (const row of rows) {
     try {
