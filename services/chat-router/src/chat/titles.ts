@@ -52,10 +52,13 @@ export class TitleWriter {
   private running = 0;
   private readonly queue: TitleJob[] = [];
   private readonly inflight = new Set<Promise<void>>();
+  /** Aborted by drain(): a title is best effort, so shutdown does not wait for a slow or stalled model. */
+  private readonly stopping = new AbortController();
 
   constructor(private readonly opts: TitleWriterOptions) {}
 
   schedule(job: TitleJob): void {
+    if (this.stopping.signal.aborted) return;
     if (this.running >= this.opts.concurrency) {
       if (this.queue.length >= (this.opts.maxQueue ?? 1000)) {
         this.opts.log.debug({ conversationId: job.conversationId }, "title queue full; conversation left untitled");
@@ -80,9 +83,10 @@ export class TitleWriter {
     this.inflight.add(p);
   }
 
-  /** Waits for the titles being written (shutdown); queued ones are dropped. */
+  /** Shutdown: queued titles are dropped and the ones being written are abandoned (their requests aborted). */
   async drain(): Promise<void> {
     this.queue.length = 0;
+    this.stopping.abort();
     while (this.inflight.size > 0) await Promise.all([...this.inflight]);
   }
 
@@ -109,10 +113,16 @@ export class TitleWriter {
             content: `Name this conversation.\n\nUser: ${job.userText.slice(0, EXCERPT_CHARS)}\n\nAssistant: ${job.replyText.slice(0, EXCERPT_CHARS)}`,
           },
         ],
-      }, this.opts.timeoutMs);
+      }, this.opts.timeoutMs, this.stopping.signal);
       outcome = "success";
       const title = cleanTitle(r.text);
       if (title) await this.opts.save(job.conversationId, title);
+    } catch (err) {
+      if (this.stopping.signal.aborted) {
+        outcome = "neutral"; // abandoned by us, not the replica's failure
+        return;
+      }
+      throw err;
     } finally {
       this.opts.pool.release(lease, outcome);
     }

@@ -248,11 +248,11 @@ export class UpstreamStream {
 }
 
 /** Result of a small JSON request (tokenize, a non-streamed completion). */
-async function postJson(endpoint: Endpoint, path: string, body: unknown, timeoutMs: number): Promise<{ status: number; json: unknown; text: string }> {
+async function postJson(endpoint: Endpoint, path: string, body: unknown, timeoutMs: number, signal?: AbortSignal): Promise<{ status: number; json: unknown; text: string }> {
   const data = JSON.stringify(body);
   for (let retries = STALE_SOCKET_RETRIES; ; retries--) {
     try {
-      return await postJsonOnce(endpoint, path, data, timeoutMs);
+      return await postJsonOnce(endpoint, path, data, timeoutMs, signal);
     } catch (err) {
       if (retries > 0 && err instanceof StaleSocketError) continue;
       throw err instanceof StaleSocketError ? err.original : err;
@@ -266,13 +266,14 @@ class StaleSocketError extends Error {
   }
 }
 
-async function postJsonOnce(endpoint: Endpoint, path: string, data: string, timeoutMs: number): Promise<{ status: number; json: unknown; text: string }> {
+async function postJsonOnce(endpoint: Endpoint, path: string, data: string, timeoutMs: number, signal?: AbortSignal): Promise<{ status: number; json: unknown; text: string }> {
+  signal?.throwIfAborted();
   const url = new URL(`${endpoint.baseUrl}${path}`);
   const headers: Record<string, string> = { "content-type": "application/json", "content-length": String(Buffer.byteLength(data)) };
   if (endpoint.apiKey) headers.authorization = `Bearer ${endpoint.apiKey}`;
   const mod = url.protocol === "https:" ? https : http;
   return await new Promise((resolve, reject) => {
-    const req = mod.request(url, { method: "POST", agent: endpoint.agent, headers, timeout: timeoutMs }, (res) => {
+    const req = mod.request(url, { method: "POST", agent: endpoint.agent, headers, timeout: timeoutMs, signal }, (res) => {
       let text = "";
       res.setEncoding("utf8");
       res.on("data", (d: string) => {
@@ -312,11 +313,11 @@ export async function tokenizeText(endpoint: Endpoint, model: string, text: stri
   return undefined;
 }
 
-/** A non-streamed chat completion (titles); throws with the upstream's message on failure. */
-export async function completeChat(endpoint: Endpoint, req: { model: string; messages: Array<{ role: string; content: string }>; maxTokens: number; temperature: number }, timeoutMs: number): Promise<{ text: string; usage: Usage | undefined }> {
+/** A non-streamed chat completion (titles); throws with the upstream's message on failure, or when `signal` aborts. */
+export async function completeChat(endpoint: Endpoint, req: { model: string; messages: Array<{ role: string; content: string }>; maxTokens: number; temperature: number }, timeoutMs: number, signal?: AbortSignal): Promise<{ text: string; usage: Usage | undefined }> {
   const r = await postJson(endpoint, "/v1/chat/completions", {
     model: req.model, messages: req.messages, max_tokens: req.maxTokens, temperature: req.temperature, stream: false,
-  }, timeoutMs);
+  }, timeoutMs, signal);
   if (r.status !== 200) throw new Error(`HTTP ${r.status}: ${upstreamErrorMessage(r.text)}`);
   const o = r.json as { choices?: Array<{ message?: { content?: unknown } }>; usage?: { prompt_tokens?: unknown; completion_tokens?: unknown } } | undefined;
   const content = o?.choices?.[0]?.message?.content;
