@@ -289,18 +289,10 @@ export class ChatEngine {
       handedOver = true;
       const heldAt = performance.now();
       this.deps.metrics.ttftPhase.observe({ phase: "reserve" }, (heldAt - preparedAt) / 1000);
-      void store.recordHold(ids.assistantMessageId, {
-        holdId: hold.holdId, creditsHeld: hold.amount, availableAfterReserve: hold.available, maxOutputTokens: hold.outputTokens,
-        promptTokens: prompt.promptTokens, userMessageId: ids.userMessageId, userTokens,
-      }).catch((err: unknown) => this.deps.log.warn({ err, messageId: ids.assistantMessageId }, "could not record the hold"));
-      const run = this.startRun({
+      return this.begin({
         userId: p.userId, conversationId: req.conversationId, modelId: model.id, userMessageId: ids.userMessageId,
         assistantMessageId: ids.assistantMessageId, messages: prompt.messages, promptTokens: prompt.promptTokens, prices, hold, leaseId, startedAt, heldAt,
-      }, ctx.conversation.title === "" ? req.text : undefined, this.historyTokensOf(ctx.history, userTokens));
-      return this.localStream(run.reply.read(0), {
-        $typeName: "luna.chat.v1.ReplyStarted", userMessageId: ids.userMessageId, assistantMessageId: ids.assistantMessageId,
-        creditsHeld: hold.amount, maxOutputTokens: hold.outputTokens, modelId: model.id, replayed: false,
-      });
+      }, { userTokens, titleFrom: ctx.conversation.title === "" ? req.text : undefined, historyTokens: this.historyTokensOf(ctx.history, userTokens) });
     } finally {
       if (spec) await this.discard(spec);
       if (!handedOver) {
@@ -369,18 +361,10 @@ export class ChatEngine {
         minOutputTokens: cfg.CHAT_MIN_REPLY_TOKENS, ttlMs: cfg.CHAT_HOLD_TTL,
       });
       handedOver = true;
-      void store.recordHold(assistantMessageId, {
-        holdId: hold.holdId, creditsHeld: hold.amount, availableAfterReserve: hold.available, maxOutputTokens: hold.outputTokens,
-        promptTokens: prompt.promptTokens, userMessageId: target.parentId, userTokens: last.tokenCount,
-      }).catch((err: unknown) => this.deps.log.warn({ err, messageId: assistantMessageId }, "could not record the hold"));
-      const run = this.startRun({
+      return this.begin({
         userId: p.userId, conversationId: conversation.id, modelId: model.id, userMessageId: target.parentId, assistantMessageId,
         messages: prompt.messages, promptTokens: prompt.promptTokens, prices, hold, leaseId, startedAt, heldAt: performance.now(),
-      }, undefined, undefined);
-      return this.localStream(run.reply.read(0), {
-        $typeName: "luna.chat.v1.ReplyStarted", userMessageId: target.parentId, assistantMessageId,
-        creditsHeld: hold.amount, maxOutputTokens: hold.outputTokens, modelId: model.id, replayed: false,
-      });
+      }, { userTokens: last.tokenCount });
     } finally {
       if (!handedOver) {
         if (leaseId) billing.releaseStreamLease(leaseId);
@@ -451,18 +435,10 @@ export class ChatEngine {
         minOutputTokens: cfg.CHAT_MIN_REPLY_TOKENS, ttlMs: cfg.CHAT_HOLD_TTL,
       });
       handedOver = true;
-      void store.recordHold(ids.assistantMessageId, {
-        holdId: hold.holdId, creditsHeld: hold.amount, availableAfterReserve: hold.available, maxOutputTokens: hold.outputTokens,
-        promptTokens: prompt.promptTokens, userMessageId: ids.userMessageId, userTokens,
-      }).catch((err: unknown) => this.deps.log.warn({ err, messageId: ids.assistantMessageId }, "could not record the hold"));
-      const run = this.startRun({
+      return this.begin({
         userId: p.userId, conversationId, modelId: model.id, userMessageId: ids.userMessageId, assistantMessageId: ids.assistantMessageId,
         messages: prompt.messages, promptTokens: prompt.promptTokens, prices, hold, leaseId, startedAt, heldAt: performance.now(),
-      }, ctx.conversation.title === "" ? req.text : undefined, this.historyTokensOf(ctx.history, userTokens));
-      return this.localStream(run.reply.read(0), {
-        $typeName: "luna.chat.v1.ReplyStarted", userMessageId: ids.userMessageId, assistantMessageId: ids.assistantMessageId,
-        creditsHeld: hold.amount, maxOutputTokens: hold.outputTokens, modelId: model.id, replayed: false,
-      });
+      }, { userTokens, titleFrom: ctx.conversation.title === "" ? req.text : undefined, historyTokens: this.historyTokensOf(ctx.history, userTokens) });
     } finally {
       if (!handedOver) {
         if (leaseId) billing.releaseStreamLease(leaseId);
@@ -519,13 +495,9 @@ export class ChatEngine {
       handedOver = true;
       const heldAt = performance.now();
       this.deps.metrics.ttftPhase.observe({ phase: "reserve" }, (heldAt - preparedAt) / 1000);
-      const run = this.startRun({
+      return this.begin({
         userId: p.userId, conversationId: "", modelId: model.id, userMessageId: "", assistantMessageId: req.id, messages: req.messages,
         promptTokens, prices, hold, leaseId, startedAt, heldAt, sampling: req.sampling, stateless: { recordUsage: req.recordUsage },
-      }, undefined, undefined);
-      return this.localStream(run.reply.read(0), {
-        $typeName: "luna.chat.v1.ReplyStarted", userMessageId: "", assistantMessageId: req.id,
-        creditsHeld: hold.amount, maxOutputTokens: hold.outputTokens, modelId: model.id, replayed: false,
       });
     } finally {
       if (!handedOver && leaseId) billing.releaseStreamLease(leaseId);
@@ -546,12 +518,27 @@ export class ChatEngine {
    * `titleFrom`: the first user message, when the conversation still needs a title. `historyTokens`: what the
    * history adds to a prompt before this reply (undefined: unknown), so that the next message can reserve early.
    */
-  private startRun(plan: ReplyRun["plan"], titleFrom: string | undefined, historyTokens: number | undefined): ReplyRun {
+  /**
+   * Starts a reply whose hold is placed and streams it from its start. A reply with a message row (`userTokens`
+   * given) records its hold there first, not awaited: in every crash window the sweeper finds the hold by its
+   * reference, the message id.
+   */
+  private begin(plan: ReplyRun["plan"], opts: { userTokens?: number; titleFrom?: string; historyTokens?: number } = {}): ReplyStream {
+    const { hold, assistantMessageId } = plan;
+    if (opts.userTokens !== undefined) {
+      void this.deps.store.recordHold(assistantMessageId, {
+        holdId: hold.holdId, creditsHeld: hold.amount, availableAfterReserve: hold.available, maxOutputTokens: hold.outputTokens,
+        promptTokens: plan.promptTokens, userMessageId: plan.userMessageId, userTokens: opts.userTokens,
+      }).catch((err: unknown) => this.deps.log.warn({ err, messageId: assistantMessageId }, "could not record the hold"));
+    }
     const run = new ReplyRun(this.runDeps, plan);
-    this.runs.set(plan.assistantMessageId, run);
-    if (titleFrom !== undefined) this.titleSources.set(plan.assistantMessageId, titleFrom);
-    if (historyTokens !== undefined) this.historyBefore.set(plan.assistantMessageId, historyTokens);
-    return run;
+    this.runs.set(assistantMessageId, run);
+    if (opts.titleFrom !== undefined) this.titleSources.set(assistantMessageId, opts.titleFrom);
+    if (opts.historyTokens !== undefined) this.historyBefore.set(assistantMessageId, opts.historyTokens);
+    return this.localStream(run.reply.read(0), {
+      $typeName: "luna.chat.v1.ReplyStarted", userMessageId: plan.userMessageId, assistantMessageId,
+      creditsHeld: hold.amount, maxOutputTokens: hold.outputTokens, modelId: plan.modelId, replayed: false,
+    });
   }
 
   private readonly titleSources = new Map<string, string>();
