@@ -53,6 +53,9 @@ export async function sweepOnce(opts: SweeperOptions, now = new Date()): Promise
   return { failed: failed.length, settled: unsettled.length, dispatched, holdsReleased };
 }
 
+/** Longest a hold's row may stay invisible after its created_at (billing's reserve commits right after it inserts). */
+export const HOLD_VISIBILITY_MS = 5_000;
+
 /**
  * Where the hold sweep stands. A hold it has looked at and found named by a job (or released) needs no second look:
  * the job keeps naming it, so a round reads only holds created since `decidedBefore` (every hold older is decided).
@@ -70,7 +73,8 @@ export async function releaseOrphanedHolds(opts: SweeperOptions, now = new Date(
   const credits = opts.credits;
   if (!credits) return 0;
   const call = { timeoutMs: opts.callTimeoutMs ?? 10_000 };
-  const before = new Date(now.getTime() - (opts.orphanHoldGraceMs ?? 30_000));
+  const graceMs = opts.orphanHoldGraceMs ?? 30_000;
+  const before = new Date(now.getTime() - graceMs);
   const scan = opts.holdScan;
   const full = !scan?.decidedBefore || scan.lastFullPassAt === undefined || now.getTime() - scan.lastFullPassAt >= (opts.orphanHoldRescanMs ?? 600_000);
   const createdAfter = full ? undefined : timestampFromDate(scan!.decidedBefore!);
@@ -93,8 +97,11 @@ export async function releaseOrphanedHolds(opts: SweeperOptions, now = new Date(
     }
   } while (pageToken !== "");
   // Only a pass that ran to its end moves the mark (a failed call leaves it, so the next round reads those holds).
+  // A hold becomes visible when billing's reserve commits, a moment after its created_at: the mark stays
+  // HOLD_VISIBILITY_MS behind `now`, so a hold committed after a round's read is read by a later round.
   if (scan) {
-    scan.decidedBefore = firstUndecided ?? before;
+    const visible = new Date(Math.min(before.getTime(), now.getTime() - HOLD_VISIBILITY_MS));
+    scan.decidedBefore = firstUndecided && firstUndecided < visible ? firstUndecided : visible;
     if (full) scan.lastFullPassAt = now.getTime();
   }
   return released;

@@ -51,7 +51,8 @@ describe("image-job killed between reserve and commit", () => {
     }, 20_000, "hold placed and the job's insert waiting");
     expect(hold).toMatchObject({ amount: 50n, accountId: user.id });
     // The surviving sweeper (grace 0) must not take the hold while the submission holds the user's lock. Longer
-    // than its lock wait (2 s): the sweep leaves the hold undecided and must come back to it after the kill.
+    // than its lock wait (2 s): the sweep leaves the hold undecided and comes back to it after the kill (the mark's
+    // logic alone: src/sweeper.test.ts).
     await new Promise((r) => setTimeout(r, 3000));
     expect((await h.billing.ledger.store.getHold(hold!.id))!.status).toBe("open");
 
