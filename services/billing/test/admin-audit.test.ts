@@ -7,14 +7,13 @@ import { fromBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, createRouterTransport } from "@connectrpc/connect";
 import { BillingAdminService } from "@luna/contracts/luna/billing/v1/billing_admin_service_pb.js";
 import { AdminActionRecordedSchema, type AdminActionRecorded } from "@luna/contracts/luna/events/v1/audit_events_pb.js";
-import { clientAddressKey, principalKey, type Role } from "@luna/kit";
 import { testServers } from "@luna/kit/testing";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createRateLimiter } from "../src/limits/limiter.js";
 import { parseLimitPolicy } from "../src/limits/policy.js";
 import { billingRoutes } from "../src/server/routes.js";
-import { fundedAccount, openLedgerDb, type LedgerDb } from "./helpers.js";
+import { as, fundedAccount, openLedgerDb, testPrincipal, type LedgerDb } from "./helpers.js";
 
 let t: LedgerDb;
 let redis: Redis;
@@ -28,21 +27,7 @@ beforeAll(async () => {
   const limiter = createRateLimiter(redis, parseLimitPolicy("{}"), { keyPrefix: `aa${process.pid}${Date.now()}` });
   const transport = createRouterTransport(
     billingRoutes({ ledger: t.ledger, limiter, rateLimitDomain: "luna", kickOutbox: () => void kicks++ }),
-    {
-      router: {
-        interceptors: [
-          (next) => (req) => {
-            const who = req.header.get("x-test-principal");
-            if (who) {
-              const [role, userId] = who.split(":") as [Role, string];
-              req.contextValues.set(principalKey, { role, userId, tokenId: "t" });
-            }
-            req.contextValues.set(clientAddressKey, "203.0.113.7");
-            return next(req);
-          },
-        ],
-      },
-    },
+    { router: { interceptors: [testPrincipal({ clientAddress: "203.0.113.7" })] } },
   );
   admin = createClient(BillingAdminService, transport);
 });
@@ -51,7 +36,6 @@ afterAll(async () => {
   await t?.close();
 });
 
-const as = (role: Role, userId: string) => ({ headers: { "x-test-principal": `${role}:${userId}` } });
 const asAdmin = as("admin", ADMIN_ID);
 
 /** The audit events in billing's outbox about `target`, oldest first. */

@@ -10,14 +10,14 @@ import { BillingService } from "@luna/contracts/luna/billing/v1/billing_service_
 import { CreditsService, ReserveResponseSchema, ReserveRequestSchema } from "@luna/contracts/luna/billing/v1/credits_service_pb.js";
 import { LedgerEntryKind } from "@luna/contracts/luna/billing/v1/ledger_pb.js";
 import { ConcurrencyKind, LimitsService } from "@luna/contracts/luna/billing/v1/limits_service_pb.js";
-import { invalidPageSize, invalidPageToken, principalKey, type Role } from "@luna/kit";
+import { invalidPageSize, invalidPageToken } from "@luna/kit";
 import { testServers } from "@luna/kit/testing";
 import { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { createRateLimiter } from "../src/limits/limiter.js";
 import { parseLimitPolicy } from "../src/limits/policy.js";
 import { billingRoutes } from "../src/server/routes.js";
-import { fundedAccount, newAccountId, openLedgerDb, type LedgerDb } from "./helpers.js";
+import { as, fundedAccount, newAccountId, openLedgerDb, testPrincipal, type LedgerDb } from "./helpers.js";
 
 let t: LedgerDb;
 let redis: Redis;
@@ -32,20 +32,9 @@ beforeAll(async () => {
     parseLimitPolicy('{"roles":{"user":{"rates":{"chat":{"limit":3,"per":"minute"}}}}}'),
     { keyPrefix: `h${process.pid}${Date.now()}` },
   );
-  // Stands in for the kit's auth interceptor: the caller's identity comes from a test header instead of a JWT.
+  // The caller's identity comes from a test header instead of a JWT.
   transport = createRouterTransport(billingRoutes({ ledger: t.ledger, limiter, rateLimitDomain: "luna" }), {
-    router: {
-      interceptors: [
-        (next) => (req) => {
-          const who = req.header.get("x-test-principal");
-          if (who) {
-            const [role, userId] = who.split(":") as [Role, string];
-            req.contextValues.set(principalKey, { role, userId, tokenId: "t" });
-          }
-          return next(req);
-        },
-      ],
-    },
+    router: { interceptors: [testPrincipal()] },
   });
 });
 afterEach(async () => {
@@ -56,7 +45,6 @@ afterAll(async () => {
   await t?.close();
 });
 
-const as = (role: Role, userId = "caller") => ({ headers: { "x-test-principal": `${role}:${userId}` } });
 const internal = as("internal", "chat-router");
 const admin = as("admin", "root");
 

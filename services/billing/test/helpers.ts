@@ -6,7 +6,8 @@ import pg from "pg";
 import { Registry } from "prom-client";
 import { expect } from "vitest";
 import { checkInvariants } from "../src/data/invariants.js";
-import { loadConfig } from "@luna/kit";
+import type { Interceptor } from "@connectrpc/connect";
+import { clientAddressKey, loadConfig, principalKey, type Role } from "@luna/kit";
 import { billingConfigSchema } from "../src/config.js";
 import { LedgerStore, replicaLedgerStore } from "../src/data/ledger-store.js";
 import { Ledger } from "../src/ledger.js";
@@ -88,3 +89,22 @@ export const reserveInput = (accountId: string, amount: bigint, key: string, ove
 export function workerArgs(script: string): string[] {
   return ["--conditions=luna-source", "--import", "tsx", fileURLToPath(new URL(`./workers/${script}`, import.meta.url))];
 }
+
+/**
+ * Stands in for the kit's auth interceptor (and, with `clientAddress`, its client-address step) on an in-memory
+ * transport: the caller's identity comes from an `x-test-principal: <role>:<user id>` header (see `as`).
+ */
+export function testPrincipal(opts: { clientAddress?: string } = {}): Interceptor {
+  return (next) => (req) => {
+    const who = req.header.get("x-test-principal");
+    if (who) {
+      const [role, userId] = who.split(":") as [Role, string];
+      req.contextValues.set(principalKey, { role, userId, tokenId: "t" });
+    }
+    if (opts.clientAddress) req.contextValues.set(clientAddressKey, opts.clientAddress);
+    return next(req);
+  };
+}
+
+/** Call options carrying the caller for `testPrincipal`. */
+export const as = (role: Role, userId = "caller") => ({ headers: { "x-test-principal": `${role}:${userId}` } });
