@@ -98,7 +98,7 @@ export async function createBillingModule(config: BillingConfig, infra: BillingI
 
   return {
     name: "billing",
-    routes: billingRoutes({ ledger, limiter, rateLimitDomain: config.BILLING_RATELIMIT_DOMAIN, kickOutbox: () => relay?.kick() }),
+    routes: billingRoutes({ ledger, limiter, rateLimitDomain: config.BILLING_RATELIMIT_DOMAIN, kickOutbox: () => relay?.kick(), log }),
     authRules: BILLING_AUTH_RULES,
     readiness: [{ name: "postgres", check: async () => void (await pool.query("SELECT 1")) }],
     ledger,

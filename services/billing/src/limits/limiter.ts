@@ -7,6 +7,11 @@
  * - Concurrency: a sorted set per (user, kind) whose members are lease ids scored by their expiry. Acquire drops
  *   expired members and adds one only while fewer than `limit` remain, in one script; a holder that crashes simply
  *   stops renewing and its slot frees itself at expiry.
+ * - Admit: both at once in one script (a chat reply's admission): the request is counted and the slot taken, or
+ *   neither — a request refused by either limit consumes nothing (over the rate: no slot taken; no slot free: the
+ *   rate budget is untouched). The rate and lease keys share the user's hash tag, so one script may touch both.
+ * - Scripts run by EVALSHA (ioredis `defineCommand`: the body is sent once per connection, and again after a
+ *   NOSCRIPT, e.g. a Redis restart or SCRIPT FLUSH).
  *
  * Redis down (not connected, timeout, error): every call admits and reports `degraded: true` (fail open) — a rate
  * limit must not take the product down; credits, which are never in Redis, still bound spending.
@@ -73,6 +78,45 @@ redis.call('PEXPIREAT', KEYS[1], tonumber(last[2]))
 return {1, exp}
 `;
 
+// KEYS[1] = tat key, KEYS[2] = lease set; ARGV = period_us, rate_limit, cost, lease_limit, ttl_ms, lease_id.
+// GCRA and ACQUIRE above in one script, writing nothing unless both admit. Returns {outcome, remaining,
+// retry_after_us, reset_after_us, in_use, expires_at_ms}; outcome 1 = admitted, 2 = rate refused, 3 = no slot.
+const ADMIT = `
+local period = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now_ms)
+local n = redis.call('ZCARD', KEYS[2])
+if limit <= 0 then return {2, 0, period, period, n, 0} end
+local interval = math.ceil(period / limit)
+local tat = tonumber(redis.call('GET', KEYS[1]))
+if tat == nil or tat < now then tat = now end
+local new_tat = tat + cost * interval
+local allow_at = new_tat - interval * limit
+local before = math.floor((interval * limit - (tat - now)) / interval)
+if before < 0 then before = 0 end
+if allow_at > now then return {2, before, allow_at - now, tat - now, n, 0} end
+if n >= tonumber(ARGV[4]) then return {3, before, 0, tat - now, n, 0} end
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
+local exp = now_ms + tonumber(ARGV[5])
+redis.call('ZADD', KEYS[2], exp, ARGV[6])
+local last = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+redis.call('PEXPIREAT', KEYS[2], tonumber(last[2]))
+return {1, math.floor((interval * limit - (new_tat - now)) / interval), 0, new_tat - now, n + 1, exp}
+`;
+
+/** The scripts as ioredis custom commands (EVALSHA, falling back to EVAL on NOSCRIPT). */
+const SCRIPTS = {
+  lunaLimiterGcra: { numberOfKeys: 1, lua: GCRA },
+  lunaLimiterAcquire: { numberOfKeys: 1, lua: ACQUIRE },
+  lunaLimiterRenew: { numberOfKeys: 1, lua: RENEW },
+  lunaLimiterAdmit: { numberOfKeys: 2, lua: ADMIT },
+} as const;
+type ScriptCommands = Record<keyof typeof SCRIPTS, (...keysAndArgs: Array<string | number>) => Promise<number[]>>;
+
 export interface RateDecision {
   allowed: boolean;
   limit: number;
@@ -102,11 +146,29 @@ export interface AcquireResult {
   degraded: boolean;
 }
 
+export interface AdmitResult {
+  admitted: boolean;
+  /** Which limit refused (the rate when both would). */
+  refused?: "rate" | "concurrency";
+  rate: { limit: number; per: Period; remaining: number; retryAfterMs: number };
+  /** Present when admitted. */
+  lease?: Lease;
+  leaseLimit: number;
+  inUse: number;
+  /** Redis unreachable: admitted without counting, with a placeholder lease. */
+  degraded: boolean;
+}
+
 export interface RateLimiter {
   /** Counts `cost` (default 1) requests of `feature` for `userId` under `role`'s limit (or `override`). */
   check(userId: string, feature: string, opts?: { role?: string; cost?: number; override?: RateSpec }): Promise<RateDecision>;
   /** Takes a concurrency slot; the lease expires after `ttlMs` (default: the kind's lease ttl) unless renewed. */
   acquire(userId: string, kind: ConcurrencyKindName, opts?: { role?: string; ttlMs?: number }): Promise<AcquireResult>;
+  /**
+   * Counts one request of `feature` and takes a slot of `kind` atomically: both or neither (a refused request
+   * consumes nothing).
+   */
+  admit(userId: string, feature: string, kind: ConcurrencyKindName, opts?: { role?: string; ttlMs?: number }): Promise<AdmitResult>;
   /** Extends a live lease; false when it already expired or was released. */
   renew(lease: Lease | string, ttlMs?: number): Promise<{ renewed: boolean; expiresAtMs: number; degraded: boolean }>;
   /** Frees the slot; false when there was nothing to free (expired, released, or a degraded lease). */
@@ -116,7 +178,7 @@ export interface RateLimiter {
 
 export interface RateLimiterHooks {
   /** Redis could not be used and the call admitted (log it, count it). */
-  failOpen?(op: "check" | "acquire" | "renew" | "release", err: unknown): void;
+  failOpen?(op: "check" | "acquire" | "admit" | "renew" | "release", err: unknown): void;
   /** A request or a slot was refused. */
   rejected?(what: "rate" | ConcurrencyKindName): void;
 }
@@ -150,6 +212,8 @@ export function createRateLimiter(redis: Redis, policy: LimitPolicy, opts: RateL
   // Hash tags keep one user's keys on one Redis Cluster slot.
   const rateKey = (userId: string, feature: string) => `${prefix}:rate:{${userId}}:${feature}`;
   const leaseKey = (userId: string, kind: string) => `${prefix}:lease:{${userId}}:${kind}`;
+  for (const [name, def] of Object.entries(SCRIPTS)) redis.defineCommand(name, def);
+  const scripts = redis as unknown as ScriptCommands;
   const ready = () => redis.status === "ready";
   const notReady = () => new Error(`redis not ready (status ${redis.status})`);
 
@@ -160,7 +224,7 @@ export function createRateLimiter(redis: Redis, policy: LimitPolicy, opts: RateL
     try {
       if (!ready()) throw notReady();
       const periodUs = PERIOD_MS[spec.per] * 1000;
-      const r = (await redis.eval(GCRA, 1, rateKey(userId, feature), periodUs, spec.limit, cost)) as number[];
+      const r = await scripts.lunaLimiterGcra(rateKey(userId, feature), periodUs, spec.limit, cost);
       const allowed = r[0] === 1;
       if (!allowed) hooks.rejected?.("rate");
       return {
@@ -177,6 +241,10 @@ export function createRateLimiter(redis: Redis, policy: LimitPolicy, opts: RateL
     }
   }
 
+  const newLeaseId = (userId: string, kind: ConcurrencyKindName) => [LEASE_PREFIX, kind, b64url(userId), randomUUID()].join(".");
+  const degradedLeaseId = (userId: string, kind: ConcurrencyKindName) =>
+    [LEASE_PREFIX, kind, b64url(userId), `${DEGRADED_LEASE_MARK}-${randomUUID()}`].join(".");
+
   function ttlFor(kind: ConcurrencyKindName, ttlMs: number | undefined): number {
     const t = ttlMs && ttlMs > 0 ? ttlMs : policy.leaseTtlMs[kind];
     return Math.min(Math.max(1, Math.floor(t)), policy.maxLeaseTtlMs);
@@ -185,10 +253,10 @@ export function createRateLimiter(redis: Redis, policy: LimitPolicy, opts: RateL
   async function acquire(userId: string, kind: ConcurrencyKindName, o: { role?: string; ttlMs?: number } = {}): Promise<AcquireResult> {
     const limit = rolePolicy(policy, o.role).concurrency[kind];
     const ttl = ttlFor(kind, o.ttlMs);
-    const id = [LEASE_PREFIX, kind, b64url(userId), randomUUID()].join(".");
+    const id = newLeaseId(userId, kind);
     try {
       if (!ready()) throw notReady();
-      const r = (await redis.eval(ACQUIRE, 1, leaseKey(userId, kind), limit, ttl, id)) as number[];
+      const r = await scripts.lunaLimiterAcquire(leaseKey(userId, kind), limit, ttl, id);
       if (r[0] !== 1) {
         hooks.rejected?.(kind);
         return { acquired: false, limit, inUse: Number(r[1]), degraded: false };
@@ -196,8 +264,31 @@ export function createRateLimiter(redis: Redis, policy: LimitPolicy, opts: RateL
       return { acquired: true, lease: { id, userId, kind, expiresAtMs: Number(r[2]) }, limit, inUse: Number(r[1]), degraded: false };
     } catch (err) {
       hooks.failOpen?.("acquire", err);
-      const degradedId = [LEASE_PREFIX, kind, b64url(userId), `${DEGRADED_LEASE_MARK}-${randomUUID()}`].join(".");
-      return { acquired: true, lease: { id: degradedId, userId, kind, expiresAtMs: Date.now() + ttl }, limit, inUse: 0, degraded: true };
+      return { acquired: true, lease: { id: degradedLeaseId(userId, kind), userId, kind, expiresAtMs: Date.now() + ttl }, limit, inUse: 0, degraded: true };
+    }
+  }
+
+  async function admit(userId: string, feature: string, kind: ConcurrencyKindName, o: { role?: string; ttlMs?: number } = {}): Promise<AdmitResult> {
+    const spec = rateFor(policy, o.role, feature);
+    const leaseLimit = rolePolicy(policy, o.role).concurrency[kind];
+    const ttl = ttlFor(kind, o.ttlMs);
+    const id = newLeaseId(userId, kind);
+    try {
+      if (!ready()) throw notReady();
+      const r = await scripts.lunaLimiterAdmit(rateKey(userId, feature), leaseKey(userId, kind), PERIOD_MS[spec.per] * 1000, spec.limit, 1, leaseLimit, ttl, id);
+      const outcome = Number(r[0]);
+      const rate = { limit: spec.limit, per: spec.per, remaining: Math.max(0, Number(r[1])), retryAfterMs: Math.ceil(Number(r[2]) / 1000) };
+      const facts = { rate, leaseLimit, inUse: Number(r[4]), degraded: false };
+      if (outcome === 1) return { admitted: true, ...facts, lease: { id, userId, kind, expiresAtMs: Number(r[5]) } };
+      const refused = outcome === 2 ? "rate" : "concurrency";
+      hooks.rejected?.(refused === "rate" ? "rate" : kind);
+      return { admitted: false, refused, ...facts };
+    } catch (err) {
+      hooks.failOpen?.("admit", err);
+      return {
+        admitted: true, rate: { limit: spec.limit, per: spec.per, remaining: spec.limit, retryAfterMs: 0 }, leaseLimit, inUse: 0, degraded: true,
+        lease: { id: degradedLeaseId(userId, kind), userId, kind, expiresAtMs: Date.now() + ttl },
+      };
     }
   }
 
@@ -209,7 +300,7 @@ export function createRateLimiter(redis: Redis, policy: LimitPolicy, opts: RateL
     try {
       if (!ready()) throw notReady();
       const id = typeof lease === "string" ? lease : lease.id;
-      const r = (await redis.eval(RENEW, 1, leaseKey(parsed.userId, parsed.kind), ttl, id)) as number[];
+      const r = await scripts.lunaLimiterRenew(leaseKey(parsed.userId, parsed.kind), ttl, id);
       return { renewed: r[0] === 1, expiresAtMs: Number(r[1]), degraded: false };
     } catch (err) {
       hooks.failOpen?.("renew", err);
@@ -232,5 +323,5 @@ export function createRateLimiter(redis: Redis, policy: LimitPolicy, opts: RateL
     }
   }
 
-  return { check, acquire, renew, release, policy };
+  return { check, acquire, admit, renew, release, policy };
 }

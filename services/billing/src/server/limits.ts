@@ -10,6 +10,8 @@ import {
 } from "@luna/contracts/envoy/service/ratelimit/v3/rls_pb.js";
 import {
   AcquireLeaseResponseSchema,
+  AdmitRefusal,
+  AdmitResponseSchema,
   CheckRateLimitResponseSchema,
   ConcurrencyKind,
   ReleaseLeaseResponseSchema,
@@ -69,7 +71,7 @@ function checkTtl(field: string, d: Parameters<typeof durationToMs>[0]): number 
 
 function checkLeaseId(v: string): string {
   if (v.length === 0) throw invalid("lease_id", "is required");
-  if (v.length > 600 || !parseLeaseId(v)) throw invalid("lease_id", "is not a lease id returned by AcquireLease");
+  if (v.length > 600 || !parseLeaseId(v)) throw invalid("lease_id", "is not a lease id returned by AcquireLease or Admit");
   return v;
 }
 
@@ -105,6 +107,28 @@ export function limitsServiceImpl(limiter: RateLimiter): ServiceImpl<typeof Limi
           acquired: r.acquired,
           leaseId: r.lease?.id ?? "",
           limit: r.limit,
+          inUse: r.inUse,
+          expiresAt: r.lease ? timestampFromMicros(msToMicros(r.lease.expiresAtMs)) : undefined,
+          degraded: r.degraded,
+        });
+      }),
+    admit: (req, ctx) =>
+      rpc(async () => {
+        requirePrincipal(ctx, "internal");
+        const userId = checkSubject("user_id", req.userId);
+        const role = checkRole(limiter, req.role);
+        const feature = checkName("feature", req.feature, { required: true });
+        const kind = checkKind(req.kind);
+        const ttlMs = checkTtl("ttl", req.ttl);
+        const r = await limiter.admit(userId, feature, kind, { role, ttlMs });
+        return create(AdmitResponseSchema, {
+          admitted: r.admitted,
+          refused: r.refused === "rate" ? AdmitRefusal.RATE : r.refused === "concurrency" ? AdmitRefusal.CONCURRENCY : AdmitRefusal.UNSPECIFIED,
+          rateLimit: r.rate.limit,
+          rateRemaining: r.rate.remaining,
+          retryAfter: r.refused === "rate" ? durationFromMs(r.rate.retryAfterMs) : undefined,
+          leaseId: r.lease?.id ?? "",
+          leaseLimit: r.leaseLimit,
           inUse: r.inUse,
           expiresAt: r.lease ? timestampFromMicros(msToMicros(r.lease.expiresAtMs)) : undefined,
           degraded: r.degraded,

@@ -42,7 +42,7 @@ import {
   checkUuid,
 } from "../domain/ledger.js";
 import type { Ledger } from "../ledger.js";
-import type { RateLimiter } from "../limits/limiter.js";
+import { parseLeaseId, type RateLimiter } from "../limits/limiter.js";
 import {
   accountToProto,
   durationToMs,
@@ -63,6 +63,7 @@ export interface RouteDeps {
   rateLimitDomain: string;
   /** Wakes the outbox relay after an admin action committed its audit event. */
   kickOutbox?: () => void;
+  log?: { warn(obj: object, msg?: string): void };
 }
 
 /** The service name in audit events (`luna.events.audit.billing`). */
@@ -89,6 +90,20 @@ function holdTtlMs(ledger: Ledger, field: string, d: Parameters<typeof durationT
 export function billingRoutes(deps: RouteDeps): (router: ConnectRouter) => void {
   const { ledger } = deps;
   const store = ledger.store;
+
+  /**
+   * Frees the lease a Commit/Release names, once the hold is settled (or the settle is a replay: ZREM is idempotent).
+   * Best effort: the money call never fails for it — a lease that cannot be freed expires by itself (the limiter's
+   * fail-open hook logs Redis errors; a malformed id is logged here).
+   */
+  async function releaseLeaseWith(leaseId: string, holdId: string): Promise<void> {
+    if (leaseId === "") return;
+    if (leaseId.length > 600 || !parseLeaseId(leaseId)) {
+      deps.log?.warn({ holdId, leaseId: leaseId.slice(0, 100) }, "release_lease_id is not a lease id; nothing freed");
+      return;
+    }
+    await deps.limiter.release(leaseId).catch((err: unknown) => deps.log?.warn({ err, holdId }, "could not free the lease of a settled hold (it expires by itself)"));
+  }
 
   return (router) => {
     router.service(BillingService, {
@@ -152,13 +167,16 @@ export function billingRoutes(deps: RouteDeps): (router: ConnectRouter) => void 
             usage: checkUsage("usage", usageFromProto(req.usage)),
           };
           const out = await ledger.commit(input);
+          await releaseLeaseWith(req.releaseLeaseId, input.holdId);
           markReplay(ctx, out.replayed);
           return create(CommitResponseSchema, { hold: holdToProto(out.result.hold), transferId: out.result.transferId });
         }),
       release: (req, ctx) =>
         rpc(async () => {
           requirePrincipal(ctx, "internal");
-          const out = await ledger.release(checkUuid("hold_id", req.holdId));
+          const holdId = checkUuid("hold_id", req.holdId);
+          const out = await ledger.release(holdId);
+          await releaseLeaseWith(req.releaseLeaseId, holdId);
           markReplay(ctx, out.replayed);
           return create(ReleaseResponseSchema, { hold: holdToProto(out.result) });
         }),

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file luna/billing/v1/limits_service.proto.
  */
 export const file_luna_billing_v1_limits_service: GenFile = /*@__PURE__*/
-  fileDesc("CiRsdW5hL2JpbGxpbmcvdjEvbGltaXRzX3NlcnZpY2UucHJvdG8SD2x1bmEuYmlsbGluZy52MSJVChVDaGVja1JhdGVMaW1pdFJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIMCgRyb2xlGAIgASgJEg8KB2ZlYXR1cmUYAyABKAkSDAoEY29zdBgEIAEoDSKNAQoWQ2hlY2tSYXRlTGltaXRSZXNwb25zZRIPCgdhbGxvd2VkGAEgASgIEg0KBWxpbWl0GAIgASgNEhEKCXJlbWFpbmluZxgDIAEoDRIuCgtyZXRyeV9hZnRlchgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIQCghkZWdyYWRlZBgFIAEoCCKMAQoTQWNxdWlyZUxlYXNlUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEgwKBHJvbGUYAiABKAkSLgoEa2luZBgDIAEoDjIgLmx1bmEuYmlsbGluZy52MS5Db25jdXJyZW5jeUtpbmQSJgoDdHRsGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIpsBChRBY3F1aXJlTGVhc2VSZXNwb25zZRIQCghhY3F1aXJlZBgBIAEoCBIQCghsZWFzZV9pZBgCIAEoCRINCgVsaW1pdBgDIAEoDRIOCgZpbl91c2UYBCABKA0SLgoKZXhwaXJlc19hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIZGVncmFkZWQYBiABKAgiTQoRUmVuZXdMZWFzZVJlcXVlc3QSEAoIbGVhc2VfaWQYASABKAkSJgoDdHRsGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uImcKElJlbmV3TGVhc2VSZXNwb25zZRIPCgdyZW5ld2VkGAEgASgIEi4KCmV4cGlyZXNfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCGRlZ3JhZGVkGAMgASgIIicKE1JlbGVhc2VMZWFzZVJlcXVlc3QSEAoIbGVhc2VfaWQYASABKAkiOgoUUmVsZWFzZUxlYXNlUmVzcG9uc2USEAoIcmVsZWFzZWQYASABKAgSEAoIZGVncmFkZWQYAiABKAgqdQoPQ29uY3VycmVuY3lLaW5kEiAKHENPTkNVUlJFTkNZX0tJTkRfVU5TUEVDSUZJRUQQABIgChxDT05DVVJSRU5DWV9LSU5EX0NIQVRfU1RSRUFNEAESHgoaQ09OQ1VSUkVOQ1lfS0lORF9JTUFHRV9KT0IQAjKDAwoNTGltaXRzU2VydmljZRJhCg5DaGVja1JhdGVMaW1pdBImLmx1bmEuYmlsbGluZy52MS5DaGVja1JhdGVMaW1pdFJlcXVlc3QaJy5sdW5hLmJpbGxpbmcudjEuQ2hlY2tSYXRlTGltaXRSZXNwb25zZRJbCgxBY3F1aXJlTGVhc2USJC5sdW5hLmJpbGxpbmcudjEuQWNxdWlyZUxlYXNlUmVxdWVzdBolLmx1bmEuYmlsbGluZy52MS5BY3F1aXJlTGVhc2VSZXNwb25zZRJVCgpSZW5ld0xlYXNlEiIubHVuYS5iaWxsaW5nLnYxLlJlbmV3TGVhc2VSZXF1ZXN0GiMubHVuYS5iaWxsaW5nLnYxLlJlbmV3TGVhc2VSZXNwb25zZRJbCgxSZWxlYXNlTGVhc2USJC5sdW5hLmJpbGxpbmcudjEuUmVsZWFzZUxlYXNlUmVxdWVzdBolLmx1bmEuYmlsbGluZy52MS5SZWxlYXNlTGVhc2VSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("CiRsdW5hL2JpbGxpbmcvdjEvbGltaXRzX3NlcnZpY2UucHJvdG8SD2x1bmEuYmlsbGluZy52MSJVChVDaGVja1JhdGVMaW1pdFJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIMCgRyb2xlGAIgASgJEg8KB2ZlYXR1cmUYAyABKAkSDAoEY29zdBgEIAEoDSKNAQoWQ2hlY2tSYXRlTGltaXRSZXNwb25zZRIPCgdhbGxvd2VkGAEgASgIEg0KBWxpbWl0GAIgASgNEhEKCXJlbWFpbmluZxgDIAEoDRIuCgtyZXRyeV9hZnRlchgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIQCghkZWdyYWRlZBgFIAEoCCKMAQoTQWNxdWlyZUxlYXNlUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEgwKBHJvbGUYAiABKAkSLgoEa2luZBgDIAEoDjIgLmx1bmEuYmlsbGluZy52MS5Db25jdXJyZW5jeUtpbmQSJgoDdHRsGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIpsBChRBY3F1aXJlTGVhc2VSZXNwb25zZRIQCghhY3F1aXJlZBgBIAEoCBIQCghsZWFzZV9pZBgCIAEoCRINCgVsaW1pdBgDIAEoDRIOCgZpbl91c2UYBCABKA0SLgoKZXhwaXJlc19hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIZGVncmFkZWQYBiABKAgiTQoRUmVuZXdMZWFzZVJlcXVlc3QSEAoIbGVhc2VfaWQYASABKAkSJgoDdHRsGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uImcKElJlbmV3TGVhc2VSZXNwb25zZRIPCgdyZW5ld2VkGAEgASgIEi4KCmV4cGlyZXNfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCGRlZ3JhZGVkGAMgASgIIicKE1JlbGVhc2VMZWFzZVJlcXVlc3QSEAoIbGVhc2VfaWQYASABKAkiOgoUUmVsZWFzZUxlYXNlUmVzcG9uc2USEAoIcmVsZWFzZWQYASABKAgSEAoIZGVncmFkZWQYAiABKAgilgEKDEFkbWl0UmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEgwKBHJvbGUYAiABKAkSDwoHZmVhdHVyZRgDIAEoCRIuCgRraW5kGAQgASgOMiAubHVuYS5iaWxsaW5nLnYxLkNvbmN1cnJlbmN5S2luZBImCgN0dGwYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24ipgIKDUFkbWl0UmVzcG9uc2USEAoIYWRtaXR0ZWQYASABKAgSLgoHcmVmdXNlZBgCIAEoDjIdLmx1bmEuYmlsbGluZy52MS5BZG1pdFJlZnVzYWwSEgoKcmF0ZV9saW1pdBgDIAEoDRIWCg5yYXRlX3JlbWFpbmluZxgEIAEoDRIuCgtyZXRyeV9hZnRlchgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIQCghsZWFzZV9pZBgGIAEoCRITCgtsZWFzZV9saW1pdBgHIAEoDRIOCgZpbl91c2UYCCABKA0SLgoKZXhwaXJlc19hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIZGVncmFkZWQYCiABKAgqdQoPQ29uY3VycmVuY3lLaW5kEiAKHENPTkNVUlJFTkNZX0tJTkRfVU5TUEVDSUZJRUQQABIgChxDT05DVVJSRU5DWV9LSU5EX0NIQVRfU1RSRUFNEAESHgoaQ09OQ1VSUkVOQ1lfS0lORF9JTUFHRV9KT0IQAipkCgxBZG1pdFJlZnVzYWwSHQoZQURNSVRfUkVGVVNBTF9VTlNQRUNJRklFRBAAEhYKEkFETUlUX1JFRlVTQUxfUkFURRABEh0KGUFETUlUX1JFRlVTQUxfQ09OQ1VSUkVOQ1kQAjLLAwoNTGltaXRzU2VydmljZRJhCg5DaGVja1JhdGVMaW1pdBImLmx1bmEuYmlsbGluZy52MS5DaGVja1JhdGVMaW1pdFJlcXVlc3QaJy5sdW5hLmJpbGxpbmcudjEuQ2hlY2tSYXRlTGltaXRSZXNwb25zZRJbCgxBY3F1aXJlTGVhc2USJC5sdW5hLmJpbGxpbmcudjEuQWNxdWlyZUxlYXNlUmVxdWVzdBolLmx1bmEuYmlsbGluZy52MS5BY3F1aXJlTGVhc2VSZXNwb25zZRJVCgpSZW5ld0xlYXNlEiIubHVuYS5iaWxsaW5nLnYxLlJlbmV3TGVhc2VSZXF1ZXN0GiMubHVuYS5iaWxsaW5nLnYxLlJlbmV3TGVhc2VSZXNwb25zZRJbCgxSZWxlYXNlTGVhc2USJC5sdW5hLmJpbGxpbmcudjEuUmVsZWFzZUxlYXNlUmVxdWVzdBolLmx1bmEuYmlsbGluZy52MS5SZWxlYXNlTGVhc2VSZXNwb25zZRJGCgVBZG1pdBIdLmx1bmEuYmlsbGluZy52MS5BZG1pdFJlcXVlc3QaHi5sdW5hLmJpbGxpbmcudjEuQWRtaXRSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message luna.billing.v1.CheckRateLimitRequest
@@ -270,6 +270,123 @@ export const ReleaseLeaseResponseSchema: GenMessage<ReleaseLeaseResponse> = /*@_
   messageDesc(file_luna_billing_v1_limits_service, 7);
 
 /**
+ * @generated from message luna.billing.v1.AdmitRequest
+ */
+export type AdmitRequest = Message<"luna.billing.v1.AdmitRequest"> & {
+  /**
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * "user" or "admin" (empty = "user").
+   *
+   * @generated from field: string role = 2;
+   */
+  role: string;
+
+  /**
+   * The rate-limited feature, e.g. "chat".
+   *
+   * @generated from field: string feature = 3;
+   */
+  feature: string;
+
+  /**
+   * @generated from field: luna.billing.v1.ConcurrencyKind kind = 4;
+   */
+  kind: ConcurrencyKind;
+
+  /**
+   * How long the slot is held unless renewed; unset = the kind's default lease ttl.
+   *
+   * @generated from field: google.protobuf.Duration ttl = 5;
+   */
+  ttl?: Duration | undefined;
+};
+
+/**
+ * Describes the message luna.billing.v1.AdmitRequest.
+ * Use `create(AdmitRequestSchema)` to create a new message.
+ */
+export const AdmitRequestSchema: GenMessage<AdmitRequest> = /*@__PURE__*/
+  messageDesc(file_luna_billing_v1_limits_service, 8);
+
+/**
+ * @generated from message luna.billing.v1.AdmitResponse
+ */
+export type AdmitResponse = Message<"luna.billing.v1.AdmitResponse"> & {
+  /**
+   * True when the request was counted and the slot taken (or Redis was down: see degraded).
+   *
+   * @generated from field: bool admitted = 1;
+   */
+  admitted: boolean;
+
+  /**
+   * @generated from field: luna.billing.v1.AdmitRefusal refused = 2;
+   */
+  refused: AdmitRefusal;
+
+  /**
+   * Rate: requests per minute for this user and feature, those left, and when refused by the rate, how long until
+   * one more would be admitted.
+   *
+   * @generated from field: uint32 rate_limit = 3;
+   */
+  rateLimit: number;
+
+  /**
+   * @generated from field: uint32 rate_remaining = 4;
+   */
+  rateRemaining: number;
+
+  /**
+   * @generated from field: google.protobuf.Duration retry_after = 5;
+   */
+  retryAfter?: Duration | undefined;
+
+  /**
+   * Lease: present when admitted; pass to RenewLease/ReleaseLease or to CreditsService Commit/Release.
+   *
+   * @generated from field: string lease_id = 6;
+   */
+  leaseId: string;
+
+  /**
+   * Concurrent slots allowed for this user and kind, and in use (this one included when admitted).
+   *
+   * @generated from field: uint32 lease_limit = 7;
+   */
+  leaseLimit: number;
+
+  /**
+   * @generated from field: uint32 in_use = 8;
+   */
+  inUse: number;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp expires_at = 9;
+   */
+  expiresAt?: Timestamp | undefined;
+
+  /**
+   * True when Redis was unreachable and the request was admitted without counting (the lease id is then a
+   * placeholder: renewing it succeeds, releasing it is a no-op).
+   *
+   * @generated from field: bool degraded = 10;
+   */
+  degraded: boolean;
+};
+
+/**
+ * Describes the message luna.billing.v1.AdmitResponse.
+ * Use `create(AdmitResponseSchema)` to create a new message.
+ */
+export const AdmitResponseSchema: GenMessage<AdmitResponse> = /*@__PURE__*/
+  messageDesc(file_luna_billing_v1_limits_service, 9);
+
+/**
  * @generated from enum luna.billing.v1.ConcurrencyKind
  */
 export enum ConcurrencyKind {
@@ -294,6 +411,40 @@ export enum ConcurrencyKind {
  */
 export const ConcurrencyKindSchema: GenEnum<ConcurrencyKind> = /*@__PURE__*/
   enumDesc(file_luna_billing_v1_limits_service, 0);
+
+/**
+ * Which limit refused an Admit.
+ *
+ * @generated from enum luna.billing.v1.AdmitRefusal
+ */
+export enum AdmitRefusal {
+  /**
+   * Admitted.
+   *
+   * @generated from enum value: ADMIT_REFUSAL_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Over the per-minute rate limit (see retry_after); no slot was taken.
+   *
+   * @generated from enum value: ADMIT_REFUSAL_RATE = 1;
+   */
+  RATE = 1,
+
+  /**
+   * Every concurrency slot is in use; the request was not counted against the rate limit.
+   *
+   * @generated from enum value: ADMIT_REFUSAL_CONCURRENCY = 2;
+   */
+  CONCURRENCY = 2,
+}
+
+/**
+ * Describes the enum luna.billing.v1.AdmitRefusal.
+ */
+export const AdmitRefusalSchema: GenEnum<AdmitRefusal> = /*@__PURE__*/
+  enumDesc(file_luna_billing_v1_limits_service, 1);
 
 /**
  * Rate and concurrency limits for other services (role `internal` only), backed by Redis and shared by every billing
@@ -343,6 +494,19 @@ export const LimitsService: GenService<{
     methodKind: "unary";
     input: typeof ReleaseLeaseRequestSchema;
     output: typeof ReleaseLeaseResponseSchema;
+  },
+  /**
+   * CheckRateLimit and AcquireLease in one call and one atomic Redis script: counts one request of `feature` AND
+   * takes a concurrency slot of `kind`, or neither. A refused request consumes nothing: over the rate limit, no slot
+   * is taken; no slot free, the request is not counted against the rate limit either. When both refuse, `refused`
+   * names the rate limit. Free the slot with ReleaseLease or with CreditsService Commit/Release `release_lease_id`.
+   *
+   * @generated from rpc luna.billing.v1.LimitsService.Admit
+   */
+  admit: {
+    methodKind: "unary";
+    input: typeof AdmitRequestSchema;
+    output: typeof AdmitResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_luna_billing_v1_limits_service, 0);
