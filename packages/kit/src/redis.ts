@@ -17,6 +17,12 @@ export interface ConnectRedisOptions {
   maxReconnectDelayMs?: number;
   /** Time allowed to establish a connection (default 5000 ms). */
   connectTimeoutMs?: number;
+  /**
+   * Commands issued in the same event-loop tick leave in one write (ioredis auto-pipelining; default true). Under
+   * load many requests check limits at once; one socket write and one read for all of them instead of one each
+   * took ~7% off chat-router's CPU per reply (docs/RELAY-PROFILE.md). Replies and errors stay per command.
+   */
+  autoPipelining?: boolean;
 }
 
 /**
@@ -41,6 +47,7 @@ export function connectRedis(url: string, opts: ConnectRedisOptions): Redis {
   const redis = new Redis(url, {
     connectionName: opts.name,
     lazyConnect: false,
+    enableAutoPipelining: opts.autoPipelining ?? true,
     enableOfflineQueue: true, // a command issued during a short reconnect waits for it (bounded by commandTimeout)
     maxRetriesPerRequest: opts.maxRetriesPerRequest ?? 1,
     commandTimeout: opts.commandTimeoutMs ?? 1000,
