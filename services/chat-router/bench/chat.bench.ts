@@ -11,8 +11,12 @@
 // - added TTFT at 16 streams decoding 50 tok/s: p50 ≤ floor + 1 ms, p99 ≤ floor + 5 ms;
 // - added ITL p50 there ≤ 0.2 ms (coalescing must not make a paced stream bursty).
 //
-//   node --conditions=luna-source --import tsx services/chat-router/bench/chat.bench.ts [--quick] [--profile DIR] [--help]
+//   node --conditions=luna-source --import tsx services/chat-router/bench/chat.bench.ts [--quick] [--profile DIR] [--node PATH]... [--help]
 //
+// --node PATH (repeatable): the Node binaries the relays (chat-router's platform process and the floor) run on, one
+// full measurement after the other, each with its own tables and aims. Default: this Node, plus BENCH_IMAGE_NODE
+// when set — `make bench` sets it to the Node the container images run (tools/images pins it), so the figures of the
+// runtime production uses stand beside those of the machine's own.
 // --quick: one saturated level (16 streams), 2 rounds, a shorter paced level — for iterating, not for the record.
 // --profile DIR (or BENCH_PROFILE_DIR): CPU-profiles chat-router (the inspector's sampler inside the platform process)
 // during the Connect rounds and the /v1 rounds of each level, writes the .cpuprofile files to DIR and prints where
@@ -41,7 +45,7 @@
 // Tunables (env): BENCH_REPLY_TOKENS (128), BENCH_REQUESTS (per saturated level, default 240), BENCH_LEVELS
 // ("1,16,64"), BENCH_ROUNDS (alternating rounds per level, default 4), BENCH_PACED_STREAMS (16; 0 skips the paced
 // level), BENCH_PACED_TPS (decode tokens/s per stream, default 50), BENCH_PACED_REQUESTS (160).
-import { fork, type ChildProcess } from "node:child_process";
+import { fork, spawnSync, type ChildProcess } from "node:child_process";
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import http from "node:http";
 import { tmpdir } from "node:os";
@@ -90,14 +94,34 @@ const AIM_ITL_MS = 0.2;
 const PROMPT = "Tell me about the history of the printing press and how it changed the way people shared ideas.";
 const TSX = ["--conditions=luna-source", "--import", "tsx"];
 
+/** A Node binary the relays (the platform and the floor) run on, with the version it reports. */
+interface Runtime {
+  execPath: string;
+  version: string;
+}
+
+function runtimeOf(execPath: string): Runtime {
+  if (execPath === process.execPath) return { execPath, version: process.version };
+  const r = spawnSync(execPath, ["--version"], { encoding: "utf8" });
+  if (r.status !== 0) throw new Error(`${execPath} --version failed: ${r.error?.message ?? r.stderr}`);
+  return { execPath, version: r.stdout.trim() };
+}
+
+// --node PATH (repeatable) picks the relays' runtimes; without it, this Node and, when `make bench` provides it
+// (BENCH_IMAGE_NODE: the Node the container images run), that one too — side by side, each with its own floor.
+const nodeArgs = argv.flatMap((a, i) => (a === "--node" && argv[i + 1] ? [argv[i + 1]!] : []));
+const RUNTIMES: Runtime[] = (nodeArgs.length > 0 ? nodeArgs : [process.execPath, ...(process.env.BENCH_IMAGE_NODE ? [process.env.BENCH_IMAGE_NODE] : [])])
+  .map(runtimeOf)
+  .filter((r, i, all) => all.findIndex((x) => x.version === r.version) === i);
+
 interface Sample {
   ttftMs: number;
   itlMs: number;
   tokens: number;
 }
 
-function child(script: string, env: Record<string, string>, extraArgs: string[] = []): ChildProcess {
-  return fork(fileURLToPath(new URL(script, import.meta.url)), [], { execArgv: [...TSX, ...extraArgs], env: { ...process.env, ...env }, stdio: ["ignore", "inherit", "inherit", "ipc"] });
+function child(script: string, env: Record<string, string>, runtime?: Runtime): ChildProcess {
+  return fork(fileURLToPath(new URL(script, import.meta.url)), [], { execPath: runtime?.execPath, execArgv: TSX, env: { ...process.env, ...env }, stdio: ["ignore", "inherit", "inherit", "ipc"] });
 }
 
 function ask<T>(c: ChildProcess, type: string): Promise<T> {
@@ -210,13 +234,42 @@ async function main(): Promise<void> {
     };
     const simUrl = await startSim(0);
     const pacedSimUrl = PACED_STREAMS > 0 ? await startSim(PACED_TPS) : simUrl;
+    const simUrls = { simUrl, pacedSimUrl };
+    for (const [i, runtime] of RUNTIMES.entries()) {
+      if (i > 0) console.log("\n");
+      await measure(runtime, { pg, redis, nats }, simUrls);
+    }
+  } finally {
+    for (const c of children) await stopChild(c);
+    await nats.stop();
+    await redis.stop();
+    await pg.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Stops a child process (asked first, killed after 5 s). */
+async function stopChild(c: ChildProcess): Promise<void> {
+  c.send({ type: "stop" });
+  await new Promise((r) => {
+    const t = setTimeout(() => { c.kill("SIGKILL"); r(undefined); }, 5000);
+    c.once("exit", () => { clearTimeout(t); r(undefined); });
+  });
+}
+
+type Servers = { pg: Awaited<ReturnType<typeof startPostgres>>; redis: Awaited<ReturnType<typeof startRedis>>; nats: Awaited<ReturnType<typeof startNats>> };
+
+/** Every level with the relays (the platform and the floor) running on `runtime`, then its tables and aims. */
+async function measure(runtime: Runtime, { pg, redis, nats }: Servers, { simUrl, pacedSimUrl }: { simUrl: string; pacedSimUrl: string }): Promise<void> {
+  const children: ChildProcess[] = [];
+  try {
     const maxStreams = Math.max(4, PACED_STREAMS, ...LEVELS);
     const platform = child("./platform-child.ts", {
       BENCH_PG_BASE: pg.url("x").replace(/\/x$/, ""), BENCH_REDIS_URL: redis.url, BENCH_NATS_URL: nats.url, BENCH_SIM_URL: simUrl, BENCH_PACED_SIM_URL: pacedSimUrl,
       BENCH_USERS: String(maxStreams), LOG_LEVEL: process.env.LOG_LEVEL ?? "warn",
-    });
+    }, runtime);
     children.push(platform);
-    const floor = child("./floor-child.ts", {});
+    const floor = child("./floor-child.ts", {}, runtime);
     children.push(floor);
     const floorPort = await new Promise<number>((resolve) => floor.once("message", (m: { port: number }) => resolve(m.port)));
     const floorChats = Array.from({ length: maxStreams }, () => createClient(ChatService, createGrpcTransport({ baseUrl: `http://127.0.0.1:${floorPort}` })));
@@ -369,7 +422,7 @@ async function main(): Promise<void> {
       for (const path of ["connect", "v1"] as const) {
         if (added.profiles[path].length === 0) continue;
         const ps = added.profiles[path].map((f) => JSON.parse(readFileSync(f, "utf8")) as CpuProfile);
-        profileSections.push(`chat-router CPU by area, ${path === "connect" ? "Connect SendMessage" : "/v1/chat/completions"}, ${what} (profiled, Node ${process.version};`
+        profileSections.push(`chat-router CPU by area, ${path === "connect" ? "Connect SendMessage" : "/v1/chat/completions"}, ${what} (profiled, Node ${runtime.version};`
           + ` self = innermost known area on the stack; profiles in ${PROFILE_DIR}):\n\n${summaryTable(ps, added.tokens[path])}\n`);
       }
     };
@@ -409,30 +462,21 @@ async function main(): Promise<void> {
     console.log(`chat-router relay overhead: ${REPLY_TOKENS}-token replies, closed loops, ${ROUNDS} alternating rounds; "saturated" = a zero-time vLLM simulator`
       + ` (the machine at its limit: throughput and CPU), "${PACED_TPS} tok/s" = the simulator decoding at a model's pace, streams starting spread out (the latency aims);`
       + ` "floor" = a relay that does none of chat-router's work (gRPC in, the same upstream client out), minus direct`);
-    console.log(`load average (1/5/15 min) before: ${loadBefore}, after: ${load()} (shared cores: compare runs made together); Node ${process.version}\n`);
+    console.log(`load average (1/5/15 min) before: ${loadBefore}, after: ${load()} (shared cores: compare runs made together);`
+      + ` relays (chat-router and the floor) on Node ${runtime.version}${runtime.execPath === process.execPath ? "" : ` (${runtime.execPath})`}, load generator and simulators on Node ${process.version}\n`);
     table(["model", "streams", "requests", "TTFT direct ms p50/p99", "TTFT via router ms p50/p99", "added TTFT ms p50/p99", "added via /v1 ms p50/p99", "floor added ms p50/p99",
       "ITL µs direct/router p50", "added ITL µs p50 router / v1 / floor", "tokens/s direct / router / v1 / floor", "CPU ms / 1k tok router / v1 / floor"], rows);
     console.log("where the routed TTFT goes (means, ms; phases measured inside chat-router):\n");
     table(["model", "streams", "direct", "routed", "prepare", "reserve", "upstream headers", "upstream 1st token", "server total",
       "transport+auth+relay", "load avg after"], breakdown);
-    console.log("aims (issue 23; each beside the floor measured in the same run):");
+    console.log(`aims (issue 23; relays on Node ${runtime.version}; each beside the floor measured in the same run):`);
     for (const c of checks) console.log(`- ${c}`);
     if (profileSections.length > 0) console.log(`\n${profileSections.join("\n")}`);
     console.log("\nwhere the relay's CPU goes, per area, before and after issue 23's work: docs/RELAY-PROFILE.md");
     console.log(`ledger invariants after the run: ${inv.ok ? "hold" : `${inv.violations} violation(s)`}`);
     agent.destroy();
   } finally {
-    for (const c of children) {
-      c.send({ type: "stop" });
-      await new Promise((r) => {
-        const t = setTimeout(() => { c.kill("SIGKILL"); r(undefined); }, 5000);
-        c.once("exit", () => { clearTimeout(t); r(undefined); });
-      });
-    }
-    await nats.stop();
-    await redis.stop();
-    await pg.stop();
-    rmSync(dir, { recursive: true, force: true });
+    for (const c of children) await stopChild(c);
   }
 }
 

