@@ -34,7 +34,7 @@ import { TokenCounter } from "./chat/tokens.js";
 import type { ChatRouterConfig } from "./config.js";
 import { ChatStore } from "./data/store.js";
 import { startUserDeletedConsumer } from "./events/user-deleted.js";
-import { LiveHub } from "./live/hub.js";
+import { LiveHub, newReplicaId } from "./live/hub.js";
 import { createChatMetrics } from "./metrics.js";
 import { CHAT_AUTH_RULES, chatRoutes } from "./server/routes.js";
 import { openAIRoutes, outboxUsageRecorder } from "./openai/http.js";
@@ -79,7 +79,9 @@ export interface ChatRouterModule {
 export async function createChatRouterModule(config: ChatRouterConfig, infra: ServiceInfra, overrides: ChatRouterOverrides = {}): Promise<ChatRouterModule> {
   const log = infra.log.child({ module: "chat-router" });
   const pool = createPgPool({ url: infra.databaseUrl, max: config.CHAT_DB_POOL_SIZE, name: "chat-router", log });
-  const store = new ChatStore(pool);
+  // One id per process start: written on the replies this process streams, and its live hub's snapshot subject.
+  const replicaId = newReplicaId();
+  const store = new ChatStore(pool, { replicaId });
   const catalog = createCatalogCache({ transport: infra.clients.transport("model-registry"), nc: infra.nats, log });
   const replicas = new ReplicaPool({
     catalog,
@@ -102,7 +104,7 @@ export async function createChatRouterModule(config: ChatRouterConfig, infra: Se
     textModels: () => catalog.listModels(ModelKind.TEXT).map((m) => m.id),
   });
   const billing = new BillingClient(infra.clients.transport("billing"), log);
-  const hub = new LiveHub(infra.nats, log);
+  const hub = new LiveHub(infra.nats, log, replicaId);
   const tokens = new TokenCounter({ pool: replicas, timeoutMs: config.CHAT_TOKENIZE_TIMEOUT, bytesPerToken: config.CHAT_ESTIMATE_BYTES_PER_TOKEN, log });
   let relay: OutboxRelay | undefined;
   const kickOutbox = () => relay?.kick();

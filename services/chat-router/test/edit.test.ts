@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { countTokens, renderChatTemplate, startVllmSim, type VllmSim } from "@luna/sim-vllm";
 import { FinishReason } from "@luna/contracts/luna/chat/v1/chat_pb.js";
-import { collect, startPlatform, type Platform } from "./harness.js";
+import { collect, startPlatform, streamedBy, type Platform } from "./harness.js";
 
 let platform: Platform;
 let sim: VllmSim;
@@ -56,6 +56,9 @@ describe("EditMessage", () => {
     expect(edited.started!.replayed).toBe(false);
     expect(edited.started!.userMessageId).not.toBe(oldUser);
     expect(edited.finished!.finishReason).not.toBe(FinishReason.ERROR);
+    // Its row names the replica that streams it (followers on other replicas ask that one): the same as SendMessage's.
+    expect(await streamedBy(platform, edited.started!.assistantMessageId)).toBe(await streamedBy(platform, first.started!.assistantMessageId));
+    expect(await streamedBy(platform, edited.started!.userMessageId)).toBe("");
     // The model saw only the new version: the old message and its reply are not in the prompt.
     const rec = sim.stats().recent.at(-1)!;
     expect(rec.promptTokens).toBe(promptOf([{ role: "user", content: "Name a fruit" }]));

@@ -43,6 +43,7 @@ import { ModelAdminService } from "@luna/contracts/luna/models/v1/model_admin_se
 import { ModelKind, ModelStatus } from "@luna/contracts/luna/models/v1/models_pb.js";
 import type { ChatEvent } from "@luna/contracts/luna/chat/v1/chat_pb.js";
 import type { JWK } from "jose";
+import pg from "pg";
 import { expect } from "vitest";
 import { chatRouterConfigSchema, createChatRouterModule, migrationsDir, type ChatRouterModule } from "../src/index.js";
 
@@ -281,6 +282,18 @@ export async function startPlatform(opts: PlatformOptions = {}): Promise<Platfor
     },
   };
   return platform;
+}
+
+/** The `streamed_by` of a message row: the id of the replica (LiveHub) that streamed the reply. */
+export async function streamedBy(platform: Platform, messageId: string): Promise<string> {
+  const db = new pg.Client({ connectionString: platform.dbs.chat.url });
+  await db.connect();
+  try {
+    const r = await db.query<{ streamed_by: string }>("SELECT streamed_by FROM messages WHERE id = $1", [messageId]);
+    return r.rows[0]!.streamed_by;
+  } finally {
+    await db.end();
+  }
 }
 
 /** Polls `cond` until true (or fails after `timeoutMs`). */

@@ -5,7 +5,7 @@ import { Code, type ConnectError } from "@connectrpc/connect";
 import { countTokens, startVllmSim, type VllmSim } from "@luna/sim-vllm";
 import { FinishReason, MessageStatus } from "@luna/contracts/luna/chat/v1/chat_pb.js";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { collect, startPlatform, waitFor, type ChatReplica, type Platform } from "./harness.js";
+import { collect, startPlatform, streamedBy, waitFor, type ChatReplica, type Platform } from "./harness.js";
 
 let platform: Platform;
 let sim: VllmSim;
@@ -140,7 +140,11 @@ describe("ResumeStream", () => {
     const other = await second!;
     // It followed the live subject (after a snapshot from the streaming replica), not the database's checkpoints.
     const id = c.started!.assistantMessageId;
-    expect(live.filter((s) => s === `luna.live.chat.snapshot.${id}`).length).toBe(1);
+    // Asked on the streaming replica's own subject (its id is on the reply's row), not a per-reply one.
+    const owner = await streamedBy(platform, id);
+    expect(owner).not.toBe("");
+    expect(live.filter((s) => s === `luna.live.chat.snapshot.${owner}.${id}`).length).toBe(1);
+    expect(live.filter((s) => s.startsWith("luna.live.chat.snapshot.")).length).toBe(1);
     expect(live.filter((s) => s === `luna.live.chat.${id}`).length).toBeGreaterThan(1);
     expect(other.text).toBe(c.text);
     expect(other.finished).toEqual(c.finished);
@@ -197,6 +201,9 @@ describe("RegenerateMessage", () => {
     expect(b.started!.assistantMessageId).not.toBe(a.started!.assistantMessageId);
     expect(b.started!.userMessageId).toBe(a.started!.userMessageId);
     expect(b.finished).toBeDefined();
+    // Streamed by the same replica: the regenerated reply's row names it too.
+    expect(await streamedBy(platform, b.started!.assistantMessageId)).toBe(await streamedBy(platform, a.started!.assistantMessageId));
+    expect(await streamedBy(platform, a.started!.assistantMessageId)).not.toBe("");
     // The same prompt: the replaced reply is not part of it.
     expect(sim.stats().recent.at(-1)!.promptTokens).toBe(promptTokens);
     const { messages } = await u.chat.getConversation({ conversationId: id });

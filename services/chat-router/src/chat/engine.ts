@@ -639,7 +639,8 @@ export class ChatEngine {
           reader.close();
         }
       }
-      const f = await hub.follow(first.id, cfg.CHAT_RESUME_SNAPSHOT_TIMEOUT);
+      // Asked on the replica the row names (streamed_by; '' = a previous version's replica: its per-reply subject).
+      const f = await hub.follow(first.id, first.streamedBy, cfg.CHAT_RESUME_SNAPSHOT_TIMEOUT);
       if (f) {
         // The reply's length as last seen: a terminal event with the client's offset beyond it is OUT_OF_RANGE.
         let seenEnd = f.snapshot.offset;

@@ -54,6 +54,8 @@ export interface MessageRow {
   holdId: string | null;
   errorCode: string;
   errorMessage: string;
+  /** The replica that streams (streamed) the reply: LiveHub's id; '' = written by a replica of the previous version. */
+  streamedBy: string;
   createdAt: Date;
   updatedAt: Date;
 }
@@ -74,7 +76,7 @@ const MESSAGE_COLUMNS = `m.id, m.conversation_id, m.seq::text AS seq, m.role, m.
   m.client_message_id, m.model_id, m.token_count, m.finish_reason, m.prompt_tokens, m.completion_tokens,
   m.max_output_tokens, m.credits_held::text AS credits_held, m.credits_charged::text AS credits_charged,
   m.balance_after::text AS balance_after, m.available_after_reserve::text AS available_after_reserve, m.hold_id,
-  m.error_code, m.error_message, m.created_at, m.updated_at`;
+  m.error_code, m.error_message, m.streamed_by, m.created_at, m.updated_at`;
 
 type Row = Record<string, unknown>;
 
@@ -118,6 +120,7 @@ export function toMessage(r: Row): MessageRow {
     holdId: (r.hold_id as string | null) ?? null,
     errorCode: r.error_code as string,
     errorMessage: r.error_message as string,
+    streamedBy: r.streamed_by as string,
     createdAt: r.created_at as Date,
     updatedAt: r.updated_at as Date,
   };
@@ -207,9 +210,12 @@ export interface HoldInfo {
 
 export class ChatStore {
   readonly pool: pg.Pool;
+  /** Written as `streamed_by` on the replies this process streams (its LiveHub's id); followers ask that replica. */
+  readonly replicaId: string;
 
-  constructor(pool: pg.Pool) {
+  constructor(pool: pg.Pool, opts: { replicaId?: string } = {}) {
     this.pool = pool;
+    this.replicaId = opts.replicaId ?? "";
   }
 
   // ---- conversations ------------------------------------------------------------------------------------------
@@ -344,8 +350,8 @@ export class ChatStore {
                  INSERT INTO messages (id, conversation_id, role, content, status, client_message_id)
                  SELECT $1, conv.id, 'user', $3, 'complete', $4 FROM conv RETURNING id
                ), am AS (
-                 INSERT INTO messages (id, conversation_id, role, status, parent_id, model_id)
-                 SELECT $5, conv.id, 'assistant', 'streaming', um.id, conv.model_id FROM um, conv RETURNING id
+                 INSERT INTO messages (id, conversation_id, role, status, parent_id, model_id, streamed_by)
+                 SELECT $5, conv.id, 'assistant', 'streaming', um.id, conv.model_id, $10 FROM um, conv RETURNING id
                ), cv AS (
                  UPDATE conversations SET last_activity_at = now(), last_message_preview = $7, message_count = message_count + 2
                  WHERE id = $2 AND EXISTS (SELECT 1 FROM am)
@@ -359,7 +365,8 @@ export class ChatStore {
                            ORDER BY x.seq DESC LIMIT $8) h
                    WHERE h.before < $9) AS history
                FROM conv`,
-        values: [s.userMessageId, s.conversationId, s.text, s.clientMessageId, s.assistantMessageId, s.userId, s.preview, historyLimit, windowTokens],
+        values: [s.userMessageId, s.conversationId, s.text, s.clientMessageId, s.assistantMessageId, s.userId, s.preview, historyLimit, windowTokens,
+          this.replicaId],
       });
       const row = r.rows[0] as Row | undefined;
       if (!row) return { conflict: "gone" };
@@ -430,15 +437,15 @@ export class ChatStore {
     try {
       const r = await this.pool.query(
         `WITH am AS (
-           INSERT INTO messages (id, conversation_id, role, status, parent_id, model_id)
-           VALUES ($1, $2, 'assistant', 'streaming', $3, $4) RETURNING id
+           INSERT INTO messages (id, conversation_id, role, status, parent_id, model_id, streamed_by)
+           VALUES ($1, $2, 'assistant', 'streaming', $3, $4, $5) RETURNING id
          ), off AS (
            UPDATE messages SET active = false WHERE parent_id = $3 AND role = 'assistant' AND active AND id <> $1 RETURNING id
          ), cv AS (
            UPDATE conversations SET last_activity_at = now(), message_count = message_count + 1 WHERE id = $2 AND EXISTS (SELECT 1 FROM am)
          )
          SELECT coalesce((SELECT array_agg(id::text) FROM off), '{}') AS deactivated`,
-        [s.assistantMessageId, s.conversationId, s.parentId, s.modelId],
+        [s.assistantMessageId, s.conversationId, s.parentId, s.modelId, this.replicaId],
       );
       return { deactivated: (r.rows[0] as { deactivated: string[] }).deactivated };
     } catch (err) {
@@ -478,8 +485,8 @@ export class ChatStore {
                  INSERT INTO messages (id, conversation_id, role, content, status, client_message_id, parent_id)
                  SELECT $1, conv.id, 'user', $3, 'complete', $4, old.root FROM conv, old RETURNING id
                ), am AS (
-                 INSERT INTO messages (id, conversation_id, role, status, parent_id, model_id)
-                 SELECT $5, conv.id, 'assistant', 'streaming', um.id, conv.model_id FROM um, conv RETURNING id
+                 INSERT INTO messages (id, conversation_id, role, status, parent_id, model_id, streamed_by)
+                 SELECT $5, conv.id, 'assistant', 'streaming', um.id, conv.model_id, $11 FROM um, conv RETURNING id
                ), off AS (
                  UPDATE messages SET active = false
                  WHERE (id = $10 OR (parent_id = $10 AND role = 'assistant')) AND active AND EXISTS (SELECT 1 FROM am) RETURNING id
@@ -499,7 +506,7 @@ export class ChatStore {
                    WHERE h.before < $9) AS history
                FROM conv`,
         values: [s.userMessageId, s.conversationId, s.text, s.clientMessageId, s.assistantMessageId, s.userId, s.preview, historyLimit, windowTokens,
-          s.oldUserMessageId],
+          s.oldUserMessageId, this.replicaId],
       });
       const row = r.rows[0] as Row | undefined;
       if (!row) return { conflict: "gone" };

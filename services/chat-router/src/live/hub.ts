@@ -1,12 +1,27 @@
 /**
  * Live coordination between chat-router replicas over plain NATS subjects (never the record: the database is):
  * - `luna.live.chat.stop.<messageId>`: StopGeneration from any replica; the replica streaming the reply stops it.
- * - `luna.live.chat.snapshot.<messageId>`: request-reply to the replica streaming a reply: it answers with the text
- *   so far and, from then on, publishes every delta and the final event on
+ * - `luna.live.chat.snapshot.<replicaId>.<messageId>`: request-reply to the replica streaming a reply (its id is on
+ *   the reply's row, `streamed_by`): it answers with the text so far and, from then on, publishes every delta and the
+ *   final event on
  * - `luna.live.chat.<messageId>`: the reply's events (ChatEvent, binary protobuf).
  * Publishing starts on the first snapshot request, so a reply nobody follows from elsewhere costs no NATS traffic;
  * a follower subscribes to the live subject before asking for the snapshot, so it misses nothing in between.
+ *
+ * Each process subscribes once to `snapshot.<its id>.*` (and once to `stop.*`): starting and ending a reply touch
+ * only a map, no NATS protocol write. A request for a reply this process does not stream (finished meanwhile, or
+ * never here) is answered at once with an empty ChatEvent ("not here"); a replica that is gone has no subscription,
+ * so the follower gets "no responders" at once. Either way it reads the database instead. Stops stay on the
+ * process-wide `stop.*`: a stop is rare (its fan-out to every replica costs nothing per reply), and deleting a
+ * conversation or a user stops replies by id without reading their rows.
+ *
+ * Rolling upgrade from the version that subscribed `snapshot.<messageId>` per reply: a row without `streamed_by` was
+ * written by such a replica, so follow() asks that legacy subject and old replicas still answer. The other way round
+ * (an old follower asking about a reply a new replica streams) nobody listens on the legacy subject: "no responders",
+ * and the old follower serves the database's checkpoints until the reply ends — correct, only less live.
  */
+import { randomBytes } from "node:crypto";
+import { hostname } from "node:os";
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { ChatEventSchema, type ChatEvent } from "@luna/contracts/luna/chat/v1/chat_pb.js";
 import type { Msg, NatsConnection, Subscription } from "@nats-io/nats-core";
@@ -25,8 +40,20 @@ export interface HubLogger {
 interface Local {
   reply: LiveReply;
   stop: () => void;
-  snapshotSub: Subscription | undefined;
 }
+
+/**
+ * An id for this process's snapshot subject and the `streamed_by` of the replies it streams: the host name (the pod's,
+ * for operators reading a row) plus a random part, new at every start — a restarted process streams nothing of what
+ * it streamed before, and several chat-routers may share a host. A NATS subject token: [A-Za-z0-9_-] only.
+ */
+export function newReplicaId(host: string = hostname()): string {
+  const name = host.replace(/[^A-Za-z0-9_-]/g, "-").slice(0, 40);
+  return `${name || "chat-router"}-${randomBytes(6).toString("hex")}`;
+}
+
+/** The "not here" answer to a snapshot request: an empty ChatEvent (no event), which follow() takes as "read the database". */
+const NOT_HERE = new Uint8Array(0);
 
 function encode(event: ReplyEvent): Uint8Array {
   const msg: ChatEvent = { $typeName: "luna.chat.v1.ChatEvent", event };
@@ -44,11 +71,25 @@ export interface RemoteFollow {
 export class LiveHub {
   private readonly locals = new Map<string, Local>();
   private stopSub: Subscription | undefined;
+  private snapshotSub: Subscription | undefined;
 
-  constructor(private readonly nc: NatsConnection, private readonly log: HubLogger) {}
+  /** `replicaId`: this process's id (newReplicaId()); the store writes the same id on the replies it inserts. */
+  constructor(private readonly nc: NatsConnection, private readonly log: HubLogger, readonly replicaId: string = newReplicaId()) {}
 
   start(): void {
     if (this.stopSub) return;
+    const prefix = `${SNAPSHOT_SUBJECT_PREFIX}${this.replicaId}.`;
+    this.snapshotSub = this.nc.subscribe(`${prefix}*`, {
+      callback: (err, msg) => {
+        if (err) {
+          this.log.warn({ err }, "snapshot subscription error");
+          return;
+        }
+        const local = this.locals.get(msg.subject.slice(prefix.length));
+        if (local) this.answerSnapshot(local, msg);
+        else msg.respond(NOT_HERE);
+      },
+    });
     this.stopSub = this.nc.subscribe(`${STOP_SUBJECT_PREFIX}*`, {
       callback: (err, msg) => {
         if (err) {
@@ -63,28 +104,18 @@ export class LiveHub {
   stop(): void {
     if (this.stopSub && !this.stopSub.isClosed()) this.stopSub.unsubscribe();
     this.stopSub = undefined;
-    for (const l of this.locals.values()) if (l.snapshotSub && !l.snapshotSub.isClosed()) l.snapshotSub.unsubscribe();
+    if (this.snapshotSub && !this.snapshotSub.isClosed()) this.snapshotSub.unsubscribe();
+    this.snapshotSub = undefined;
     this.locals.clear();
   }
 
   /** Makes a reply streamed here reachable: stoppable from any replica and followable from any replica. */
   register(reply: LiveReply, stop: () => void): void {
-    const id = reply.messageId;
-    const local: Local = { reply, stop, snapshotSub: undefined };
-    local.snapshotSub = this.nc.subscribe(`${SNAPSHOT_SUBJECT_PREFIX}${id}`, {
-      callback: (err, msg) => {
-        if (err) return;
-        this.answerSnapshot(local, msg);
-      },
-    });
-    this.locals.set(id, local);
+    this.locals.set(reply.messageId, { reply, stop });
   }
 
   unregister(messageId: string): void {
-    const l = this.locals.get(messageId);
-    if (!l) return;
     this.locals.delete(messageId);
-    if (l.snapshotSub && !l.snapshotSub.isClosed()) l.snapshotSub.unsubscribe();
   }
 
   /** A reply streamed by this process. */
@@ -127,10 +158,12 @@ export class LiveHub {
   }
 
   /**
-   * Follows a reply streamed by another replica: subscribes to its live subject, then asks its owner for the text so
-   * far. Undefined when no replica streams it (finished, or its replica is gone): read the database then.
+   * Follows a reply streamed by another replica: subscribes to its live subject, then asks its owner (`streamedBy`,
+   * from the reply's row) for the text so far. Undefined when it does not stream it (finished: "not here"; its replica
+   * is gone: "no responders"), both at once: read the database then. An empty `streamedBy` is a row written by a
+   * replica of the previous version: ask the per-reply subject it listens on.
    */
-  async follow(messageId: string, timeoutMs: number): Promise<RemoteFollow | undefined> {
+  async follow(messageId: string, streamedBy: string, timeoutMs: number): Promise<RemoteFollow | undefined> {
     const queue: ReplyEvent[] = [];
     let wake: (() => void) | undefined;
     const sub = this.nc.subscribe(`${LIVE_SUBJECT_PREFIX}${messageId}`, {
@@ -156,14 +189,16 @@ export class LiveHub {
     };
     let snap: ReplyEvent;
     try {
-      const reply = await this.nc.request(`${SNAPSHOT_SUBJECT_PREFIX}${messageId}`, undefined, { timeout: timeoutMs });
+      const subject = streamedBy ? `${SNAPSHOT_SUBJECT_PREFIX}${streamedBy}.${messageId}` : `${SNAPSHOT_SUBJECT_PREFIX}${messageId}`;
+      const reply = await this.nc.request(subject, undefined, { timeout: timeoutMs });
       snap = fromBinary(ChatEventSchema, reply.data).event;
     } catch {
-      // No responders (nobody streams it) or no answer in time.
+      // No responders (its replica is gone, or an old follower's legacy subject), no answer in time, or a bad subject.
       close();
       return undefined;
     }
     if (snap.case !== "delta") {
+      // "Not here" (an empty event): its replica no longer (or never) streamed it.
       close();
       return undefined;
     }
