@@ -1,5 +1,6 @@
 // Integration: credits and limits — the reply is clamped to what the user can afford, refused when not even a
-// minimal reply is, and the per-user rate and concurrent-stream limits hold; the ledger stays consistent.
+// minimal reply is, and the per-user rate and concurrent-stream limits hold (one Admit call; the slot is freed by
+// the hold's commit/release, ReleaseLease only without a hold); the ledger stays consistent.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { startVllmSim, type VllmSim } from "@luna/sim-vllm";
@@ -8,12 +9,16 @@ import { collect, startPlatform, type Platform } from "./harness.js";
 
 let platform: Platform;
 let sim: VllmSim;
+/** Every in-process call chat-router makes (`<service>/<method>`), in order. */
+const calls: string[] = [];
+const limitsCalls = (from: number) => calls.slice(from).filter((c) => c.startsWith("luna.billing.v1.LimitsService/")).map((c) => c.split("/")[1]);
 
 beforeAll(async () => {
   sim = await startVllmSim({ models: ["sim-model:8192"], outputTokens: { min: 200, max: 300 } });
-  platform = await startPlatform({ limits: { chatPerMinute: 3, chatStreams: 1 }, chatEnv: { CHAT_MIN_REPLY_TOKENS: "16" } });
+  platform = await startPlatform({ limits: { chatPerMinute: 3, chatStreams: 1 }, chatEnv: { CHAT_MIN_REPLY_TOKENS: "16" }, onCall: (c) => calls.push(c) });
   // Output is expensive: 1 credit per token; input 10 credits per 1k.
   await platform.addModel({ id: "m-pricey", baseUrls: [sim.url], contextWindow: 8192, maxOutputTokens: 1024, inputPer1k: 10n, outputPer1k: 1000n });
+  await platform.addModel({ id: "m-free", baseUrls: [sim.url], contextWindow: 8192, maxOutputTokens: 1024, inputPer1k: 0n, outputPer1k: 0n });
 });
 
 afterAll(async () => {
@@ -102,7 +107,7 @@ describe("limits", () => {
       await first.next();
       const err = await rejected(collect(u.chat.sendMessage({ conversationId: b.conversation!.id, text: "two", clientMessageId: "2" })));
       expect(err.code).toBe(Code.ResourceExhausted);
-      expect(err.rawMessage).toMatch(/at most 1 at a time/);
+      expect(err.rawMessage).toBe("too many replies in progress: at most 1 at a time");
       for (let r = await first.next(); !r.done; r = await first.next()) { /* drain */ }
     } finally {
       sim.setFaults({ slowTokenMs: 0 });
@@ -118,14 +123,55 @@ describe("limits", () => {
     await platform.assertInvariants();
   });
 
-  it("counts a request refused for the concurrent-stream limit against the per-minute budget (README: limits)", async () => {
+  it("a request refused for the concurrent-stream limit spends nothing of the per-minute budget (README: limits)", async () => {
     const { u, b } = await refusedWhileStreaming();
-    // Two of the three requests a minute are spent (one served, one refused): one more is served, then the limit.
-    expect((await collect(u.chat.sendMessage({ conversationId: b.conversation!.id, text: "two", clientMessageId: "2", maxOutputTokens: 16 }))).finished).toBeDefined();
-    const err = await rejected(collect(u.chat.sendMessage({ conversationId: b.conversation!.id, text: "three", clientMessageId: "3", maxOutputTokens: 16 })));
+    // One of the three requests a minute is spent (the one served; the refused one consumed nothing): two more are
+    // served, then the limit.
+    for (const n of ["2", "3"]) {
+      expect((await collect(u.chat.sendMessage({ conversationId: b.conversation!.id, text: n, clientMessageId: n, maxOutputTokens: 16 }))).finished).toBeDefined();
+    }
+    const err = await rejected(collect(u.chat.sendMessage({ conversationId: b.conversation!.id, text: "four", clientMessageId: "4", maxOutputTokens: 16 })));
     expect(err.code).toBe(Code.ResourceExhausted);
-    expect(err.rawMessage).toMatch(/rate limit/);
+    expect(err.rawMessage).toMatch(/^rate limit: at most 3 chat requests per minute; retry in \d+s$/);
     await platform.assertInvariants();
+  });
+
+  it("admits with one LimitsService call; the slot is freed by the commit or release of the hold, with no ReleaseLease", async () => {
+    const u = await platform.user(5000n);
+    const { conversation } = await u.chat.createConversation({ modelId: "m-pricey", title: "one call" });
+    const from = calls.length;
+    // A reply that is charged (Commit) ...
+    const c1 = await collect(u.chat.sendMessage({ conversationId: conversation!.id, text: "one", clientMessageId: "1", maxOutputTokens: 16 }));
+    expect(c1.finished!.creditsCharged).toBeGreaterThan(0n);
+    // ... and one that produced nothing (Release): stopped before its first token, billed nothing.
+    sim.setFaults({ slowTokenMs: 2000 });
+    try {
+      let stopped: Promise<unknown> | undefined;
+      const c2 = await collect(u.chat.sendMessage({ conversationId: conversation!.id, text: "two", clientMessageId: "2", maxOutputTokens: 16 }), (s) => {
+        if (s.started && !stopped) stopped = u.chat.stopGeneration({ messageId: s.started.assistantMessageId });
+      });
+      await stopped;
+      expect(c2.finished).toMatchObject({ finishReason: FinishReason.CANCELLED, creditsCharged: 0n });
+    } finally {
+      sim.setFaults({ slowTokenMs: 0 });
+    }
+    expect(limitsCalls(from)).toEqual(["Admit", "Admit"]);
+    expect(calls.slice(from).filter((c) => /CreditsService\/(Commit|Release)$/.test(c)).map((c) => c.split("/")[1])).toEqual(["Commit", "Release"]);
+    // The one slot was free again each time: a third message goes through at once (the user has 1 stream, 3 a minute).
+    expect((await collect(u.chat.sendMessage({ conversationId: conversation!.id, text: "three", clientMessageId: "3", maxOutputTokens: 16 }))).finished).toBeDefined();
+    await platform.assertInvariants();
+  });
+
+  it("a free model's reply (no hold to settle) frees its slot with ReleaseLease", async () => {
+    const u = await platform.user(0n);
+    const { conversation } = await u.chat.createConversation({ modelId: "m-free", title: "free" });
+    const from = calls.length;
+    for (const n of ["1", "2"]) {
+      const c = await collect(u.chat.sendMessage({ conversationId: conversation!.id, text: n, clientMessageId: n, maxOutputTokens: 16 }));
+      expect(c.finished!.creditsCharged).toBe(0n);
+    }
+    expect(limitsCalls(from)).toEqual(["Admit", "ReleaseLease", "Admit", "ReleaseLease"]);
+    expect(calls.slice(from).filter((c) => c.includes("CreditsService"))).toEqual([]);
   });
 
   it("rate-limits chat requests per user per minute", async () => {
@@ -138,7 +184,7 @@ describe("limits", () => {
     }
     const err = await rejected(collect(u.chat.sendMessage({ conversationId: conversation!.id, text: "m3", clientMessageId: "r3", maxOutputTokens: 16 })));
     expect(err.code).toBe(Code.ResourceExhausted);
-    expect(err.rawMessage).toMatch(/rate limit/);
+    expect(err.rawMessage).toMatch(/^rate limit: at most 3 chat requests per minute; retry in \d+s$/);
     expect((await u.chat.getConversation({ conversationId: conversation!.id })).messages).toHaveLength(6);
     // Another user is not affected.
     const o = await other.chat.createConversation({ modelId: "m-pricey", title: "o" });

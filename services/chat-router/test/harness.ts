@@ -124,6 +124,8 @@ export interface PlatformOptions {
   limits?: { chatPerMinute?: number; chatStreams?: number };
   /** Accept personal API keys, looked up here (auth's part; the kit's key verifier and revocation list are real). */
   apiKeyLookup?: ApiKeyLookup;
+  /** Sees every unary call chat-router makes in process (`<service type>/<method>`), e.g. to count billing calls. */
+  onCall?: (procedure: string) => void;
 }
 
 export async function startPlatform(opts: PlatformOptions = {}): Promise<Platform> {
@@ -176,7 +178,14 @@ export async function startPlatform(opts: PlatformOptions = {}): Promise<Platfor
     const m = name === "a" ? metrics : createMetrics({ service: "luna", defaultMetrics: false });
     const mods: ServiceModule[] = [];
     const c = name === "a" ? clients : clientsFor(() => [billing as unknown as ServiceModule, registry as unknown as ServiceModule, ...mods]);
-    const infra: ServiceInfra = { log: log.child({ replica: name }), metrics: m, redis, nats: conn, js: jetstream(conn), databaseUrl: chatDb.url, clients: c };
+    const onCall = opts.onCall;
+    const watched: ServiceInfra["clients"] = onCall ? {
+      transport(service) {
+        const t = c.transport(service);
+        return { stream: t.stream, unary: (method, ...rest) => (onCall(`${method.parent.typeName}/${method.name}`), t.unary(method, ...rest)) };
+      },
+    } : c;
+    const infra: ServiceInfra = { log: log.child({ replica: name }), metrics: m, redis, nats: conn, js: jetstream(conn), databaseUrl: chatDb.url, clients: watched };
     const module = await createChatRouterModule(loadConfig(chatRouterConfigSchema, { ...TEST_CHAT_ENV, ...opts.chatEnv, ...env }), infra);
     mods.push(module as unknown as ServiceModule);
     if (name === "a") modules.push(module as unknown as ServiceModule);

@@ -2,7 +2,7 @@
 import { Code, ConnectError, createRouterTransport } from "@connectrpc/connect";
 import { CreditsService } from "@luna/contracts/luna/billing/v1/credits_service_pb.js";
 import { HoldStatus } from "@luna/contracts/luna/billing/v1/ledger_pb.js";
-import { LimitsService } from "@luna/contracts/luna/billing/v1/limits_service_pb.js";
+import { AdmitRefusal, LimitsService } from "@luna/contracts/luna/billing/v1/limits_service_pb.js";
 import { notEnoughCredits } from "@luna/kit";
 import { describe, expect, it } from "vitest";
 import { BillingClient } from "./billing.js";
@@ -11,8 +11,9 @@ const log = { warn: () => {}, error: () => {} };
 const prices = { inputPer1k: 10n, outputPer1k: 1000n };
 const input = { userId: "u1", messageId: "m1", prices, promptTokens: 100, outputTokens: 500, minOutputTokens: 16, ttlMs: 60_000 };
 
-function fakeBilling(available: bigint, opts: { replayStatus?: HoldStatus; failCommits?: number } = {}) {
+function fakeBilling(available: bigint, opts: { replayStatus?: HoldStatus; failCommits?: number; refuse?: AdmitRefusal } = {}) {
   const reserves: bigint[] = [];
+  const settledLeases: string[] = [];
   let commits = 0;
   const transport = createRouterTransport((router) => {
     router.service(CreditsService, {
@@ -28,17 +29,24 @@ function fakeBilling(available: bigint, opts: { replayStatus?: HoldStatus; failC
       },
       getHold: () => ({ hold: { id: "h-old", status: opts.replayStatus ?? HoldStatus.OPEN } }),
       commit(req) {
+        settledLeases.push(req.releaseLeaseId);
         if (commits++ < (opts.failCommits ?? 0)) throw new ConnectError("down", Code.Unavailable);
         return { hold: { id: req.holdId, status: HoldStatus.COMMITTED, charged: req.amount } };
       },
-      release: (req) => ({ hold: { id: req.holdId, status: HoldStatus.RELEASED } }),
+      release: (req) => {
+        settledLeases.push(req.releaseLeaseId);
+        return { hold: { id: req.holdId, status: HoldStatus.RELEASED } };
+      },
     });
     router.service(LimitsService, {
-      checkRateLimit: () => ({ allowed: false, limit: 20, retryAfter: { seconds: 3n, nanos: 0 } }),
-      acquireLease: () => ({ acquired: false, limit: 2 }),
+      admit: (req) => {
+        if (opts.refuse === AdmitRefusal.RATE) return { refused: AdmitRefusal.RATE, rateLimit: 20, retryAfter: { seconds: 3n, nanos: 0 }, leaseLimit: 2, inUse: 1 };
+        if (opts.refuse === AdmitRefusal.CONCURRENCY) return { refused: AdmitRefusal.CONCURRENCY, rateLimit: 20, rateRemaining: 5, leaseLimit: 2, inUse: 2 };
+        return { admitted: true, leaseId: `lease-of-${req.userId}`, rateLimit: 20, rateRemaining: 19, leaseLimit: 2, inUse: 1 };
+      },
     });
   });
-  return { client: new BillingClient(transport, log), reserves };
+  return { client: new BillingClient(transport, log), reserves, settledLeases };
 }
 
 describe("BillingClient.reserveReply", () => {
@@ -81,19 +89,24 @@ describe("BillingClient.reserveReply", () => {
 });
 
 describe("BillingClient limits and settlement", () => {
-  it("turns denials into RESOURCE_EXHAUSTED with the limit", async () => {
-    const { client } = fakeBilling(0n);
+  it("turns Admit's refusals into RESOURCE_EXHAUSTED with the limit that refused", async () => {
     const p = { userId: "u1", role: "user" as const, tokenId: "t" };
-    const rate = await client.checkRateLimit(p).catch((e: unknown) => e as ConnectError);
+    const rate = await fakeBilling(0n, { refuse: AdmitRefusal.RATE }).client.admit(p, 60_000).catch((e: unknown) => e as ConnectError);
     expect((rate as ConnectError).code).toBe(Code.ResourceExhausted);
-    expect((rate as ConnectError).rawMessage).toMatch(/20 chat requests per minute; retry in 3s/);
-    const lease = await client.acquireStreamLease(p, 60_000).catch((e: unknown) => e as ConnectError);
-    expect((lease as ConnectError).rawMessage).toMatch(/at most 2 at a time/);
+    expect((rate as ConnectError).rawMessage).toBe("rate limit: at most 20 chat requests per minute; retry in 3s");
+    const lease = await fakeBilling(0n, { refuse: AdmitRefusal.CONCURRENCY }).client.admit(p, 60_000).catch((e: unknown) => e as ConnectError);
+    expect((lease as ConnectError).code).toBe(Code.ResourceExhausted);
+    expect((lease as ConnectError).rawMessage).toBe("too many replies in progress: at most 2 at a time");
+    expect(await fakeBilling(0n).client.admit(p, 60_000)).toBe("lease-of-u1");
   });
 
-  it("retries a commit through a transient billing outage", async () => {
-    const { client } = fakeBilling(0n, { failCommits: 2 });
-    const hold = await client.commit("h1", 7n, { model: "m", inputTokens: 1, outputTokens: 2 });
+  it("retries a commit through a transient billing outage, naming the lease to free on every attempt", async () => {
+    const { client, settledLeases } = fakeBilling(0n, { failCommits: 2 });
+    const hold = await client.commit("h1", 7n, { model: "m", inputTokens: 1, outputTokens: 2 }, "lease-1");
     expect(hold?.charged).toBe(7n);
+    expect(settledLeases).toEqual(["lease-1", "lease-1", "lease-1"]);
+    await client.release("h2", "lease-2");
+    await client.release("h3");
+    expect(settledLeases.slice(3)).toEqual(["lease-2", ""]);
   });
 });

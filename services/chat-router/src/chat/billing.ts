@@ -1,13 +1,14 @@
 /**
  * chat-router's calls to billing (CreditsService and LimitsService, role internal): the reserve that clamps the
  * reply to what the user can afford, commit/release with retries (money must not be dropped on a blip), and the
- * per-user rate limit and concurrent-stream lease.
+ * per-user rate limit and concurrent-stream lease (one Admit call; the lease is freed by the commit/release of the
+ * reply's hold, or by ReleaseLease when there is no hold to settle).
  */
 import { Code, ConnectError, createClient, type Client, type Transport } from "@connectrpc/connect";
 import { durationFromMs, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { CreditsService } from "@luna/contracts/luna/billing/v1/credits_service_pb.js";
 import { HoldStatus, type Hold } from "@luna/contracts/luna/billing/v1/ledger_pb.js";
-import { ConcurrencyKind, LimitsService } from "@luna/contracts/luna/billing/v1/limits_service_pb.js";
+import { AdmitRefusal, ConcurrencyKind, LimitsService } from "@luna/contracts/luna/billing/v1/limits_service_pb.js";
 import { aborted, notEnoughCredits, resourceExhausted, unavailable, type Principal } from "@luna/kit";
 import { affordableOutputTokens, availableFromReserveError, replyCost, type TokenPrices } from "../domain/pricing.js";
 
@@ -62,30 +63,27 @@ export class BillingClient {
     this.limits = createClient(LimitsService, transport);
   }
 
-  /** Counts one chat request; RESOURCE_EXHAUSTED when the user is over the per-minute limit. */
-  async checkRateLimit(p: Principal): Promise<void> {
+  /**
+   * Counts one chat request against the per-minute limit and takes a concurrent-stream slot, in one call: both or
+   * neither (a refused request spends nothing). RESOURCE_EXHAUSTED when the user is over the rate limit (that wins
+   * when both refuse) or has the most replies in progress. Returns the lease id (a placeholder that renews and frees
+   * as a no-op when billing's Redis is down).
+   */
+  async admit(p: Principal, ttlMs: number): Promise<string> {
     let r;
     try {
-      r = await this.limits.checkRateLimit({ userId: p.userId, role: p.role === "admin" ? "admin" : "user", feature: "chat" });
+      r = await this.limits.admit({
+        userId: p.userId, role: p.role === "admin" ? "admin" : "user", feature: "chat", kind: ConcurrencyKind.CHAT_STREAM, ttl: durationFromMs(ttlMs),
+      });
     } catch (err) {
       throw billingDown(err);
     }
-    if (!r.allowed) {
+    if (r.refused === AdmitRefusal.RATE) {
       const s = r.retryAfter ? Math.max(1, Math.ceil(Number(r.retryAfter.seconds) + r.retryAfter.nanos / 1e9)) : 1;
-      throw resourceExhausted(`rate limit: at most ${r.limit} chat requests per minute; retry in ${s}s`);
+      throw resourceExhausted(`rate limit: at most ${r.rateLimit} chat requests per minute; retry in ${s}s`);
     }
-  }
-
-  /** Takes a concurrent-stream slot; RESOURCE_EXHAUSTED when the user's replies in progress are at the limit. */
-  async acquireStreamLease(p: Principal, ttlMs: number): Promise<string> {
-    let r;
-    try {
-      r = await this.limits.acquireLease({ userId: p.userId, role: p.role === "admin" ? "admin" : "user", kind: ConcurrencyKind.CHAT_STREAM, ttl: durationFromMs(ttlMs) });
-    } catch (err) {
-      throw billingDown(err);
-    }
-    if (!r.acquired) throw resourceExhausted(`too many replies in progress: at most ${r.limit} at a time`);
-    return r.leaseId; // empty when the limiter was degraded (admitted without counting)
+    if (!r.admitted) throw resourceExhausted(`too many replies in progress: at most ${r.leaseLimit} at a time`);
+    return r.leaseId;
   }
 
   async renewStreamLease(leaseId: string, ttlMs: number): Promise<void> {
@@ -154,19 +152,23 @@ export class BillingClient {
     }
   }
 
-  /** Charges `amount` of the hold (≤ it) and releases the rest; retried on transient failures. */
-  async commit(holdId: string, amount: bigint, usage: { model: string; inputTokens: number; outputTokens: number }): Promise<Hold | undefined> {
+  /**
+   * Charges `amount` of the hold (≤ it) and releases the rest; retried on transient failures. Billing frees
+   * `releaseLeaseId` (a stream lease) with it; undefined when the commit failed (the lease is then still held).
+   */
+  async commit(holdId: string, amount: bigint, usage: { model: string; inputTokens: number; outputTokens: number }, releaseLeaseId = ""): Promise<Hold | undefined> {
     return await this.settle("commit", holdId, async () => {
       const r = await this.credits.commit({
-        holdId, amount,
+        holdId, amount, releaseLeaseId,
         usage: { model: usage.model, feature: "chat", inputTokens: BigInt(usage.inputTokens), outputTokens: BigInt(usage.outputTokens), images: 0 },
       });
       return r.hold;
     });
   }
 
-  async release(holdId: string): Promise<Hold | undefined> {
-    return await this.settle("release", holdId, async () => (await this.credits.release({ holdId })).hold);
+  /** Releases the hold (and, in billing, frees `releaseLeaseId`); retried as commit. */
+  async release(holdId: string, releaseLeaseId = ""): Promise<Hold | undefined> {
+    return await this.settle("release", holdId, async () => (await this.credits.release({ holdId, releaseLeaseId })).hold);
   }
 
   async getHold(holdId: string): Promise<Hold | undefined> {

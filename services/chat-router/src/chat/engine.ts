@@ -2,8 +2,8 @@
  * The chat use cases behind the RPCs: conversations, and the reply streams (send, regenerate, resume, stop).
  *
  * SendMessage's path to the first token is kept short: one statement that inserts the user message with the reply's
- * placeholder and reads the conversation with its history, the rate-limit check, the stream lease and the token
- * count of the new message all run at once; then the one reserve; then the model. Writes that are not needed before
+ * placeholder and reads the conversation with its history, admission (rate limit + stream lease, one billing call)
+ * and the new message's token count all run at once; then the one reserve; then the model. Writes not needed before
  * the first token (the hold id on the placeholder, checkpoints) run in the background.
  *
  * When this process knows the conversation's history (it created the conversation or stored its latest reply), the
@@ -238,15 +238,14 @@ export class ChatEngine {
     let spec = this.speculate(p, known, knownModel, req.text, req.maxOutputTokens, ids.assistantMessageId);
     // A reply is generated from here on: the history is not known again until it is stored.
     if (known) known.historyTokens = undefined;
-    const [insertR, rateR, leaseR] = await Promise.allSettled([
+    const [insertR, admitR] = await Promise.allSettled([
       store.insertSend({
         userId: p.userId, conversationId: req.conversationId, userMessageId: ids.userMessageId, assistantMessageId: ids.assistantMessageId,
         text: req.text, clientMessageId: req.clientMessageId, preview: previewOf(req.text),
       }, cfg.CHAT_HISTORY_MAX_MESSAGES, knownModel?.contextWindow ?? INT32_MAX),
-      billing.checkRateLimit(p),
-      billing.acquireStreamLease(p, cfg.CHAT_LEASE_TTL),
+      billing.admit(p, cfg.CHAT_LEASE_TTL),
     ]);
-    const leaseId = leaseR.status === "fulfilled" ? leaseR.value : "";
+    const leaseId = admitR.status === "fulfilled" ? admitR.value : "";
     const inserted = insertR.status === "fulfilled" && !("conflict" in insertR.value) ? insertR.value : undefined;
     let handedOver = false;
     try {
@@ -260,8 +259,7 @@ export class ChatEngine {
       }
       const ctx = insertR.value;
       this.remember(ctx.conversation, undefined);
-      if (rateR.status === "rejected") throw rateR.reason;
-      if (leaseR.status === "rejected") throw leaseR.reason;
+      if (admitR.status === "rejected") throw admitR.reason;
 
       const model = this.servableModel(ctx.conversation.modelId);
       const userTokens = await (knownModel?.id === model.id && countP ? countP : tokens.count(model.id, req.conversationId, req.text));
@@ -324,12 +322,11 @@ export class ChatEngine {
     const cfg = this.deps.config;
     const { store, billing, tokens } = this.deps;
     if (this.closing) throw unavailable("the service is shutting down; try again");
-    const [loadR, rateR, leaseR] = await Promise.allSettled([
+    const [loadR, admitR] = await Promise.allSettled([
       store.loadForRegenerate(req.messageId, p.userId, cfg.CHAT_HISTORY_MAX_MESSAGES, INT32_MAX),
-      billing.checkRateLimit(p),
-      billing.acquireStreamLease(p, cfg.CHAT_LEASE_TTL),
+      billing.admit(p, cfg.CHAT_LEASE_TTL),
     ]);
-    const leaseId = leaseR.status === "fulfilled" ? leaseR.value : "";
+    const leaseId = admitR.status === "fulfilled" ? admitR.value : "";
     const assistantMessageId = randomUUID();
     let inserted: { reactivate: string[]; conversationId: string } | undefined;
     let handedOver = false;
@@ -341,8 +338,7 @@ export class ChatEngine {
       if (target.role !== "assistant" || !target.parentId) throw invalidArgument("message_id", "must be an assistant message (a reply)");
       if (ctx.latestUserMessageId !== target.parentId) throw failedPrecondition("only the reply to the newest message can be regenerated");
       if (ctx.busy) throw failedPrecondition("a reply is already being generated in this conversation; wait for it or stop it");
-      if (rateR.status === "rejected") throw rateR.reason;
-      if (leaseR.status === "rejected") throw leaseR.reason;
+      if (admitR.status === "rejected") throw admitR.reason;
       this.remember(conversation, undefined);
       const model = this.servableModel(conversation.modelId);
       const rows = ctx.history;
@@ -398,15 +394,14 @@ export class ChatEngine {
     countP?.catch(() => undefined);
     // The history changes (the old version leaves it): not known again until a reply is stored.
     this.remember(found.conversation, undefined);
-    const [insertR, rateR, leaseR] = await Promise.allSettled([
+    const [insertR, admitR] = await Promise.allSettled([
       store.insertEdit({
         userId: p.userId, conversationId, oldUserMessageId: found.message.id, userMessageId: ids.userMessageId,
         assistantMessageId: ids.assistantMessageId, text: req.text, clientMessageId: req.clientMessageId, preview: previewOf(req.text),
       }, cfg.CHAT_HISTORY_MAX_MESSAGES, knownModel?.contextWindow ?? INT32_MAX),
-      billing.checkRateLimit(p),
-      billing.acquireStreamLease(p, cfg.CHAT_LEASE_TTL),
+      billing.admit(p, cfg.CHAT_LEASE_TTL),
     ]);
-    const leaseId = leaseR.status === "fulfilled" ? leaseR.value : "";
+    const leaseId = admitR.status === "fulfilled" ? admitR.value : "";
     const inserted = insertR.status === "fulfilled" && !("conflict" in insertR.value) ? insertR.value : undefined;
     let handedOver = false;
     try {
@@ -422,8 +417,7 @@ export class ChatEngine {
         return await this.replaySend(p, ids, req.text);
       }
       const ctx = insertR.value;
-      if (rateR.status === "rejected") throw rateR.reason;
-      if (leaseR.status === "rejected") throw leaseR.reason;
+      if (admitR.status === "rejected") throw admitR.reason;
       const model = this.servableModel(ctx.conversation.modelId);
       const userTokens = await (knownModel?.id === model.id && countP ? countP : tokens.count(model.id, conversationId, req.text));
       const history = this.historyOf(ctx.history);
@@ -468,16 +462,14 @@ export class ChatEngine {
     if (this.closing) throw unavailable("the service is shutting down; try again");
     const model = this.servableModel(req.model.id);
     const text = req.messages.map((m) => m.content).join("\n");
-    const [rateR, leaseR, countR] = await Promise.allSettled([
-      billing.checkRateLimit(p),
-      billing.acquireStreamLease(p, cfg.CHAT_LEASE_TTL),
+    const [admitR, countR] = await Promise.allSettled([
+      billing.admit(p, cfg.CHAT_LEASE_TTL),
       tokens.count(model.id, req.id, text),
     ]);
-    const leaseId = leaseR.status === "fulfilled" ? leaseR.value : "";
+    const leaseId = admitR.status === "fulfilled" ? admitR.value : "";
     let handedOver = false;
     try {
-      if (rateR.status === "rejected") throw rateR.reason;
-      if (leaseR.status === "rejected") throw leaseR.reason;
+      if (admitR.status === "rejected") throw admitR.reason;
       const contentTokens = countR.status === "fulfilled" ? countR.value : tokens.estimate(text);
       const promptTokens = cfg.CHAT_PROMPT_OVERHEAD_TOKENS + contentTokens + req.messages.length * cfg.CHAT_MESSAGE_OVERHEAD_TOKENS;
       const room = model.contextWindow - promptTokens;

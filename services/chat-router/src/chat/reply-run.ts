@@ -379,25 +379,29 @@ export class ReplyRun {
       ({ errorCode, errorMessage } = this.describeFailure(outcome, unavailable));
     }
 
-    // Charge what was produced (nothing when the model produced nothing), never more than the hold.
+    // Charge what was produced (nothing when the model produced nothing), never more than the hold. Billing frees
+    // the stream slot with the settlement (release_lease_id), before the client hears the end, so its next message
+    // is never refused for this slot.
     const { hold } = plan;
     let charged = 0n;
+    let leaseSettled = false;
     if (hold.holdId) {
       const cost = produced || usage ? replyCost(plan.prices, promptTokens, completionTokens) : 0n;
       const amount = cost > hold.amount ? hold.amount : cost;
       if (amount > 0n) {
-        const h = await deps.billing.commit(hold.holdId, amount, { model: plan.modelId, inputTokens: promptTokens, outputTokens: completionTokens });
+        const h = await deps.billing.commit(hold.holdId, amount, { model: plan.modelId, inputTokens: promptTokens, outputTokens: completionTokens }, plan.leaseId);
         charged = h?.charged ?? 0n;
+        leaseSettled = h !== undefined;
       } else {
-        await deps.billing.release(hold.holdId);
+        leaseSettled = (await deps.billing.release(hold.holdId, plan.leaseId)) !== undefined;
       }
     }
     const balanceAfter = hold.holdId ? hold.available + hold.amount - charged : 0n;
 
-    // The stream slot is freed while the final state is stored (both before the client hears the end, so its next
-    // message is never refused for this slot).
+    // No hold to settle (a free model), or the settle failed: the slot is freed on its own while the final state is
+    // stored.
     this.leaseReleased = true;
-    const leaseFreed = deps.billing.releaseStreamLeaseNow(plan.leaseId);
+    const leaseFreed = leaseSettled ? undefined : deps.billing.releaseStreamLeaseNow(plan.leaseId);
     const usageEvent = charged > 0n || completionTokens > 0
       ? usageOutboxRow({ userId: plan.userId, modelId: plan.modelId, promptTokens, completionTokens, creditsCharged: charged, messageId: plan.assistantMessageId })
       : undefined;
