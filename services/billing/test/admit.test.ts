@@ -102,9 +102,21 @@ describe("limiter.admit", () => {
     expect((await limiter.check(user, "chat")).remaining).toBe(100 - 3 - 1);
   });
 
-  it("runs its scripts by EVALSHA, and still works after SCRIPT FLUSH (falls back to EVAL on NOSCRIPT)", async () => {
+  // Plain, and with auto-pipelining as the kit's connectRedis builds the services' client (scripts then leave in
+  // pipelines: the body must still be sent only once per connection).
+  it.each([["a plain client", false], ["an auto-pipelining client", true]])("runs its scripts by EVALSHA, and still works after SCRIPT FLUSH (falls back to EVAL on NOSCRIPT): %s", async (_, autoPipelining) => {
+    const client = new Redis(testServers().redisUrl, { maxRetriesPerRequest: 1, enableAutoPipelining: autoPipelining });
+    await client.ping();
+    try {
+      await evalshaAndFlush(client);
+    } finally {
+      client.disconnect();
+    }
+  });
+
+  async function evalshaAndFlush(client: Redis) {
     const prefix = uniq("t");
-    const limiter = createRateLimiter(redis, policy, { keyPrefix: prefix });
+    const limiter = createRateLimiter(client, policy, { keyPrefix: prefix });
     const user = uniq("u");
     // The first call of each script on a connection sends its body (EVAL).
     const first = await commandsDuring(prefix, async () => {
@@ -134,7 +146,10 @@ describe("limiter.admit", () => {
     expect(afterFlush.filter((c) => c === "eval")).toHaveLength(4);
     expect(afterFlush.filter((c) => c === "evalsha").length).toBeGreaterThanOrEqual(4);
     expect(await limiter.admit(v, "chat", "chat_stream")).toMatchObject({ admitted: false, refused: "concurrency" });
-  });
+    // Steady again, also for calls leaving in the same tick (one pipeline when auto-pipelining).
+    const again = await commandsDuring(prefix, () => Promise.all([limiter.admit(uniq("u"), "chat", "chat_stream"), limiter.check(uniq("u"), "chat")]));
+    expect(again).toEqual(["evalsha", "evalsha"]);
+  }
 
   it("Redis down: admits without counting (degraded, a placeholder lease), logged through the hook", async () => {
     const server = await startDedicatedRedis();
