@@ -271,6 +271,7 @@ describe("over RPC", () => {
     const usage = { model: "m", feature: "chat", inputTokens: 10n, outputTokens: 20n };
     const c = await credits.commit({ holdId: h1.holdId, amount: 40n, usage, releaseLeaseId: one.leaseId }, internal);
     expect(c.hold).toMatchObject({ charged: 40n });
+    expect(c.leaseReleased).toBe(true); // the caller needs no ReleaseLease (an older billing answers false)
     expect((await limits.releaseLease({ leaseId: one.leaseId }, internal)).released).toBe(false); // already freed
     const three = await admit();
     expect(three).toMatchObject({ admitted: true, inUse: 2 });
@@ -283,7 +284,7 @@ describe("over RPC", () => {
     expect((await admit()).refused).toBe(AdmitRefusal.CONCURRENCY); // two and three still hold their slots
 
     const h2 = await reserve("k2");
-    await credits.release({ holdId: h2.holdId, releaseLeaseId: two.leaseId }, internal);
+    expect((await credits.release({ holdId: h2.holdId, releaseLeaseId: two.leaseId }, internal)).leaseReleased).toBe(true);
     expect((await limits.releaseLease({ leaseId: two.leaseId }, internal)).released).toBe(false);
     // A replayed release frees the lease it names too (ZREM is idempotent): here `three`, which was still held.
     await credits.release({ holdId: h2.holdId, releaseLeaseId: three.leaseId }, internal);

@@ -169,7 +169,7 @@ export function billingRoutes(deps: RouteDeps): (router: ConnectRouter) => void 
           const out = await ledger.commit(input);
           await releaseLeaseWith(req.releaseLeaseId, input.holdId);
           markReplay(ctx, out.replayed);
-          return create(CommitResponseSchema, { hold: holdToProto(out.result.hold), transferId: out.result.transferId });
+          return create(CommitResponseSchema, { hold: holdToProto(out.result.hold), transferId: out.result.transferId, leaseReleased: req.releaseLeaseId !== "" });
         }),
       release: (req, ctx) =>
         rpc(async () => {
@@ -178,7 +178,7 @@ export function billingRoutes(deps: RouteDeps): (router: ConnectRouter) => void 
           const out = await ledger.release(holdId);
           await releaseLeaseWith(req.releaseLeaseId, holdId);
           markReplay(ctx, out.replayed);
-          return create(ReleaseResponseSchema, { hold: holdToProto(out.result) });
+          return create(ReleaseResponseSchema, { hold: holdToProto(out.result), leaseReleased: req.releaseLeaseId !== "" });
         }),
       getHold: (req, ctx) =>
         rpc(async () => {

@@ -14,6 +14,7 @@ const input = { userId: "u1", messageId: "m1", prices, promptTokens: 100, output
 function fakeBilling(available: bigint, opts: { replayStatus?: HoldStatus; failCommits?: number; refuse?: AdmitRefusal } = {}) {
   const reserves: bigint[] = [];
   const settledLeases: string[] = [];
+  const freedLeases: string[] = [];
   let commits = 0;
   const transport = createRouterTransport((router) => {
     router.service(CreditsService, {
@@ -31,14 +32,18 @@ function fakeBilling(available: bigint, opts: { replayStatus?: HoldStatus; failC
       commit(req) {
         settledLeases.push(req.releaseLeaseId);
         if (commits++ < (opts.failCommits ?? 0)) throw new ConnectError("down", Code.Unavailable);
-        return { hold: { id: req.holdId, status: HoldStatus.COMMITTED, charged: req.amount } };
+        return { hold: { id: req.holdId, status: HoldStatus.COMMITTED, charged: req.amount }, leaseReleased: req.releaseLeaseId !== "" };
       },
       release: (req) => {
         settledLeases.push(req.releaseLeaseId);
-        return { hold: { id: req.holdId, status: HoldStatus.RELEASED } };
+        return { hold: { id: req.holdId, status: HoldStatus.RELEASED }, leaseReleased: req.releaseLeaseId !== "" };
       },
     });
     router.service(LimitsService, {
+      releaseLease: (req) => {
+        freedLeases.push(req.leaseId);
+        return { released: true };
+      },
       admit: (req) => {
         if (opts.refuse === AdmitRefusal.RATE) return { refused: AdmitRefusal.RATE, rateLimit: 20, retryAfter: { seconds: 3n, nanos: 0 }, leaseLimit: 2, inUse: 1 };
         if (opts.refuse === AdmitRefusal.CONCURRENCY) return { refused: AdmitRefusal.CONCURRENCY, rateLimit: 20, rateRemaining: 5, leaseLimit: 2, inUse: 2 };
@@ -46,7 +51,7 @@ function fakeBilling(available: bigint, opts: { replayStatus?: HoldStatus; failC
       },
     });
   });
-  return { client: new BillingClient(transport, log), reserves, settledLeases };
+  return { client: new BillingClient(transport, log), reserves, settledLeases, freedLeases };
 }
 
 describe("BillingClient.reserveReply", () => {
@@ -108,5 +113,63 @@ describe("BillingClient limits and settlement", () => {
     await client.release("h2", "lease-2");
     await client.release("h3");
     expect(settledLeases.slice(3)).toEqual(["lease-2", ""]);
+  });
+
+  it("asks for no ReleaseLease when billing freed the lease with the hold", async () => {
+    const { client, freedLeases } = fakeBilling(0n);
+    await client.commit("h1", 7n, { model: "m", inputTokens: 1, outputTokens: 2 }, "lease-1");
+    await client.release("h2", "lease-2");
+    await new Promise((r) => setTimeout(r, 10));
+    expect(freedLeases).toEqual([]);
+  });
+});
+
+/**
+ * Billing as the version before Admit and release_lease_id answers (services are released independently): no Admit
+ * (UNIMPLEMENTED), and Commit/Release ignore the lease they are given.
+ */
+function olderBilling(opts: { rateAllowed?: boolean; leaseAcquired?: boolean } = {}) {
+  const calls: string[] = [];
+  const transport = createRouterTransport((router) => {
+    router.service(CreditsService, {
+      commit: (req) => (calls.push("commit"), { hold: { id: req.holdId, status: HoldStatus.COMMITTED, charged: req.amount } }),
+      release: (req) => (calls.push("release"), { hold: { id: req.holdId, status: HoldStatus.RELEASED } }),
+    });
+    router.service(LimitsService, {
+      checkRateLimit: () => (calls.push("checkRateLimit"), { allowed: opts.rateAllowed ?? true, limit: 20, retryAfter: { seconds: 2n, nanos: 0 } }),
+      acquireLease: () => (calls.push("acquireLease"), { acquired: opts.leaseAcquired ?? true, leaseId: "old-lease", limit: 2 }),
+      releaseLease: (req) => (calls.push(`releaseLease ${req.leaseId}`), { released: true }),
+    });
+  });
+  return { client: new BillingClient(transport, log), calls };
+}
+
+describe("BillingClient with a billing of the version before Admit", () => {
+  const p = { userId: "u1", role: "user" as const, tokenId: "t" };
+
+  it("admits with CheckRateLimit + AcquireLease, and stops asking for Admit for a while", async () => {
+    const { client, calls } = olderBilling();
+    expect(await client.admit(p, 60_000)).toBe("old-lease");
+    expect(await client.admit(p, 60_000)).toBe("old-lease");
+    expect(calls.sort()).toEqual(["acquireLease", "acquireLease", "checkRateLimit", "checkRateLimit"]);
+  });
+
+  it("refuses with the same messages, and frees a lease taken for a request the rate refused", async () => {
+    const rate = olderBilling({ rateAllowed: false });
+    const err = await rate.client.admit(p, 60_000).catch((e: unknown) => e as ConnectError);
+    expect((err as ConnectError).rawMessage).toBe("rate limit: at most 20 chat requests per minute; retry in 2s");
+    await new Promise((r) => setTimeout(r, 10));
+    expect(rate.calls).toContain("releaseLease old-lease");
+    const busy = await olderBilling({ leaseAcquired: false }).client.admit(p, 60_000).catch((e: unknown) => e as ConnectError);
+    expect((busy as ConnectError).rawMessage).toBe("too many replies in progress: at most 2 at a time");
+  });
+
+  it("frees the lease itself when billing's Commit or Release ignored it", async () => {
+    const { client, calls } = olderBilling();
+    await client.commit("h1", 7n, { model: "m", inputTokens: 1, outputTokens: 2 }, "lease-1");
+    await client.release("h2", "lease-2");
+    await client.release("h3");
+    await new Promise((r) => setTimeout(r, 10));
+    expect(calls).toEqual(["commit", "releaseLease lease-1", "release", "releaseLease lease-2", "release"]);
   });
 });

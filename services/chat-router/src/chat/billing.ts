@@ -54,7 +54,11 @@ function billingDown(err: unknown): ConnectError {
   return unavailable(`billing is unavailable, try again (${err instanceof ConnectError ? err.rawMessage : String(err)})`);
 }
 
+/** After a billing answered Admit with UNIMPLEMENTED, how long the two older calls are used before Admit is tried again. */
+const ADMIT_RECHECK_MS = 60_000;
+
 export class BillingClient {
+  private admitUnsupportedUntil = 0;
   private readonly credits: Client<typeof CreditsService>;
   private readonly limits: Client<typeof LimitsService>;
 
@@ -70,12 +74,19 @@ export class BillingClient {
    * as a no-op when billing's Redis is down).
    */
   async admit(p: Principal, ttlMs: number): Promise<string> {
+    if (Date.now() < this.admitUnsupportedUntil) return await this.admitInTwoCalls(p, ttlMs);
     let r;
     try {
       r = await this.limits.admit({
         userId: p.userId, role: p.role === "admin" ? "admin" : "user", feature: "chat", kind: ConcurrencyKind.CHAT_STREAM, ttl: durationFromMs(ttlMs),
       });
     } catch (err) {
+      if (err instanceof ConnectError && err.code === Code.Unimplemented) {
+        // A billing of the version before Admit (services are released independently): the two calls it has.
+        this.admitUnsupportedUntil = Date.now() + ADMIT_RECHECK_MS;
+        this.log.warn({ err }, "billing has no LimitsService.Admit yet; using CheckRateLimit + AcquireLease");
+        return await this.admitInTwoCalls(p, ttlMs);
+      }
       throw billingDown(err);
     }
     if (r.refused === AdmitRefusal.RATE) {
@@ -84,6 +95,30 @@ export class BillingClient {
     }
     if (!r.admitted) throw resourceExhausted(`too many replies in progress: at most ${r.leaseLimit} at a time`);
     return r.leaseId;
+  }
+
+  /** Admit as a billing without it does: the rate check and the lease at once (a refused lease still counts the rate there). */
+  private async admitInTwoCalls(p: Principal, ttlMs: number): Promise<string> {
+    const role = p.role === "admin" ? "admin" : "user";
+    const [rate, lease] = await Promise.allSettled([
+      this.limits.checkRateLimit({ userId: p.userId, role, feature: "chat" }),
+      this.limits.acquireLease({ userId: p.userId, role, kind: ConcurrencyKind.CHAT_STREAM, ttl: durationFromMs(ttlMs) }),
+    ]);
+    const leaseId = lease.status === "fulfilled" && lease.value.acquired ? lease.value.leaseId : "";
+    try {
+      if (rate.status === "rejected") throw billingDown(rate.reason);
+      if (lease.status === "rejected") throw billingDown(lease.reason);
+      if (!rate.value.allowed) {
+        const ra = rate.value.retryAfter;
+        const s = ra ? Math.max(1, Math.ceil(Number(ra.seconds) + ra.nanos / 1e9)) : 1;
+        throw resourceExhausted(`rate limit: at most ${rate.value.limit} chat requests per minute; retry in ${s}s`);
+      }
+      if (!lease.value.acquired) throw resourceExhausted(`too many replies in progress: at most ${lease.value.limit} at a time`);
+      return leaseId;
+    } catch (err) {
+      this.releaseStreamLease(leaseId);
+      throw err;
+    }
   }
 
   async renewStreamLease(leaseId: string, ttlMs: number): Promise<void> {
@@ -162,13 +197,18 @@ export class BillingClient {
         holdId, amount, releaseLeaseId,
         usage: { model: usage.model, feature: "chat", inputTokens: BigInt(usage.inputTokens), outputTokens: BigInt(usage.outputTokens), images: 0 },
       });
+      if (!r.leaseReleased) this.releaseStreamLease(releaseLeaseId); // a billing that predates release_lease_id
       return r.hold;
     });
   }
 
   /** Releases the hold (and, in billing, frees `releaseLeaseId`); retried as commit. */
   async release(holdId: string, releaseLeaseId = ""): Promise<Hold | undefined> {
-    return await this.settle("release", holdId, async () => (await this.credits.release({ holdId, releaseLeaseId })).hold);
+    return await this.settle("release", holdId, async () => {
+      const r = await this.credits.release({ holdId, releaseLeaseId });
+      if (!r.leaseReleased) this.releaseStreamLease(releaseLeaseId); // a billing that predates release_lease_id
+      return r.hold;
+    });
   }
 
   async getHold(holdId: string): Promise<Hold | undefined> {
