@@ -3,8 +3,9 @@
 // write waits for a lock this test holds) and killed there; its in-flight write never commits. The surviving
 // replica's sweeper finds the hold through billing (ListOpenHolds by reference, the assistant message id) and
 // settles it within a sweep instead of at its deadline (CHAT_HOLD_TTL, 30 min):
-// - the exact reserve, recorded in the background after the reserve: the reply goes stale with no hold id; the
-//   stale-reply sweep adopts the hold placed for it and releases it (nothing was produced);
+// - the exact reserve, recorded by the reply's first write (here its first checkpoint, which the trigger holds): the
+//   reply goes stale with no hold id; the stale-reply sweep adopts the hold placed for it and releases it (no
+//   checkpoint committed, so nothing is billed);
 // - the speculative reserve (key `<message id>/<uuid>`), placed together with storing the message: the message is
 //   never stored; the hold sweep releases the hold whose message does not exist.
 import { ConnectError } from "@connectrpc/connect";

@@ -4,7 +4,7 @@
  * SendMessage's path to the first token is kept short: one statement that inserts the user message with the reply's
  * placeholder and reads the conversation with its history, admission (rate limit + stream lease, one billing call)
  * and the new message's token count all run at once; then the one reserve; then the model. Writes not needed before
- * the first token (the hold id on the placeholder, checkpoints) run in the background.
+ * the first token (checkpoints; the first write also records the hold on the placeholder) run in the background.
  *
  * When this process knows the conversation's history (it created the conversation or stored its latest reply), the
  * reserve joins that first wave too: it is placed for an upper bound of the prompt (the new message's UTF-8 bytes as
@@ -512,18 +512,16 @@ export class ChatEngine {
    */
   /**
    * Starts a reply whose hold is placed and streams it from its start. A reply with a message row (`userTokens`
-   * given) records its hold there first, not awaited: in every crash window the sweeper finds the hold by its
-   * reference, the message id.
+   * given) records its hold there with its run's first write (checkpoint, heartbeat or final state), not with a
+   * statement of its own: in every crash window before that the sweeper finds the hold by its reference, the message id.
    */
   private begin(plan: ReplyRun["plan"], opts: { userTokens?: number; titleFrom?: string; historyTokens?: number } = {}): ReplyStream {
     const { hold, assistantMessageId } = plan;
-    if (opts.userTokens !== undefined) {
-      void this.deps.store.recordHold(assistantMessageId, {
-        holdId: hold.holdId, creditsHeld: hold.amount, availableAfterReserve: hold.available, maxOutputTokens: hold.outputTokens,
-        promptTokens: plan.promptTokens, userMessageId: plan.userMessageId, userTokens: opts.userTokens,
-      }).catch((err: unknown) => this.deps.log.warn({ err, messageId: assistantMessageId }, "could not record the hold"));
-    }
-    const run = new ReplyRun(this.runDeps, plan);
+    const holdFacts = opts.userTokens === undefined ? undefined : {
+      holdId: hold.holdId, creditsHeld: hold.amount, availableAfterReserve: hold.available, maxOutputTokens: hold.outputTokens,
+      promptTokens: plan.promptTokens, userMessageId: plan.userMessageId, userTokens: opts.userTokens,
+    };
+    const run = new ReplyRun(this.runDeps, holdFacts ? { ...plan, holdFacts } : plan);
     this.runs.set(assistantMessageId, run);
     if (opts.titleFrom !== undefined) this.titleSources.set(assistantMessageId, opts.titleFrom);
     if (opts.historyTokens !== undefined) this.historyBefore.set(assistantMessageId, opts.historyTokens);
@@ -586,7 +584,11 @@ export class ChatEngine {
   private follow(message: MessageRow, userId: string, offset: number, replayed: boolean): ReplyStream {
     const started = startedFromRow(message, replayed);
     const local = this.runs.get(message.id);
-    if (local) return this.localStream(local.reply.read(offset), started);
+    // The row has the hold only from the run's first write on (begin): this process's own run has it exactly. A reply
+    // another replica streams reads 0 held and 0 max tokens until then (at most CHAT_CHECKPOINT_INTERVAL after its
+    // start): informational fields no client acts on (the web and CLI clients ignore them; the final event carries
+    // the charge and balance), so they are not worth a statement per reply (README: "Credit holds after a crash").
+    if (local) return this.localStream(local.reply.read(offset), { ...started, creditsHeld: local.plan.hold.amount, maxOutputTokens: local.plan.hold.outputTokens });
     const ac = new AbortController();
     const it = this.followElsewhere(message, userId, offset, ac.signal);
     return {

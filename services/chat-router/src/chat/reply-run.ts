@@ -11,7 +11,7 @@ import { ModelStatus } from "@luna/contracts/luna/models/v1/models_pb.js";
 import type { ChatMessage } from "../domain/prompt.js";
 import { replyCost, type TokenPrices } from "../domain/pricing.js";
 import { previewOf } from "../domain/validate.js";
-import type { ChatStore, MessageStatus } from "../data/store.js";
+import type { ChatStore, HoldInfo, MessageStatus } from "../data/store.js";
 import { usageOutboxRow, type OutboxRow } from "../events/usage.js";
 import type { LiveHub } from "../live/hub.js";
 import { LiveReply, type ReplyEvent } from "../live/reply.js";
@@ -81,6 +81,12 @@ export interface RunPlan {
    * the usage event (through this, instead of ChatStore.finishReply). Billed exactly like a stored reply.
    */
   stateless?: { recordUsage(event: OutboxRow | undefined): Promise<boolean> };
+  /**
+   * A stored reply's hold facts: its run's first write (checkpoint, heartbeat or final state) records them, so no
+   * statement of their own is needed. Until then the row has no hold id; a crash in between leaves the hold to the
+   * sweeper, which finds it by its reference (the message id).
+   */
+  holdFacts?: HoldInfo;
 }
 
 /** The settled result, as stored. */
@@ -115,7 +121,10 @@ export class ReplyRun {
   private graceTimer: NodeJS.Timeout | undefined;
   private checkpointing = false;
   private leaseReleased = false;
-  private checkpointedLength = -1;
+  /** The placeholder row starts empty: a write before any text is a heartbeat. */
+  private checkpointedLength = 0;
+  /** The hold facts not yet on the row (plan.holdFacts until a write carrying them succeeded). */
+  private holdToRecord: HoldInfo | undefined;
   private firstTokenSeen = false;
   /** Aborts a wait for a replica (stop, client gone, shutdown). */
   private readonly waitAbort = new AbortController();
@@ -137,6 +146,7 @@ export class ReplyRun {
       this.followedRemotely = true;
       this.clearGrace();
     };
+    this.holdToRecord = plan.holdFacts;
     let resolve!: () => void;
     this.done = new Promise((r) => (resolve = r));
     queueMicrotask(() => void this.run().finally(resolve));
@@ -341,12 +351,14 @@ export class ReplyRun {
     this.checkpointing = true;
     const length = this.reply.length;
     const text = length === this.checkpointedLength ? undefined : this.reply.text();
+    const hold = this.holdToRecord;
     const write = text === undefined
-      ? this.deps.store.checkpointHeartbeat(this.plan.assistantMessageId)
-      : this.deps.store.checkpoint(this.plan.assistantMessageId, text, this.reply.deltas);
+      ? this.deps.store.checkpointHeartbeat(this.plan.assistantMessageId, hold)
+      : this.deps.store.checkpoint(this.plan.assistantMessageId, text, this.reply.deltas, hold);
     write
       .then(() => {
         this.checkpointedLength = length;
+        if (hold) this.holdToRecord = undefined;
       })
       .catch((err: unknown) => this.deps.log.warn({ err, messageId: this.plan.assistantMessageId }, "checkpoint failed"))
       .finally(() => {
@@ -422,6 +434,8 @@ export class ReplyRun {
         preview: content ? previewOf(content) : "",
       },
       usageEvent,
+      // Still unrecorded (a short reply; or a write carrying them is in flight: the same values twice is harmless).
+      this.holdToRecord,
     )).catch((err: unknown) => {
       deps.log.error({ err, messageId: plan.assistantMessageId }, "could not store the final reply; the sweeper will finish it");
       return false;

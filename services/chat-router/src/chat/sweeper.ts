@@ -4,7 +4,8 @@
  * already charged), marked failed ("interrupted") and its usage event emitted — exactly like a reply that failed
  * after its first token.
  *
- * The hold id reaches its message after the reserve, in the background (off the path to the first token), and a
+ * The hold id reaches its message with the reply run's first write after the reserve (a checkpoint or heartbeat,
+ * CHAT_CHECKPOINT_INTERVAL after the start, or the final state of a shorter reply; no statement of its own), and a
  * speculative hold may be placed before the message is even stored; a crash in between leaves an open hold that no
  * record names. Billing is asked for those by their reference (the message id): an orphaned reply without a hold id
  * settles the hold placed for it, and open chat holds older than CHAT_ORPHAN_HOLD_GRACE whose message is gone,

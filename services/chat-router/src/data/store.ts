@@ -2,8 +2,9 @@
  * chat-router's Postgres access: hand-written SQL over a node-postgres pool. The statements on the streaming hot path
  * are single round trips (named, so each connection plans them once): one statement that inserts the user message
  * with the reply's placeholder (enforcing idempotency and one streaming reply per conversation) and returns the
- * conversation with its prompt history; one that records the hold; one that stores the final reply with its usage
- * event. Ownership is part of every statement (`user_id = $n`), so another user's id reads as absent.
+ * conversation with its prompt history; and one that stores the final reply with its usage event. The reply's hold
+ * is recorded by its first write after the reserve (a checkpoint, a heartbeat or the final state), not by a statement
+ * of its own. Ownership is part of every statement (`user_id = $n`), so another user's id reads as absent.
  */
 import { OUTBOX_INSERT, outboxValuesSql, sqlTxFromPg, type SqlTx } from "@luna/kit";
 import type pg from "pg";
@@ -195,7 +196,7 @@ export interface ReplyFinal {
   preview: string;
 }
 
-/** Reply state recorded once the credits are held. */
+/** Reply state recorded once the credits are held (by the reply's first write: checkpoint, heartbeat or final state). */
 export interface HoldInfo {
   holdId: string;
   creditsHeld: bigint;
@@ -207,6 +208,17 @@ export interface HoldInfo {
   userMessageId: string;
   userTokens: number | null;
 }
+
+/** A reply's hold columns, set from `$first` on (values: holdValues). */
+const HOLD_SET = (first: number) =>
+  `hold_id = $${first}, credits_held = $${first + 1}, available_after_reserve = $${first + 2}, max_output_tokens = $${first + 3}`;
+
+function holdValues(h: HoldInfo): unknown[] {
+  return [h.holdId || null, h.creditsHeld.toString(), h.availableAfterReserve.toString(), h.maxOutputTokens];
+}
+
+/** The user message's token count (`$first`: its id, `$first + 1`: the count; null leaves it alone). */
+const USER_TOKENS_UPDATE = (first: number) => `UPDATE messages SET token_count = $${first + 1} WHERE id = $${first} AND $${first + 1}::int IS NOT NULL`;
 
 export class ChatStore {
   readonly pool: pg.Pool;
@@ -536,52 +548,59 @@ export class ChatStore {
     );
   }
 
-  /** Records the hold of a streaming reply (and the user message's token count). */
-  async recordHold(messageId: string, h: HoldInfo): Promise<void> {
-    await this.pool.query({
-      name: "chat_record_hold",
-      text: `WITH a AS (
-               UPDATE messages SET hold_id = $2, credits_held = $3, available_after_reserve = $4, max_output_tokens = $5, prompt_tokens = $6
-               WHERE id = $1 AND status = 'streaming'
-             )
-             UPDATE messages SET token_count = $8 WHERE id = $7 AND $8::int IS NOT NULL`,
-      values: [messageId, h.holdId || null, h.creditsHeld.toString(), h.availableAfterReserve.toString(), h.maxOutputTokens, h.promptTokens,
-        h.userMessageId, h.userTokens],
-    });
+  /**
+   * Saves the text of a streaming reply so far (also the heartbeat the sweeper watches). `hold`: the reply's first
+   * write also records its hold (and the user message's token count) in the same statement — there is no statement
+   * of its own for that (issue 23); later writes pass none.
+   */
+  async checkpoint(messageId: string, content: string, completionTokens: number, hold?: HoldInfo): Promise<void> {
+    await this.pool.query(hold
+      ? {
+          name: "chat_checkpoint_hold",
+          text: `WITH ut AS (${USER_TOKENS_UPDATE(9)})
+                 UPDATE messages SET content = $2, completion_tokens = $3, updated_at = now(), ${HOLD_SET(4)}, prompt_tokens = $8
+                 WHERE id = $1 AND status = 'streaming'`,
+          values: [messageId, content, completionTokens, ...holdValues(hold), hold.promptTokens, hold.userMessageId, hold.userTokens],
+        }
+      : {
+          name: "chat_checkpoint",
+          text: `UPDATE messages SET content = $2, completion_tokens = $3, updated_at = now() WHERE id = $1 AND status = 'streaming'`,
+          values: [messageId, content, completionTokens],
+        });
   }
 
-  /** Saves the text of a streaming reply so far (also the heartbeat the sweeper watches). */
-  async checkpoint(messageId: string, content: string, completionTokens: number): Promise<void> {
-    await this.pool.query({
-      name: "chat_checkpoint",
-      text: `UPDATE messages SET content = $2, completion_tokens = $3, updated_at = now() WHERE id = $1 AND status = 'streaming'`,
-      values: [messageId, content, completionTokens],
-    });
-  }
-
-  /** Bumps a streaming reply's heartbeat without rewriting its text. */
-  async checkpointHeartbeat(messageId: string): Promise<void> {
-    await this.pool.query({
-      name: "chat_checkpoint_heartbeat",
-      text: `UPDATE messages SET updated_at = now() WHERE id = $1 AND status = 'streaming'`,
-      values: [messageId],
-    });
+  /** Bumps a streaming reply's heartbeat without rewriting its text; `hold` as in checkpoint. */
+  async checkpointHeartbeat(messageId: string, hold?: HoldInfo): Promise<void> {
+    await this.pool.query(hold
+      ? {
+          name: "chat_checkpoint_heartbeat_hold",
+          text: `WITH ut AS (${USER_TOKENS_UPDATE(7)})
+                 UPDATE messages SET updated_at = now(), ${HOLD_SET(2)}, prompt_tokens = $6 WHERE id = $1 AND status = 'streaming'`,
+          values: [messageId, ...holdValues(hold), hold.promptTokens, hold.userMessageId, hold.userTokens],
+        }
+      : {
+          name: "chat_checkpoint_heartbeat",
+          text: `UPDATE messages SET updated_at = now() WHERE id = $1 AND status = 'streaming'`,
+          values: [messageId],
+        });
   }
 
   /**
    * Writes a reply's final state, bumps its conversation and enqueues `event` (its usage event, into the kit's
    * outbox table, as `enqueueEvent` would), in one statement (atomic without a transaction: one round trip instead
    * of four). Returns false (and enqueues nothing) when the reply was already final — finished by the sweeper — so
-   * its event is not emitted twice; a deleted reply still enqueues `event`: its credits were charged.
+   * its event is not emitted twice; a deleted reply still enqueues `event`: its credits were charged. `hold`: a reply
+   * whose run wrote nothing before its end records its hold (and the user message's token count) here, as checkpoint.
    */
-  async finishReply(f: ReplyFinal, event: OutboxRow | undefined): Promise<boolean> {
+  async finishReply(f: ReplyFinal, event: OutboxRow | undefined, hold?: HoldInfo): Promise<boolean> {
     const r = await this.pool.query({
-      name: "chat_finish_reply",
+      name: hold ? "chat_finish_reply_hold" : "chat_finish_reply",
       text: `WITH u AS (
                UPDATE messages SET content = $2, status = $3, finish_reason = $4, prompt_tokens = $5, completion_tokens = $6,
-                 token_count = $7, credits_charged = $8, balance_after = $9, error_code = $10, error_message = $11, updated_at = now()
+                 token_count = $7, credits_charged = $8, balance_after = $9, error_code = $10, error_message = $11, updated_at = now()${hold ? `,
+                 ${HOLD_SET(17)}` : ""}
                WHERE id = $1 AND status = 'streaming' RETURNING conversation_id
-             ), cv AS (
+             ), ${hold ? `ut AS (${USER_TOKENS_UPDATE(21)}), ` : ""}cv AS (
                UPDATE conversations SET last_activity_at = now(), last_message_preview = $12
                WHERE id = (SELECT conversation_id FROM u) AND $12 <> ''
              ), p AS (
@@ -594,7 +613,8 @@ export class ChatStore {
              SELECT (SELECT count(*) FROM u)::int AS updated, (SELECT present FROM p) AS present`,
       values: [f.messageId, f.content, f.status, f.finishReason, f.promptTokens, f.completionTokens, f.tokenCount,
         f.creditsCharged.toString(), f.balanceAfter.toString(), f.errorCode, f.errorMessage, f.preview,
-        event?.id ?? null, event?.subject ?? null, event?.payload ?? null, event?.headers ?? null],
+        event?.id ?? null, event?.subject ?? null, event?.payload ?? null, event?.headers ?? null,
+        ...(hold ? [...holdValues(hold), hold.userMessageId, hold.userTokens] : [])],
     });
     const row = r.rows[0] as { updated: number; present: boolean };
     return row.updated > 0 || !row.present;
