@@ -107,6 +107,12 @@ export const chatRouterConfigSchema = z.object({
   CHAT_DISCONNECT_GRACE: duration("10s"),
   /** ResumeStream's wait for the replica streaming a reply to answer (then the database is the source). */
   CHAT_RESUME_SNAPSHOT_TIMEOUT: duration("500ms"),
+  /**
+   * The outbox relay starts a pass woken by NOTIFY this long after it, so the usage events of replies that end
+   * meanwhile share one batch (one transaction and one round of JetStream acks) instead of a pass each. The usage
+   * event is chat-router's only outbox event and nothing waits for it, so the relay is not kicked after a reply.
+   */
+  CHAT_RELAY_NOTIFY_DELAY: duration("20ms"),
   /** A streaming reply whose checkpoint is older than this is taken as orphaned (its replica died) and finished. */
   CHAT_STALE_STREAM_AFTER: duration("2m"),
   /** How often the sweeper looks for orphaned replies ("0ms" = never). */

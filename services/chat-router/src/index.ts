@@ -107,7 +107,6 @@ export async function createChatRouterModule(config: ChatRouterConfig, infra: Se
   const hub = new LiveHub(infra.nats, log, replicaId);
   const tokens = new TokenCounter({ pool: replicas, timeoutMs: config.CHAT_TOKENIZE_TIMEOUT, bytesPerToken: config.CHAT_ESTIMATE_BYTES_PER_TOKEN, log });
   let relay: OutboxRelay | undefined;
-  const kickOutbox = () => relay?.kick();
   const titles = config.CHAT_TITLE_ENABLED
     ? new TitleWriter({
         pool: replicas, catalog, save: (id, title) => store.setGeneratedTitle(id, title), titleModel: config.CHAT_TITLE_MODEL,
@@ -115,7 +114,7 @@ export async function createChatRouterModule(config: ChatRouterConfig, infra: Se
       })
     : undefined;
   const engine = new ChatEngine({
-    config, catalog, tokens, titles, store, pool: replicas, wake, billing, hub, metrics, kickOutbox, log,
+    config, catalog, tokens, titles, store, pool: replicas, wake, billing, hub, metrics, log,
     timings: {
       connectTimeoutMs: config.CHAT_UPSTREAM_CONNECT_TIMEOUT,
       firstTokenTimeoutMs: config.CHAT_FIRST_TOKEN_TIMEOUT,
@@ -135,7 +134,7 @@ export async function createChatRouterModule(config: ChatRouterConfig, infra: Se
   const conversations = new Conversations({ store, catalog, tokens, stopReply, forget: (id) => engine.forget(id), remember: (c) => engine.remember(c, 0) });
   const sweep = () => sweepOrphanedReplies({
     store, billing, catalog, staleMs: config.CHAT_STALE_STREAM_AFTER, orphanHoldGraceMs: config.CHAT_ORPHAN_HOLD_GRACE, localIds: () => engine.activeRuns().map((r) => r.plan.assistantMessageId),
-    kickOutbox, log,
+    log,
   });
 
   let sweepTimer: NodeJS.Timeout | undefined;
@@ -150,7 +149,7 @@ export async function createChatRouterModule(config: ChatRouterConfig, infra: Se
     authRules: CHAT_AUTH_RULES,
     // The OpenAI-compatible API (/v1/models, /v1/chat/completions): the same engine, billing and limits.
     http: openAIRoutes({
-      engine, conversations, catalog, recordUsage: outboxUsageRecorder(pool, kickOutbox), maxBodyBytes: config.CHAT_OPENAI_MAX_BODY_BYTES,
+      engine, conversations, catalog, recordUsage: outboxUsageRecorder(pool), maxBodyBytes: config.CHAT_OPENAI_MAX_BODY_BYTES,
       maxMessages: config.CHAT_OPENAI_MAX_MESSAGES, maxMessageChars: config.CHAT_MAX_MESSAGE_CHARS,
       maxSystemPromptChars: config.CHAT_MAX_SYSTEM_PROMPT_CHARS, log,
     }),
@@ -169,7 +168,7 @@ export async function createChatRouterModule(config: ChatRouterConfig, infra: Se
       hub.start();
       await catalog.start();
       relay = startOutboxRelay({
-        pool, js: infra.js, log, prune: outboxPruneOf(config),
+        pool, js: infra.js, log, notifyDelayMs: config.CHAT_RELAY_NOTIFY_DELAY, prune: outboxPruneOf(config),
         metrics: { registry: infra.metrics.registry, outbox: "chat-router" },
       });
       inboxPruner = startInboxPruner({ pool, log, ...inboxPruneOf(config) });

@@ -50,8 +50,6 @@ export interface RunDeps {
   hub: LiveHub;
   metrics: ChatMetrics;
   timings: RunTimings;
-  /** Wakes the outbox relay after a usage event was committed. */
-  kickOutbox(): void;
   log: { info(obj: object, msg?: string): void; warn(obj: object, msg?: string): void; error(obj: object, msg?: string): void };
   /** Called once the reply is final and stored (titles, bookkeeping). */
   onFinal(run: ReplyRun, status: MessageStatus): void;
@@ -440,7 +438,6 @@ export class ReplyRun {
       deps.log.error({ err, messageId: plan.assistantMessageId }, "could not store the final reply; the sweeper will finish it");
       return false;
     });
-    if (stored) deps.kickOutbox();
 
     deps.metrics.replies.inc({ model: plan.modelId, outcome: status });
     deps.metrics.tokens.inc({ model: plan.modelId }, completionTokens);

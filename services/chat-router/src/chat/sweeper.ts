@@ -28,7 +28,6 @@ export interface SweeperDeps {
   orphanHoldGraceMs: number;
   /** Replies this process streams (never orphans, whatever their heartbeat says). */
   localIds(): string[];
-  kickOutbox(): void;
   log: { info(obj: object, msg?: string): void; warn(obj: object, msg?: string): void; error(obj: object, msg?: string): void };
 }
 
@@ -134,6 +133,5 @@ async function finishOrphan(deps: SweeperDeps, row: MessageRow): Promise<boolean
       ? usageOutboxRow({ userId: owner.userId, modelId: row.modelId, promptTokens, completionTokens, creditsCharged: charged, messageId: row.id })
       : undefined,
   );
-  if (stored) deps.kickOutbox();
   return stored;
 }

@@ -279,11 +279,10 @@ async function streamReply(res: NodeServerResponse, stream: ReplyStream,
 }
 
 /** Writes a stateless reply's usage event into the outbox (what ChatStore.finishReply does for a stored reply). */
-export function outboxUsageRecorder(pool: { query(q: { text: string; values: unknown[] }): Promise<unknown> }, kickOutbox: () => void) {
+export function outboxUsageRecorder(pool: { query(q: { text: string; values: unknown[] }): Promise<unknown> }) {
   return async (event: OutboxRow | undefined): Promise<boolean> => {
     if (!event) return true;
     await pool.query({ text: `${OUTBOX_INSERT} VALUES (${outboxValuesSql(1)})`, values: [event.id, event.subject, event.payload, event.headers] });
-    kickOutbox();
     return true;
   };
 }
