@@ -762,6 +762,22 @@ export class LedgerStore {
   }
 
   /**
+   * The holds of one reference and reason, whatever their status, newest first before the keyset `before` (a page's
+   * last hold). The reference index (holds_reference_idx) bounds the scan to the reference's few holds.
+   */
+  async listHolds(q: { reason: string; reference: string; limit: number; before?: { at: bigint; id: string } }): Promise<Hold[]> {
+    const r = await this.sql.query<HoldRow>(
+      `SELECT ${HOLD_COLUMNS} FROM holds h
+        WHERE h.reference = $1 AND h.reason = $2
+          AND ($3::bigint IS NULL OR (${micros("h.created_at")}, h.id::text COLLATE "C") < ($3::bigint, $4::text COLLATE "C"))
+        ORDER BY ${micros("h.created_at")} DESC, h.id::text COLLATE "C" DESC
+        LIMIT $5`,
+      [q.reference, q.reason, q.before?.at.toString() ?? null, q.before?.id ?? null, q.limit],
+    );
+    return r.rows.map(toHold);
+  }
+
+  /**
    * Open holds of one reason (and reference), created in [`sinceUs`, `beforeUs`), oldest first after the keyset
    * `after`. Open holds are few (work in progress): the `status = 'open'` partial index bounds the scan.
    */

@@ -23,6 +23,7 @@ import {
   CommitResponseSchema,
   CreditsService,
   GetHoldResponseSchema,
+  ListHoldsResponseSchema,
   ListOpenHoldsResponseSchema,
   ReleaseResponseSchema,
   ReserveResponseSchema,
@@ -206,6 +207,23 @@ export function billingRoutes(deps: RouteDeps): (router: ConnectRouter) => void 
           const page = holds.slice(0, limit);
           const last = page[page.length - 1];
           return create(ListOpenHoldsResponseSchema, {
+            holds: page.map(holdToProto),
+            nextPageToken: holds.length > limit && last ? encodeHoldPageToken({ at: last.createdAt, id: last.id }) : "",
+          });
+        }),
+      listHolds: (req, ctx) =>
+        rpc(async () => {
+          requirePrincipal(ctx, "internal");
+          const reason = checkReasonLabel("reason", req.reason);
+          const reference = checkText("reference", req.reference, { required: true, max: 200 });
+          if (req.pageSize < 0) throw invalidPageSize("page_size", req.pageSize);
+          const limit = req.pageSize === 0 ? OPEN_HOLDS_DEFAULT_PAGE : Math.min(req.pageSize, OPEN_HOLDS_MAX_PAGE);
+          // The same keyset token as ListOpenHolds (created_at, id of the page's last hold), read backwards.
+          const before = decodeHoldPageToken("page_token", req.pageToken);
+          const holds = await store.listHolds({ reason, reference, limit: limit + 1, before });
+          const page = holds.slice(0, limit);
+          const last = page[page.length - 1];
+          return create(ListHoldsResponseSchema, {
             holds: page.map(holdToProto),
             nextPageToken: holds.length > limit && last ? encodeHoldPageToken({ at: last.createdAt, id: last.id }) : "",
           });

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file luna/billing/v1/credits_service.proto.
  */
 export const file_luna_billing_v1_credits_service: GenFile = /*@__PURE__*/
-  fileDesc("CiVsdW5hL2JpbGxpbmcvdjEvY3JlZGl0c19zZXJ2aWNlLnByb3RvEg9sdW5hLmJpbGxpbmcudjEimAEKDlJlc2VydmVSZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkSDgoGYW1vdW50GAIgASgDEg4KBnJlYXNvbhgDIAEoCRIRCglyZWZlcmVuY2UYBCABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAUgASgJEiYKA3R0bBgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJ1Cg9SZXNlcnZlUmVzcG9uc2USDwoHaG9sZF9pZBgBIAEoCRIOCgZhbW91bnQYAiABKAMSLgoKZXhwaXJlc19hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJYXZhaWxhYmxlGAQgASgDIngKDUNvbW1pdFJlcXVlc3QSDwoHaG9sZF9pZBgBIAEoCRIOCgZhbW91bnQYAiABKAMSLAoFdXNhZ2UYAyABKAsyHS5sdW5hLmJpbGxpbmcudjEuVXNhZ2VEZXRhaWxzEhgKEHJlbGVhc2VfbGVhc2VfaWQYBCABKAkiYgoOQ29tbWl0UmVzcG9uc2USIwoEaG9sZBgBIAEoCzIVLmx1bmEuYmlsbGluZy52MS5Ib2xkEhMKC3RyYW5zZmVyX2lkGAIgASgJEhYKDmxlYXNlX3JlbGVhc2VkGAMgASgIIjsKDlJlbGVhc2VSZXF1ZXN0Eg8KB2hvbGRfaWQYASABKAkSGAoQcmVsZWFzZV9sZWFzZV9pZBgCIAEoCSJOCg9SZWxlYXNlUmVzcG9uc2USIwoEaG9sZBgBIAEoCzIVLmx1bmEuYmlsbGluZy52MS5Ib2xkEhYKDmxlYXNlX3JlbGVhc2VkGAIgASgIIiEKDkdldEhvbGRSZXF1ZXN0Eg8KB2hvbGRfaWQYASABKAkiNgoPR2V0SG9sZFJlc3BvbnNlEiMKBGhvbGQYASABKAsyFS5sdW5hLmJpbGxpbmcudjEuSG9sZCLHAQoUTGlzdE9wZW5Ib2xkc1JlcXVlc3QSDgoGcmVhc29uGAEgASgJEhEKCXJlZmVyZW5jZRgCIAEoCRIyCg5jcmVhdGVkX2JlZm9yZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJcGFnZV9zaXplGAQgASgFEhIKCnBhZ2VfdG9rZW4YBSABKAkSMQoNY3JlYXRlZF9hZnRlchgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiVgoVTGlzdE9wZW5Ib2xkc1Jlc3BvbnNlEiQKBWhvbGRzGAEgAygLMhUubHVuYS5iaWxsaW5nLnYxLkhvbGQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJMqUDCg5DcmVkaXRzU2VydmljZRJMCgdSZXNlcnZlEh8ubHVuYS5iaWxsaW5nLnYxLlJlc2VydmVSZXF1ZXN0GiAubHVuYS5iaWxsaW5nLnYxLlJlc2VydmVSZXNwb25zZRJJCgZDb21taXQSHi5sdW5hLmJpbGxpbmcudjEuQ29tbWl0UmVxdWVzdBofLmx1bmEuYmlsbGluZy52MS5Db21taXRSZXNwb25zZRJMCgdSZWxlYXNlEh8ubHVuYS5iaWxsaW5nLnYxLlJlbGVhc2VSZXF1ZXN0GiAubHVuYS5iaWxsaW5nLnYxLlJlbGVhc2VSZXNwb25zZRJMCgdHZXRIb2xkEh8ubHVuYS5iaWxsaW5nLnYxLkdldEhvbGRSZXF1ZXN0GiAubHVuYS5iaWxsaW5nLnYxLkdldEhvbGRSZXNwb25zZRJeCg1MaXN0T3BlbkhvbGRzEiUubHVuYS5iaWxsaW5nLnYxLkxpc3RPcGVuSG9sZHNSZXF1ZXN0GiYubHVuYS5iaWxsaW5nLnYxLkxpc3RPcGVuSG9sZHNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_luna_billing_v1_ledger]);
+  fileDesc("CiVsdW5hL2JpbGxpbmcvdjEvY3JlZGl0c19zZXJ2aWNlLnByb3RvEg9sdW5hLmJpbGxpbmcudjEimAEKDlJlc2VydmVSZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkSDgoGYW1vdW50GAIgASgDEg4KBnJlYXNvbhgDIAEoCRIRCglyZWZlcmVuY2UYBCABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAUgASgJEiYKA3R0bBgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJ1Cg9SZXNlcnZlUmVzcG9uc2USDwoHaG9sZF9pZBgBIAEoCRIOCgZhbW91bnQYAiABKAMSLgoKZXhwaXJlc19hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJYXZhaWxhYmxlGAQgASgDIngKDUNvbW1pdFJlcXVlc3QSDwoHaG9sZF9pZBgBIAEoCRIOCgZhbW91bnQYAiABKAMSLAoFdXNhZ2UYAyABKAsyHS5sdW5hLmJpbGxpbmcudjEuVXNhZ2VEZXRhaWxzEhgKEHJlbGVhc2VfbGVhc2VfaWQYBCABKAkiYgoOQ29tbWl0UmVzcG9uc2USIwoEaG9sZBgBIAEoCzIVLmx1bmEuYmlsbGluZy52MS5Ib2xkEhMKC3RyYW5zZmVyX2lkGAIgASgJEhYKDmxlYXNlX3JlbGVhc2VkGAMgASgIIjsKDlJlbGVhc2VSZXF1ZXN0Eg8KB2hvbGRfaWQYASABKAkSGAoQcmVsZWFzZV9sZWFzZV9pZBgCIAEoCSJOCg9SZWxlYXNlUmVzcG9uc2USIwoEaG9sZBgBIAEoCzIVLmx1bmEuYmlsbGluZy52MS5Ib2xkEhYKDmxlYXNlX3JlbGVhc2VkGAIgASgIIiEKDkdldEhvbGRSZXF1ZXN0Eg8KB2hvbGRfaWQYASABKAkiNgoPR2V0SG9sZFJlc3BvbnNlEiMKBGhvbGQYASABKAsyFS5sdW5hLmJpbGxpbmcudjEuSG9sZCLHAQoUTGlzdE9wZW5Ib2xkc1JlcXVlc3QSDgoGcmVhc29uGAEgASgJEhEKCXJlZmVyZW5jZRgCIAEoCRIyCg5jcmVhdGVkX2JlZm9yZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJcGFnZV9zaXplGAQgASgFEhIKCnBhZ2VfdG9rZW4YBSABKAkSMQoNY3JlYXRlZF9hZnRlchgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiVgoVTGlzdE9wZW5Ib2xkc1Jlc3BvbnNlEiQKBWhvbGRzGAEgAygLMhUubHVuYS5iaWxsaW5nLnYxLkhvbGQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIlwKEExpc3RIb2xkc1JlcXVlc3QSDgoGcmVhc29uGAEgASgJEhEKCXJlZmVyZW5jZRgCIAEoCRIRCglwYWdlX3NpemUYAyABKAUSEgoKcGFnZV90b2tlbhgEIAEoCSJSChFMaXN0SG9sZHNSZXNwb25zZRIkCgVob2xkcxgBIAMoCzIVLmx1bmEuYmlsbGluZy52MS5Ib2xkEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCTL5AwoOQ3JlZGl0c1NlcnZpY2USTAoHUmVzZXJ2ZRIfLmx1bmEuYmlsbGluZy52MS5SZXNlcnZlUmVxdWVzdBogLmx1bmEuYmlsbGluZy52MS5SZXNlcnZlUmVzcG9uc2USSQoGQ29tbWl0Eh4ubHVuYS5iaWxsaW5nLnYxLkNvbW1pdFJlcXVlc3QaHy5sdW5hLmJpbGxpbmcudjEuQ29tbWl0UmVzcG9uc2USTAoHUmVsZWFzZRIfLmx1bmEuYmlsbGluZy52MS5SZWxlYXNlUmVxdWVzdBogLmx1bmEuYmlsbGluZy52MS5SZWxlYXNlUmVzcG9uc2USTAoHR2V0SG9sZBIfLmx1bmEuYmlsbGluZy52MS5HZXRIb2xkUmVxdWVzdBogLmx1bmEuYmlsbGluZy52MS5HZXRIb2xkUmVzcG9uc2USXgoNTGlzdE9wZW5Ib2xkcxIlLmx1bmEuYmlsbGluZy52MS5MaXN0T3BlbkhvbGRzUmVxdWVzdBomLmx1bmEuYmlsbGluZy52MS5MaXN0T3BlbkhvbGRzUmVzcG9uc2USUgoJTGlzdEhvbGRzEiEubHVuYS5iaWxsaW5nLnYxLkxpc3RIb2xkc1JlcXVlc3QaIi5sdW5hLmJpbGxpbmcudjEuTGlzdEhvbGRzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_luna_billing_v1_ledger]);
 
 /**
  * @generated from message luna.billing.v1.ReserveRequest
@@ -342,6 +342,72 @@ export const ListOpenHoldsResponseSchema: GenMessage<ListOpenHoldsResponse> = /*
   messageDesc(file_luna_billing_v1_credits_service, 9);
 
 /**
+ * @generated from message luna.billing.v1.ListHoldsRequest
+ */
+export type ListHoldsRequest = Message<"luna.billing.v1.ListHoldsRequest"> & {
+  /**
+   * The reason the holds were reserved with, e.g. "chat" (required).
+   *
+   * @generated from field: string reason = 1;
+   */
+  reason: string;
+
+  /**
+   * The caller's id of the work, e.g. one message id (required, ≤ 200 chars).
+   *
+   * @generated from field: string reference = 2;
+   */
+  reference: string;
+
+  /**
+   * At most this many holds (0 = 100; at most 500).
+   *
+   * @generated from field: int32 page_size = 3;
+   */
+  pageSize: number;
+
+  /**
+   * next_page_token of the previous page ("" for the first).
+   *
+   * @generated from field: string page_token = 4;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message luna.billing.v1.ListHoldsRequest.
+ * Use `create(ListHoldsRequestSchema)` to create a new message.
+ */
+export const ListHoldsRequestSchema: GenMessage<ListHoldsRequest> = /*@__PURE__*/
+  messageDesc(file_luna_billing_v1_credits_service, 10);
+
+/**
+ * @generated from message luna.billing.v1.ListHoldsResponse
+ */
+export type ListHoldsResponse = Message<"luna.billing.v1.ListHoldsResponse"> & {
+  /**
+   * Newest first: by creation time, then id, both descending.
+   *
+   * @generated from field: repeated luna.billing.v1.Hold holds = 1;
+   */
+  holds: Hold[];
+
+  /**
+   * "" on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message luna.billing.v1.ListHoldsResponse.
+ * Use `create(ListHoldsResponseSchema)` to create a new message.
+ */
+export const ListHoldsResponseSchema: GenMessage<ListHoldsResponse> = /*@__PURE__*/
+  messageDesc(file_luna_billing_v1_credits_service, 11);
+
+/**
  * Two-phase charging for other services (role `internal` only; never routed by the gateway): reserve the worst case
  * before GPU work, then commit the actual amount or release.
  *
@@ -400,6 +466,20 @@ export const CreditsService: GenService<{
     methodKind: "unary";
     input: typeof ListOpenHoldsRequestSchema;
     output: typeof ListOpenHoldsResponseSchema;
+  },
+  /**
+   * The holds reserved with one reason for one reference, whatever their status (open, committed, released,
+   * expired), newest first: for the callers' sweepers, to learn how work whose record a crash cut short was settled
+   * (e.g. a hold committed just before the caller could store the result). A call of its own rather than a status
+   * filter on ListOpenHolds: a billing that predates it answers UNIMPLEMENTED instead of ignoring an unknown filter
+   * and listing only the open holds.
+   *
+   * @generated from rpc luna.billing.v1.CreditsService.ListHolds
+   */
+  listHolds: {
+    methodKind: "unary";
+    input: typeof ListHoldsRequestSchema;
+    output: typeof ListHoldsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_luna_billing_v1_credits_service, 0);
