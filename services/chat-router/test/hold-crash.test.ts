@@ -8,11 +8,17 @@
 //   checkpoint committed, so nothing is billed);
 // - the speculative reserve (key `<message id>/<uuid>`), placed together with storing the message: the message is
 //   never stored; the hold sweep releases the hold whose message does not exist.
+// And killed after billing's Commit and before the final state of a short reply (no checkpoint yet, so the final
+// state is also the write that records the hold): no open hold is left; the sweep finds the committed one by the
+// message id (ListHolds) and finishes the reply with that charge and its usage event, once.
+import { fromBinary } from "@bufbuild/protobuf";
 import { ConnectError } from "@connectrpc/connect";
+import { UsageRecordedSchema, type UsageRecorded } from "@luna/contracts/luna/events/v1/usage_events_pb.js";
 import { startVllmSim, type VllmSim } from "@luna/sim-vllm";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { sendMessageIds } from "../src/domain/ids.js";
+import { USAGE_RECORDED_SUBJECT } from "../src/index.js";
 import { startPlatform, waitFor, type Platform } from "./harness.js";
 
 const LOCK = 20_520_015;
@@ -55,16 +61,23 @@ async function keyOf(holdId: string): Promise<string> {
 
 const openHolds = (reference: string) => platform.billing.ledger.store.listOpenHolds({ reason: "chat", reference, limit: 10 });
 
+/** Every chat hold placed for a message, whatever its status. */
+const allHolds = (reference: string) => platform.billing.ledger.store.listHolds({ reason: "chat", reference, limit: 10 });
+
 /**
  * Sends a message through a chat-router child while `trigger` (a CREATE TRIGGER on messages) makes the chosen write
- * wait, and kills the child once billing holds credits for the reply and the write waits. Returns the reply's id.
+ * wait, and kills the child once billing holds credits for the reply (or, with `committed`, has charged them) and the
+ * write waits. Returns the reply's id.
  */
-async function crashInWindow(trigger: string, conversationOnChild: boolean): Promise<{ userId: string; messageId: string; holdIds: string[] }> {
+async function crashInWindow(trigger: string, conversationOnChild: boolean, opts: { modelId?: string; env?: Record<string, string>; committed?: boolean } = {}):
+Promise<{ userId: string; messageId: string; holdIds: string[] }> {
   const u = await platform.user(10_000n);
-  const doomed = await platform.spawnChatRouter();
+  const doomed = await platform.spawnChatRouter(opts.env);
   const child = doomed.client(u.token);
+  const held = async (messageId: string) =>
+    opts.committed ? (await allHolds(messageId)).filter((h) => h.status === "committed") : await openHolds(messageId);
   // A conversation created on the child is known to it (its history is empty): it reserves speculatively.
-  const create = () => (conversationOnChild ? child : u.chat).createConversation({ modelId: "m-crash" });
+  const create = () => (conversationOnChild ? child : u.chat).createConversation({ modelId: opts.modelId ?? "m-crash" });
   let conversationId = "";
   await waitFor(async () => {
     conversationId = (await create().catch(() => ({ conversation: undefined }))).conversation?.id ?? "";
@@ -76,8 +89,8 @@ async function crashInWindow(trigger: string, conversationOnChild: boolean): Pro
   const stream = (async () => {
     for await (const _ of child.sendMessage({ conversationId, text: "Tell me a long story", clientMessageId: "c1" })) void _;
   })().catch((e: unknown) => ConnectError.from(e));
-  await waitFor(async () => (await openHolds(messageId)).length > 0 && (await waiters()) >= 1, "a hold placed and the write waiting", 20_000);
-  const holdIds = (await openHolds(messageId)).map((h) => h.id);
+  await waitFor(async () => (await held(messageId)).length > 0 && (await waiters()) >= 1, "a hold placed and the write waiting", 20_000);
+  const holdIds = (await held(messageId)).map((h) => h.id);
   doomed.child.kill("SIGKILL");
   await new Promise((r) => doomed.child.once("exit", r));
   await stream;
@@ -154,5 +167,53 @@ describe("chat-router killed between the reserve and recording the hold", () => 
     expect(await openHolds(m2)).toEqual([]);
     expect((await db.query("SELECT count(*)::int AS n FROM messages WHERE id = ANY($1::uuid[]) AND status = 'complete' AND credits_charged > 0", [[m1, m2]])).rows[0].n).toBe(2);
     await platform.assertInvariants();
+  }, 90_000);
+});
+
+describe("chat-router killed after billing's Commit and before storing a short reply's final state", () => {
+  it("the sweep finds the committed hold by the message id: the reply carries the ledger's charge and its usage event, once", async () => {
+    const sim2 = await startVllmSim({ models: ["sim-model:4096"], outputTokens: { min: 6, max: 6 } });
+    try {
+      await platform.addModel({ id: "m-short", baseUrls: [sim2.url], contextWindow: 4096, maxOutputTokens: 256 });
+      // The final state is the reply's only write (no checkpoint within 60 s); the trigger holds exactly that write.
+      const c = await crashInWindow(`CREATE TRIGGER luna_test_hold_window BEFORE UPDATE ON messages FOR EACH ROW
+        WHEN (OLD.status = 'streaming' AND NEW.status <> 'streaming') EXECUTE FUNCTION luna_test_hold_window()`, false,
+      { modelId: "m-short", env: { CHAT_CHECKPOINT_INTERVAL: "60s" }, committed: true });
+      expect(c.holdIds).toHaveLength(1);
+      expect(await openHolds(c.messageId)).toEqual([]);
+      const hold = (await platform.billing.ledger.store.getHold(c.holdIds[0]!))!;
+      expect(hold.status).toBe("committed");
+      expect(hold.charged).toBeGreaterThan(0n);
+      expect(await platform.available(c.userId)).toBe(10_000n - hold.charged);
+      // The window: charged by the ledger, the row still streaming without its hold.
+      expect((await db.query("SELECT status, hold_id, credits_charged::int AS charged FROM messages WHERE id = $1", [c.messageId])).rows[0])
+        .toEqual({ status: "streaming", hold_id: null, charged: 0 });
+
+      const events: UsageRecorded[] = [];
+      const sub = platform.chat.nats.subscribe(USAGE_RECORDED_SUBJECT, { callback: (_e, m) => void events.push(fromBinary(UsageRecordedSchema, m.data)) });
+      try {
+        await new Promise((r) => setTimeout(r, 1100)); // CHAT_STALE_STREAM_AFTER
+        expect(await platform.chat.module.sweep()).toBe(1);
+        const row = (await db.query("SELECT status, error_code, credits_charged::text AS charged, balance_after::text AS balance FROM messages WHERE id = $1", [c.messageId])).rows[0];
+        // balance_after is unknown here (the available credits after the reserve came with the write that never landed).
+        expect(row).toEqual({ status: "failed", error_code: "interrupted", charged: hold.charged.toString(), balance: "0" });
+        await waitFor(() => events.some((e) => e.reference === c.messageId), "usage.recorded of the swept reply");
+        // Nothing left to sweep, nothing settled again; the event is not emitted a second time.
+        expect(await platform.chat.module.sweep()).toBe(0);
+        await new Promise((r) => setTimeout(r, 500));
+      } finally {
+        sub.unsubscribe();
+      }
+      const mine = events.filter((e) => e.reference === c.messageId);
+      expect(mine).toHaveLength(1);
+      expect(mine[0]).toMatchObject({ userId: c.userId, modelId: "m-short", feature: "chat", creditsCharged: hold.charged });
+      expect((await allHolds(c.messageId)).map((h) => [h.id, h.status, h.charged])).toEqual([[hold.id, "committed", hold.charged]]);
+      expect(await platform.available(c.userId)).toBe(10_000n - hold.charged);
+      const charges = await platform.billing.ledger.store.listHistory(c.userId, 10);
+      expect(charges.filter((x) => x.kind === "charge")).toHaveLength(1);
+      await platform.assertInvariants();
+    } finally {
+      await sim2.close();
+    }
   }, 90_000);
 });

@@ -173,3 +173,40 @@ describe("BillingClient with a billing of the version before Admit", () => {
     expect(calls).toEqual(["commit", "releaseLease lease-1", "release", "releaseLease lease-2", "release"]);
   });
 });
+
+describe("BillingClient.holdsOf (the sweeper's look for a message's holds of any status)", () => {
+  it("reads every page, asking for the message's chat holds", async () => {
+    const asked: Array<{ reason: string; reference: string; pageToken: string }> = [];
+    const transport = createRouterTransport((router) => {
+      router.service(CreditsService, {
+        listHolds: (req) => {
+          asked.push({ reason: req.reason, reference: req.reference, pageToken: req.pageToken });
+          return req.pageToken === ""
+            ? { holds: [{ id: "h2", status: HoldStatus.COMMITTED, charged: 3n }], nextPageToken: "p2" }
+            : { holds: [{ id: "h1", status: HoldStatus.RELEASED }], nextPageToken: "" };
+        },
+      });
+    });
+    const holds = await new BillingClient(transport, log).holdsOf("m1");
+    expect(holds?.map((h) => [h.id, h.status])).toEqual([["h2", HoldStatus.COMMITTED], ["h1", HoldStatus.RELEASED]]);
+    expect(asked).toEqual([{ reason: "chat", reference: "m1", pageToken: "" }, { reason: "chat", reference: "m1", pageToken: "p2" }]);
+  });
+
+  it("a billing without ListHolds (UNIMPLEMENTED): undefined, logged once, not asked again for a while; other errors are thrown", async () => {
+    const warnings: string[] = [];
+    let calls = 0;
+    const older = createRouterTransport((router) => {
+      router.service(CreditsService, { getHold: () => ({ hold: { id: "h" } }) });
+    }, { router: { interceptors: [(next) => (req) => (calls++, next(req))] } });
+    const client = new BillingClient(older, { warn: (_o, msg) => void warnings.push(msg ?? ""), error: () => {} });
+    expect(await client.holdsOf("m1")).toBeUndefined();
+    expect(await client.holdsOf("m2")).toBeUndefined();
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatch(/no CreditsService\.ListHolds/);
+    expect(calls).toBe(1); // the second sweep did not ask again
+    const down = createRouterTransport((router) => {
+      router.service(CreditsService, { listHolds: () => { throw new ConnectError("down", Code.Unavailable); } });
+    });
+    await expect(new BillingClient(down, log).holdsOf("m1")).rejects.toMatchObject({ code: Code.Unavailable });
+  });
+});

@@ -9,7 +9,11 @@
  * speculative hold may be placed before the message is even stored; a crash in between leaves an open hold that no
  * record names. Billing is asked for those by their reference (the message id): an orphaned reply without a hold id
  * settles the hold placed for it, and open chat holds older than CHAT_ORPHAN_HOLD_GRACE whose message is gone,
- * finished, or names another hold are released, instead of waiting for their deadline (CHAT_HOLD_TTL).
+ * finished, or names another hold are released, instead of waiting for their deadline (CHAT_HOLD_TTL). A short
+ * reply whose replica died after billing's Commit and before its final state (the write that records the hold) has
+ * no open hold left: its committed hold is found by the message id too (ListHolds), and the reply is finished with
+ * that charge and its usage event. Its balance_after stays 0 (unknown: the available credits after the reserve were
+ * recorded by the write that never happened).
  */
 import { HoldStatus, type Hold } from "@luna/contracts/luna/billing/v1/ledger_pb.js";
 import { isUuid, type CatalogCache } from "@luna/kit";
@@ -80,12 +84,16 @@ export async function releaseOrphanedHolds(deps: SweeperDeps): Promise<number> {
 
 /**
  * The hold of an orphaned reply whose hold id was never recorded: the largest open hold placed for the message (the
- * one its run used); the others are released. Undefined when there is none.
+ * one its run used; the others are released), or else the committed one — the run committed it and died before
+ * storing the final state (at most one: a speculative hold is either released or is the one the reply uses).
+ * Undefined when there is neither, or when billing predates ListHolds (then the reply is finished without a charge,
+ * as before it existed; the ledger's charge stands).
  */
 async function adoptHold(deps: SweeperDeps, messageId: string): Promise<Hold | undefined> {
   const holds = (await deps.billing.openHolds({ reference: messageId })).sort((a, b) => (a.amount < b.amount ? 1 : a.amount > b.amount ? -1 : 0));
   for (const extra of holds.slice(1)) await deps.billing.release(extra.id);
-  return holds[0];
+  if (holds[0]) return holds[0];
+  return (await deps.billing.holdsOf(messageId))?.find((h) => h.status === HoldStatus.COMMITTED);
 }
 
 async function finishOrphan(deps: SweeperDeps, row: MessageRow): Promise<boolean> {
