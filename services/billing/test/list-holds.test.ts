@@ -1,7 +1,7 @@
 // CreditsService.ListHolds: a reference's holds whatever their status, newest first, paged; for the callers'
 // sweepers (chat-router learns that a reply's hold was committed before its replica died). Through an in-memory
 // Connect transport over the real ledger (Postgres): bad input is INVALID_ARGUMENT naming the field, the call is
-// internal only, and the lookup uses the reference index (holds_reference_idx).
+// internal only, and the lookup uses partial indexes (open holds; resolved holds by reference).
 import { Code, ConnectError, createClient, createRouterTransport } from "@connectrpc/connect";
 import { CreditsService } from "@luna/contracts/luna/billing/v1/credits_service_pb.js";
 import { HoldStatus } from "@luna/contracts/luna/billing/v1/ledger_pb.js";
@@ -11,6 +11,8 @@ import { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { createRateLimiter } from "../src/limits/limiter.js";
 import { parseLimitPolicy } from "../src/limits/policy.js";
+import { LedgerStore } from "../src/data/ledger-store.js";
+import type { Sql } from "../src/data/sql.js";
 import { billingRoutes } from "../src/server/routes.js";
 import { as, fundedAccount, openLedgerDb, testPrincipal, type LedgerDb } from "./helpers.js";
 
@@ -119,24 +121,36 @@ describe("ListHolds", () => {
     expect((await codeOf(credits.listHolds(ok, as("admin", "root")))).code).toBe(Code.PermissionDenied);
   });
 
-  it("finds the reference's holds through holds_reference_idx, not a scan of every hold", async () => {
+  it("finds the reference's holds through the two partial indexes, not a scan of every hold", async () => {
+    // The store's own statement, captured, then planned by Postgres as a generic plan (parameters unknown).
+    let text = "";
+    const capture: Sql = { query: async (q) => ((text = typeof q === "string" ? q : q.text), { rows: [], rowCount: 0 }) };
+    await new LedgerStore(capture).listHolds({ reason: "chat", reference: "m", limit: 10 });
     const c = await t.pool.connect();
     const plan = async () => {
-      const r = await c.query<{ "QUERY PLAN": string }>(
-        `EXPLAIN SELECT id FROM holds h WHERE h.reference = 'some-message' AND h.reason = 'chat'`);
+      const r = await c.query<{ "QUERY PLAN": string }>(`EXPLAIN EXECUTE list_holds('some-message', 'chat', NULL, NULL, 10)`);
       return r.rows.map((x) => x["QUERY PLAN"]).join("\n");
     };
     try {
       await c.query("BEGIN");
-      // A test table is tiny (a scan would be cheapest): ask whether an index CAN serve the lookup.
+      await c.query(`PREPARE list_holds(text, text, bigint, text, int) AS ${text}`);
+      // A test table is tiny (a scan would be cheapest): ask whether the indexes CAN serve the lookup.
       await c.query("SET LOCAL enable_seqscan = off");
-      expect(await plan()).toMatch(/holds_reference_idx/);
-      // Without the index the same lookup has nothing but a scan of every hold: the check above would fail.
-      await c.query("DROP INDEX holds_reference_idx");
-      expect(await plan()).not.toMatch(/holds_reference_idx/);
-      expect(await plan()).toMatch(/Seq Scan on holds|Index Scan using holds_account_id_idempotency_key_key|Bitmap/);
+      await c.query("SET LOCAL plan_cache_mode = force_generic_plan");
+      const withIndex = await plan();
+      expect(withIndex).toMatch(/holds_resolved_reference_idx/);
+      expect(withIndex).toMatch(/holds_open_expires_at_idx/);
+      expect(withIndex).not.toMatch(/Seq Scan/);
+      // Without the index the resolved holds have nothing but a scan of every hold: the checks above would fail.
+      await c.query("DROP INDEX holds_resolved_reference_idx");
+      await c.query("DEALLOCATE list_holds");
+      await c.query(`PREPARE list_holds(text, text, bigint, text, int) AS ${text}`);
+      const without = await plan();
+      expect(without).not.toMatch(/holds_resolved_reference_idx/);
+      expect(without).toMatch(/Seq Scan on holds|Index Scan using holds_pkey|holds_account_id_idempotency_key_key/);
     } finally {
       await c.query("ROLLBACK");
+      await c.query("DEALLOCATE ALL");
       c.release();
     }
   });

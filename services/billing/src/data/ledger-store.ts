@@ -763,13 +763,17 @@ export class LedgerStore {
 
   /**
    * The holds of one reference and reason, whatever their status, newest first before the keyset `before` (a page's
-   * last hold). The reference index (holds_reference_idx) bounds the scan to the reference's few holds.
+   * last hold). Two partial indexes bound the scan: the open holds' (few: work in progress) and the resolved holds'
+   * by reference (holds_resolved_reference_idx); each branch repeats its index's predicate so the planner can use it.
    */
   async listHolds(q: { reason: string; reference: string; limit: number; before?: { at: bigint; id: string } }): Promise<Hold[]> {
     const r = await this.sql.query<HoldRow>(
-      `SELECT ${HOLD_COLUMNS} FROM holds h
-        WHERE h.reference = $1 AND h.reason = $2
-          AND ($3::bigint IS NULL OR (${micros("h.created_at")}, h.id::text COLLATE "C") < ($3::bigint, $4::text COLLATE "C"))
+      `SELECT ${HOLD_COLUMNS} FROM (
+          SELECT * FROM holds WHERE status = 'open' AND reference = $1 AND reason = $2
+          UNION ALL
+          SELECT * FROM holds WHERE status <> 'open' AND reference = $1 AND reason = $2
+        ) h
+        WHERE ($3::bigint IS NULL OR (${micros("h.created_at")}, h.id::text COLLATE "C") < ($3::bigint, $4::text COLLATE "C"))
         ORDER BY ${micros("h.created_at")} DESC, h.id::text COLLATE "C" DESC
         LIMIT $5`,
       [q.reference, q.reason, q.before?.at.toString() ?? null, q.before?.id ?? null, q.limit],

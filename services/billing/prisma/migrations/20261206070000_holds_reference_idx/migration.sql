@@ -1,7 +1,8 @@
--- ListHolds: a reference's holds whatever their status (a sweeper learns that a hold was committed before the
--- caller's crash kept the result from its record). Until now only open holds were looked up by reference, through
--- the small partial index of open holds; resolved holds had no index but the account's. A reference names a handful
--- of holds (a chat reply's exact and speculative reserves, an image job's), so the rows are sorted in memory.
--- Cost: one more index entry per reserve and per settle (the settle's update changes the status the partial open
--- index depends on, so it was never a HOT update anyway).
-CREATE INDEX "holds_reference_idx" ON "holds"("reference");
+-- ListHolds: a reference's holds whatever their status (a caller's sweeper learns that a hold was committed before
+-- its crash kept the result from the caller's record). Open holds were already found by reference through the small
+-- partial index of open holds (holds_open_expires_at_idx); resolved holds had no index but the account's. This one
+-- covers resolved holds only: a reserve (an insert of an open hold) adds no entry to it, and a commit or release adds
+-- one (its update changes `status`, which the open index's predicate reads, so it was never a HOT update anyway).
+-- A reference names a handful of holds (a reply's exact and speculative reserves, a job's), sorted in memory.
+-- Partial (Prisma cannot express it): see schema.prisma.
+CREATE INDEX "holds_resolved_reference_idx" ON "holds"("reference") WHERE "status" <> 'open';
