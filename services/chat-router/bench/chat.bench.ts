@@ -11,29 +11,44 @@
 // - added TTFT at 16 streams decoding 50 tok/s: p50 ≤ floor + 1 ms, p99 ≤ floor + 5 ms;
 // - added ITL p50 there ≤ 0.2 ms (coalescing must not make a paced stream bursty).
 //
-//   node --conditions=luna-source --import tsx services/chat-router/bench/chat.bench.ts [--quick] [--profile DIR] [--node PATH]... [--help]
+//   node --conditions=luna-source --import tsx services/chat-router/bench/chat.bench.ts [--quick] [--topology all-in-one|split|both]
+//     [--profile DIR] [--node PATH]... [--help]
 //
 // --node PATH (repeatable): the Node binaries the relays (chat-router's platform process and the floor) run on, one
 // full measurement after the other, each with its own tables and aims. Default: this Node, plus BENCH_IMAGE_NODE
 // when set — `make bench` sets it to the Node the container images run (tools/images pins it), so the figures of the
 // runtime production uses stand beside those of the machine's own.
 // --quick: one saturated level (16 streams), 2 rounds, a shorter paced level — for iterating, not for the record.
-// --profile DIR (or BENCH_PROFILE_DIR): CPU-profiles chat-router (the inspector's sampler inside the platform process)
-// during the Connect rounds and the /v1 rounds of each level, writes the .cpuprofile files to DIR and prints where
-// the CPU went per area (profile-summary.ts). Profiling itself costs CPU: take the aims from an unprofiled run.
+// --topology (or BENCH_TOPOLOGY): how chat-router is hosted, each topology a measurement of its own (tables and aims,
+// labelled) on every runtime. Default: all-in-one with --quick, both for the full run.
+// - all-in-one: chat-router with the real billing and model-registry modules in one process (`hostModules` +
+//   `inProcessClients`, as `make dev` runs them); its CPU — "router CPU" — includes billing's handlers and billing's
+//   Postgres and Redis clients, and no network client.
+// - split: the cluster's shape (each service its own pod; `make dev-split`): billing and model-registry in a process
+//   of their own, chat-router alone in the platform process calling them over gRPC with internal JWTs
+//   (`networkClients`). "router CPU" (the aim) is then chat-router's process only, and billing's process CPU per 1k
+//   tokens over the same rounds is printed beside it (a table column, and the two summed in the CPU aim's line).
+//   With both, the split measurement runs only the 16-stream saturated level and the paced level (BENCH_SPLIT_LEVELS,
+//   default "16"; the 1- and 64-stream levels are left out), so the full bench does not take twice as long.
+// --profile DIR (or BENCH_PROFILE_DIR): CPU-profiles chat-router (the inspector's sampler inside the platform process;
+// split: chat-router's process only) during the Connect rounds and the /v1 rounds of each level, writes the
+// .cpuprofile files to DIR and prints where the CPU went per area (profile-summary.ts). Profiling itself costs CPU:
+// take the aims from an unprofiled run.
 //
 // Starts its own Postgres, Redis and NATS (temporary), the two simulators in child processes and the platform
-// (chat-router with the real billing and model-registry modules, hosted as in the all-in-one process) in another;
-// this process is the load generator. For each level it runs the same requests three ways: straight to the simulator
-// (POST /v1/chat/completions, streamed), through chat-router (SendMessage over gRPC), and through the floor — a
-// relay in its own process that does none of chat-router's work (floor-child.ts: gRPC in, the same upstream client
+// (platform-child.ts: chat-router with the real billing and model-registry modules, hosted as in the all-in-one
+// process; split: chat-router alone, and a second platform-child.ts process with billing and model-registry) in
+// another; this process is the load generator. For each level it runs the same requests three ways: straight to the
+// simulator (POST /v1/chat/completions, streamed), through chat-router (SendMessage over gRPC), and through the
+// floor — a relay in its own process that does none of chat-router's work (floor-child.ts: gRPC in, the same upstream client
 // out, no auth, database, billing or limits) — and reports:
 // - TTFT: request sent → first token received; "added" = through chat-router minus direct (p50, p99); "floor" = the
 //   floor minus direct, what one more process and gRPC hop cost on this machine before any of chat-router's work;
 // - the same through chat-router's OpenAI-compatible door (POST /v1/chat/completions on the platform's port, HTTP/1.1
 //   with a user's bearer, streamed; issue 22): "added via /v1" = that TTFT minus direct, beside the Connect path's;
 // - ITL: per reply, (last token − first token) / (tokens − 1); "added" = p50 through chat-router minus direct;
-// - tokens/s relayed (all streams together), and the platform process's CPU per 1k tokens relayed.
+// - tokens/s relayed (all streams together), and the platform process's CPU per 1k tokens relayed (split: and the
+//   billing + model-registry process's, over the same rounds).
 // - where the routed TTFT goes (means): chat-router's own phase histograms (prepare = conversation read, inserts,
 //   limit checks and token count in parallel; reserve = the credit hold; upstream headers; upstream first token),
 //   the server-side total, and the rest (gRPC transport, auth, the first delta's relay and the client's decoding).
@@ -44,7 +59,8 @@
 // connection per user) and are warmed up first.
 // Tunables (env): BENCH_REPLY_TOKENS (128), BENCH_REQUESTS (per saturated level, default 240), BENCH_LEVELS
 // ("1,16,64"), BENCH_ROUNDS (alternating rounds per level, default 4), BENCH_PACED_STREAMS (16; 0 skips the paced
-// level), BENCH_PACED_TPS (decode tokens/s per stream, default 50), BENCH_PACED_REQUESTS (160).
+// level), BENCH_PACED_TPS (decode tokens/s per stream, default 50), BENCH_PACED_REQUESTS (160), BENCH_TOPOLOGY,
+// BENCH_SPLIT_LEVELS (saturated levels of the split topology; default "16" with both, else BENCH_LEVELS).
 import { fork, spawnSync, type ChildProcess } from "node:child_process";
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import http from "node:http";
@@ -91,6 +107,22 @@ const AIM_TPS_SHARE = 0.4;
 const AIM_TTFT_P50_OVER_FLOOR_MS = 1;
 const AIM_TTFT_P99_OVER_FLOOR_MS = 5;
 const AIM_ITL_MS = 0.2;
+// --topology (or BENCH_TOPOLOGY): how chat-router is hosted, see the header comment.
+type Topology = "all-in-one" | "split";
+const topologyArg = argv.indexOf("--topology");
+const TOPOLOGY_CHOICE = (topologyArg >= 0 ? argv[topologyArg + 1] : process.env.BENCH_TOPOLOGY) ?? (QUICK ? "all-in-one" : "both");
+if (!["all-in-one", "split", "both"].includes(TOPOLOGY_CHOICE)) {
+  console.error(`--topology must be all-in-one, split or both, not ${TOPOLOGY_CHOICE}`);
+  process.exit(2);
+}
+const TOPOLOGIES: Topology[] = TOPOLOGY_CHOICE === "both" ? ["all-in-one", "split"] : [TOPOLOGY_CHOICE as Topology];
+// With both topologies, the split one measures only the aims' saturated level (and the paced one), so the full bench
+// does not take twice as long; BENCH_SPLIT_LEVELS overrides.
+const SPLIT_LEVELS = (process.env.BENCH_SPLIT_LEVELS ?? (TOPOLOGY_CHOICE === "both" ? "16" : LEVELS.join(","))).split(",").map(Number);
+const TOPOLOGY_LABEL: Record<Topology, string> = {
+  "all-in-one": "all-in-one: chat-router with billing in process",
+  split: "split: chat-router alone, billing over gRPC",
+};
 const PROMPT = "Tell me about the history of the printing press and how it changed the way people shared ideas.";
 const TSX = ["--conditions=luna-source", "--import", "tsx"];
 
@@ -235,9 +267,13 @@ async function main(): Promise<void> {
     const simUrl = await startSim(0);
     const pacedSimUrl = PACED_STREAMS > 0 ? await startSim(PACED_TPS) : simUrl;
     const simUrls = { simUrl, pacedSimUrl };
-    for (const [i, runtime] of RUNTIMES.entries()) {
-      if (i > 0) console.log("\n");
-      await measure(runtime, { pg, redis, nats }, simUrls);
+    let first = true;
+    for (const runtime of RUNTIMES) {
+      for (const topology of TOPOLOGIES) {
+        if (!first) console.log("\n");
+        first = false;
+        await measure(runtime, topology, { pg, redis, nats }, simUrls);
+      }
     }
   } finally {
     for (const c of children) await stopChild(c);
@@ -259,24 +295,49 @@ async function stopChild(c: ChildProcess): Promise<void> {
 
 type Servers = { pg: Awaited<ReturnType<typeof startPostgres>>; redis: Awaited<ReturnType<typeof startRedis>>; nats: Awaited<ReturnType<typeof startNats>> };
 
-/** Every level with the relays (the platform and the floor) running on `runtime`, then its tables and aims. */
-async function measure(runtime: Runtime, { pg, redis, nats }: Servers, { simUrl, pacedSimUrl }: { simUrl: string; pacedSimUrl: string }): Promise<void> {
+type Ready = { type: string; port: number; tokens: string[]; keys: object };
+
+/** Waits for a platform child's "ready" message. */
+function ready(c: ChildProcess, what: string): Promise<Ready> {
+  return new Promise<Ready>((resolve, reject) => {
+    c.once("exit", (code) => reject(new Error(`${what} exited (${code})`)));
+    c.on("message", (m: Ready) => m.type === "ready" && resolve(m));
+  });
+}
+
+/**
+ * Every level with the relays (the platform and the floor) running on `runtime`, chat-router hosted as `topology`
+ * says, then its tables and aims.
+ */
+async function measure(runtime: Runtime, topology: Topology, { pg, redis, nats }: Servers, { simUrl, pacedSimUrl }: { simUrl: string; pacedSimUrl: string }): Promise<void> {
   const children: ChildProcess[] = [];
+  const levels = topology === "split" ? SPLIT_LEVELS : LEVELS;
   try {
-    const maxStreams = Math.max(4, PACED_STREAMS, ...LEVELS);
-    const platform = child("./platform-child.ts", {
+    const maxStreams = Math.max(4, PACED_STREAMS, ...levels);
+    const platformEnv = {
       BENCH_PG_BASE: pg.url("x").replace(/\/x$/, ""), BENCH_REDIS_URL: redis.url, BENCH_NATS_URL: nats.url, BENCH_SIM_URL: simUrl, BENCH_PACED_SIM_URL: pacedSimUrl,
       BENCH_USERS: String(maxStreams), LOG_LEVEL: process.env.LOG_LEVEL ?? "warn",
-    }, runtime);
+    };
+    // split: billing and model-registry in their own process (it opens the accounts and signs the users' tokens),
+    // chat-router in the platform process calling it over gRPC with the same keys.
+    let services: ChildProcess | undefined;
+    let servicesReady: Ready | undefined;
+    if (topology === "split") {
+      services = child("./platform-child.ts", { ...platformEnv, BENCH_ROLE: "services" }, runtime);
+      children.push(services);
+      servicesReady = await ready(services, "the billing + model-registry process");
+    }
+    const platform = child("./platform-child.ts", servicesReady
+      ? { ...platformEnv, BENCH_ROLE: "router", BENCH_SERVICES_URL: `http://127.0.0.1:${servicesReady.port}`, BENCH_KEYS: JSON.stringify(servicesReady.keys) }
+      : platformEnv, runtime);
     children.push(platform);
     const floor = child("./floor-child.ts", {}, runtime);
     children.push(floor);
     const floorPort = await new Promise<number>((resolve) => floor.once("message", (m: { port: number }) => resolve(m.port)));
     const floorChats = Array.from({ length: maxStreams }, () => createClient(ChatService, createGrpcTransport({ baseUrl: `http://127.0.0.1:${floorPort}` })));
-    const { port, tokens } = await new Promise<{ port: number; tokens: string[] }>((resolve, reject) => {
-      platform.once("exit", (code) => reject(new Error(`the platform exited (${code})`)));
-      platform.on("message", (m: { type: string; port: number; tokens: string[] }) => m.type === "ready" && resolve(m));
-    });
+    const platformReady = await ready(platform, "the platform");
+    const port = platformReady.port;
+    const tokens = (servicesReady ?? platformReady).tokens;
     const transport = createGrpcTransport({ baseUrl: `http://127.0.0.1:${port}` });
     const platformUrl = `http://127.0.0.1:${port}`;
     const chats = tokens.map((t) => createClient(ChatService, createGrpcTransport({
@@ -319,6 +380,8 @@ async function measure(runtime: Runtime, { pg, redis, nats }: Servers, { simUrl,
       let cpu = 0;
       let floorCpu = 0;
       let openaiCpu = 0;
+      // split: the billing + model-registry process's CPU over the same rounds.
+      const servicesCpu = { connect: 0, v1: 0 };
       const profiles: Record<"connect" | "v1", string[]> = { connect: [], v1: [] };
       /** Runs `body` with chat-router's CPU profiled into `${PROFILE_DIR}/<path>-<level>-<round>.cpuprofile` (with --profile). */
       const profiled = async <T>(path: "connect" | "v1", round: number, body: () => Promise<T>): Promise<T> => {
@@ -336,10 +399,14 @@ async function measure(runtime: Runtime, { pg, redis, nats }: Servers, { simUrl,
           profiles[path].push(file);
         }
       };
-      const cpuOf = async (c: ChildProcess, body: () => Promise<void>): Promise<number> => {
-        const c0 = (await ask<{ micros: number }>(c, "cpu")).micros;
+      const cpuOf = async (c: ChildProcess, body: () => Promise<void>, alsoOf?: { path: "connect" | "v1" }): Promise<number> => {
+        const micros = (p: ChildProcess) => ask<{ micros: number }>(p, "cpu").then((m) => m.micros);
+        const s0 = services && alsoOf ? await micros(services) : 0;
+        const c0 = await micros(c);
         await body();
-        return (await ask<{ micros: number }>(c, "cpu")).micros - c0;
+        const used = (await micros(c)) - c0;
+        if (services && alsoOf) servicesCpu[alsoOf.path] += (await micros(services)) - s0;
+        return used;
       };
       const ph0 = (await ask<{ phases: Phases }>(platform, "phases")).phases;
       for (let round = 0; round < ROUNDS; round++) {
@@ -353,7 +420,7 @@ async function measure(runtime: Runtime, { pg, redis, nats }: Servers, { simUrl,
             const x = await run(streams, per, (s) => routed(chats[s]!, convs[s]!.pop()!), lv.staggerMs);
             r.samples.push(...x.samples);
             r.wallS += x.wallS;
-          });
+          }, { path: "connect" });
         });
         const floorRound = async () => {
           floorCpu += await cpuOf(floor, async () => {
@@ -367,7 +434,7 @@ async function measure(runtime: Runtime, { pg, redis, nats }: Servers, { simUrl,
             const x = await run(streams, per, (st) => direct(agent, platformUrl, { model: lv.modelId, token: tokens[st]! }), lv.staggerMs);
             o.samples.push(...x.samples);
             o.wallS += x.wallS;
-          });
+          }, { path: "v1" });
         });
         const order = [directRound, routedRound, floorRound, openaiRound];
         for (let i = 0; i < order.length; i++) await order[(round + i) % order.length]!();
@@ -389,10 +456,11 @@ async function measure(runtime: Runtime, { pg, redis, nats }: Servers, { simUrl,
       const dTokens = tokensOf(d);
       const tps = { direct: dTokens / d.wallS, connect: rTokens / r.wallS, floor: tokensOf(f) / f.wallS, v1: tokensOf(o) / o.wallS };
       const cpuPer1k = { connect: cpu / rTokens, floor: floorCpu / tokensOf(f), v1: openaiCpu / tokensOf(o) }; // µs per token = ms per 1k
+      const servicesPer1k = { connect: servicesCpu.connect / rTokens, v1: servicesCpu.v1 / tokensOf(o) };
       const added = { p50: pct(rT, 50) - pct(dT, 50), p99: pct(rT, 99) - pct(dT, 99), itl: pct(rI, 50) - pct(dI, 50),
         floorP50: pct(fT, 50) - pct(dT, 50), floorP99: pct(fT, 99) - pct(dT, 99), floorItl: pct(fI, 50) - pct(dI, 50),
         openaiP50: pct(oT, 50) - pct(dT, 50), openaiP99: pct(oT, 99) - pct(dT, 99), openaiItl: pct(oI, 50) - pct(dI, 50), tps, cpuPer1k,
-        profiles, tokens: { connect: rTokens, v1: tokensOf(o) } };
+        servicesPer1k, profiles, tokens: { connect: rTokens, v1: tokensOf(o) } };
       rows.push([
         lv.label, String(streams), String(r.samples.length),
         `${pct(dT, 50).toFixed(2)} / ${pct(dT, 99).toFixed(2)}`,
@@ -404,6 +472,7 @@ async function measure(runtime: Runtime, { pg, redis, nats }: Servers, { simUrl,
         `${(added.itl * 1000).toFixed(0)} / ${(added.openaiItl * 1000).toFixed(0)} / ${(added.floorItl * 1000).toFixed(0)}`,
         `${tps.direct.toFixed(0)} / ${tps.connect.toFixed(0)} / ${tps.v1.toFixed(0)} / ${tps.floor.toFixed(0)}`,
         `${cpuPer1k.connect.toFixed(2)} / ${cpuPer1k.v1.toFixed(2)} / ${cpuPer1k.floor.toFixed(2)}`,
+        ...(services ? [`${servicesPer1k.connect.toFixed(2)} / ${servicesPer1k.v1.toFixed(2)}`] : []),
       ]);
       const serverMs = phaseMs(ph0, ph1, "server_ttft");
       const routedMean = mean(rT);
@@ -426,19 +495,24 @@ async function measure(runtime: Runtime, { pg, redis, nats }: Servers, { simUrl,
           + ` self = innermost known area on the stack; profiles in ${PROFILE_DIR}):\n\n${summaryTable(ps, added.tokens[path])}\n`);
       }
     };
-    for (const streams of LEVELS) {
+    for (const streams of levels) {
       const added = await level(streams, Math.max(REQUESTS, streams * 4 * ROUNDS), { label: "saturated", modelId: "bench-model", simUrl, staggerMs: 0 });
       profile(`${streams} saturated streams`, added);
       if (streams !== AIM_STREAMS) continue;
-      const { cpuPer1k: c, tps } = added;
+      const { cpuPer1k: c, servicesPer1k: b, tps } = added;
       const share = (x: number) => `${((100 * x) / tps.direct).toFixed(0)}%`;
+      // split: the aim is chat-router's own process; billing's process is printed beside it, and the sum.
+      const beside = services ? `; billing + model-registry process beside it: Connect ${b.connect.toFixed(2)} ms, /v1 ${b.v1.toFixed(2)} ms`
+        + ` (both processes: Connect ${(c.connect + b.connect).toFixed(2)} ms, /v1 ${(c.v1 + b.v1).toFixed(2)} ms)` : "";
       checks.push(`router CPU per 1k relayed tokens at ${streams} saturated streams (aim ≤ ${AIM_CPU_MS} ms): Connect ${c.connect.toFixed(2)} ms ${mark(c.connect <= AIM_CPU_MS)},`
-        + ` /v1 ${c.v1.toFixed(2)} ms ${mark(c.v1 <= AIM_CPU_MS)} — floor ${c.floor.toFixed(2)} ms`);
+        + ` /v1 ${c.v1.toFixed(2)} ms ${mark(c.v1 <= AIM_CPU_MS)} — floor ${c.floor.toFixed(2)} ms${beside}`);
       checks.push(`relayed tokens/s at ${streams} saturated streams (aim ≥ ${AIM_TPS_SHARE * 100}% of direct, ${tps.direct.toFixed(0)}): Connect ${tps.connect.toFixed(0)} = ${share(tps.connect)}`
         + ` ${mark(tps.connect >= AIM_TPS_SHARE * tps.direct)}, /v1 ${tps.v1.toFixed(0)} = ${share(tps.v1)} ${mark(tps.v1 >= AIM_TPS_SHARE * tps.direct)}`
         + ` — floor ${tps.floor.toFixed(0)} = ${share(tps.floor)}`);
     }
-    if (!LEVELS.includes(AIM_STREAMS)) checks.push(`CPU and tokens/s aims: not measured (BENCH_LEVELS has no ${AIM_STREAMS}-stream level)`);
+    if (!levels.includes(AIM_STREAMS)) {
+      checks.push(`CPU and tokens/s aims: not measured (${topology === "split" ? "the split levels have" : "BENCH_LEVELS has"} no ${AIM_STREAMS}-stream level)`);
+    }
     if (PACED_STREAMS === 0) checks.push("TTFT and ITL aims: not measured (BENCH_PACED_STREAMS=0)");
     if (PACED_STREAMS > 0) {
       // Streams start spread over one reply's duration, as independent users do; with equal replies at the same
@@ -456,7 +530,7 @@ async function measure(runtime: Runtime, { pg, redis, nats }: Servers, { simUrl,
       checks.push(`added ITL p50 ${at} (aim ≤ ${AIM_ITL_MS * 1000} µs): Connect ${(a.itl * 1000).toFixed(0)} µs ${mark(a.itl <= AIM_ITL_MS)},`
         + ` /v1 ${(a.openaiItl * 1000).toFixed(0)} µs ${mark(a.openaiItl <= AIM_ITL_MS)} — floor ${(a.floorItl * 1000).toFixed(0)} µs`);
     }
-    const inv = await ask<{ ok: boolean; violations: number }>(platform, "invariants");
+    const inv = await ask<{ ok: boolean; violations: number }>(services ?? platform, "invariants");
 
     const table = (head: string[], body: string[][]) => console.log(`${markdownTable(head, body)}\n`);
     console.log(`chat-router relay overhead: ${REPLY_TOKENS}-token replies, closed loops, ${ROUNDS} alternating rounds; "saturated" = a zero-time vLLM simulator`
@@ -464,19 +538,25 @@ async function measure(runtime: Runtime, { pg, redis, nats }: Servers, { simUrl,
       + ` "floor" = a relay that does none of chat-router's work (gRPC in, the same upstream client out), minus direct`);
     console.log(`load average (1/5/15 min) before: ${loadBefore}, after: ${load()} (shared cores: compare runs made together);`
       + ` relays (chat-router and the floor) on Node ${runtime.version}${runtime.execPath === process.execPath ? "" : ` (${runtime.execPath})`}, load generator and simulators on Node ${process.version}\n`);
+    if (services) {
+      console.log(`topology: split — chat-router alone in the platform process, calling billing and model-registry in their own process (on Node ${runtime.version})`
+        + ` over gRPC with internal JWTs, as in the cluster; "router" CPU is chat-router's process only, "billing" CPU that other process over the same rounds\n`);
+    }
     table(["model", "streams", "requests", "TTFT direct ms p50/p99", "TTFT via router ms p50/p99", "added TTFT ms p50/p99", "added via /v1 ms p50/p99", "floor added ms p50/p99",
-      "ITL µs direct/router p50", "added ITL µs p50 router / v1 / floor", "tokens/s direct / router / v1 / floor", "CPU ms / 1k tok router / v1 / floor"], rows);
+      "ITL µs direct/router p50", "added ITL µs p50 router / v1 / floor", "tokens/s direct / router / v1 / floor", "CPU ms / 1k tok router / v1 / floor",
+      ...(services ? ["billing CPU ms / 1k tok Connect / v1"] : [])], rows);
     console.log("where the routed TTFT goes (means, ms; phases measured inside chat-router):\n");
     table(["model", "streams", "direct", "routed", "prepare", "reserve", "upstream headers", "upstream 1st token", "server total",
       "transport+auth+relay", "load avg after"], breakdown);
-    console.log(`aims (issue 23; relays on Node ${runtime.version}; each beside the floor measured in the same run):`);
+    console.log(`aims (issue 23; relays on Node ${runtime.version}; ${TOPOLOGY_LABEL[topology]}; each beside the floor measured in the same run):`);
     for (const c of checks) console.log(`- ${c}`);
     if (profileSections.length > 0) console.log(`\n${profileSections.join("\n")}`);
     console.log("\nwhere the relay's CPU goes, per area, before and after issue 23's work: docs/RELAY-PROFILE.md");
     console.log(`ledger invariants after the run: ${inv.ok ? "hold" : `${inv.violations} violation(s)`}`);
     agent.destroy();
   } finally {
-    for (const c of children) await stopChild(c);
+    // chat-router first, billing after it (as a rollout drains the caller before its dependency).
+    for (const c of children.reverse()) await stopChild(c);
   }
 }
 
