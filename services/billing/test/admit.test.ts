@@ -1,16 +1,16 @@
 // Admission in one call (issue 23): the limiter's Admit counts the rate AND takes a concurrency slot in one script,
 // or neither; the scripts run by EVALSHA and survive a SCRIPT FLUSH; CreditsService Commit/Release free the lease
 // they name (`release_lease_id`), harmlessly on a replay and never failing the money call for a bad lease id.
-import { Code, ConnectError, createClient, createRouterTransport } from "@connectrpc/connect";
+import { Code, createClient, createRouterTransport } from "@connectrpc/connect";
 import { CreditsService } from "@luna/contracts/luna/billing/v1/credits_service_pb.js";
 import { AdmitRefusal, ConcurrencyKind, LimitsService } from "@luna/contracts/luna/billing/v1/limits_service_pb.js";
-import { startDedicatedRedis, testServers } from "@luna/kit/testing";
+import { testServers } from "@luna/kit/testing";
 import { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { createRateLimiter } from "../src/limits/limiter.js";
 import { parseLimitPolicy } from "../src/limits/policy.js";
 import { billingRoutes } from "../src/server/routes.js";
-import { as, fundedAccount, openLedgerDb, testPrincipal, type LedgerDb } from "./helpers.js";
+import { as, codeOf, fundedAccount, limiterOnDedicatedRedis, openLedgerDb, testPrincipal, type LedgerDb } from "./helpers.js";
 
 let redis: Redis;
 beforeAll(async () => {
@@ -152,14 +152,8 @@ describe("limiter.admit", () => {
   }
 
   it("Redis down: admits without counting (degraded, a placeholder lease), logged through the hook", async () => {
-    const server = await startDedicatedRedis();
-    const client = new Redis(server.url, { maxRetriesPerRequest: 1, commandTimeout: 500, retryStrategy: () => 100 });
-    client.on("error", () => undefined);
-    const failures: string[] = [];
-    await client.ping();
-    const limiter = createRateLimiter(client, parseLimitPolicy('{"roles":{"user":{"rates":{"x":{"limit":1,"per":"hour"}},"concurrency":{"image_job":1}}}}'), {
-      hooks: { failOpen: (op) => failures.push(op) },
-    });
+    const r = await limiterOnDedicatedRedis('{"roles":{"user":{"rates":{"x":{"limit":1,"per":"hour"}},"concurrency":{"image_job":1}}}}');
+    const { limiter, failures, server } = r;
     try {
       const user = uniq("u");
       expect(await limiter.admit(user, "x", "image_job")).toMatchObject({ admitted: true, degraded: false });
@@ -173,8 +167,7 @@ describe("limiter.admit", () => {
       }
       expect(failures).toEqual(["admit", "admit"]);
     } finally {
-      client.disconnect();
-      await server.dispose();
+      await r.dispose();
     }
   }, 60_000);
 });
@@ -199,15 +192,6 @@ describe("over RPC", () => {
     await t?.close();
   });
 
-  async function codeOf(p: Promise<unknown>): Promise<{ code: Code; message: string }> {
-    try {
-      await p;
-    } catch (err) {
-      const e = ConnectError.from(err);
-      return { code: e.code, message: e.rawMessage };
-    }
-    throw new Error("expected the call to fail");
-  }
 
   it("Admit: internal callers only; every bad field is INVALID_ARGUMENT naming it", async () => {
     const limits = createClient(LimitsService, transport);

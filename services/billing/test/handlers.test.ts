@@ -3,7 +3,7 @@
 // replays byte-identical, and Envoy's ShouldRateLimit.
 import { create, toBinary } from "@bufbuild/protobuf";
 import { DurationSchema, type Duration } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, createClient, createRouterTransport } from "@connectrpc/connect";
+import { Code, createClient, createRouterTransport } from "@connectrpc/connect";
 import { RateLimitResponse_Code, RateLimitService } from "@luna/contracts/envoy/service/ratelimit/v3/rls_pb.js";
 import { BillingAdminService } from "@luna/contracts/luna/billing/v1/billing_admin_service_pb.js";
 import { BillingService } from "@luna/contracts/luna/billing/v1/billing_service_pb.js";
@@ -17,7 +17,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { createRateLimiter } from "../src/limits/limiter.js";
 import { parseLimitPolicy } from "../src/limits/policy.js";
 import { billingRoutes } from "../src/server/routes.js";
-import { as, fundedAccount, newAccountId, openLedgerDb, testPrincipal, type LedgerDb } from "./helpers.js";
+import { as, fundedAccount, newAccountId, openLedgerDb, testPrincipal, type LedgerDb, codeOf } from "./helpers.js";
 
 let t: LedgerDb;
 let redis: Redis;
@@ -48,15 +48,6 @@ afterAll(async () => {
 const internal = as("internal", "chat-router");
 const admin = as("admin", "root");
 
-async function codeOf(p: Promise<unknown>): Promise<{ code: Code; message: string }> {
-  try {
-    await p;
-  } catch (err) {
-    const e = ConnectError.from(err);
-    return { code: e.code, message: e.rawMessage };
-  }
-  throw new Error("expected the call to fail");
-}
 
 async function counts() {
   const r = await t.pool.query<{ holds: number; entries: number; keys: number; accounts: number }>(

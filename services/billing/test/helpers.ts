@@ -1,12 +1,15 @@
 // Shared setup of billing's integration tests: a migrated database of the shared test Postgres, a pool, the ledger,
 // and the invariant assertion every ledger test runs after itself.
 import { fileURLToPath } from "node:url";
-import { createTestDatabase, type TestDatabase } from "@luna/kit/testing";
+import { createTestDatabase, startDedicatedRedis, type TestDatabase } from "@luna/kit/testing";
+import { Redis } from "ioredis";
+import { createRateLimiter, type RateLimiter } from "../src/limits/limiter.js";
+import { parseLimitPolicy } from "../src/limits/policy.js";
 import pg from "pg";
 import { Registry } from "prom-client";
 import { expect } from "vitest";
 import { checkInvariants } from "../src/data/invariants.js";
-import type { Interceptor } from "@connectrpc/connect";
+import { ConnectError, type Code, type Interceptor } from "@connectrpc/connect";
 import { clientAddressKey, loadConfig, principalKey, type Role } from "@luna/kit";
 import { billingConfigSchema } from "../src/config.js";
 import { LedgerStore, replicaLedgerStore } from "../src/data/ledger-store.js";
@@ -108,3 +111,36 @@ export function testPrincipal(opts: { clientAddress?: string } = {}): Intercepto
 
 /** Call options carrying the caller for `testPrincipal`. */
 export const as = (role: Role, userId = "caller") => ({ headers: { "x-test-principal": `${role}:${userId}` } });
+
+/** The code and message a call failed with (the test fails if it succeeded). */
+export async function codeOf(p: Promise<unknown>): Promise<{ code: Code; message: string }> {
+  try {
+    await p;
+  } catch (err) {
+    const e = ConnectError.from(err);
+    return { code: e.code, message: e.rawMessage };
+  }
+  throw new Error("expected the call to fail");
+}
+
+/**
+ * A limiter on a Redis of its own that the test may stop (Redis down): the client fails fast, as the kit's does, and
+ * every fail-open call is recorded in `failures`. `dispose` disconnects and removes the server.
+ */
+export async function limiterOnDedicatedRedis(policyJson: string): Promise<{
+  limiter: RateLimiter; failures: string[]; server: Awaited<ReturnType<typeof startDedicatedRedis>>; client: Redis; dispose(): Promise<void>;
+}> {
+  const server = await startDedicatedRedis();
+  const client = new Redis(server.url, { maxRetriesPerRequest: 1, commandTimeout: 500, retryStrategy: () => 100 });
+  client.on("error", () => undefined);
+  await client.ping();
+  const failures: string[] = [];
+  const limiter = createRateLimiter(client, parseLimitPolicy(policyJson), { hooks: { failOpen: (op) => failures.push(op) } });
+  return {
+    limiter, failures, server, client,
+    async dispose() {
+      client.disconnect();
+      await server.dispose();
+    },
+  };
+}

@@ -2,12 +2,12 @@
 // Redis is down.
 import { spawn } from "node:child_process";
 import { createInterface } from "node:readline";
-import { startDedicatedRedis, testServers } from "@luna/kit/testing";
+import { testServers } from "@luna/kit/testing";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createRateLimiter, parseLeaseId } from "../src/limits/limiter.js";
 import { parseLimitPolicy } from "../src/limits/policy.js";
-import { workerArgs } from "./helpers.js";
+import { limiterOnDedicatedRedis, workerArgs } from "./helpers.js";
 
 let redis: Redis;
 beforeAll(async () => {
@@ -128,14 +128,8 @@ describe("concurrency leases", () => {
 
 describe("Redis down", () => {
   it("fails open for rate and concurrency limits (logged via the hook), and recovers when Redis returns", async () => {
-    const server = await startDedicatedRedis();
-    const client = new Redis(server.url, { maxRetriesPerRequest: 1, commandTimeout: 500, retryStrategy: () => 100 });
-    client.on("error", () => undefined);
-    const failures: string[] = [];
-    await client.ping();
-    const limiter = createRateLimiter(client, parseLimitPolicy('{"roles":{"user":{"rates":{"x":{"limit":1,"per":"hour"}}}}}'), {
-      hooks: { failOpen: (op) => failures.push(op) },
-    });
+    const r = await limiterOnDedicatedRedis('{"roles":{"user":{"rates":{"x":{"limit":1,"per":"hour"}}}}}');
+    const { limiter, failures, server, client } = r;
     try {
       const user = uniq("u");
       expect((await limiter.check(user, "x")).allowed).toBe(true);
@@ -153,8 +147,7 @@ describe("Redis down", () => {
       const back = await limiter.check(uniq("u"), "x");
       expect(back).toMatchObject({ allowed: true, degraded: false });
     } finally {
-      client.disconnect();
-      await server.dispose();
+      await r.dispose();
     }
   }, 60_000);
 });

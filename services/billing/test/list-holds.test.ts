@@ -2,7 +2,7 @@
 // sweepers (chat-router learns that a reply's hold was committed before its replica died). Through an in-memory
 // Connect transport over the real ledger (Postgres): bad input is INVALID_ARGUMENT naming the field, the call is
 // internal only, and the lookup uses partial indexes (open holds; resolved holds by reference).
-import { Code, ConnectError, createClient, createRouterTransport } from "@connectrpc/connect";
+import { Code, createClient, createRouterTransport } from "@connectrpc/connect";
 import { CreditsService } from "@luna/contracts/luna/billing/v1/credits_service_pb.js";
 import { HoldStatus } from "@luna/contracts/luna/billing/v1/ledger_pb.js";
 import { invalidPageSize, invalidPageToken } from "@luna/kit";
@@ -14,7 +14,7 @@ import { parseLimitPolicy } from "../src/limits/policy.js";
 import { LedgerStore } from "../src/data/ledger-store.js";
 import type { Sql } from "../src/data/sql.js";
 import { billingRoutes } from "../src/server/routes.js";
-import { as, fundedAccount, openLedgerDb, testPrincipal, type LedgerDb } from "./helpers.js";
+import { as, fundedAccount, openLedgerDb, testPrincipal, type LedgerDb, codeOf } from "./helpers.js";
 
 let t: LedgerDb;
 let redis: Redis;
@@ -37,15 +37,6 @@ afterAll(async () => {
   await t?.close();
 });
 
-async function codeOf(p: Promise<unknown>): Promise<{ code: Code; message: string }> {
-  try {
-    await p;
-  } catch (err) {
-    const e = ConnectError.from(err);
-    return { code: e.code, message: e.rawMessage };
-  }
-  throw new Error("expected the call to fail");
-}
 
 describe("ListHolds", () => {
   it("lists a reference's holds of every status, newest first, paged; other references and reasons left out", async () => {
