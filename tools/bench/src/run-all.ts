@@ -2,7 +2,7 @@
 // each in its own process so one cannot warm or starve the next, shows their output live, and writes the figures
 // with the machine they ran on to docs/PERFORMANCE.md. `make bench ONLY=billing` runs the matching ones.
 import { spawn } from "node:child_process";
-import { existsSync, readdirSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { cpus, totalmem, type as osType, release } from "node:os";
 import { join, relative, resolve } from "node:path";
 
@@ -73,7 +73,22 @@ for (const [i, file] of benches.entries()) {
   sections.push(`## ${name}\n\n${r.ok ? "" : "**FAILED** — output so far:\n\n"}\`\`\`\n${r.output.trim()}\n\`\`\`\n\n` +
     `(${r.seconds.toFixed(0)} s; run with \`node --conditions=luna-source --import tsx ${name}\`)\n`);
 }
+/**
+ * The hand-written profile summaries that belong beside the figures: the part of a docs page between
+ * `<!-- performance.md -->` and `<!-- /performance.md -->` (one copy: the page stays the source).
+ */
+function excerpts(): string[] {
+  const out: string[] = [];
+  for (const page of ["docs/RELAY-PROFILE.md"]) {
+    const text = existsSync(join(root, page)) ? readFileSync(join(root, page), "utf8") : "";
+    const m = /<!-- performance\.md -->\n([\s\S]*?)<!-- \/performance\.md -->/.exec(text);
+    if (m) out.push(`## From ${page} (hand-written, not re-measured by this run)\n\n${m[1]!.trim()}\n`);
+  }
+  return out;
+}
+
 if (!only) {
+  sections.push(...excerpts());
   const doc = `# Performance\n\nMeasured by \`make bench\` on ${new Date().toISOString().slice(0, 10)}.\n\n` +
     `Machine: ${machine}.\n\nEach benchmark starts its own Postgres, Redis, NATS and simulators on this machine and ` +
     `prints its own table; they run one after another. Figures from a 2-core machine shared with the load generator ` +
