@@ -203,7 +203,8 @@ export class BillingClient {
         holdId, amount, releaseLeaseId,
         usage: { model: usage.model, feature: "chat", inputTokens: BigInt(usage.inputTokens), outputTokens: BigInt(usage.outputTokens), images: 0 },
       });
-      if (!r.leaseReleased) this.releaseStreamLease(releaseLeaseId); // a billing that predates release_lease_id
+      // A billing that predates release_lease_id ignored it: free the slot before the client hears the end, as it did.
+      if (!r.leaseReleased) await this.releaseStreamLeaseNow(releaseLeaseId);
       return r.hold;
     });
   }
@@ -212,7 +213,8 @@ export class BillingClient {
   async release(holdId: string, releaseLeaseId = ""): Promise<Hold | undefined> {
     return await this.settle("release", holdId, async () => {
       const r = await this.credits.release({ holdId, releaseLeaseId });
-      if (!r.leaseReleased) this.releaseStreamLease(releaseLeaseId); // a billing that predates release_lease_id
+      // A billing that predates release_lease_id ignored it: free the slot before the client hears the end, as it did.
+      if (!r.leaseReleased) await this.releaseStreamLeaseNow(releaseLeaseId);
       return r.hold;
     });
   }
