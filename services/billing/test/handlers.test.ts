@@ -3,7 +3,7 @@
 // replays byte-identical, and Envoy's ShouldRateLimit.
 import { create, toBinary } from "@bufbuild/protobuf";
 import { DurationSchema, type Duration } from "@bufbuild/protobuf/wkt";
-import { Code, createClient, createRouterTransport } from "@connectrpc/connect";
+import { Code, createClient, type Transport } from "@connectrpc/connect";
 import { RateLimitResponse_Code, RateLimitService } from "@luna/contracts/envoy/service/ratelimit/v3/rls_pb.js";
 import { BillingAdminService } from "@luna/contracts/luna/billing/v1/billing_admin_service_pb.js";
 import { BillingService } from "@luna/contracts/luna/billing/v1/billing_service_pb.js";
@@ -11,38 +11,16 @@ import { CreditsService, ReserveResponseSchema, ReserveRequestSchema } from "@lu
 import { LedgerEntryKind } from "@luna/contracts/luna/billing/v1/ledger_pb.js";
 import { ConcurrencyKind, LimitsService } from "@luna/contracts/luna/billing/v1/limits_service_pb.js";
 import { invalidPageSize, invalidPageToken } from "@luna/kit";
-import { testServers } from "@luna/kit/testing";
-import { Redis } from "ioredis";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { createRateLimiter } from "../src/limits/limiter.js";
-import { parseLimitPolicy } from "../src/limits/policy.js";
-import { billingRoutes } from "../src/server/routes.js";
-import { as, fundedAccount, newAccountId, openLedgerDb, testPrincipal, type LedgerDb, codeOf } from "./helpers.js";
+import { beforeAll, describe, expect, it } from "vitest";
+import { as, billingRoutesHarness, codeOf, fundedAccount, type LedgerDb, newAccountId } from "./helpers.js";
 
+// The caller's identity comes from a test header instead of a JWT (helpers.ts testPrincipal, as()).
+const h = billingRoutesHarness('{"roles":{"user":{"rates":{"chat":{"limit":3,"per":"minute"}}}}}');
 let t: LedgerDb;
-let redis: Redis;
-let transport: ReturnType<typeof createRouterTransport>;
-
-beforeAll(async () => {
-  t = await openLedgerDb();
-  redis = new Redis(testServers().redisUrl, { maxRetriesPerRequest: 1 });
-  await redis.ping();
-  const limiter = createRateLimiter(
-    redis,
-    parseLimitPolicy('{"roles":{"user":{"rates":{"chat":{"limit":3,"per":"minute"}}}}}'),
-    { keyPrefix: `h${process.pid}${Date.now()}` },
-  );
-  // The caller's identity comes from a test header instead of a JWT.
-  transport = createRouterTransport(billingRoutes({ ledger: t.ledger, limiter, rateLimitDomain: "luna" }), {
-    router: { interceptors: [testPrincipal()] },
-  });
-});
-afterEach(async () => {
-  await t.assertInvariants();
-});
-afterAll(async () => {
-  redis?.disconnect();
-  await t?.close();
+let transport: Transport;
+beforeAll(() => {
+  t = h.t;
+  transport = h.transport;
 });
 
 const internal = as("internal", "chat-router");

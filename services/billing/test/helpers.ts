@@ -1,15 +1,16 @@
 // Shared setup of billing's integration tests: a migrated database of the shared test Postgres, a pool, the ledger,
 // and the invariant assertion every ledger test runs after itself.
 import { fileURLToPath } from "node:url";
-import { createTestDatabase, startDedicatedRedis, type TestDatabase } from "@luna/kit/testing";
+import { createTestDatabase, startDedicatedRedis, testServers, type TestDatabase } from "@luna/kit/testing";
 import { Redis } from "ioredis";
 import { createRateLimiter, type RateLimiter } from "../src/limits/limiter.js";
 import { parseLimitPolicy } from "../src/limits/policy.js";
+import { billingRoutes } from "../src/server/routes.js";
 import pg from "pg";
 import { Registry } from "prom-client";
-import { expect } from "vitest";
+import { afterAll, afterEach, beforeAll, expect } from "vitest";
 import { checkInvariants } from "../src/data/invariants.js";
-import { ConnectError, type Code, type Interceptor } from "@connectrpc/connect";
+import { ConnectError, createRouterTransport, type Code, type Interceptor, type Transport } from "@connectrpc/connect";
 import { clientAddressKey, loadConfig, principalKey, type Role } from "@luna/kit";
 import { billingConfigSchema } from "../src/config.js";
 import { LedgerStore, replicaLedgerStore } from "../src/data/ledger-store.js";
@@ -142,5 +143,36 @@ export async function limiterOnDedicatedRedis(policyJson: string): Promise<{
       client.disconnect();
       await server.dispose();
     },
+  };
+}
+
+/**
+ * Billing's routes over the real ledger (a fresh database) and limiter (the run's Redis, keys under a fresh prefix),
+ * through an in-memory Connect transport whose caller is named by `as(...)`; ledger invariants are checked after
+ * each test. Registers its own vitest hooks: call it at the top of a test file.
+ */
+export function billingRoutesHarness(policyJson = "{}"): { readonly t: LedgerDb; readonly transport: Transport } {
+  let t: LedgerDb | undefined;
+  let redis: Redis | undefined;
+  let transport: Transport | undefined;
+  beforeAll(async () => {
+    t = await openLedgerDb();
+    redis = new Redis(testServers().redisUrl, { maxRetriesPerRequest: 1 });
+    await redis.ping(); // the limiter fails open until the connection is ready
+    const limiter = createRateLimiter(redis, parseLimitPolicy(policyJson), { keyPrefix: `bh${process.pid}${Date.now()}${Math.random().toString(36).slice(2, 6)}` });
+    transport = createRouterTransport(billingRoutes({ ledger: t.ledger, limiter, rateLimitDomain: "luna" }), {
+      router: { interceptors: [testPrincipal()] },
+    });
+  });
+  afterEach(async () => {
+    await t!.assertInvariants();
+  });
+  afterAll(async () => {
+    redis?.disconnect();
+    await t?.close();
+  });
+  return {
+    get t() { return t!; },
+    get transport() { return transport!; },
   };
 }

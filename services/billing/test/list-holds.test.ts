@@ -2,41 +2,23 @@
 // sweepers (chat-router learns that a reply's hold was committed before its replica died). Through an in-memory
 // Connect transport over the real ledger (Postgres): bad input is INVALID_ARGUMENT naming the field, the call is
 // internal only, and the lookup uses partial indexes (open holds; resolved holds by reference).
-import { Code, createClient, createRouterTransport } from "@connectrpc/connect";
+import { Code, createClient } from "@connectrpc/connect";
 import { CreditsService } from "@luna/contracts/luna/billing/v1/credits_service_pb.js";
 import { HoldStatus } from "@luna/contracts/luna/billing/v1/ledger_pb.js";
 import { invalidPageSize, invalidPageToken } from "@luna/kit";
-import { testServers } from "@luna/kit/testing";
-import { Redis } from "ioredis";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { createRateLimiter } from "../src/limits/limiter.js";
-import { parseLimitPolicy } from "../src/limits/policy.js";
+import { beforeAll, describe, expect, it } from "vitest";
 import { LedgerStore } from "../src/data/ledger-store.js";
 import type { Sql } from "../src/data/sql.js";
-import { billingRoutes } from "../src/server/routes.js";
-import { as, fundedAccount, openLedgerDb, testPrincipal, type LedgerDb, codeOf } from "./helpers.js";
+import { as, billingRoutesHarness, codeOf, fundedAccount, type LedgerDb } from "./helpers.js";
 
+const h = billingRoutesHarness();
 let t: LedgerDb;
-let redis: Redis;
 let credits: ReturnType<typeof createClient<typeof CreditsService>>;
 const internal = as("internal", "chat-router");
-
-beforeAll(async () => {
-  t = await openLedgerDb();
-  redis = new Redis(testServers().redisUrl, { maxRetriesPerRequest: 1 });
-  const limiter = createRateLimiter(redis, parseLimitPolicy("{}"), { keyPrefix: `lh${process.pid}${Date.now()}` });
-  credits = createClient(CreditsService, createRouterTransport(billingRoutes({ ledger: t.ledger, limiter, rateLimitDomain: "luna" }), {
-    router: { interceptors: [testPrincipal()] },
-  }));
+beforeAll(() => {
+  t = h.t;
+  credits = createClient(CreditsService, h.transport);
 });
-afterEach(async () => {
-  await t.assertInvariants();
-});
-afterAll(async () => {
-  redis?.disconnect();
-  await t?.close();
-});
-
 
 describe("ListHolds", () => {
   it("lists a reference's holds of every status, newest first, paged; other references and reasons left out", async () => {
