@@ -196,6 +196,11 @@ function b64url(s: string): string {
   return Buffer.from(s, "utf8").toString("base64url");
 }
 
+/** A lease id this limiter could have handed out: of a sane length, and parsable. */
+export function isLeaseId(id: string): boolean {
+  return id.length <= 600 && parseLeaseId(id) !== undefined;
+}
+
 /** Parses a lease id; undefined when malformed (treated as "nothing to release"). */
 export function parseLeaseId(id: string): { kind: ConcurrencyKindName; userId: string; token: string } | undefined {
   const parts = id.split(".");

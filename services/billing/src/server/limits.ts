@@ -21,7 +21,7 @@ import {
 import { requirePrincipal } from "@luna/kit";
 import { invalid } from "../domain/errors.js";
 import { descriptorTarget, overrideSpec, PERIOD_TO_UNIT } from "../limits/envoy.js";
-import { parseLeaseId, type RateLimiter } from "../limits/limiter.js";
+import { isLeaseId, type RateLimiter } from "../limits/limiter.js";
 import type { ConcurrencyKindName } from "../limits/policy.js";
 import { durationFromMs, durationToMs, timestampFromMicros } from "./convert.js";
 import { rpc } from "./errors.js";
@@ -71,7 +71,7 @@ function checkTtl(field: string, d: Parameters<typeof durationToMs>[0]): number 
 
 function checkLeaseId(v: string): string {
   if (v.length === 0) throw invalid("lease_id", "is required");
-  if (v.length > 600 || !parseLeaseId(v)) throw invalid("lease_id", "is not a lease id returned by AcquireLease or Admit");
+  if (!isLeaseId(v)) throw invalid("lease_id", "is not a lease id returned by AcquireLease or Admit");
   return v;
 }
 

@@ -43,7 +43,7 @@ import {
   checkUuid,
 } from "../domain/ledger.js";
 import type { Ledger } from "../ledger.js";
-import { parseLeaseId, type RateLimiter } from "../limits/limiter.js";
+import { isLeaseId, type RateLimiter } from "../limits/limiter.js";
 import {
   accountToProto,
   durationToMs,
@@ -99,7 +99,7 @@ export function billingRoutes(deps: RouteDeps): (router: ConnectRouter) => void 
    */
   async function releaseLeaseWith(leaseId: string, holdId: string): Promise<void> {
     if (leaseId === "") return;
-    if (leaseId.length > 600 || !parseLeaseId(leaseId)) {
+    if (!isLeaseId(leaseId)) {
       deps.log?.warn({ holdId, leaseId: leaseId.slice(0, 100) }, "release_lease_id is not a lease id; nothing freed");
       return;
     }

@@ -5,7 +5,7 @@
  * reply's hold, or by ReleaseLease when there is no hold to settle).
  */
 import { Code, ConnectError, createClient, type Client, type Transport } from "@connectrpc/connect";
-import { durationFromMs, timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { durationFromMs, timestampFromDate, type Duration } from "@bufbuild/protobuf/wkt";
 import { CreditsService } from "@luna/contracts/luna/billing/v1/credits_service_pb.js";
 import { HoldStatus, type Hold } from "@luna/contracts/luna/billing/v1/ledger_pb.js";
 import { AdmitRefusal, ConcurrencyKind, LimitsService } from "@luna/contracts/luna/billing/v1/limits_service_pb.js";
@@ -50,6 +50,19 @@ function isRetryable(err: unknown): boolean {
   return code === Code.Unavailable || code === Code.DeadlineExceeded || code === Code.Unknown || code === Code.Internal || code === Code.Aborted;
 }
 
+/** The limits' role of a caller (billing knows "user" and "admin"). */
+const roleOf = (p: Principal) => (p.role === "admin" ? "admin" : "user");
+
+/** The refusals of admission, worded alike whichever billing call refused. */
+function rateLimited(limit: number, retryAfter: Duration | undefined): ConnectError {
+  const s = retryAfter ? Math.max(1, Math.ceil(Number(retryAfter.seconds) + retryAfter.nanos / 1e9)) : 1;
+  return resourceExhausted(`rate limit: at most ${limit} chat requests per minute; retry in ${s}s`);
+}
+
+function tooManyReplies(limit: number): ConnectError {
+  return resourceExhausted(`too many replies in progress: at most ${limit} at a time`);
+}
+
 function billingDown(err: unknown): ConnectError {
   return unavailable(`billing is unavailable, try again (${err instanceof ConnectError ? err.rawMessage : String(err)})`);
 }
@@ -84,7 +97,7 @@ export class BillingClient {
     let r;
     try {
       r = await this.limits.admit({
-        userId: p.userId, role: p.role === "admin" ? "admin" : "user", feature: "chat", kind: ConcurrencyKind.CHAT_STREAM, ttl: durationFromMs(ttlMs),
+        userId: p.userId, role: roleOf(p), feature: "chat", kind: ConcurrencyKind.CHAT_STREAM, ttl: durationFromMs(ttlMs),
       });
     } catch (err) {
       if (err instanceof ConnectError && err.code === Code.Unimplemented) {
@@ -95,17 +108,14 @@ export class BillingClient {
       }
       throw billingDown(err);
     }
-    if (r.refused === AdmitRefusal.RATE) {
-      const s = r.retryAfter ? Math.max(1, Math.ceil(Number(r.retryAfter.seconds) + r.retryAfter.nanos / 1e9)) : 1;
-      throw resourceExhausted(`rate limit: at most ${r.rateLimit} chat requests per minute; retry in ${s}s`);
-    }
-    if (!r.admitted) throw resourceExhausted(`too many replies in progress: at most ${r.leaseLimit} at a time`);
+    if (r.refused === AdmitRefusal.RATE) throw rateLimited(r.rateLimit, r.retryAfter);
+    if (!r.admitted) throw tooManyReplies(r.leaseLimit);
     return r.leaseId;
   }
 
   /** Admit as a billing without it does: the rate check and the lease at once (a refused lease still counts the rate there). */
   private async admitInTwoCalls(p: Principal, ttlMs: number): Promise<string> {
-    const role = p.role === "admin" ? "admin" : "user";
+    const role = roleOf(p);
     const [rate, lease] = await Promise.allSettled([
       this.limits.checkRateLimit({ userId: p.userId, role, feature: "chat" }),
       this.limits.acquireLease({ userId: p.userId, role, kind: ConcurrencyKind.CHAT_STREAM, ttl: durationFromMs(ttlMs) }),
@@ -114,12 +124,8 @@ export class BillingClient {
     try {
       if (rate.status === "rejected") throw billingDown(rate.reason);
       if (lease.status === "rejected") throw billingDown(lease.reason);
-      if (!rate.value.allowed) {
-        const ra = rate.value.retryAfter;
-        const s = ra ? Math.max(1, Math.ceil(Number(ra.seconds) + ra.nanos / 1e9)) : 1;
-        throw resourceExhausted(`rate limit: at most ${rate.value.limit} chat requests per minute; retry in ${s}s`);
-      }
-      if (!lease.value.acquired) throw resourceExhausted(`too many replies in progress: at most ${lease.value.limit} at a time`);
+      if (!rate.value.allowed) throw rateLimited(rate.value.limit, rate.value.retryAfter);
+      if (!lease.value.acquired) throw tooManyReplies(lease.value.limit);
       return leaseId;
     } catch (err) {
       this.releaseStreamLease(leaseId);
